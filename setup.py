@@ -1,0 +1,27 @@
+"""
+Packaging for dmq, a distributed message queue for Twisted programs that is
+wire-compatible with Kamailio's DMQ module.
+"""
+
+from setuptools import setup
+
+setup(
+    name="dmq",
+    version="0.1.0",
+    description="A Kamailio-compatible distributed message queue (KDMQ over SIP) for Twisted",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["dmq", "dmq.peers", "dmq.test", "twisted.plugins"],
+    package_data={"dmq.test": ["data/*"], "twisted": ["plugins/dmq_plugin.py"]},
+    install_requires=[
+        "Twisted>=23.10",
+        "attrs>=23.2",
+        "zope.interface>=6.0",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.80"],
+    },
+    entry_points={},
+)
