@@ -14,7 +14,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=["dmq", "dmq.peers", "dmq.test", "twisted.plugins"],
-    package_data={"dmq.test": ["data/*"], "twisted": ["plugins/dmq_plugin.py"]},
+    package_data={"dmq.test": ["data/*", "data/*/*"], "twisted": ["plugins/dmq_plugin.py"]},
     install_requires=[
         "Twisted>=23.10",
         "attrs>=23.2",

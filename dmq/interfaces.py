@@ -1,0 +1,155 @@
+# -*- test-case-name: dmq.test.test_bus -*-
+"""
+The two interfaces a Twisted program needs to use dmq: L{IDMQPeer}, which it
+implements to receive the messages of one channel, and L{IDMQBus}, which it
+calls to register peers and to send.
+"""
+
+from __future__ import annotations
+
+import attr
+from zope.interface import Attribute, Interface
+
+__all__ = ["IDMQPeer", "IDMQBus", "PeerResponse"]
+
+
+@attr.frozen
+class PeerResponse:
+    """
+    What a peer answers to one KDMQ request: the final SIP reply.
+
+    @ivar code: the status code, 200 to 699.
+    @ivar reason: the reason phrase; it must not be empty.
+    @ivar body: the reply body, or C{b""}.
+    @ivar contentType: the body's Content-Type; required when C{body} is
+        not empty.
+    """
+
+    code: int
+    reason: str
+    body: bytes = b""
+    contentType: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not 200 <= self.code <= 699:
+            raise ValueError(f"a peer must answer with a final code, not {self.code}")
+        if not self.reason or "\r" in self.reason or "\n" in self.reason:
+            raise ValueError("a peer response needs a one-line reason phrase")
+        if self.body and not self.contentType:
+            raise ValueError("a peer response with a body needs a content type")
+
+
+class IDMQPeer(Interface):
+    """
+    A named handler of KDMQ messages: one channel of the bus (C{htable},
+    C{usrloc}, your own).  Register it with L{IDMQBus.registerPeer}.
+    """
+
+    peerId = Attribute(
+        "The channel name, a SIP user part such as C{'htable'}. Requests are "
+        "dispatched on the Request-URI user, and every node of the bus must use "
+        "the same name for the same channel."
+    )
+
+    description = Attribute("A short description, for listings.")
+
+    def messageReceived(request, node):
+        """
+        A KDMQ request for this peer arrived.  It is handed over once, even
+        when the sender retransmits it.
+
+        @param request: the request.
+        @type request: L{dmq.sip.Request}
+
+        @param node: the sending node, matched from the request's From URI as
+            Kamailio matches it, or C{None} when the sender is not a node we
+            know.
+        @type node: L{dmq.node.Node} or C{None}
+
+        @return: a L{PeerResponse}, or a L{Deferred} that fires with one.  An
+            exception or a failed Deferred is answered C{500}; so is a Deferred
+            that has not fired within the bus's handler timeout.
+        """
+
+    def nodeAdded(node):
+        """
+        A node became active on the bus: the hook to bring it up to date (sync
+        on join).  Called once each time a remote node becomes active, never
+        for the local node.  The return value is ignored; exceptions are
+        logged.
+
+        @type node: L{dmq.node.Node}
+        """
+
+
+class IDMQBus(Interface):
+    """
+    A DMQ bus as seen from one node: the peers registered here, the nodes
+    known, and the ways to send.
+    """
+
+    localNode = Attribute("The L{dmq.node.Node} of this process.")
+
+    def nodes():
+        """
+        @return: every node this node knows, the local one first.
+        @rtype: L{list} of L{dmq.node.Node}
+        """
+
+    def registerPeer(peer):
+        """
+        Register an L{IDMQPeer}.
+
+        @raise ValueError: when a peer with the same C{peerId} is registered.
+        """
+
+    def unregisterPeer(peerId):
+        """
+        Unregister the peer named C{peerId}; requests for it then get C{404}.
+
+        @raise KeyError: when no such peer is registered.
+        """
+
+    def send(peerId, body, node, contentType="text/plain", maxForwards=1):
+        """
+        Send one KDMQ request to one node.
+
+        @param peerId: the channel; the remote node dispatches on it.
+        @param body: the body, L{bytes}.
+        @param node: the target L{dmq.node.Node}.
+        @param maxForwards: the Max-Forwards value, at least 1.
+
+        @return: a L{Deferred} that fires with the final L{dmq.sip.Response}
+            once the transaction has ended: the node's reply, or a locally made
+            C{408} when it never answered (after Timer F, 32 s by default).
+            It fails only when the request could not be sent at all (the bus
+            is stopped or full).
+
+        @raise ValueError: for a C{maxForwards} below 1.
+        """
+
+    def broadcast(peerId, body, contentType="text/plain", exclude=None, maxForwards=1):
+        """
+        Send one KDMQ request to every active node but the local one and
+        C{exclude}.
+
+        @param exclude: a L{dmq.node.Node} or a sequence of them to leave out.
+
+        @return: a L{Deferred} that fires, once every transaction has ended,
+            with a L{dict} mapping each target L{dmq.node.Node} to its final
+            L{dmq.sip.Response} (C{408} for those that never answered), or to
+            the L{Failure} that kept the request from being sent.
+        """
+
+    def handleRequest(request, source):
+        """
+        Handle a KDMQ request that arrived some other way, as Kamailio's
+        C{dmq_handle_message} does: for a host SIP application that owns the
+        socket.
+
+        @param request: a L{dmq.sip.Request} with method C{KDMQ}.
+        @param source: the C{(host, port)} it came from.
+
+        @return: a L{Deferred} that fires with the L{dmq.sip.Response} to send
+            back.
+        """

@@ -1,0 +1,489 @@
+# -*- test-case-name: dmq.test.test_bus -*-
+"""
+Tests for L{dmq.bus}: peers, dispatch, the job queue, send and broadcast,
+over an in-memory network on one clock, and once over real loopback UDP.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from dmq import sip
+from dmq.bus import DMQBus
+from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.node import NodeStatus
+from dmq.notification import NotificationPeer
+from dmq.tap import makeNodeService
+from dmq.test.captures import datagrams
+from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
+from dmq.threaded import ThreadedPeer
+
+
+@implementer(IDMQPeer)
+class RecordingPeer:
+    """
+    A peer that records what it gets and answers as told.
+    """
+
+    description = "records messages"
+
+    def __init__(self, peerId="test", answer=None):
+        self.peerId = peerId
+        self.received = []
+        self.added = []
+        self.answer = answer or (lambda request, node: PeerResponse(200, "OK"))
+
+    def messageReceived(self, request, node):
+        self.received.append((request, node))
+        return self.answer(request, node)
+
+    def nodeAdded(self, node):
+        self.added.append(node)
+
+
+class Bus:
+    """
+    Several nodes on one in-memory network and clock.
+    """
+
+    def __init__(self, testCase, count=3, **options):
+        self.clock = Clock()
+        self.network = FakeNetwork(self.clock)
+        self.hosts = [f"127.0.0.{11 + i}" for i in range(count)]
+        self.nodes = [
+            makeNode(self.clock, self.network, host, seeds=[self.hosts[0]] if i else [], **options)
+            for i, host in enumerate(self.hosts)
+        ]
+        testCase.addCleanup(self.stop)
+        self.network.run(3)
+
+    def stop(self):
+        for node in self.nodes:
+            if node.running:
+                node.stopService()
+        self.network.run(70)
+
+    def find(self, viewer, target):
+        """
+        The L{Node} for node index C{target} in the list of node C{viewer}.
+        """
+        return self.nodes[viewer].nodeManager.find(sip.URI(self.hosts[target], 5060))
+
+
+def result(deferred):
+    results = []
+    deferred.addBoth(results.append)
+    return results
+
+
+class PeerRegistryTests(SynchronousTestCase):
+    """
+    Registering and looking up peers.
+    """
+
+    def setUp(self):
+        self.bus = Bus(self, count=1)
+        self.dmq = self.bus.nodes[0].bus
+
+    def test_interfaces(self):
+        """
+        The bus provides L{IDMQBus}; the peers provide L{IDMQPeer}.
+        """
+        self.assertTrue(verifyObject(IDMQBus, self.dmq))
+        self.assertTrue(verifyObject(IDMQPeer, self.bus.nodes[0].notification))
+        self.assertTrue(verifyObject(IDMQPeer, RecordingPeer()))
+        self.assertTrue(verifyObject(IDMQPeer, ThreadedPeer(RecordingPeer(), reactor, ThreadPool())))
+
+    def test_duplicatePeer(self):
+        """
+        A second peer with the same C{peerId} is refused.
+        """
+        self.dmq.registerPeer(RecordingPeer("x"))
+        self.assertRaises(ValueError, self.dmq.registerPeer, RecordingPeer("x"))
+
+    def test_notAPeer(self):
+        """
+        Only L{IDMQPeer} providers can be registered.
+        """
+        self.assertRaises(TypeError, self.dmq.registerPeer, object())
+
+    def test_badPeerId(self):
+        """
+        A C{peerId} that cannot be a SIP user part is refused.
+        """
+        for bad in ["", "a b", "a@b", "a;b", "a:b"]:
+            peer = RecordingPeer(bad)
+            self.assertRaises(ValueError, self.dmq.registerPeer, peer)
+
+    def test_unregister(self):
+        """
+        An unregistered peer's requests get 404; unregistering an unknown peer
+        raises L{KeyError}.
+        """
+        self.dmq.registerPeer(RecordingPeer("x"))
+        self.dmq.unregisterPeer("x")
+        self.assertRaises(KeyError, self.dmq.unregisterPeer, "x")
+
+    def test_localNode(self):
+        """
+        C{localNode} is the local node, listed first by C{nodes()}.
+        """
+        self.assertTrue(self.dmq.localNode.local)
+        self.assertIs(self.dmq.nodes()[0], self.dmq.localNode)
+
+
+class DispatchTests(SynchronousTestCase):
+    """
+    Incoming KDMQ requests reach their peer, and every one is answered.
+    """
+
+    def setUp(self):
+        self.bus = Bus(self, count=2)
+        self.a, self.b = self.bus.nodes
+
+    def send(self, body=b"x", peerId="test", sender=None):
+        sender = sender or self.b
+        return result(sender.bus.send(peerId, body, self.bus.find(1 if sender is self.b else 0, 0)))
+
+    def test_unicast(self):
+        """
+        C{send} reaches the peer with the sending node, and fires with the
+        peer's answer.
+        """
+        peer = RecordingPeer(answer=lambda r, n: PeerResponse(200, "Fine", b"{}", "application/json"))
+        self.a.bus.registerPeer(peer)
+        outcome = self.send(b"hello")
+        self.bus.network.run(1)
+        [(request, node)] = peer.received
+        self.assertEqual(request.body, b"hello")
+        self.assertIs(node, self.bus.find(0, 1))
+        [response] = outcome
+        self.assertEqual((response.code, response.reason, response.body), (200, "Fine", b"{}"))
+        self.assertEqual(response.contentType, "application/json")
+
+    def test_unknownPeer(self):
+        """
+        A request for a peer nobody registered is answered C{404 User Not
+        Found}, Kamailio 6.1's phrase.
+        """
+        outcome = self.send(peerId="nosuchpeer")
+        self.bus.network.run(1)
+        self.assertEqual((outcome[0].code, outcome[0].reason), (404, "User Not Found"))
+
+    def test_noUser(self):
+        """
+        A request whose Request-URI has no user part is answered C{400}.
+        """
+        request = self.b.bus.buildRequest("test", b"", self.bus.find(1, 0))
+        request = sip.Request(request.method, request.uri.replace(user=None), request.headers)
+        d = self.a.bus.handleRequest(request, ("127.0.0.12", 5060))
+        self.assertEqual(self.successResultOf(d).code, 400)
+
+    def test_peerRaises(self):
+        """
+        A peer that raises is answered C{500}, and the failure is logged.
+        """
+
+        def answer(request, node):
+            raise RuntimeError("broken peer")
+
+        self.a.bus.registerPeer(RecordingPeer(answer=answer))
+        outcome = self.send()
+        self.bus.network.run(1)
+        self.assertEqual(outcome[0].code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_peerAnswersNonsense(self):
+        """
+        A peer that answers something other than a L{PeerResponse} gets a
+        C{500} sent for it.
+        """
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: "yes"))
+        outcome = self.send()
+        self.bus.network.run(1)
+        self.assertEqual(outcome[0].code, 500)
+
+    def test_slowPeer(self):
+        """
+        A peer that has not answered within the handler timeout is answered
+        C{500}, long before the sender's Timer F.
+        """
+        cancelled = []
+        pending = defer.Deferred(cancelled.append)
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
+        outcome = self.send()
+        self.bus.network.run(9.9)
+        self.assertEqual(outcome, [])
+        self.bus.network.run(0.2)
+        self.assertEqual((outcome[0].code, outcome[0].reason), (500, "Peer Timed Out"))
+        self.assertEqual(cancelled, [pending])
+
+    def test_timeout(self):
+        """
+        A node that never answers makes C{send} fire with a C{408} after
+        Timer F, 32 s, and not before.
+        """
+        target = self.bus.find(1, 0)
+        crashNode(self.bus.network, self.a)
+        outcome = result(self.b.bus.send("test", b"x", target))
+        self.bus.network.run(31.9)
+        self.assertEqual(outcome, [])
+        self.bus.network.run(0.2)
+        self.assertEqual(outcome[0].code, 408)
+
+    def test_retransmissionHandledOnce(self):
+        """
+        When the reply is lost, the sender retransmits, and the peer still
+        sees the request once.
+        """
+        peer = RecordingPeer()
+        self.a.bus.registerPeer(peer)
+        lost = []
+
+        def drop(datagram):
+            if datagram.data.startswith(b"SIP/2.0 200") and not lost:
+                lost.append(datagram)
+                return True
+            return False
+
+        self.bus.network.drop = drop
+        outcome = self.send()
+        self.bus.network.run(2)
+        self.assertEqual(len(lost), 1)
+        self.assertEqual(len(peer.received), 1)
+        self.assertEqual(outcome[0].code, 200)
+
+    def test_perSenderOrdering(self):
+        """
+        With four workers, requests from one node to one peer are handed
+        over one after the other, in arrival order, while another sender's
+        requests run beside them.
+        """
+        for node in self.bus.nodes:
+            node.stopService()
+        bus = Bus(self, count=3, numWorkers=4)
+        a, b, c = bus.nodes
+        pending = {}
+
+        def answer(request, node):
+            d = pending[request.body] = defer.Deferred()
+            return d
+
+        peer = RecordingPeer(answer=answer)
+        a.bus.registerPeer(peer)
+        outcomes = []
+        for i in range(3):
+            outcomes.append(result(b.bus.send("test", b"b%d" % i, bus.find(1, 0))))
+            outcomes.append(result(c.bus.send("test", b"c%d" % i, bus.find(2, 0))))
+        bus.network.run(0.1)
+        self.assertEqual(sorted(pending), [b"b0", b"c0"])
+        pending[b"b0"].callback(PeerResponse(200, "OK"))
+        bus.network.run(0.1)
+        self.assertEqual(sorted(pending), [b"b0", b"b1", b"c0"])
+        pending[b"b1"].callback(PeerResponse(200, "OK"))
+        pending[b"c0"].callback(PeerResponse(200, "OK"))
+        bus.network.run(0.1)
+        self.assertEqual([r.body for r, n in peer.received], [b"b0", b"c0", b"b1", b"b2", b"c1"])
+        self.assertEqual([o[0].code for o in outcomes if o], [200, 200, 200])
+
+    def test_queueFull(self):
+        """
+        When the workers are busy and the queue is full, a request is answered
+        C{503} at once.
+        """
+        for node in self.bus.nodes:
+            node.stopService()
+        bus = Bus(self, count=2, numWorkers=1, maxQueue=2)
+        a, b = bus.nodes
+        a.bus.registerPeer(RecordingPeer(answer=lambda r, n: defer.Deferred()))
+        outcomes = [result(b.bus.send("test", b"%d" % i, bus.find(1, 0))) for i in range(4)]
+        bus.network.run(0.1)
+        self.assertEqual([o[0].code for o in outcomes if o], [503])
+        self.assertEqual(outcomes[3][0].reason, "Queue Full")
+        self.assertEqual(a.bus.queueDepth, 2)
+        bus.network.run(11)
+        self.assertEqual([o[0].code for o in outcomes], [500, 500, 500, 503])
+        self.assertEqual(a.bus.queueDepth, 0)
+
+    def test_stopDrainsQueue(self):
+        """
+        Stopping the bus lets accepted requests finish and leaves no timer.
+        """
+        pending = defer.Deferred()
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
+        outcome = self.send()
+        self.bus.network.run(0.1)
+        stopped = result(self.a.stopService())
+        self.bus.network.run(0.1)
+        self.assertEqual(stopped, [])
+        pending.callback(PeerResponse(200, "OK"))
+        self.bus.network.run(1)
+        self.assertEqual(stopped, [None])
+        self.assertEqual(outcome[0].code, 200)
+        self.b.stopService()
+        self.bus.network.run(70)
+        self.assertEqual(self.bus.clock.getDelayedCalls(), [])
+
+    def test_threadedPeer(self):
+        """
+        L{ThreadedPeer} calls the wrapped peer through the thread pool.
+        """
+        calls = []
+
+        class ImmediatePool:
+            def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+                calls.append(f)
+                onResult(True, f(*args, **kwargs))
+
+        class ImmediateReactor:
+            def callFromThread(self, f, *args, **kwargs):
+                f(*args, **kwargs)
+
+        peer = RecordingPeer()
+        threaded = ThreadedPeer(peer, ImmediateReactor(), ImmediatePool())
+        d = threaded.messageReceived("request", None)
+        self.assertEqual(self.successResultOf(d), PeerResponse(200, "OK"))
+        self.assertEqual(calls, [peer.messageReceived])
+
+
+class BroadcastTests(SynchronousTestCase):
+    """
+    L{DMQBus.broadcast} and the requests the bus builds.
+    """
+
+    def test_broadcastSkipsExcludedAndInactive(self):
+        """
+        A broadcast goes to every active node except the local one and the
+        excluded one, and fires with each target's response.
+        """
+        bus = Bus(self, count=4)
+        peers = [RecordingPeer() for _ in bus.nodes]
+        for node, peer in zip(bus.nodes, peers):
+            node.bus.registerPeer(peer)
+        a = bus.nodes[0]
+        a.nodeManager.changeStatus(sip.URI(bus.hosts[3], 5060), NodeStatus.NOT_ACTIVE)
+        outcome = result(a.bus.broadcast("test", b"all", exclude=bus.find(0, 2)))
+        bus.network.run(1)
+        [responses] = outcome
+        self.assertEqual(list(responses), [bus.find(0, 1)])
+        self.assertEqual(responses[bus.find(0, 1)].code, 200)
+        self.assertEqual([len(p.received) for p in peers], [0, 1, 0, 0])
+
+    def test_broadcastReportsTimeouts(self):
+        """
+        A node that never answers a broadcast is in the result with a C{408}.
+        """
+        bus = Bus(self, count=3)
+        for node in bus.nodes:
+            node.bus.registerPeer(RecordingPeer())
+        crashNode(bus.network, bus.nodes[2])
+        outcome = result(bus.nodes[0].bus.broadcast("test", b"all"))
+        bus.network.run(33)
+        codes = {node.uri.host: r.code for node, r in outcome[0].items()}
+        self.assertEqual(codes, {bus.hosts[1]: 200, bus.hosts[2]: 408})
+
+    def test_maxForwardsRefused(self):
+        """
+        Max-Forwards below 1 is refused: Kamailio rejects C{Max-Forwards: 0}.
+        """
+        bus = Bus(self, count=2)
+        self.assertRaises(ValueError, bus.nodes[0].bus.send, "test", b"", bus.find(0, 1), maxForwards=0)
+        self.assertRaises(ValueError, bus.nodes[0].bus.broadcast, "test", b"", maxForwards=0)
+
+    def test_nodeAdded(self):
+        """
+        Every registered peer hears once of each node that becomes active,
+        never of the local node.
+        """
+        clock = Clock()
+        network = FakeNetwork(clock)
+        a = makeNode(clock, network, "127.0.0.11")
+        peer = RecordingPeer()
+        a.bus.registerPeer(peer)
+        b = makeNode(clock, network, "127.0.0.12", seeds=["127.0.0.11"])
+        c = makeNode(clock, network, "127.0.0.13", seeds=["127.0.0.11"])
+        network.run(130)
+        self.assertEqual(sorted(n.uri.host for n in peer.added), ["127.0.0.12", "127.0.0.13"])
+        for node in (a, b, c):
+            node.stopService()
+        network.run(70)
+
+    def test_requestLikeKamailios(self):
+        """
+        A KDMQ request we build has the fields of one Kamailio builds, in
+        Kamailio's order.
+        """
+        [kamailio] = [
+            c for c in datagrams("01-bus-formation.txt")
+            if c.data.startswith(b"KDMQ") and c.source == "127.0.0.1:5062"
+        ][:1]
+        theirs = sip.parse(kamailio.data)
+        clock = Clock()
+        network = FakeNetwork(clock)
+        node = makeNodeService(clock, sip.URI("127.0.0.1", 5062), [sip.URI("127.0.0.1", 5061)], listen=False)
+        network.attach(node.protocol, ("127.0.0.1", 5062))
+        target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
+        ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
+        sent = []
+        node.protocol.sendRequest(ours, ("127.0.0.1", 5061)).addErrback(lambda f: None)
+        ours = sip.parse(network.sent[-1].data)
+        self.addCleanup(node.protocol.stop)
+        self.assertEqual(ours.method, theirs.method)
+        self.assertEqual(ours.uri, theirs.uri)
+        self.assertEqual(ours.header("To"), theirs.header("To"))
+        self.assertEqual(ours.fromAddress.uri, theirs.fromAddress.uri)
+        self.assertIsNotNone(ours.fromAddress.tag)
+        self.assertEqual(ours.cseq, theirs.cseq)
+        self.assertEqual(ours.maxForwards, theirs.maxForwards)
+        self.assertEqual(ours.contentType, theirs.contentType)
+        self.assertEqual(ours.body, theirs.body)
+        self.assertEqual(ours.via[0].transport, theirs.via[0].transport)
+        self.assertEqual((ours.via[0].host, ours.via[0].port), (theirs.via[0].host, theirs.via[0].port))
+        self.assertTrue(ours.via[0].branch.startswith("z9hG4bK"))
+        self.assertTrue(ours.callID.endswith("@127.0.0.1"))
+        self.assertEqual(
+            [name for name, _ in ours.headers if name != "User-Agent"],
+            [name for name, _ in theirs.headers if name != "User-Agent"],
+        )
+        self.assertEqual(sip.serialise(ours)[-len(theirs.body) - 4 :], b"\r\n\r\n" + theirs.body)
+
+
+class LoopbackBusIntegrationTests(TestCase):
+    """
+    Two buses in one reactor over real loopback UDP.
+    """
+
+    @defer.inlineCallbacks
+    def test_sendOverLoopback(self):
+        """
+        Two nodes on 127.0.0.11 and 127.0.0.12 find each other and carry a
+        message over real sockets.
+        """
+        a = makeNodeService(reactor, sip.URI("127.0.0.11", 25060), pingInterval=1)
+        b = makeNodeService(
+            reactor, sip.URI("127.0.0.12", 25060), [sip.URI("127.0.0.11", 25060)], pingInterval=1
+        )
+        peer = RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", r.body.upper(), "text/plain"))
+        a.bus.registerPeer(peer)
+        for node in (a, b):
+            node.startService()
+            self.addCleanup(node.stopService)
+        for _ in range(100):
+            if b.nodeManager.activeNodes() and a.nodeManager.activeNodes():
+                break
+            yield deferLater(0.05)
+        [target] = b.nodeManager.activeNodes()
+        response = yield b.bus.send("test", b"hello", target)
+        self.assertEqual((response.code, response.body), (200, b"HELLO"))
+        self.assertEqual(peer.received[0][1].uri.host, "127.0.0.12")
+
+
+def deferLater(seconds):
+    from twisted.internet.task import deferLater as _deferLater
+
+    return _deferLater(reactor, seconds, lambda: None)

@@ -1,0 +1,297 @@
+# -*- test-case-name: dmq.test.test_transport -*-
+"""
+Tests for L{dmq.transport}.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dmq import sip
+from dmq.test.captures import datagrams
+from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+
+KDMQ_REQUEST = (
+    b"KDMQ sip:htable@127.0.0.11:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.12:5060;branch=z9hG4bKabc.1\r\n"
+    b"To: <sip:htable@127.0.0.11:5060>\r\n"
+    b"From: <sip:htable@127.0.0.12:5060>;tag=f1\r\n"
+    b"CSeq: 10 KDMQ\r\n"
+    b"Call-ID: c1@127.0.0.12\r\n"
+    b"Max-Forwards: 1\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: 2\r\n"
+    b"\r\n"
+    b"{}"
+)
+
+SOURCE = ("127.0.0.12", 5060)
+
+
+class RecordingDatagramTransport:
+    """
+    A datagram transport that keeps what is written.
+    """
+
+    def __init__(self, host=("127.0.0.11", 5060)):
+        self.written = []
+        self.host = host
+
+    def write(self, data, addr):
+        self.written.append((data, addr))
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", *self.host)
+
+    def stopListening(self):
+        pass
+
+
+def connectedProtocol(testCase):
+    clock = Clock()
+    protocol = SIPDatagramProtocol(clock, ("127.0.0.11", 5060))
+    transport = RecordingDatagramTransport()
+    protocol.makeConnection(transport)
+    testCase.addCleanup(protocol.stop)
+    return clock, protocol, transport
+
+
+class SIPDatagramProtocolTests(SynchronousTestCase):
+    """
+    Tests for L{SIPDatagramProtocol}, without sockets.
+    """
+
+    def test_handlerGetsRequestOnce(self):
+        """
+        A new KDMQ request goes to the KDMQ handler once, retransmissions are
+        answered from the stored reply, and replies go to the source.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        seen = []
+
+        def handler(transaction):
+            seen.append(transaction)
+            transaction.respond(sip.responseFor(transaction.request, 200, "OK", toTag="t"))
+
+        protocol.setHandler("KDMQ", handler)
+        protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
+        protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0].request.body, b"{}")
+        self.assertEqual(len(transport.written), 2)
+        self.assertEqual(transport.written[0], transport.written[1])
+        reply = sip.parse(transport.written[0][0])
+        self.assertEqual((reply.code, reply.reason), (200, "OK"))
+        self.assertEqual(transport.written[0][1], SOURCE)
+
+    def test_kdmqWithoutHandler(self):
+        """
+        With no bus registered, a KDMQ request is answered C{404 User Not Found}.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
+        reply = sip.parse(transport.written[0][0])
+        self.assertEqual((reply.code, reply.reason), (404, "User Not Found"))
+        self.assertEqual(reply.header("Call-ID"), "c1@127.0.0.12")
+        self.assertEqual(reply.to.tag is not None, True)
+
+    def test_otherMethod(self):
+        """
+        A method without a handler gets C{405} with C{Allow: KDMQ}.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        options = KDMQ_REQUEST.replace(b"KDMQ sip:", b"OPTIONS sip:").replace(
+            b"10 KDMQ", b"10 OPTIONS"
+        )
+        protocol.datagramReceived(options, SOURCE)
+        reply = sip.parse(transport.written[0][0])
+        self.assertEqual(reply.code, 405)
+        self.assertEqual(reply.header("Allow"), "KDMQ")
+
+    def test_hostApplicationHandlesOtherMethod(self):
+        """
+        A host application can take another method.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        protocol.setHandler(
+            "OPTIONS", lambda t: t.respond(sip.responseFor(t.request, 200, "OK", toTag="x"))
+        )
+        options = KDMQ_REQUEST.replace(b"KDMQ sip:", b"OPTIONS sip:").replace(
+            b"10 KDMQ", b"10 OPTIONS"
+        )
+        protocol.datagramReceived(options, SOURCE)
+        self.assertEqual(sip.parse(transport.written[0][0]).code, 200)
+
+    def test_shortBodyAnswered400(self):
+        """
+        A request whose body is shorter than its Content-Length is answered
+        C{400} with the reason, at the Via address.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        protocol.datagramReceived(KDMQ_REQUEST.replace(b"Length: 2", b"Length: 200"), SOURCE)
+        [(data, address)] = transport.written
+        reply = sip.parse(data)
+        self.assertEqual(reply.code, 400)
+        self.assertEqual(reply.reason, "Body shorter than Content-Length")
+        self.assertEqual(address, SOURCE)
+        self.assertEqual(protocol.statistics["badRequests"], 1)
+
+    def test_missingHeaderAnswered400(self):
+        """
+        A request without a Call-ID is answered C{400 Missing Call-ID header}.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        protocol.datagramReceived(KDMQ_REQUEST.replace(b"Call-ID: c1@127.0.0.12\r\n", b""), SOURCE)
+        reply = sip.parse(transport.written[0][0])
+        self.assertEqual((reply.code, reply.reason), (400, "Missing Call-ID header"))
+
+    def test_garbageDropped(self):
+        """
+        Bytes that are no SIP message are dropped, counted and warned about once.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for _ in range(5):
+            protocol.datagramReceived(b"this is not a SIP message\r\n", SOURCE)
+        self.assertEqual(transport.written, [])
+        self.assertEqual(protocol.statistics["malformed"], 5)
+        self.assertEqual(protocol.statistics["unanswerable"], 5)
+        warnings = [e for e in events if e.get("log_namespace", "").startswith("dmq.transport")]
+        self.assertEqual(len(warnings), 1)
+        self.assertNotIn("log_failure", warnings[0])
+
+    def test_unmatchedResponseDropped(self):
+        """
+        A response that matches no transaction is counted and dropped.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        request = sip.parse(KDMQ_REQUEST)
+        protocol.datagramReceived(
+            sip.serialise(sip.responseFor(request, 200, "OK", toTag="x")), SOURCE
+        )
+        self.assertEqual(protocol.statistics["unmatchedResponses"], 1)
+        self.assertEqual(transport.written, [])
+
+    def test_receivedAndRport(self):
+        """
+        When the Via host is not the source address, the reply carries
+        C{received}, and a bare C{rport} is filled in and honoured.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        seen = []
+        protocol.setHandler("KDMQ", lambda t: (seen.append(t), t.respond(sip.responseFor(t.request, 200, "OK", toTag="t"))))
+        request = KDMQ_REQUEST.replace(
+            b"UDP 127.0.0.12:5060;branch", b"UDP node2.example:5060;rport;branch"
+        )
+        protocol.datagramReceived(request, ("127.0.0.12", 40000))
+        [(data, address)] = transport.written
+        self.assertEqual(address, ("127.0.0.12", 40000))
+        via = sip.parse(data).via[0]
+        self.assertEqual(via.received, "127.0.0.12")
+        self.assertEqual(via.rport, "40000")
+        self.assertEqual(via.branch, "z9hG4bKabc.1")
+
+    def test_capturedRequestsAnswered(self):
+        """
+        Every KDMQ request Kamailio sent in the captures is accepted and answered.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        requests = [
+            c for c in datagrams("01-bus-formation.txt") if c.data.startswith(b"KDMQ ")
+        ]
+        for capture in requests:
+            host, port = capture.source.rsplit(":", 1)
+            protocol.datagramReceived(capture.data, (host, int(port)))
+        self.assertEqual(len(transport.written), len(requests))
+        self.assertEqual(protocol.statistics["malformed"], 0)
+
+    def test_fuzz(self):
+        """
+        10,000 random and mutated datagrams never make an exception escape or
+        a failure be logged.
+        """
+        clock, protocol, transport = connectedProtocol(self)
+        protocol.setHandler(
+            "KDMQ", lambda t: t.respond(sip.responseFor(t.request, 200, "OK", toTag="t"))
+        )
+        seeds = [c.data for c in datagrams("01-bus-formation.txt")] + [KDMQ_REQUEST]
+        rng = random.Random(1234)
+        tokens = [b"\r\n", b"\n", b":", b";", b",", b"<", b">", b"\"", b" ", b"\x00", b"\xff",
+                  b"Content-Length: 9999\r\n", b"Via: SIP/2.0/UDP [::1]:5\r\n", b"l: -1\r\n",
+                  b"\r\n\r\n", b"sip:", b"@", b"KDMQ", b"SIP/2.0 "]
+        for i in range(10000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 6)):
+                choice = rng.random()
+                position = rng.randrange(len(data) + 1)
+                if choice < 0.3 and data:
+                    data[min(position, len(data) - 1)] = rng.randrange(256)
+                elif choice < 0.55:
+                    data[position:position] = rng.choice(tokens)
+                elif choice < 0.8:
+                    del data[position : position + rng.randint(1, 40)]
+                else:
+                    data = data[:position]
+            if i % 10 == 0:
+                data = bytearray(rng.randbytes(rng.randint(0, 300)))
+            protocol.datagramReceived(bytes(data), SOURCE)
+            if i % 500 == 0:
+                clock.advance(40)
+        self.assertEqual(protocol.statistics["internalErrors"], 0)
+        self.assertEqual(protocol.statistics["received"], 10000)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LoopbackUDPIntegrationTests(TestCase):
+    """
+    One real round trip over loopback UDP.
+    """
+
+    @defer.inlineCallbacks
+    def test_roundTrip(self):
+        """
+        A request from one protocol reaches the other over a real socket and
+        its reply comes back to the caller's Deferred.
+        """
+        server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
+        client = SIPDatagramProtocol(reactor, ("127.0.0.12", 15060))
+        body = "é".encode("utf-8") * 30000
+        server.setHandler(
+            "KDMQ",
+            lambda t: t.respond(
+                sip.responseFor(
+                    t.request, 200, "OK", headers=[("Content-Type", "text/plain")],
+                    body=t.request.body[::-1], toTag="s",
+                )
+            ),
+        )
+        for protocol, (host, port) in ((server, server.sentBy), (client, client.sentBy)):
+            listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=MAX_DATAGRAM)
+            self.addCleanup(listening.stopListening)
+            self.addCleanup(protocol.stop)
+        request = sip.Request(
+            "KDMQ",
+            sip.URI("127.0.0.11", 15060, "echo"),
+            (
+                ("To", "<sip:echo@127.0.0.11:15060>"),
+                ("From", "<sip:echo@127.0.0.12:15060>;tag=c"),
+                ("CSeq", "10 KDMQ"),
+                ("Call-ID", "loopback-1@127.0.0.12"),
+                ("Max-Forwards", "1"),
+                ("Content-Type", "text/plain"),
+            ),
+            body,
+        )
+        response = yield client.sendRequest(request, ("127.0.0.11", 15060))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.body, body[::-1])
+        self.assertEqual(len(body), 60000)

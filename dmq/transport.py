@@ -1,0 +1,285 @@
+# -*- test-case-name: dmq.test.test_transport -*-
+"""
+The SIP transport over UDP: bytes in and out of one socket, parsed and handed
+to the transaction layer.
+
+L{SIPDatagramProtocol} never lets an exception out of C{datagramReceived}.
+Malformed requests are answered C{400 <reason>} when they carry enough to be
+answered, and everything else that cannot be used is dropped and counted, with
+one rate-limited warning per cause.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Callable, Dict, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from dmq import sip
+from dmq.transaction import (
+    T1,
+    T2,
+    T4,
+    ServerTransaction,
+    TransactionLayer,
+    responseAddress,
+)
+
+__all__ = ["SIPDatagramProtocol", "MAX_DATAGRAM", "KDMQ", "RateLimitedWarnings"]
+
+KDMQ = "KDMQ"
+
+# The largest UDP payload; Twisted's listenUDP truncates at 8192 bytes unless
+# told otherwise.
+MAX_DATAGRAM = 65535
+
+Address = Tuple[str, int]
+RequestHandler = Callable[[ServerTransaction], None]
+
+
+class RateLimitedWarnings:
+    """
+    Log at most one warning per cause per C{interval} seconds, counting the
+    ones left out and reporting that count with the next one logged.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, log: Logger, interval: float = 60.0) -> None:
+        self._clock = clock
+        self._target = log
+        self._interval = interval
+        self._last: Dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def warn(self, cause: str, format: str, **fields: object) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(cause)
+        if last is not None and now - last < self._interval:
+            self._suppressed[cause] += 1
+            return
+        self._last[cause] = now
+        suppressed = self._suppressed.pop(cause, 0)
+        if suppressed:
+            format += " ({suppressed} more like it not logged)"
+        self._target.warn(format, cause=cause, suppressed=suppressed, **fields)
+
+
+class SIPDatagramProtocol(DatagramProtocol):
+    """
+    SIP over one UDP socket.
+
+    Requests that pass the transaction layer (new ones, not retransmissions)
+    go to the handler registered for their method with L{setHandler}.  A
+    method without one is answered C{405} with C{Allow: KDMQ}; KDMQ itself,
+    when no bus has registered for it, gets C{404 User Not Found}, since no
+    peer can exist.
+
+    @ivar transactions: the L{TransactionLayer}.
+    @ivar statistics: a L{Counter} of what happened to datagrams:
+        C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
+        C{unanswerable}, C{unmatchedResponses}, C{sendErrors}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sentBy: Address,
+        T1: float = T1,
+        T2: float = T2,
+        T4: float = T4,
+        maxTransactions: int = 10000,
+    ) -> None:
+        """
+        @param clock: where all timers run.
+        @param sentBy: the C{(host, port)} we listen on and advertise in Via.
+        @param maxTransactions: the cap on live client transactions and, apart
+            from it, on live server transactions.
+        """
+        self._clock = clock
+        self.sentBy = sentBy
+        self._handlers: Dict[str, RequestHandler] = {}
+        self.statistics: Counter[str] = Counter()
+        self._warnings = RateLimitedWarnings(clock, self._log)
+        self.transactions = TransactionLayer(
+            clock,
+            self._send,
+            self._requestReceived,
+            sentBy,
+            transport="UDP",
+            reliable=False,
+            T1=T1,
+            T2=T2,
+            T4=T4,
+            maxTransactions=maxTransactions,
+        )
+
+    def setHandler(self, method: str, handler: Optional[RequestHandler]) -> None:
+        """
+        Hand new requests of C{method} to C{handler}, which must answer each
+        through L{ServerTransaction.respond}; C{None} removes it.
+        """
+        if handler is None:
+            self._handlers.pop(method, None)
+        else:
+            self._handlers[method] = handler
+
+    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred:
+        """
+        Send C{request} in a new client transaction.
+
+        @return: a L{Deferred} firing with the final L{sip.Response} (a local
+            C{408} on timeout); see L{TransactionLayer.request}.
+        """
+        return self.transactions.request(request, destination)
+
+    def stop(self) -> Deferred:
+        """
+        End every transaction; see L{TransactionLayer.stop}.
+        """
+        return self.transactions.stop()
+
+    def stopProtocol(self) -> None:
+        # The port is gone: nothing can be sent or answered any more.
+        self.transactions.stop()
+
+    def _send(self, data: bytes, address: Address) -> None:
+        if self.transport is None:
+            raise OSError("the SIP socket is not listening")
+        self.transport.write(data, address)
+        self.statistics["sent"] += 1
+
+    def datagramReceived(self, data: bytes, address: Address) -> None:
+        self.statistics["received"] += 1
+        try:
+            self._datagramReceived(data, address)
+        except Exception:
+            # A bug, not bad input: bad input is handled below without raising.
+            self.statistics["internalErrors"] += 1
+            self._log.failure(
+                "Unexpected error handling a datagram from {address}", address=address
+            )
+
+    def _datagramReceived(self, data: bytes, address: Address) -> None:
+        try:
+            message = sip.parse(data)
+        except sip.SIPParseError as e:
+            self._malformed(e, e.headers, address)
+            return
+        if isinstance(message, sip.Response):
+            try:
+                message.via
+                message.cseq
+            except sip.SIPParseError as e:
+                self._malformed(e, None, address)
+                return
+            if not self.transactions.handleResponse(message, address):
+                self.statistics["unmatchedResponses"] += 1
+            return
+        try:
+            sip.checkRequest(message)
+        except sip.SIPParseError as e:
+            self._malformed(e, message.headers, address)
+            return
+        self.transactions.handleRequest(_stampVia(message, address), address)
+
+    def _malformed(
+        self, error: sip.SIPParseError, headers: Optional[sip.Headers], address: Address
+    ) -> None:
+        self.statistics["malformed"] += 1
+        if headers is not None and self._answerBadRequest(error.reason, headers, address):
+            self._warnings.warn(
+                error.reason,
+                "Answered a malformed request from {address} with 400: {cause}",
+                address=address,
+            )
+            return
+        self.statistics["unanswerable"] += 1
+        self._warnings.warn(
+            error.reason,
+            "Dropped a malformed datagram from {address}: {cause}",
+            address=address,
+        )
+
+    def _answerBadRequest(self, reason: str, headers: sip.Headers, address: Address) -> bool:
+        """
+        Answer C{400 reason} to a request that failed to parse or check,
+        statelessly, if its top Via can be read.
+        """
+        partial = sip.Request("INVALID", sip.URI("invalid"), headers)
+        try:
+            topVia = partial.via[0]
+        except sip.SIPParseError:
+            return False
+        if any(name == "CSeq" and value.endswith(" ACK") for name, value in headers):
+            # ACK is never answered.
+            return False
+        response = sip.responseFor(partial, 400, reason, toTag=_newTag())
+        try:
+            self._send(sip.serialise(response), responseAddress(topVia, address))
+        except OSError as e:
+            self.statistics["sendErrors"] += 1
+            self._warnings.warn("send", "Could not send to {address}: {error}", address=address, error=e)
+            return False
+        self.statistics["badRequests"] += 1
+        return True
+
+    def _requestReceived(self, transaction: ServerTransaction) -> None:
+        method = transaction.request.method
+        handler = self._handlers.get(method)
+        if handler is not None:
+            handler(transaction)
+        elif method == KDMQ:
+            transaction.respond(
+                sip.responseFor(transaction.request, 404, "User Not Found", toTag=_newTag())
+            )
+        else:
+            transaction.respond(
+                sip.responseFor(
+                    transaction.request,
+                    405,
+                    "Method Not Allowed",
+                    headers=[("Allow", ", ".join(sorted({KDMQ, *self._handlers})))],
+                    toTag=_newTag(),
+                )
+            )
+
+
+def _newTag() -> str:
+    return f"{random.getrandbits(64):016x}"
+
+
+def _stampVia(request: sip.Request, source: Address) -> sip.Request:
+    """
+    Add C{received} (RFC 3261 §18.2.1) and fill in a bare C{rport} (RFC 3581)
+    on the top Via, so that replies go back where the request came from.
+    """
+    via = request.via[0]
+    host, port = source
+    needsReceived = via.host != host
+    needsRport = via.rport == ""
+    if not needsReceived and not needsRport:
+        return request
+    parameters = []
+    for name, value in via.parameters:
+        lowered = name.lower()
+        if lowered == "received":
+            continue
+        if lowered == "rport":
+            value = str(port)
+        parameters.append((name, value))
+    parameters.append(("received", host))
+    stamped = sip.Via(via.transport, via.host, via.port, tuple(parameters))
+    headers = list(request.headers)
+    for i, (name, _) in enumerate(headers):
+        if name == "Via":
+            headers[i] = ("Via", stamped.toString())
+            break
+    return sip.Request(request.method, request.uri, tuple(headers), request.body)
