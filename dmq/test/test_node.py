@@ -1,0 +1,1649 @@
+"""
+Tests for L{dmq.node}: node identity, the merge of node lists, and the
+L{NodeManager}'s rules for replies, timeouts, tombstones and observers.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from dmq import node as nodeModule
+from dmq.node import (
+    DEFAULT_TOMBSTONE_TIME,
+    INodeObserver,
+    Node,
+    NodeChange,
+    NodeError,
+    NodeList,
+    NodeManager,
+    NodeStatus,
+    nodeKey,
+)
+from dmq.nodelist import NodeLine, NodeStatus as CodecNodeStatus, parseNodeList
+from dmq.sip import parseURI
+
+ACTIVE = NodeStatus.ACTIVE
+NOT_ACTIVE = NodeStatus.NOT_ACTIVE
+DISABLED = NodeStatus.DISABLED
+
+NODELISTS = FilePath(__file__).sibling("data").child("nodelists")
+
+N1 = parseURI("sip:127.0.0.1:5061")
+N2 = parseURI("sip:127.0.0.1:5062")
+N3 = parseURI("sip:127.0.0.1:5063")
+
+
+def uri(text: str):
+    return parseURI(text)
+
+
+def captured(name: str) -> List[NodeLine]:
+    """
+    The lines of a node-list body copied from the captures.
+    """
+    parsed = parseNodeList(NODELISTS.child(name).getContent())
+    assert not parsed.errors
+    return parsed.entries
+
+
+def lines(body: bytes) -> List[NodeLine]:
+    parsed = parseNodeList(body)
+    assert not parsed.errors, parsed.errors
+    return parsed.entries
+
+
+@implementer(INodeObserver)
+class RecordingObserver:
+    """
+    Records what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[str, Node]] = []
+
+    def nodeActivated(self, node: Node) -> None:
+        self.events.append(("activated", node))
+
+    def nodeDeactivated(self, node: Node) -> None:
+        self.events.append(("deactivated", node))
+
+    def named(self) -> List[Tuple[str, str]]:
+        return [(event, str(node)) for event, node in self.events]
+
+
+class NodeTests(SynchronousTestCase):
+    """
+    Tests for L{Node} and L{nodeKey}.
+    """
+
+    def test_statusReexported(self) -> None:
+        """
+        L{dmq.node.NodeStatus} is the codec's L{NodeStatus}.
+        """
+        self.assertIs(NodeStatus, CodecNodeStatus)
+
+    def test_statusParameterDropped(self) -> None:
+        """
+        A node's URI never carries a C{status} parameter, even when assigned.
+        """
+        node = Node(uri("sip:10.0.0.1:5060;status=disabled"))
+        self.assertEqual(node.uri, uri("sip:10.0.0.1:5060"))
+        node.uri = uri("sip:10.0.0.2:5060;status=active")
+        self.assertEqual(node.uri, uri("sip:10.0.0.2:5060"))
+
+    def test_defaults(self) -> None:
+        """
+        A new node is active, not local, with no failures and never heard
+        from.
+        """
+        node = Node(uri("sip:10.0.0.1:5060"))
+        self.assertIs(node.status, ACTIVE)
+        self.assertFalse(node.local)
+        self.assertEqual(node.failCount, 0)
+        self.assertIsNone(node.lastNotification)
+
+    def test_identitySemantics(self) -> None:
+        """
+        Two nodes with the same URI are still two objects: equality is
+        identity, and nodes can be dictionary keys while they change.
+        """
+        a = Node(uri("sip:10.0.0.1:5060"))
+        b = Node(uri("sip:10.0.0.1:5060"))
+        self.assertNotEqual(a, b)
+        table = {a: 1}
+        a.status = DISABLED
+        self.assertEqual(table[a], 1)
+
+    def test_resolvedIPLiteral(self) -> None:
+        """
+        The resolved IP of an IP-literal host is the host, normalised.
+        """
+        self.assertEqual(Node(uri("sip:10.0.0.1:5060")).resolvedIP, "10.0.0.1")
+        self.assertEqual(Node(uri("sip:[0:0::1]:5060")).resolvedIP, "::1")
+
+    def test_resolvedIPHostName(self) -> None:
+        """
+        A host name has no resolved IP until one is assigned; assigned text
+        is normalised, and must be an IP address.
+        """
+        node = Node(uri("sip:node1.example.com:5060"))
+        self.assertIsNone(node.resolvedIP)
+        node.resolvedIP = "2001:DB8:0::1"
+        self.assertEqual(node.resolvedIP, "2001:db8::1")
+        with self.assertRaises(ValueError):
+            node.resolvedIP = "node1.example.com"
+
+    def test_address(self) -> None:
+        """
+        The address is the resolved IP (or the host) and the port, 5060 by
+        default, 5061 for TLS.
+        """
+        self.assertEqual(Node(uri("sip:10.0.0.1:5070")).address, ("10.0.0.1", 5070))
+        self.assertEqual(Node(uri("sip:10.0.0.1")).address, ("10.0.0.1", 5060))
+        self.assertEqual(
+            Node(uri("sip:10.0.0.1;transport=tls")).address, ("10.0.0.1", 5061)
+        )
+        named = Node(uri("sip:node1.example.com"))
+        self.assertEqual(named.address, ("node1.example.com", 5060))
+        named.resolvedIP = "10.0.0.7"
+        self.assertEqual(named.address, ("10.0.0.7", 5060))
+
+    def test_str(self) -> None:
+        """
+        A node reads as its URI.
+        """
+        self.assertEqual(
+            str(Node(uri("sip:10.0.0.1:5060;transport=tcp"))),
+            "sip:10.0.0.1:5060;transport=tcp",
+        )
+
+    def test_keyPort(self) -> None:
+        """
+        As in Kamailio, a URI with the default port and one without a port
+        have different keys.
+        """
+        self.assertNotEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")), nodeKey(uri("sip:1.2.3.4"))
+        )
+
+    def test_keyTransport(self) -> None:
+        """
+        No transport and C{transport=udp} (any case) are one key (Kamailio
+        tells them apart; we do not); TCP is another.
+        """
+        self.assertEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")),
+            nodeKey(uri("sip:1.2.3.4:5060;transport=UDP")),
+        )
+        self.assertNotEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")),
+            nodeKey(uri("sip:1.2.3.4:5060;transport=tcp")),
+        )
+
+    def test_keyHostText(self) -> None:
+        """
+        The host is compared as text; the user part and other parameters do
+        not count.
+        """
+        self.assertNotEqual(
+            nodeKey(uri("sip:node1:5060")), nodeKey(uri("sip:NODE1:5060"))
+        )
+        self.assertEqual(
+            nodeKey(uri("sip:notification_peer@node1:5060;lr")),
+            nodeKey(uri("sip:node1:5060")),
+        )
+        self.assertEqual(Node(uri("sip:node1:5060")).key, ("node1", 5060, "udp"))
+
+
+class NodeListFindTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.find}: Kamailio's comparison, then the IP fall-back.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5060"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def add(self, text: str, **kwargs) -> Node:
+        node = Node(uri(text), **kwargs)
+        self.nodes.add(node)
+        return node
+
+    def test_localFirst(self) -> None:
+        """
+        Iteration gives the local node, then the others, oldest first.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        b = self.add("sip:10.0.0.2:5060")
+        self.assertEqual(list(self.nodes), [self.local, a, b])
+        self.assertEqual(self.nodes.others(), [a, b])
+        self.assertEqual(len(self.nodes), 3)
+
+    def test_needsLocal(self) -> None:
+        """
+        A node list starts from the local node, and holds only that one.
+        """
+        self.assertRaises(ValueError, NodeList, Node(uri("sip:10.0.0.1")))
+        self.assertRaises(
+            ValueError, self.nodes.add, Node(uri("sip:10.0.0.1"), local=True)
+        )
+
+    def test_byKey(self) -> None:
+        """
+        A URI finds the node with the same host, port and transport.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        b = self.add("sip:10.0.0.1:5060;transport=tcp")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;transport=udp")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tcp")), b)
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tls")))
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.2:5060")))
+
+    def test_fromURI(self) -> None:
+        """
+        A From URI (user part, a status parameter) finds its node.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:htable@10.0.0.1:5060")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;status=disabled")), a)
+
+    def test_hostNamePortText(self) -> None:
+        """
+        For a host name with no known address, a URI without a port and one
+        with the default port name different nodes, as in Kamailio.
+        """
+        self.add("sip:node1.example.com:5060")
+        self.assertIsNone(self.nodes.find(uri("sip:node1.example.com")))
+
+    def test_hostText(self) -> None:
+        """
+        Host names are compared as text.
+        """
+        self.add("sip:node1.example.com:5060")
+        self.assertIsNone(self.nodes.find(uri("sip:node2.example.com:5060")))
+
+    def test_ipFallbackPortless(self) -> None:
+        """
+        An IP-literal URI without a port finds the node at that IP on the
+        default port (Kamailio 5.8+ folds these through the IP fall-back).
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1")), a)
+        b = self.add("sip:10.0.0.2")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.2:5060")), b)
+
+    def test_ipFallbackResolvedHostName(self) -> None:
+        """
+        A node known by host name, once resolved, is found by its IP address
+        with the same port and transport.
+        """
+        a = self.add("sip:node1.example.com:5070")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5070")))
+        a.resolvedIP = "10.0.0.1"
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5070")), a)
+        self.assertIs(self.nodes.find(uri("sip:node1.example.com:5070")), a)
+
+    def test_ipFallbackNeedsSamePort(self) -> None:
+        """
+        Unlike Kamailio's, our IP fall-back requires the same port: distinct
+        nodes sharing one IP (as on the captured 5.6.3 bus) stay distinct.
+        """
+        self.add("sip:127.0.0.1:5061")
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5062")))
+        named = self.add("sip:node1.example.com:5070", resolvedIP="10.0.0.1")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5080")))
+        self.assertIsNotNone(named)
+
+    def test_ipFallbackNeedsSameTransport(self) -> None:
+        """
+        The IP fall-back requires the same transport too.
+        """
+        self.add("sip:node1.example.com:5060", resolvedIP="10.0.0.1")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tcp")))
+
+    def test_ipFallbackIPv6Spellings(self) -> None:
+        """
+        Two spellings of one IPv6 address name one node.
+        """
+        a = self.add("sip:[2001:db8:0:0::1]:5060")
+        self.assertIs(self.nodes.find(uri("sip:[2001:DB8::1]:5060")), a)
+
+    def test_keyBeforeFallback(self) -> None:
+        """
+        As in Kamailio, a match by key anywhere in the list wins over a match
+        by address earlier in the list.
+        """
+        self.add("sip:node1.example.com:5060", resolvedIP="10.0.0.1")
+        exact = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060")), exact)
+
+    def test_findWithResolvedIP(self) -> None:
+        """
+        A caller that resolved a host name may pass its address.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(
+            self.nodes.find(uri("sip:node1.example.com:5060"), resolvedIP="10.0.0.1"), a
+        )
+
+    def test_selfSpellings(self) -> None:
+        """
+        The local node is found in each of its spellings.
+        """
+        for text in [
+            "sip:127.0.0.1:5060",
+            "sip:127.0.0.1:5060;transport=udp",
+            "sip:127.0.0.1",
+            "sip:notification_peer@127.0.0.1:5060",
+            "sip:127.0.0.1:5060;status=disabled",
+        ]:
+            self.assertIs(self.nodes.find(uri(text)), self.local, text)
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5060;transport=tcp")))
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5070")))
+
+    def test_selfByResolvedName(self) -> None:
+        """
+        A local node configured by host name is found by its IP address once
+        that is known.
+        """
+        local = Node(uri("sip:node1.example.com:5060"), local=True)
+        nodes = NodeList(local)
+        self.assertIsNone(nodes.find(uri("sip:10.0.0.1:5060")))
+        local.resolvedIP = "10.0.0.1"
+        self.assertIs(nodes.find(uri("sip:10.0.0.1:5060")), local)
+        self.assertIs(nodes.find(uri("sip:10.0.0.1")), local)
+
+    def test_findNode(self) -> None:
+        """
+        L{NodeList.findNode} gives the node itself when it is in the list,
+        else the entry with its identity, else C{None}.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.findNode(a), a)
+        self.assertIs(self.nodes.findNode(Node(uri("sip:10.0.0.1:5060"))), a)
+        self.assertIsNone(self.nodes.findNode(Node(uri("sip:10.0.0.2:5060"))))
+
+    def test_remove(self) -> None:
+        """
+        A removed node is gone; removing a node not in the list is an error.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.nodes.remove(a)
+        self.assertNotIn(a, self.nodes)
+        self.assertRaises(ValueError, self.nodes.remove, a)
+        self.assertRaises(ValueError, self.nodes.remove, self.local)
+
+
+class NodeListMergeTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.merge}: Kamailio 6.1's merge.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5061"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def test_newNodes(self) -> None:
+        """
+        Lines naming unknown nodes add them, with their status, and count as
+        changes.
+        """
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5063;status=disabled\r\n"
+            )
+        )
+        n2, n3 = self.nodes.others()
+        self.assertEqual((str(n2), n2.status), ("sip:127.0.0.1:5062", ACTIVE))
+        self.assertEqual((str(n3), n3.status), ("sip:127.0.0.1:5063", DISABLED))
+        self.assertEqual(
+            changes, [NodeChange(n2, None, ACTIVE), NodeChange(n3, None, DISABLED)]
+        )
+
+    def test_newNodeDefaultStatus(self) -> None:
+        """
+        A new node from a line without a status is active.
+        """
+        self.nodes.merge(lines(b"sip:127.0.0.1:5062\r\n"))
+        [n2] = self.nodes.others()
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_changed(self) -> None:
+        """
+        A line whose status differs from a known node's changes it.
+        """
+        n2 = Node(N2)
+        self.nodes.add(n2)
+        changes = self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"))
+        self.assertIs(n2.status, DISABLED)
+        self.assertEqual(changes, [NodeChange(n2, ACTIVE, DISABLED)])
+
+    def test_unchanged(self) -> None:
+        """
+        A line with the status the node has is no change.
+        """
+        self.nodes.add(Node(N2))
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n")), []
+        )
+
+    def test_disabledIsEndingState(self) -> None:
+        """
+        A line does not change a C{disabled} node (Kamailio up to 6.1).
+        """
+        n2 = Node(N2, DISABLED)
+        self.nodes.add(n2)
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n")), []
+        )
+        self.assertIs(n2.status, DISABLED)
+
+    def test_notActiveToActive(self) -> None:
+        """
+        By Kamailio's rule a line may make a C{not_active} node active.
+        """
+        n2 = Node(N2, NOT_ACTIVE)
+        self.nodes.add(n2)
+        self.assertEqual(
+            len(self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n"))), 1
+        )
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_noStatusNoChange(self) -> None:
+        """
+        A line without C{;status=} does not change a known node.
+        """
+        n2 = Node(N2, NOT_ACTIVE)
+        self.nodes.add(n2)
+        self.assertEqual(self.nodes.merge(lines(b"sip:127.0.0.1:5062\r\n")), [])
+        self.assertIs(n2.status, NOT_ACTIVE)
+
+    def test_localLineIgnored(self) -> None:
+        """
+        A line about the local node, in any spelling, changes nothing.
+        """
+        self.assertEqual(
+            self.nodes.merge(
+                lines(
+                    b"sip:127.0.0.1:5061;status=disabled\r\n"
+                    b"sip:127.0.0.1:5061;transport=udp;status=not_active\r\n"
+                )
+            ),
+            [],
+        )
+        self.assertIs(self.local.status, ACTIVE)
+        self.assertEqual(self.nodes.others(), [])
+
+    def test_neverRemovedForAbsence(self) -> None:
+        """
+        A node missing from a list stays.
+        """
+        n2 = Node(N2)
+        self.nodes.add(n2)
+        self.nodes.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n"))
+        self.assertIn(n2, self.nodes)
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_sameNodeTwiceInOneBody(self) -> None:
+        """
+        A node named twice in one body is added once, then changed by the
+        second line.
+        """
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5062;status=disabled\r\n"
+            )
+        )
+        [n2] = self.nodes.others()
+        self.assertEqual(
+            changes, [NodeChange(n2, None, ACTIVE), NodeChange(n2, ACTIVE, DISABLED)]
+        )
+
+    def test_otherSpellingFoldsIn(self) -> None:
+        """
+        A line naming a known node by another spelling of its address is that
+        node.
+        """
+        n2 = Node(uri("sip:10.0.0.2"))
+        self.nodes.add(n2)
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:10.0.0.2:5060;status=active\r\n")), []
+        )
+        self.assertEqual(self.nodes.others(), [n2])
+
+    def test_hooks(self) -> None:
+        """
+        C{admit} decides whether an unknown node may be added, C{accept}
+        whether a known one may change.
+        """
+        n2 = Node(N2, DISABLED)
+        self.nodes.add(n2)
+        seen = []
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5063;status=active\r\n"
+            ),
+            admit=lambda line: seen.append(("admit", str(line.uri))) or False,
+            accept=lambda node, line: seen.append(("accept", str(node))) or True,
+        )
+        self.assertEqual(
+            seen, [("accept", "sip:127.0.0.1:5062"), ("admit", "sip:127.0.0.1:5063")]
+        )
+        self.assertEqual(changes, [NodeChange(n2, DISABLED, ACTIVE)])
+        self.assertEqual(self.nodes.others(), [n2])
+
+
+class ManagerTestCase(SynchronousTestCase):
+    """
+    Helpers for L{NodeManager} tests.
+    """
+
+    def manager(self, local=N1, seeds=(), **kwargs) -> NodeManager:
+        self.clock = Clock()
+        manager = NodeManager(self.clock, local, seeds, **kwargs)
+        self.observer = RecordingObserver()
+        manager.addObserver(self.observer)
+        return manager
+
+    def status(self, manager: NodeManager, text: str):
+        node = manager.find(uri(text))
+        return None if node is None else node.status
+
+    def assertNoDelayedCalls(self) -> None:
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ManagerBasicsTests(ManagerTestCase):
+    """
+    Tests for L{NodeManager}'s queries, seeds, bodies and service.
+    """
+
+    def test_local(self) -> None:
+        """
+        The local node is active, local, and first in L{NodeManager.nodes}.
+        """
+        manager = self.manager(local=uri("sip:127.0.0.1:5061;status=disabled"))
+        local = manager.localNode
+        self.assertTrue(local.local)
+        self.assertIs(local.status, ACTIVE)
+        self.assertEqual(local.uri, N1)
+        self.assertEqual(manager.nodes(), [local])
+        self.assertIs(manager.find(uri("sip:notification_peer@127.0.0.1:5061")), local)
+        self.assertEqual(manager.activeNodes(), [])
+        self.assertEqual(manager.pingTargets(), [])
+
+    def test_seeds(self) -> None:
+        """
+        Seeds are added in order, C{not_active} until they answer: pinged,
+        but not broadcast to or listed.
+        """
+        manager = self.manager(local=N3, seeds=[N1, N2])
+        s1, s2 = manager.pingTargets()
+        self.assertEqual([str(s1), str(s2)], [str(N1), str(N2)])
+        self.assertEqual([s1.status, s2.status], [NOT_ACTIVE, NOT_ACTIVE])
+        self.assertTrue(manager.isSeed(s1))
+        self.assertTrue(manager.isSeed(s2))
+        self.assertEqual(manager.activeNodes(), [])
+        self.assertEqual(
+            manager.nodeListBody(), b"sip:127.0.0.1:5063;status=active\r\n"
+        )
+
+    def test_duplicateSeedsFolded(self) -> None:
+        """
+        Several spellings of one seed make one entry; a seed naming
+        ourselves makes none.
+        """
+        manager = self.manager(
+            local=uri("sip:127.0.0.1:5060"),
+            seeds=[
+                uri("sip:127.0.0.2:5060"),
+                uri("sip:127.0.0.2:5060;transport=udp"),
+                uri("sip:127.0.0.2"),
+                uri("sip:notification_peer@127.0.0.2:5060;status=active"),
+                uri("sip:127.0.0.1:5060"),
+                uri("sip:127.0.0.1"),
+                uri("sip:127.0.0.3:5060"),
+            ],
+        )
+        self.assertEqual(
+            [str(n) for n in manager.pingTargets()],
+            ["sip:127.0.0.2:5060", "sip:127.0.0.3:5060"],
+        )
+
+    def test_isSeed(self) -> None:
+        """
+        A node is a seed when it is one of the notification addresses, in
+        any spelling, even re-added as a new object after removal.
+        """
+        manager = self.manager(seeds=[N2])
+        self.assertTrue(manager.isSeed(Node(uri("sip:127.0.0.1:5062;transport=udp"))))
+        self.assertFalse(manager.isSeed(Node(N3)))
+        self.assertFalse(manager.isSeed(manager.localNode))
+
+    def test_nodeListBodyOrder(self) -> None:
+        """
+        The body lists the active nodes newest first and ourselves last, as
+        Kamailio does; nodes that are not active are left out.
+        """
+        manager = self.manager()
+        manager.add(uri("sip:127.0.0.1:5062"))
+        manager.add(uri("sip:127.0.0.1:5063"), NOT_ACTIVE)
+        manager.add(uri("sip:127.0.0.1:5064;transport=tcp"))
+        manager.add(uri("sip:127.0.0.1:5065"), DISABLED)
+        self.assertEqual(
+            manager.nodeListBody(),
+            b"sip:127.0.0.1:5064;transport=tcp;status=active\r\n"
+            b"sip:127.0.0.1:5062;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n",
+        )
+
+    def test_nodeListBodyLocalSpelling(self) -> None:
+        """
+        Our line is written as Kamailio writes a node: no user part, no
+        C{;transport=udp}, an empty port when we have none.
+        """
+        manager = self.manager(local=uri("sip:dmq@10.0.0.1;transport=udp"))
+        self.assertEqual(manager.nodeListBody(), b"sip:10.0.0.1:;status=active\r\n")
+
+    def test_leavingBody(self) -> None:
+        """
+        The leaving body is ourselves as C{disabled}, alone; our status does
+        not change.
+        """
+        manager = self.manager(seeds=[N2])
+        manager.notificationSucceeded(manager.pingTargets()[0])
+        self.assertEqual(
+            manager.leavingBody(), b"sip:127.0.0.1:5061;status=disabled\r\n"
+        )
+        self.assertIs(manager.localNode.status, ACTIVE)
+
+    def test_bodyTooLargeWarnsOnce(self) -> None:
+        """
+        A body a Kamailio node could not hold is logged as a warning, once
+        until it fits again.
+        """
+        manager = self.manager()
+        # With our own line, 29 lines of 32 octets: the most that fit.
+        for i in range(28):
+            manager.add(uri(f"sip:127.0.{i:03d}:5062"))
+        with capturedLogs() as events:
+            manager.nodeListBody()
+        self.assertEqual([e for e in events if e["log_level"].name == "warn"], [])
+        manager.add(uri("sip:127.0.100:5062"))
+        with capturedLogs() as events:
+            body = manager.nodeListBody()
+            manager.nodeListBody()
+        warnings = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["size"], len(body))
+        self.assertEqual(warnings[0]["limit"], 1024)
+        manager.remove(uri("sip:127.0.100:5062"))
+        manager.remove(uri("sip:127.0.000:5062"))
+        manager.nodeListBody()
+        manager.add(uri("sip:127.0.101:5062"))
+        manager.add(uri("sip:127.0.102:5062"))
+        with capturedLogs() as events:
+            manager.nodeListBody()
+        self.assertEqual(len([e for e in events if e["log_level"].name == "warn"]), 1)
+
+    def test_statusChangesLogged(self) -> None:
+        """
+        Each status change is logged at info level with the node and its new
+        status.
+        """
+        manager = self.manager()
+        with capturedLogs() as events:
+            node = manager.add(N2)
+            manager.notificationTimedOut(node, ACTIVE)
+            manager.notificationTimedOut(node, DISABLED)
+        changes = [
+            (e["node"], e["status"])
+            for e in events
+            if e.get("log_format") == "node {node} is now {status}"
+        ]
+        self.assertEqual(
+            changes, [(node, "active"), (node, "disabled"), (node, "removed")]
+        )
+        self.assertTrue(
+            all(
+                e["log_level"].name == "info"
+                for e in events
+                if e.get("log_format") == "node {node} is now {status}"
+            )
+        )
+
+    def test_service(self) -> None:
+        """
+        The manager is a service; stopping it returns a fired Deferred and
+        leaves nothing on the clock, tombstones included.
+        """
+        manager = self.manager(seeds=[N2])
+        manager.startService()
+        self.assertTrue(manager.running)
+        manager.remove(N2)
+        d = manager.stopService()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertFalse(manager.running)
+        self.assertNoDelayedCalls()
+
+
+class CaptureTests(ManagerTestCase):
+    """
+    Our bodies are byte for byte Kamailio's for the same list, replaying the
+    captured bus formation.
+    """
+
+    def body(self, name: str) -> bytes:
+        return NODELISTS.child(name).getContent()
+
+    def test_n1(self) -> None:
+        """
+        As n1 (no seed), after n2's then n3's joins: n1's rebroadcasts.
+        """
+        n1 = self.manager(local=N1)
+        self.assertEqual(n1.merge(captured("01-n2-join.txt"), sender=N2), 1)
+        self.assertEqual(n1.nodeListBody(), self.body("01-n1-notify-n2.txt"))
+        self.assertEqual(n1.merge(captured("01-n3-join.txt"), sender=N3), 1)
+        self.assertEqual(n1.nodeListBody(), self.body("01-n1-notify-n3.txt"))
+
+    def test_n2(self) -> None:
+        """
+        As n2 (seed n1): its join (5.6.3, like us, leaves an unanswered seed
+        out), its 200 to n1's rebroadcast, and its 200 after n3 joined.
+        """
+        n2 = self.manager(local=N2, seeds=[N1])
+        self.assertEqual(n2.nodeListBody(), self.body("01-n2-join.txt"))
+        seed = n2.find(N1)
+        self.assertEqual(n2.merge(captured("01-n1-notify-n2.txt"), sender=seed), 1)
+        self.assertIs(seed.status, ACTIVE)
+        self.assertEqual(n2.nodeListBody(), self.body("01-n2-reply-n1.txt"))
+        self.assertEqual(n2.merge(captured("01-n1-notify-n3.txt"), sender=seed), 1)
+        self.assertEqual(n2.nodeListBody(), self.body("01-n2-reply-n1-after-n3.txt"))
+
+    def test_n3(self) -> None:
+        """
+        As n3 (seed n1): its join, then its 200 to n1's rebroadcast.
+        """
+        n3 = self.manager(local=N3, seeds=[N1])
+        self.assertEqual(n3.nodeListBody(), self.body("01-n3-join.txt"))
+        self.assertEqual(
+            n3.merge(captured("01-n1-notify-n3.txt"), sender=n3.find(N1)), 2
+        )
+        self.assertEqual(n3.nodeListBody(), self.body("01-n3-reply-n1.txt"))
+
+    def test_stopN3(self) -> None:
+        """
+        C{04-stop-n3-sigterm}, as n1: n3's first timeout disables it and
+        drops it from our body at once (n1's reply at 33.6 s); n2's stale
+        lists do not bring it back; the next timeout removes it; and, unlike
+        Kamailio, n2's stale lists do not re-add it until the tombstone
+        expires.
+        """
+        n1 = self.manager(local=N1)
+        n1.merge(captured("01-n2-join.txt"), sender=N2)
+        n1.merge(captured("01-n3-join.txt"), sender=N3)
+        n3 = n1.find(N3)
+        n1.notificationTimedOut(n3, ACTIVE)
+        self.assertIs(n3.status, DISABLED)
+        self.assertEqual(n1.nodeListBody(), self.body("04-n1-reply-n2-n3-disabled.txt"))
+        n2 = n1.find(N2)
+        self.assertEqual(
+            n1.merge(captured("01-n2-reply-n1-after-n3.txt"), sender=n2), 0
+        )
+        self.assertIs(n3.status, DISABLED)
+        self.assertIn(n3, n1.pingTargets())
+        self.clock.advance(35)
+        n1.notificationTimedOut(n3, DISABLED)
+        self.assertIsNone(n1.find(N3))
+        self.assertEqual(
+            n1.merge(captured("01-n2-reply-n1-after-n3.txt"), sender=n2), 0
+        )
+        self.assertIsNone(n1.find(N3))
+        self.clock.advance(DEFAULT_TOMBSTONE_TIME)
+        self.assertEqual(
+            n1.merge(captured("01-n2-reply-n1-after-n3.txt"), sender=n2), 1
+        )
+        self.assertIs(self.status(n1, "sip:127.0.0.1:5063"), ACTIVE)
+
+    def test_killSeed(self) -> None:
+        """
+        C{06-kill-n1-notification-node}, as n2: the seed n1 times out and
+        becomes C{not_active}; n3's lists, which keep calling n1 active, do
+        not make it active again (Kamailio 5.6.3 listed the dead n1 for
+        127 s and counting); n1 is never removed, and only its own 200 brings
+        it back.
+        """
+        n2 = self.manager(local=N2, seeds=[N1])
+        seed = n2.find(N1)
+        n2.notificationSucceeded(seed)
+        n2.merge(captured("01-n1-notify-n3.txt"), sender=seed)
+        n3 = n2.find(N3)
+        n2.notificationTimedOut(seed, ACTIVE)
+        self.assertIs(seed.status, NOT_ACTIVE)
+        fromN3 = lines(
+            b"sip:127.0.0.1:5062;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n"
+            b"sip:127.0.0.1:5063;status=active\r\n"
+        )
+        for i in range(30):
+            self.clock.advance(5)
+            self.assertEqual(n2.merge(fromN3, sender=n3), 0)
+            n2.notificationTimedOut(seed, NOT_ACTIVE)
+        self.assertIs(seed.status, NOT_ACTIVE)
+        self.assertIn(seed, n2.pingTargets())
+        self.assertEqual(n2.activeNodes(), [n3])
+        self.assertEqual(
+            n2.nodeListBody(),
+            b"sip:127.0.0.1:5063;status=active\r\nsip:127.0.0.1:5062;status=active\r\n",
+        )
+        n2.notificationSucceeded(seed)
+        self.assertIs(seed.status, ACTIVE)
+
+    def test_gracefulLeave(self) -> None:
+        """
+        C{probe-04-notify-disabled}, as n1: a node's C{disabled} line about
+        itself disables it at once (still pinged, no longer listed); others'
+        stale lines leave it so; its timeout removes it, and the stale lines
+        that re-added it to Kamailio a second later do not re-add it here.
+        """
+        n1 = self.manager(local=N1)
+        n1.merge(captured("01-n2-join.txt"), sender=N2)
+        prober = uri("sip:notification_peer@127.0.0.1:5099")
+        n1.merge(lines(b"sip:127.0.0.1:5099;status=active\r\n"), sender=prober)
+        node = n1.find(prober)
+        self.assertEqual(
+            n1.merge(lines(b"sip:127.0.0.1:5099;status=disabled\r\n"), sender=prober), 1
+        )
+        self.assertIs(node.status, DISABLED)
+        self.assertIn(node, n1.pingTargets())
+        self.assertNotIn(b"5099", n1.nodeListBody())
+        stale = lines(
+            b"sip:127.0.0.1:5099;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n"
+            b"sip:127.0.0.1:5062;status=active\r\n"
+        )
+        self.assertEqual(n1.merge(stale, sender=n1.find(N2)), 0)
+        self.assertIs(node.status, DISABLED)
+        self.clock.advance(30)
+        n1.notificationTimedOut(node, DISABLED)
+        self.assertIsNone(n1.find(prober))
+        self.clock.advance(1)
+        self.assertEqual(n1.merge(stale, sender=n1.find(N2)), 0)
+        self.assertIsNone(n1.find(prober))
+
+
+class MergeRulesTests(ManagerTestCase):
+    """
+    Tests for L{NodeManager.merge}: only a node's own word makes it active.
+    """
+
+    def test_newNodesFromThirdParty(self) -> None:
+        """
+        Another node's list adds unknown nodes with their status.
+        """
+        manager = self.manager()
+        self.assertEqual(
+            manager.merge(
+                lines(
+                    b"sip:127.0.0.1:5063;status=active\r\nsip:127.0.0.1:5062;status=active\r\n"
+                ),
+                sender=N2,
+            ),
+            2,
+        )
+        self.assertEqual(
+            [(str(n), n.status) for n in manager.nodes()],
+            [(str(N1), ACTIVE), (str(N3), ACTIVE), (str(N2), ACTIVE)],
+        )
+
+    def test_localLineIgnored(self) -> None:
+        """
+        A line about ourselves changes nothing, even from ourselves.
+        """
+        manager = self.manager()
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5061;status=disabled\r\n"), sender=N1),
+            0,
+        )
+        self.assertIs(manager.localNode.status, ACTIVE)
+        self.assertEqual(manager.pingTargets(), [])
+
+    def test_thirdPartyDoesNotPromote(self) -> None:
+        """
+        Another node's C{active} line does not make a C{not_active} node
+        active.
+        """
+        manager = self.manager()
+        n3 = manager.add(N3, NOT_ACTIVE)
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n"), sender=N2), 0
+        )
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n")), 0
+        )
+        self.assertIs(n3.status, NOT_ACTIVE)
+
+    def test_thirdPartyDoesNotReviveDisabled(self) -> None:
+        """
+        Another node's line does not change a C{disabled} node.
+        """
+        manager = self.manager()
+        n3 = manager.add(N3, DISABLED)
+        manager.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n"), sender=N2)
+        manager.merge(lines(b"sip:127.0.0.1:5063;status=not_active\r\n"), sender=N2)
+        self.assertIs(n3.status, DISABLED)
+
+    def test_thirdPartyDemotes(self) -> None:
+        """
+        Another node's line may demote a node, as in Kamailio.
+        """
+        manager = self.manager()
+        n3 = manager.add(N3)
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5063;status=disabled\r\n"), sender=N2),
+            1,
+        )
+        self.assertIs(n3.status, DISABLED)
+
+    def test_ownLinePromotes(self) -> None:
+        """
+        A node's own C{active} line makes it active, from C{not_active} or
+        C{disabled}.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2, NOT_ACTIVE)
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n"), sender=n2), 1
+        )
+        self.assertIs(n2.status, ACTIVE)
+        manager.changeStatus(N2, DISABLED)
+        self.assertEqual(
+            manager.merge(
+                lines(b"sip:127.0.0.1:5062;status=active\r\n"),
+                sender=uri("sip:notification_peer@127.0.0.1:5062"),
+            ),
+            1,
+        )
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_ownLineOtherSpelling(self) -> None:
+        """
+        The sender's own line is recognised in another spelling of its
+        address, and its own spelling is adopted for the node (a seed
+        configured without a port).
+        """
+        manager = self.manager(
+            local=uri("sip:127.0.0.1:5060"), seeds=[uri("sip:127.0.0.2")]
+        )
+        seed = manager.pingTargets()[0]
+        manager.notificationSucceeded(seed)
+        self.assertEqual(
+            manager.nodeListBody(),
+            b"sip:127.0.0.2:;status=active\r\nsip:127.0.0.1:5060;status=active\r\n",
+        )
+        manager.merge(lines(b"sip:127.0.0.2:5060;status=active\r\n"), sender=seed)
+        self.assertEqual(manager.pingTargets(), [seed])
+        self.assertEqual(str(seed), "sip:127.0.0.2:5060")
+        self.assertTrue(manager.isSeed(seed))
+        self.assertEqual(
+            manager.nodeListBody(),
+            b"sip:127.0.0.2:5060;status=active\r\nsip:127.0.0.1:5060;status=active\r\n",
+        )
+
+    def test_thirdPartyOtherSpellingNotAdopted(self) -> None:
+        """
+        Another node's spelling of a node is not adopted.
+        """
+        manager = self.manager(
+            local=uri("sip:127.0.0.1:5060"), seeds=[uri("sip:127.0.0.2")]
+        )
+        manager.merge(
+            lines(b"sip:127.0.0.2:5060;status=active\r\n"), sender=uri("sip:127.0.0.3")
+        )
+        self.assertEqual([str(n) for n in manager.pingTargets()], ["sip:127.0.0.2"])
+
+    def test_gracefulLeave(self) -> None:
+        """
+        A node's own C{disabled} line disables it at once, even when the node
+        was active; it is still pinged and no longer broadcast to.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"), sender=n2),
+            1,
+        )
+        self.assertIs(n2.status, DISABLED)
+        self.assertEqual(manager.pingTargets(), [n2])
+        self.assertEqual(manager.activeNodes(), [])
+        self.assertEqual(self.observer.events, [("activated", n2), ("deactivated", n2)])
+
+    def test_ownLineWithoutStatus(self) -> None:
+        """
+        An own line without C{;status=} does not change the node.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2, NOT_ACTIVE)
+        self.assertEqual(manager.merge(lines(b"sip:127.0.0.1:5062\r\n"), sender=n2), 0)
+        self.assertIs(n2.status, NOT_ACTIVE)
+
+    def test_count(self) -> None:
+        """
+        The result counts the nodes added or changed.
+        """
+        manager = self.manager()
+        manager.add(N2)
+        body = lines(
+            b"sip:127.0.0.1:5062;status=active\r\n"
+            b"sip:127.0.0.1:5063;status=active\r\n"
+            b"sip:127.0.0.1:5064;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n"
+        )
+        self.assertEqual(manager.merge(body, sender=N2), 2)
+        self.assertEqual(manager.merge(body, sender=N2), 0)
+
+    def test_linesIterator(self) -> None:
+        """
+        Lines may be given as any iterable.
+        """
+        manager = self.manager()
+        self.assertEqual(
+            manager.merge(
+                iter(lines(b"sip:127.0.0.1:5062;status=active\r\n")), sender=N2
+            ),
+            1,
+        )
+
+
+class OutcomeTests(ManagerTestCase):
+    """
+    Tests for the outcomes of our requests: 200s, 408s, other channels'
+    timeouts, and requests heard from a node.
+    """
+
+    def test_successActivates(self) -> None:
+        """
+        A 200 makes the node active whatever it was, resets its fail count,
+        and records the time.
+        """
+        manager = self.manager()
+        for status in [NOT_ACTIVE, DISABLED]:
+            node = manager.add(
+                uri(f"sip:127.0.0.1:{5062 + len(manager.pingTargets())}"), status
+            )
+            node.failCount = 3
+            self.clock.advance(7)
+            manager.notificationSucceeded(node)
+            self.assertIs(node.status, ACTIVE)
+            self.assertEqual(node.failCount, 0)
+            self.assertEqual(node.lastNotification, self.clock.seconds())
+
+    def test_successOfLocalIgnored(self) -> None:
+        """
+        A 200 from ourselves changes nothing.
+        """
+        manager = self.manager()
+        manager.notificationSucceeded(manager.localNode)
+        self.assertEqual(manager.nodes(), [manager.localNode])
+        self.assertIsNone(manager.localNode.lastNotification)
+
+    def test_timeoutNonSeed(self) -> None:
+        """
+        A timeout disables a node that is not a seed; the next, of a request
+        sent while it was disabled, removes it.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        manager.notificationTimedOut(n2, ACTIVE)
+        self.assertIs(n2.status, DISABLED)
+        self.assertEqual(manager.pingTargets(), [n2])
+        self.assertEqual(manager.activeNodes(), [])
+        manager.notificationTimedOut(n2, DISABLED)
+        self.assertEqual(manager.pingTargets(), [])
+        self.assertIsNone(manager.find(N2))
+
+    def test_removedNodeLooksDisabled(self) -> None:
+        """
+        A removed node object reads as C{disabled}, for whoever still holds
+        it.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        manager.remove(N2)
+        self.assertIs(n2.status, DISABLED)
+
+    def test_timeoutSeed(self) -> None:
+        """
+        A timeout makes a seed C{not_active}, never removed, however many
+        follow.
+        """
+        manager = self.manager(seeds=[N2])
+        seed = manager.find(N2)
+        manager.notificationSucceeded(seed)
+        for i in range(5):
+            manager.notificationTimedOut(seed, seed.status)
+            self.assertIs(seed.status, NOT_ACTIVE)
+        self.assertEqual(manager.pingTargets(), [seed])
+
+    def test_timeoutNeverPromotes(self) -> None:
+        """
+        A timeout does not move a C{disabled} seed to C{not_active}.
+        """
+        manager = self.manager(seeds=[N2])
+        seed = manager.find(N2)
+        manager.changeStatus(N2, DISABLED)
+        manager.notificationTimedOut(seed, NOT_ACTIVE)
+        self.assertIs(seed.status, DISABLED)
+
+    def test_timeoutDisabledSeedRemoved(self) -> None:
+        """
+        A seed that was C{disabled} when the request went out is removed, as
+        any node (Kamailio 6.1), and can be restored for a re-join.
+        """
+        manager = self.manager(seeds=[uri("sip:127.0.0.1:5062;transport=udp")])
+        seed = manager.find(N2)
+        manager.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"), sender=seed)
+        manager.notificationTimedOut(seed, DISABLED)
+        self.assertEqual(manager.pingTargets(), [])
+        self.assertEqual(manager.restoreSeeds(), [seed])
+        self.assertEqual(manager.pingTargets(), [seed])
+        self.assertIs(seed.status, NOT_ACTIVE)
+        self.assertEqual(str(seed), "sip:127.0.0.1:5062;transport=udp")
+        self.assertEqual(manager.restoreSeeds(), [])
+
+    def test_timeoutRemoveInactiveOff(self) -> None:
+        """
+        Without C{removeInactive}, a timeout makes a node C{not_active}, and
+        it stays so.
+        """
+        manager = self.manager(removeInactive=False)
+        n2 = manager.add(N2)
+        manager.notificationTimedOut(n2, ACTIVE)
+        self.assertIs(n2.status, NOT_ACTIVE)
+        manager.notificationTimedOut(n2, NOT_ACTIVE)
+        self.assertIs(n2.status, NOT_ACTIVE)
+        self.assertEqual(manager.pingTargets(), [n2])
+
+    def test_timeoutAfterRevival(self) -> None:
+        """
+        A timeout of a request sent while the node was C{disabled} does not
+        remove it if it came back since; it counts as a timeout of an active
+        node.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2, DISABLED)
+        manager.notificationSucceeded(n2)
+        manager.notificationTimedOut(n2, DISABLED)
+        self.assertIs(manager.find(N2), n2)
+        self.assertIs(n2.status, DISABLED)
+
+    def test_timeoutUnknownNode(self) -> None:
+        """
+        Timeouts for a node no longer in the list, or for ourselves, change
+        nothing.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        manager.remove(N2)
+        manager.notificationTimedOut(n2, ACTIVE)
+        manager.notificationTimedOut(manager.localNode, ACTIVE)
+        manager.otherRequestTimedOut(n2)
+        self.assertEqual(manager.nodes(), [manager.localNode])
+        self.assertIs(manager.localNode.status, ACTIVE)
+
+    def test_failCountDefaults(self) -> None:
+        """
+        With fail counts and the default thresholds (0, 1): the first
+        timeout makes a node C{not_active}, the second C{disabled}, the third
+        removes it; seeds are not spared.
+        """
+        manager = self.manager(seeds=[N2], failCountEnabled=True)
+        seed = manager.find(N2)
+        manager.notificationSucceeded(seed)
+        manager.notificationTimedOut(seed, ACTIVE)
+        self.assertEqual((seed.status, seed.failCount), (NOT_ACTIVE, 1))
+        manager.notificationTimedOut(seed, NOT_ACTIVE)
+        self.assertEqual((seed.status, seed.failCount), (DISABLED, 2))
+        manager.notificationTimedOut(seed, DISABLED)
+        self.assertIsNone(manager.find(N2))
+
+    def test_failCountThresholds(self) -> None:
+        """
+        A node becomes C{not_active} when its count exceeds the first
+        threshold, C{disabled} when it exceeds the second; a 200 resets the
+        count.
+        """
+        manager = self.manager(
+            failCountEnabled=True,
+            failCountThresholdNotActive=2,
+            failCountThresholdDisabled=3,
+        )
+        n2 = manager.add(N2)
+        seen = []
+        for i in range(5):
+            manager.notificationTimedOut(n2, n2.status)
+            seen.append((n2.failCount, n2.status))
+        # The fifth timeout, of a request sent while disabled, removes it.
+        self.assertEqual(
+            seen,
+            [(1, ACTIVE), (2, ACTIVE), (3, NOT_ACTIVE), (4, DISABLED), (4, DISABLED)],
+        )
+        self.assertIsNone(manager.find(N2))
+        n3 = manager.add(N3)
+        manager.notificationTimedOut(n3, ACTIVE)
+        manager.notificationTimedOut(n3, ACTIVE)
+        manager.notificationSucceeded(n3)
+        self.assertEqual((n3.status, n3.failCount), (ACTIVE, 0))
+
+    def test_failCountNotActiveAtThreshold(self) -> None:
+        """
+        A C{not_active} node whose count has not exceeded the C{disabled}
+        threshold stays C{not_active}.
+        """
+        manager = self.manager(
+            failCountEnabled=True,
+            failCountThresholdNotActive=0,
+            failCountThresholdDisabled=3,
+        )
+        n2 = manager.add(N2)
+        for expected in [NOT_ACTIVE, NOT_ACTIVE, NOT_ACTIVE, DISABLED]:
+            manager.notificationTimedOut(n2, n2.status)
+            self.assertIs(n2.status, expected)
+
+    def test_otherRequestWithoutFailCount(self) -> None:
+        """
+        Without fail counts, other channels' timeouts change nothing.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        for i in range(3):
+            manager.otherRequestTimedOut(n2)
+        self.assertEqual((n2.status, n2.failCount), (ACTIVE, 0))
+
+    def test_otherRequestWithFailCount(self) -> None:
+        """
+        With fail counts, other channels' timeouts count against an active
+        node only, and at most make it C{not_active}.
+        """
+        manager = self.manager(failCountEnabled=True, failCountThresholdNotActive=1)
+        n2 = manager.add(N2)
+        manager.otherRequestTimedOut(n2)
+        self.assertEqual((n2.status, n2.failCount), (ACTIVE, 1))
+        manager.otherRequestTimedOut(n2)
+        self.assertEqual((n2.status, n2.failCount), (NOT_ACTIVE, 2))
+        for i in range(5):
+            manager.otherRequestTimedOut(n2)
+        self.assertEqual((n2.status, n2.failCount), (NOT_ACTIVE, 2))
+
+    def test_heardFrom(self) -> None:
+        """
+        A request from a node records the time, and nothing else.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2, NOT_ACTIVE)
+        self.clock.advance(12)
+        manager.heardFrom(n2)
+        self.assertEqual(n2.lastNotification, 12)
+        self.assertIs(n2.status, NOT_ACTIVE)
+
+    def test_heardFromRemoved(self) -> None:
+        """
+        A request from a node we removed does not re-add it.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        manager.remove(N2)
+        manager.heardFrom(n2)
+        self.assertIsNone(manager.find(N2))
+        self.assertIsNone(n2.lastNotification)
+
+
+class TombstoneTests(ManagerTestCase):
+    """
+    Tests for tombstones: no ghost nodes.
+    """
+
+    STALE = b"sip:127.0.0.1:5063;status=active\r\nsip:127.0.0.1:5062;status=active\r\n"
+
+    def removedN3(self, **kwargs) -> Tuple[NodeManager, Node]:
+        manager = self.manager(**kwargs)
+        n3 = manager.add(N3)
+        manager.add(N2)
+        manager.notificationTimedOut(n3, ACTIVE)
+        manager.notificationTimedOut(n3, DISABLED)
+        self.assertIsNone(manager.find(N3))
+        return manager, n3
+
+    def test_notRevivedByThirdParty(self) -> None:
+        """
+        Within the grace period, another node's list does not re-add a node
+        we removed.
+        """
+        manager, n3 = self.removedN3()
+        self.clock.advance(DEFAULT_TOMBSTONE_TIME - 1)
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 0)
+        self.assertIsNone(manager.find(N3))
+
+    def test_revivedAfterGrace(self) -> None:
+        """
+        After the grace period another node's list adds it again.
+        """
+        manager, n3 = self.removedN3()
+        self.clock.advance(DEFAULT_TOMBSTONE_TIME)
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 1)
+        self.assertIs(self.status(manager, "sip:127.0.0.1:5063"), ACTIVE)
+
+    def test_tombstoneTimeOption(self) -> None:
+        """
+        The grace period is C{tombstoneTime}.
+        """
+        manager, n3 = self.removedN3(tombstoneTime=10)
+        self.clock.advance(9)
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 0)
+        self.clock.advance(1)
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 1)
+
+    def test_revivedByOwnLine(self) -> None:
+        """
+        The node's own C{active} line re-adds it at once.
+        """
+        manager, n3 = self.removedN3()
+        self.assertEqual(
+            manager.merge(
+                lines(self.STALE), sender=uri("sip:notification_peer@127.0.0.1:5063")
+            ),
+            1,
+        )
+        self.assertIs(self.status(manager, "sip:127.0.0.1:5063"), ACTIVE)
+
+    def test_ownLineRevivalClearsTombstone(self) -> None:
+        """
+        Once re-added by its own line, a node removed again is tombstoned
+        afresh, and re-added by others only after a new grace period.
+        """
+        manager, n3 = self.removedN3()
+        manager.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n"), sender=N3)
+        manager.remove(N3)
+        self.clock.advance(DEFAULT_TOMBSTONE_TIME - 1)
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 0)
+
+    def test_ownDisabledLineDoesNotRevive(self) -> None:
+        """
+        A removed node's own C{disabled} line does not re-add it.
+        """
+        manager, n3 = self.removedN3()
+        self.assertEqual(
+            manager.merge(lines(b"sip:127.0.0.1:5063;status=disabled\r\n"), sender=N3),
+            0,
+        )
+        self.assertIsNone(manager.find(N3))
+
+    def test_revivedBy200(self) -> None:
+        """
+        The node's own 200 re-adds it at once: the same object, active.
+        """
+        manager, n3 = self.removedN3()
+        manager.notificationSucceeded(n3)
+        self.assertIs(manager.find(N3), n3)
+        self.assertIs(n3.status, ACTIVE)
+        self.assertEqual(
+            self.observer.named(),
+            [
+                ("activated", "sip:127.0.0.1:5063"),
+                ("activated", "sip:127.0.0.1:5062"),
+                ("deactivated", "sip:127.0.0.1:5063"),
+                ("activated", "sip:127.0.0.1:5063"),
+            ],
+        )
+
+    def test_200AfterReadded(self) -> None:
+        """
+        A 200 for a node object that was removed and meanwhile re-added as
+        another object updates the entry in the list.
+        """
+        manager, n3 = self.removedN3()
+        self.clock.advance(DEFAULT_TOMBSTONE_TIME)
+        manager.merge(lines(b"sip:127.0.0.1:5063;status=disabled\r\n"), sender=N2)
+        again = manager.find(N3)
+        self.assertIsNot(again, n3)
+        manager.notificationSucceeded(n3)
+        self.assertIs(again.status, ACTIVE)
+        self.assertNotIn(n3, manager.nodes())
+
+    def test_adminRemove(self) -> None:
+        """
+        An administrative removal tombstones too.
+        """
+        manager = self.manager()
+        manager.add(N3)
+        self.assertTrue(manager.remove(N3))
+        self.assertEqual(manager.merge(lines(self.STALE), sender=N2), 1)
+        self.assertIsNone(manager.find(N3))
+
+    def test_adminAddClearsTombstone(self) -> None:
+        """
+        An administrative add brings a removed node back at once.
+        """
+        manager, n3 = self.removedN3()
+        manager.add(N3)
+        manager.remove(N2)
+        self.assertIs(self.status(manager, "sip:127.0.0.1:5063"), ACTIVE)
+
+    def test_tombstoneOtherSpelling(self) -> None:
+        """
+        A tombstone covers other spellings of the node's address.
+        """
+        manager, n3 = self.removedN3()
+        manager.merge(
+            lines(b"sip:127.0.0.1:5063;transport=udp;status=active\r\n"), sender=N2
+        )
+        self.assertIsNone(manager.find(N3))
+
+
+class ObserverTests(ManagerTestCase):
+    """
+    Tests for the observers of a L{NodeManager}.
+    """
+
+    def test_interface(self) -> None:
+        """
+        The recording observer provides L{INodeObserver}.
+        """
+        verifyObject(INodeObserver, RecordingObserver())
+
+    def test_oncePerTransition(self) -> None:
+        """
+        Observers hear once of each move into or out of C{active}, and
+        nothing of moves between other states.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2, NOT_ACTIVE)
+        self.assertEqual(self.observer.events, [])
+        manager.notificationSucceeded(n2)
+        manager.notificationSucceeded(n2)
+        manager.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n"), sender=n2)
+        manager.changeStatus(N2, NOT_ACTIVE)
+        manager.changeStatus(N2, DISABLED)
+        manager.notificationTimedOut(n2, DISABLED)
+        self.assertEqual(self.observer.events, [("activated", n2), ("deactivated", n2)])
+
+    def test_addedActive(self) -> None:
+        """
+        A node added as active is activated; removing an active node
+        deactivates it.
+        """
+        manager = self.manager()
+        manager.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n"), sender=N2)
+        n2 = manager.find(N2)
+        manager.remove(N2)
+        self.assertEqual(self.observer.events, [("activated", n2), ("deactivated", n2)])
+
+    def test_removedDisabled(self) -> None:
+        """
+        Removing a node that was not active tells observers nothing.
+        """
+        manager = self.manager()
+        manager.add(N2, DISABLED)
+        manager.remove(N2)
+        self.assertEqual(self.observer.events, [])
+
+    def test_neverForLocal(self) -> None:
+        """
+        Observers never hear of the local node.
+        """
+        manager = self.manager()
+        manager.merge(lines(b"sip:127.0.0.1:5061;status=active\r\n"), sender=N1)
+        manager.notificationSucceeded(manager.localNode)
+        manager.notificationTimedOut(manager.localNode, ACTIVE)
+        manager.heardFrom(manager.localNode)
+        self.assertEqual(self.observer.events, [])
+
+    def test_failingObserver(self) -> None:
+        """
+        An observer that raises is logged, and the others are still told.
+        """
+        manager = self.manager()
+
+        class Broken:
+            def nodeActivated(self, node):
+                raise RuntimeError("broken")
+
+            def nodeDeactivated(self, node):
+                raise RuntimeError("broken")
+
+        manager.removeObserver(self.observer)
+        manager.addObserver(Broken())
+        manager.addObserver(self.observer)
+        with capturedLogs() as events:
+            n2 = manager.add(N2)
+        self.assertEqual(self.observer.events, [("activated", n2)])
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(len(failures), 1)
+        self.assertIsInstance(failures[0]["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_removeObserver(self) -> None:
+        """
+        A removed observer is told nothing more.
+        """
+        manager = self.manager()
+        manager.removeObserver(self.observer)
+        manager.add(N2)
+        self.assertEqual(self.observer.events, [])
+
+
+class AdminTests(ManagerTestCase):
+    """
+    Tests for L{NodeManager.add}, L{NodeManager.remove} and
+    L{NodeManager.changeStatus}.
+    """
+
+    def test_add(self) -> None:
+        """
+        A node is added as active, or with the given status, or the status
+        of its URI.
+        """
+        manager = self.manager()
+        self.assertIs(manager.add(N2).status, ACTIVE)
+        self.assertIs(manager.add(N3, DISABLED).status, DISABLED)
+        node = manager.add(uri("sip:127.0.0.1:5064;status=not_active"))
+        self.assertIs(node.status, NOT_ACTIVE)
+        self.assertEqual(str(node), "sip:127.0.0.1:5064")
+        self.assertRaises(
+            ValueError, manager.add, uri("sip:127.0.0.1:5065;status=bogus")
+        )
+
+    def test_addPresent(self) -> None:
+        """
+        Adding a node that is there, or ourselves, is an error.
+        """
+        manager = self.manager()
+        manager.add(N2)
+        self.assertRaises(
+            NodeError, manager.add, uri("sip:127.0.0.1:5062;transport=udp")
+        )
+        self.assertRaises(NodeError, manager.add, N1)
+
+    def test_remove(self) -> None:
+        """
+        Removing says whether a node was removed; ourselves cannot be.
+        """
+        manager = self.manager()
+        manager.add(N2)
+        self.assertTrue(manager.remove(N2))
+        self.assertFalse(manager.remove(N2))
+        self.assertRaises(NodeError, manager.remove, N1)
+        self.assertRaises(
+            NodeError, manager.remove, uri("sip:127.0.0.1:5061;transport=udp")
+        )
+
+    def test_changeStatus(self) -> None:
+        """
+        A node's status can be set; not ours, not an unknown node's.
+        """
+        manager = self.manager()
+        n2 = manager.add(N2)
+        manager.changeStatus(N2, NOT_ACTIVE)
+        self.assertIs(n2.status, NOT_ACTIVE)
+        self.assertRaises(NodeError, manager.changeStatus, N1, DISABLED)
+        self.assertRaises(NodeError, manager.changeStatus, N3, DISABLED)
+
+
+class ResolutionTests(ManagerTestCase):
+    """
+    Tests for L{NodeManager.setResolvedIP}.
+    """
+
+    def test_seedIsOurselves(self) -> None:
+        """
+        A seed whose name resolves to our own address is dropped.
+        """
+        manager = self.manager(
+            local=uri("sip:127.0.0.1:5060"), seeds=[uri("sip:kam.example.com")]
+        )
+        [seed] = manager.pingTargets()
+        self.assertIs(manager.setResolvedIP(seed, "127.0.0.1"), manager.localNode)
+        self.assertEqual(manager.pingTargets(), [])
+
+    def test_duplicate(self) -> None:
+        """
+        A node whose name resolves to a node known longer is dropped in its
+        favour.
+        """
+        manager = self.manager()
+        first = manager.add(uri("sip:127.0.0.2:5060"))
+        named = manager.add(uri("sip:node2.example.com"))
+        self.assertIs(manager.setResolvedIP(named, "127.0.0.2"), first)
+        self.assertEqual(manager.pingTargets(), [first])
+
+    def test_distinct(self) -> None:
+        """
+        A resolution that shows no duplicate changes only the address.
+        """
+        manager = self.manager()
+        named = manager.add(uri("sip:node2.example.com"))
+        self.assertIs(manager.setResolvedIP(named, "127.0.0.2"), named)
+        self.assertEqual(named.address, ("127.0.0.2", 5060))
+        self.assertIs(manager.find(uri("sip:127.0.0.2")), named)
+
+    def test_localResolved(self) -> None:
+        """
+        When our own name resolves, nodes that turn out to be us are dropped.
+        """
+        manager = self.manager(local=uri("sip:me.example.com:5060"))
+        twin = manager.add(uri("sip:10.0.0.1:5060"))
+        self.assertIs(
+            manager.setResolvedIP(manager.localNode, "10.0.0.1"), manager.localNode
+        )
+        self.assertEqual(manager.pingTargets(), [])
+        self.assertEqual(
+            self.observer.events, [("activated", twin), ("deactivated", twin)]
+        )
