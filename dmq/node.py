@@ -486,18 +486,28 @@ class NodeManager(service.Service):
         self._observers: List[object] = []
         self._bodyTooLarge = False
         for uri in seeds:
-            uri = withoutStatus(uri)
-            found = self._nodes.find(uri)
-            if found is not None:
-                self._log.info(
-                    "notification address {uri} is {found}; not added again",
-                    uri=uri,
-                    found="ourselves" if found.local else found,
-                )
-                continue
-            node = Node(uri, NodeStatus.NOT_ACTIVE)
-            self._nodes.add(node)
-            self._seeds.append((uri, node))
+            self.addSeed(uri)
+
+    def addSeed(self, uri: URI) -> Optional[Node]:
+        """
+        Add a notification address as a C{not_active} node, unless it names
+        ourselves or a node already known.
+
+        @return: the new node, or C{None} when none was added.
+        """
+        uri = withoutStatus(uri)
+        found = self._nodes.find(uri)
+        if found is not None:
+            self._log.info(
+                "notification address {uri} is {found}; not added again",
+                uri=uri,
+                found="ourselves" if found.local else found,
+            )
+            return None
+        node = Node(uri, NodeStatus.NOT_ACTIVE)
+        self._nodes.add(node)
+        self._seeds.append((uri, node))
+        return node
 
     # Queries
 

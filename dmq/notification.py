@@ -12,12 +12,15 @@ the L{NodeManager}, and this peer merges the lists that come back.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import socket
+from typing import Iterable, List, Optional, Sequence
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
+from twisted.names import dns
 from zope.interface import implementer
 
 from dmq import sip
@@ -27,6 +30,9 @@ from dmq.node import Node, NodeManager
 from dmq.nodelist import parseNodeList
 
 __all__ = ["NotificationPeer", "CONTENT_TYPE"]
+
+# Kamailio expands a multi_notify address to at most 30 hosts.
+MAX_EXPANDED_SEEDS = 30
 
 CONTENT_TYPE = "text/plain"
 
@@ -61,7 +67,19 @@ class NotificationPeer(service.Service):
         joinRetryInitial: float = 1.0,
         joinRetryMax: float = 60.0,
         leaveTimeout: float = 2.0,
+        expandSeeds: Sequence[sip.URI] = (),
+        resolver: Optional[IResolver] = None,
     ) -> None:
+        """
+        @param expandSeeds: notification addresses named by a host name, to
+            resolve (A and AAAA records) into one seed per address before each
+            join attempt: Kamailio's C{multi_notify}.
+        @param resolver: the L{IResolver} that resolves them.
+        """
+        if expandSeeds and resolver is None:
+            raise ValueError("expanding notification addresses needs a resolver")
+        self._expandSeeds = list(expandSeeds)
+        self._resolver = resolver
         self._clock = clock
         self._bus = bus
         self._nodeManager = nodeManager
@@ -156,6 +174,47 @@ class NotificationPeer(service.Service):
 
     def _join(self) -> None:
         self._joinCall = None
+        if self._expandSeeds:
+            d = self._expand()
+            d.addCallback(lambda _: self._announceJoin() if self.running else None)
+        else:
+            self._announceJoin()
+
+    def _expand(self) -> Deferred:
+        """
+        Resolve every host name in C{expandSeeds} to its IPv4 and IPv6
+        addresses and add each as a seed.
+        """
+        lookups = []
+        for uri in self._expandSeeds:
+            for lookup, extract in (
+                (self._resolver.lookupAddress, _ipv4),
+                (self._resolver.lookupIPV6Address, _ipv6),
+            ):
+                d = lookup(uri.host)
+                d.addCallback(self._addSeeds, uri, extract)
+                d.addErrback(
+                    lambda f, uri=uri: self._log.warn(
+                        "Could not resolve notification address {uri}: {error}",
+                        uri=uri.toString(),
+                        error=f.getErrorMessage(),
+                    )
+                )
+                lookups.append(d)
+        return DeferredList(lookups)
+
+    def _addSeeds(self, result, uri: sip.URI, extract) -> None:
+        answers = result[0]
+        for address in _addresses(answers, extract)[:MAX_EXPANDED_SEEDS]:
+            node = self._nodeManager.addSeed(uri.replace(host=address))
+            if node is not None:
+                self._log.info(
+                    "Notification address {name} gave seed {node}",
+                    name=uri.toString(),
+                    node=node.uri.toString(),
+                )
+
+    def _announceJoin(self) -> None:
         targets = self._nodeManager.pingTargets()
         if not targets:
             # A node with no seeds is a bus of one until someone joins it.
@@ -196,3 +255,26 @@ class NotificationPeer(service.Service):
         for d in sends:
             d.addErrback(lambda _: None)
         return leaving
+
+
+def _ipv4(record) -> Optional[str]:
+    return record.dottedQuad() if isinstance(record, dns.Record_A) else None
+
+
+def _ipv6(record) -> Optional[str]:
+    if isinstance(record, dns.Record_AAAA):
+        return socket.inet_ntop(socket.AF_INET6, record.address)
+    return None
+
+
+def _addresses(answers, extract) -> List[str]:
+    """
+    The addresses in C{answers} (resource records), in order, without
+    repeats; CNAMEs and other records are skipped.
+    """
+    found: List[str] = []
+    for answer in answers:
+        address = extract(answer.payload)
+        if address is not None and address not in found:
+            found.append(address)
+    return found

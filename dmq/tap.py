@@ -28,6 +28,14 @@ from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 __all__ = ["Options", "makeService", "makeNodeService", "DMQNodeService", "parseServerAddress"]
 
 
+def _isIPAddress(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def parseServerAddress(text: str) -> sip.URI:
     """
     Parse and check a C{server_address}: a C{sip:} URI with an IP address we
@@ -136,7 +144,7 @@ class Options(usage.Options):
     ]
 
     optFlags = [
-        ["multi-notify", None, "Resolve each notification address to all its addresses (not yet supported)."],
+        ["multi-notify", None, "Resolve notification addresses given by name to all their IPv4 and IPv6 addresses, each a seed."],
     ]
 
     def __init__(self) -> None:
@@ -160,11 +168,6 @@ class Options(usage.Options):
             self["server-address"] = parseServerAddress(self["server-address"])
         except ValueError as e:
             raise usage.UsageError(f"--server-address: {e}") from None
-        if self["multi-notify"]:
-            raise usage.UsageError(
-                "--multi-notify: resolving notification addresses to several nodes "
-                "is not supported yet"
-            )
         if self["t2"] < self["t1"]:
             raise usage.UsageError("--t2 must not be smaller than --t1")
         if self["handler-timeout"] >= 64 * self["t1"]:
@@ -238,6 +241,8 @@ def makeNodeService(
     maxTransactions: int = 10000,
     maxQueue: int = 1024,
     handlerTimeout: float = 10.0,
+    multiNotify: bool = False,
+    resolver=None,
     listen: bool = True,
 ) -> DMQNodeService:
     """
@@ -246,6 +251,10 @@ def makeNodeService(
 
     @param reactor: provides C{IReactorTime} and, when C{listen} is true,
         C{IReactorUDP}.
+    @param multiNotify: resolve notification addresses named by a host name
+        into one seed per IPv4 and IPv6 address (Kamailio's C{multi_notify}).
+    @param resolver: the L{IResolver} for C{multiNotify}; by default one
+        made from the system's resolver configuration.
     @param listen: C{False} to leave the socket out: the caller connects
         C{protocol} itself (tests do, to an in-memory network).
     """
@@ -259,10 +268,19 @@ def makeNodeService(
         internet.UDPServer(
             port, node.protocol, interface=host, maxPacketSize=MAX_DATAGRAM, reactor=reactor
         ).setServiceParent(node)
+    seeds = list(notificationAddresses)
+    expand = []
+    if multiNotify:
+        expand = [uri for uri in seeds if not _isIPAddress(uri.host)]
+        seeds = [uri for uri in seeds if _isIPAddress(uri.host)]
+        if expand and resolver is None:
+            from twisted.names import client
+
+            resolver = client.createResolver(reactor=reactor)
     node.nodeManager = NodeManager(
         reactor,
         serverAddress,
-        list(notificationAddresses),
+        seeds,
         removeInactive=removeInactive,
         failCountEnabled=failCountEnabled,
         failCountThresholdNotActive=failCountThresholdNotActive,
@@ -281,7 +299,12 @@ def makeNodeService(
     )
     node.bus.setServiceParent(node)
     node.notification = NotificationPeer(
-        reactor, node.bus, node.nodeManager, peerId=notificationChannel
+        reactor,
+        node.bus,
+        node.nodeManager,
+        peerId=notificationChannel,
+        expandSeeds=expand,
+        resolver=resolver,
     )
     node.bus.registerPeer(node.notification)
     node.notification.setServiceParent(node)
@@ -316,4 +339,5 @@ def makeService(config: Options, reactor=None) -> DMQNodeService:
         maxTransactions=config["max-transactions"],
         maxQueue=config["max-queue"],
         handlerTimeout=config["handler-timeout"],
+        multiNotify=config["multi-notify"],
     )
