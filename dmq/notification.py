@@ -90,6 +90,7 @@ class NotificationPeer(service.Service):
         self._joinDelay = joinRetryInitial
         self._joinCall: Optional[IDelayedCall] = None
         self._joining: Optional[Deferred] = None
+        self._leaving = False
         self.joined = False
 
     # IDMQPeer
@@ -99,6 +100,10 @@ class NotificationPeer(service.Service):
         Merge the received list, answer with ours, and pass the news on when
         it changed something and Max-Forwards − 1 is still above 0.
         """
+        if self._leaving:
+            # Our goodbye may cross a ping: answer it with the goodbye too, or
+            # the 200 would make the pinger take us for active again.
+            return PeerResponse(200, "OK", self._nodeManager.leavingBody(), CONTENT_TYPE)
         forwards = (request.maxForwards or 0) - 1
         changed = self._merge(request.body, self._senderURI(request), "request")
         body = self._nodeManager.nodeListBody()
@@ -217,18 +222,28 @@ class NotificationPeer(service.Service):
     def _announceJoin(self) -> None:
         targets = self._nodeManager.pingTargets()
         if not targets:
-            # A node with no seeds is a bus of one until someone joins it.
+            if self._expandSeeds:
+                # The names did not resolve (yet): try them again later.
+                self._joinDone(0)
+            # Otherwise a node with no seeds is a bus of one until someone
+            # joins it.
             return
         self._joining = self.announce(targets, JOIN_MAX_FORWARDS)
-        self._joining.addCallback(self._joinDone)
+        self._joining.addCallback(self._joinDone, targets)
 
-    def _joinDone(self, answered: int) -> None:
+    def _joinDone(self, answered: int, asked: Sequence[Node] = ()) -> None:
         self._joining = None
         if not self.running:
             return
         if answered:
             self.joined = True
             self._log.info("Joined the bus: {count} node(s) answered", count=answered)
+            # Introduce ourselves to the nodes the answers told us of.  Their
+            # relayed news of us may not be enough: a node that removed us
+            # (we crashed and restarted) takes only our own word for it.
+            others = [node for node in self._nodeManager.activeNodes() if node not in asked]
+            if others:
+                self.announce(others, PING_MAX_FORWARDS)
             return
         self._log.warn(
             "No notification address answered; trying again in {delay} s", delay=self._joinDelay
@@ -238,6 +253,7 @@ class NotificationPeer(service.Service):
 
     def stopService(self) -> Deferred:
         service.Service.stopService(self)
+        self._leaving = True
         if self._joinCall is not None:
             self._joinCall.cancel()
             self._joinCall = None

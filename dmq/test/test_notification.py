@@ -1,0 +1,453 @@
+# -*- test-case-name: dmq.test.test_notification -*-
+"""
+Tests for membership: L{dmq.notification} and L{dmq.ping} running over the
+bus, with whole nodes on an in-memory network and one clock, and once over
+real loopback UDP.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dmq import sip
+from dmq.node import NodeStatus
+from dmq.tap import makeNodeService
+from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
+
+HOSTS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+
+
+def statuses(node):
+    """
+    What C{node} thinks of the others: C{{host: status}}.
+    """
+    return {
+        n.uri.host: n.status.value for n in node.nodeManager.nodes() if not n.local
+    }
+
+
+def allActive(nodes):
+    hosts = [n.protocol.sentBy[0] for n in nodes]
+    return all(
+        statuses(node) == {h: "active" for h in hosts if h != node.protocol.sentBy[0]}
+        for node in nodes
+    )
+
+
+class Recorder:
+    """
+    A node observer that notes when nodes change.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.events = []
+
+    def nodeActivated(self, node):
+        self.events.append((self.clock.seconds(), "activated", node.uri.host))
+
+    def nodeDeactivated(self, node):
+        self.events.append((self.clock.seconds(), node.status.value, node.uri.host))
+
+
+class Cluster:
+    def __init__(self, testCase, **options):
+        self.clock = Clock()
+        self.network = FakeNetwork(self.clock)
+        self.options = options
+        self.nodes = {}
+        testCase.addCleanup(self.stopAll)
+
+    def start(self, host, seeds=()):
+        node = makeNode(self.clock, self.network, host, seeds=seeds, **self.options)
+        self.nodes[host] = node
+        return node
+
+    def stopAll(self):
+        for node in self.nodes.values():
+            if node.running:
+                node.stopService()
+        self.network.run(100)
+
+
+class ConvergenceTests(SynchronousTestCase):
+    """
+    Nodes find each other whatever order they start in.
+    """
+
+    def test_everyStartOrder(self):
+        """
+        Three nodes, two of them seeded with the first, agree that all three
+        are active within a few seconds of the last start, in every start
+        order, including the seed starting last.
+        """
+        for order in itertools.permutations(HOSTS):
+            cluster = Cluster(self, pingInterval=5)
+            for host in order:
+                cluster.start(host, seeds=[] if host == HOSTS[0] else [HOSTS[0]])
+                cluster.network.run(2)
+            cluster.network.run(5)
+            self.assertTrue(
+                allActive(list(cluster.nodes.values())),
+                f"start order {order}: {[statuses(n) for n in cluster.nodes.values()]}",
+            )
+            cluster.stopAll()
+
+    def test_seedsNamingEachOther(self):
+        """
+        Two nodes that name each other as their notification address form a
+        bus.
+        """
+        cluster = Cluster(self, pingInterval=5)
+        a = cluster.start(HOSTS[0], seeds=[HOSTS[1]])
+        cluster.network.run(3)
+        b = cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        cluster.network.run(3)
+        self.assertTrue(allActive([a, b]))
+
+    def test_seedStartsMuchLater(self):
+        """
+        A node whose seed starts 100 s after it keeps trying and joins once
+        the seed is up, without waiting for a ping.
+        """
+        cluster = Cluster(self, pingInterval=60)
+        b = cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        cluster.network.run(100)
+        self.assertEqual(statuses(b), {HOSTS[0]: "not_active"})
+        a = cluster.start(HOSTS[0])
+        cluster.network.run(40)
+        self.assertTrue(allActive([a, b]))
+
+    def test_duplicateSeedsFolded(self):
+        """
+        The same seed given twice, and in another spelling, is one node.
+        """
+        cluster = Cluster(self)
+        b = cluster.start(
+            HOSTS[1],
+            seeds=[HOSTS[0], HOSTS[0], ("127.0.0.11", 5060)],
+        )
+        b.nodeManager.addSeed(sip.parseURI("sip:127.0.0.11:5060;transport=udp"))
+        self.assertEqual(len(b.nodeManager.pingTargets()), 1)
+
+    def test_selfAsSeedIgnored(self):
+        """
+        A notification address that names ourselves adds no node.
+        """
+        cluster = Cluster(self)
+        a = cluster.start(HOSTS[0], seeds=[HOSTS[0]])
+        self.assertEqual(a.nodeManager.pingTargets(), [])
+
+
+class FailureTests(SynchronousTestCase):
+    """
+    Nodes that crash, stop and come back.
+    """
+
+    def setUp(self):
+        self.cluster = Cluster(self, pingInterval=5)
+        self.a = self.cluster.start(HOSTS[0])
+        self.b = self.cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        self.c = self.cluster.start(HOSTS[2], seeds=[HOSTS[0]])
+        self.cluster.network.run(10)
+        self.assertTrue(allActive([self.a, self.b, self.c]))
+        self.recorder = Recorder(self.cluster.clock)
+        self.a.nodeManager.addObserver(self.recorder)
+
+    def events(self, host):
+        return [(t, what) for t, what, h in self.recorder.events if h == host]
+
+    def test_crashedNodeDisabledThenRemoved(self):
+        """
+        A node killed without a goodbye is disabled by the others after at
+        most one ping interval plus Timer F, and removed one interval plus
+        Timer F later; nobody brings it back.
+        """
+        crashedAt = self.cluster.clock.seconds()
+        crashNode(self.cluster.network, self.c)
+        self.cluster.network.run(5 + 32 + 0.1)
+        [(disabledAt, what)] = self.events(HOSTS[2])
+        self.assertEqual(what, "disabled")
+        self.assertTrue(32 <= disabledAt - crashedAt <= 5 + 32 + 0.1, disabledAt - crashedAt)
+        self.assertEqual(statuses(self.b)[HOSTS[2]], "disabled")
+        self.cluster.network.run(5 + 32)
+        self.assertNotIn(HOSTS[2], statuses(self.a))
+        self.assertNotIn(HOSTS[2], statuses(self.b))
+        self.cluster.network.run(120)
+        self.assertNotIn(HOSTS[2], statuses(self.a))
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+
+    def test_pingTimeoutDetectsSooner(self):
+        """
+        With C{pingTimeout}, a dead node is disabled within one interval plus
+        that timeout.
+        """
+        cluster = Cluster(self, pingInterval=2, pingTimeout=1)
+        a = cluster.start(HOSTS[0])
+        c = cluster.start(HOSTS[2], seeds=[HOSTS[0]])
+        cluster.network.run(5)
+        recorder = Recorder(cluster.clock)
+        a.nodeManager.addObserver(recorder)
+        crashedAt = cluster.clock.seconds()
+        crashNode(cluster.network, c)
+        cluster.network.run(2 + 1 + 0.1)
+        self.assertEqual([e[1] for e in recorder.events], ["disabled"])
+        self.assertLessEqual(recorder.events[0][0] - crashedAt, 3.1)
+        cluster.network.run(3.1)
+        self.assertEqual(statuses(a), {})
+
+    def test_restartRejoins(self):
+        """
+        A crashed node that starts again is active again for everyone.
+        """
+        crashNode(self.cluster.network, self.c)
+        self.cluster.network.run(80)
+        self.assertNotIn(HOSTS[2], statuses(self.a))
+        self.c = self.cluster.start(HOSTS[2], seeds=[HOSTS[0]])
+        self.cluster.network.run(3)
+        self.assertTrue(allActive([self.a, self.b, self.c]))
+
+    def test_gracefulStopSeenAtOnce(self):
+        """
+        A node that stops tells the others, who mark it disabled at once and
+        do not wait for a timeout.
+        """
+        stopped = []
+        self.c.stopService().addCallback(stopped.append)
+        self.cluster.network.run(0.1)
+        self.assertEqual(stopped, [None])
+        self.assertEqual(statuses(self.a)[HOSTS[2]], "disabled")
+        self.assertEqual(statuses(self.b)[HOSTS[2]], "disabled")
+        # The goodbye was a notification request saying we are disabled.
+        goodbyes = [d for d in self.cluster.network.sent if b"status=disabled" in d.data]
+        self.assertEqual({d.source for d in goodbyes}, {(HOSTS[2], 5060)})
+
+    def test_deadSeedNotResurrected(self):
+        """
+        When the seed dies, its stale "active" lines from other nodes do not
+        keep it alive: both survivors mark it not active and keep it so.
+        """
+        crashNode(self.cluster.network, self.a)
+        self.cluster.network.run(5 + 32 + 1)
+        self.assertEqual(statuses(self.b)[HOSTS[0]], "not_active")
+        self.assertEqual(statuses(self.c)[HOSTS[0]], "not_active")
+        for _ in range(10):
+            self.cluster.network.run(12)
+            self.assertEqual(statuses(self.b), {HOSTS[0]: "not_active", HOSTS[2]: "active"})
+            self.assertEqual(statuses(self.c), {HOSTS[0]: "not_active", HOSTS[1]: "active"})
+        # Nobody lists the dead seed in a body any more.
+        recent = [d for d in self.cluster.network.sent if d.time > self.cluster.clock.seconds() - 20]
+        self.assertFalse(any(b"sip:127.0.0.11:5060;status=active" in d.data for d in recent))
+        self.a = self.cluster.start(HOSTS[0])
+        self.cluster.network.run(6)
+        self.assertTrue(allActive([self.a, self.b, self.c]))
+
+    def test_noLeftoverTimers(self):
+        """
+        Stopping every node leaves nothing on the clock.
+        """
+        self.cluster.stopAll()
+        self.assertEqual(self.cluster.clock.getDelayedCalls(), [])
+
+
+class NotificationPeerTests(SynchronousTestCase):
+    """
+    What the notification peer does with one request.
+    """
+
+    def setUp(self):
+        self.cluster = Cluster(self, pingInterval=60)
+        self.a = self.cluster.start(HOSTS[0])
+        self.b = self.cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        self.cluster.network.run(1)
+
+    def notify(self, body, maxForwards=1, sender=HOSTS[2]):
+        request = sip.Request(
+            "KDMQ",
+            sip.URI(HOSTS[0], 5060, "notification_peer"),
+            (
+                ("Via", f"SIP/2.0/UDP {sender}:5060;branch=z9hG4bK{len(self.cluster.network.sent)}x"),
+                ("To", "<sip:notification_peer@127.0.0.11:5060>"),
+                ("From", f"<sip:notification_peer@{sender}:5060>;tag=1"),
+                ("CSeq", "10 KDMQ"),
+                ("Call-ID", f"c{len(self.cluster.network.sent)}@{sender}"),
+                ("Max-Forwards", str(maxForwards)),
+                ("Content-Type", "text/plain"),
+            ),
+            body,
+        )
+        sent = len(self.cluster.network.sent)
+        self.a.protocol.datagramReceived(sip.serialise(request), (sender, 5060))
+        # Less than T1, so that nothing is retransmitted yet.
+        self.cluster.network.run(0.4)
+        return [sip.parse(d.data) for d in self.cluster.network.sent[sent:]]
+
+    def test_badLineSkipped(self):
+        """
+        A line with an unknown status (which wedges Kamailio 5.6.3) is skipped,
+        the rest is merged, and the request is answered 200 with our list.
+        """
+        messages = self.notify(
+            b"sip:127.0.0.13:5060;status=bogus\r\nsip:127.0.0.14:5060;status=active\r\n"
+        )
+        [reply] = [m for m in messages if isinstance(m, sip.Response)]
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(
+            reply.body,
+            b"sip:127.0.0.14:5060;status=active\r\n"
+            b"sip:127.0.0.12:5060;status=active\r\n"
+            b"sip:127.0.0.11:5060;status=active\r\n",
+        )
+        self.assertIn(HOSTS[1], statuses(self.a))
+        self.assertNotIn(HOSTS[2], statuses(self.a))
+
+    def test_rebroadcastWithMaxForwards(self):
+        """
+        A join (Max-Forwards 2) that brings news is passed on to the active
+        nodes with Max-Forwards 1.
+        """
+        messages = self.notify(b"sip:127.0.0.13:5060;status=active\r\n", maxForwards=2)
+        requests = [m for m in messages if isinstance(m, sip.Request)]
+        self.assertEqual(
+            sorted((r.uri.host, r.maxForwards) for r in requests),
+            [("127.0.0.12", 1), ("127.0.0.13", 1)],
+        )
+
+    def test_pingNotRebroadcast(self):
+        """
+        A ping (Max-Forwards 1) is never passed on, even with news.
+        """
+        messages = self.notify(b"sip:127.0.0.13:5060;status=active\r\n", maxForwards=1)
+        self.assertEqual([m for m in messages if isinstance(m, sip.Request)], [])
+
+    def test_nothingNewNotRebroadcast(self):
+        """
+        A join that changes nothing is not passed on.
+        """
+        self.notify(b"sip:127.0.0.13:5060;status=active\r\n", maxForwards=1)
+        messages = self.notify(b"sip:127.0.0.13:5060;status=active\r\n", maxForwards=2)
+        self.assertEqual([m for m in messages if isinstance(m, sip.Request)], [])
+
+    def test_emptyBody(self):
+        """
+        An empty node list (Kamailio's probe) is answered with our list.
+        """
+        [reply] = [m for m in self.notify(b"") if isinstance(m, sip.Response)]
+        self.assertEqual(reply.code, 200)
+        self.assertTrue(reply.body.endswith(b"sip:127.0.0.11:5060;status=active\r\n"))
+
+
+class FakeResolver:
+    """
+    A resolver that knows one name.
+    """
+
+    def __init__(self, name, ipv4, ipv6=()):
+        self.name = name
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.queries = []
+
+    def _answer(self, name, records):
+        self.queries.append(name)
+        if name != self.name:
+            from twisted.names.error import DNSNameError
+
+            return defer.fail(DNSNameError(name))
+        answers = [dns.RRHeader(name, payload=record) for record in records]
+        return defer.succeed((answers, [], []))
+
+    def lookupAddress(self, name, timeout=None):
+        return self._answer(name, [dns.Record_A(ip) for ip in self.ipv4])
+
+    def lookupIPV6Address(self, name, timeout=None):
+        return self._answer(name, [dns.Record_AAAA(ip) for ip in self.ipv6])
+
+
+class MultiNotifyTests(SynchronousTestCase):
+    """
+    C{multiNotify} expands a notification address named by a host name.
+    """
+
+    def test_threeAddresses(self):
+        """
+        A name with three addresses gives three seeds, and the join goes to
+        each of them.
+        """
+        clock = Clock()
+        network = FakeNetwork(clock)
+        resolver = FakeResolver("dmq.example", ["127.0.0.11", "127.0.0.12", "127.0.0.13"])
+        node = makeNodeService(
+            clock,
+            sip.URI("127.0.0.14", 5060),
+            [sip.URI("dmq.example", 5060)],
+            multiNotify=True,
+            resolver=resolver,
+            listen=False,
+        )
+        network.attach(node.protocol, ("127.0.0.14", 5060))
+        peers = [makeNode(clock, network, host) for host in HOSTS]
+        node.startService()
+        network.run(2)
+        self.assertEqual(sorted(resolver.queries), ["dmq.example", "dmq.example"])
+        self.assertEqual(sorted(statuses(node)), HOSTS)
+        self.assertEqual(set(statuses(node).values()), {"active"})
+        for other in peers + [node]:
+            other.stopService()
+        network.run(70)
+
+    def test_unresolvable(self):
+        """
+        A name that does not resolve is logged, and retried at the next join
+        attempt.
+        """
+        clock = Clock()
+        network = FakeNetwork(clock)
+        resolver = FakeResolver("other.example", ["127.0.0.11"])
+        node = makeNodeService(
+            clock,
+            sip.URI("127.0.0.14", 5060),
+            [sip.URI("dmq.example", 5060)],
+            multiNotify=True,
+            resolver=resolver,
+            listen=False,
+        )
+        network.attach(node.protocol, ("127.0.0.14", 5060))
+        node.startService()
+        network.run(10)
+        self.assertEqual(statuses(node), {})
+        self.assertGreater(len(resolver.queries), 2)
+        node.stopService()
+        network.run(70)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class LoopbackMembershipIntegrationTests(TestCase):
+    """
+    Three nodes over real loopback UDP.
+    """
+
+    @defer.inlineCallbacks
+    def test_threeNodesAgree(self):
+        """
+        Three nodes on 127.0.0.11-13 form a bus and agree on their lists.
+        """
+        nodes = []
+        for i, host in enumerate(HOSTS):
+            seeds = [sip.URI(HOSTS[0], 35060)] if i else []
+            node = makeNodeService(reactor, sip.URI(host, 35060), seeds, pingInterval=1)
+            node.startService()
+            self.addCleanup(node.stopService)
+            nodes.append(node)
+        for _ in range(100):
+            if allActive(nodes):
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(allActive(nodes), [statuses(n) for n in nodes])
+        bodies = {n.nodeManager.nodeListBody().count(b"\r\n") for n in nodes}
+        self.assertEqual(bodies, {3})
