@@ -74,6 +74,7 @@ _COUNTERS = (
     "timeouts",
     "cancelled",
     "rejectedOverCapacity",
+    "evicted",
     "refusedOverCapacity",
     "abandoned",
     "handlerErrors",
@@ -224,6 +225,7 @@ class ServerTransaction:
         self._finalBytes = data
         self.state = TransactionState.COMPLETED
         self._cancelTimer()
+        self._layer._completedServers[self._key] = self
         timerJ = self._layer._timerJ
         if timerJ > 0:
             self._timer = self._layer._clock.callLater(timerJ, self._terminate)
@@ -460,7 +462,8 @@ class TransactionLayer:
         responses, not passed on), C{responsesResent} (stored responses sent
         again for a duplicate request), C{timeouts} (Timer F, answered
         C{408}), C{cancelled}, C{rejectedOverCapacity} (incoming requests
-        answered C{503}), C{refusedOverCapacity} (outgoing requests failed
+        answered C{503}), C{evicted} (answered server transactions forgotten
+        before Timer J to make room for new requests), C{refusedOverCapacity} (outgoing requests failed
         with L{TransactionLimitExceeded}), C{abandoned} (server transactions
         given no final response within 64*T1), C{handlerErrors},
         C{sendErrors}, C{acksIgnored}.
@@ -485,6 +488,10 @@ class TransactionLayer:
         init=False, factory=dict
     )
     _servers: Dict[Hashable, ServerTransaction] = attrs.field(init=False, factory=dict)
+    # The answered ones among them, oldest first: what can be evicted.
+    _completedServers: Dict[Hashable, ServerTransaction] = attrs.field(
+        init=False, factory=dict
+    )
     _stopped: bool = attrs.field(default=False, init=False)
     _via: str = attrs.field(init=False)
 
@@ -559,7 +566,7 @@ class TransactionLayer:
         if existing is not None:
             existing._retransmissionReceived()
             return
-        if len(self._servers) >= self._maxTransactions:
+        if len(self._servers) >= self._maxTransactions and not self._evictCompleted():
             self.statistics["rejectedOverCapacity"] += 1
             self._log.warn(
                 "{count} server transactions are live, the most allowed: "
@@ -683,6 +690,7 @@ class TransactionLayer:
         self._stopped = True
         servers: List[ServerTransaction] = list(self._servers.values())
         self._servers.clear()
+        self._completedServers.clear()
         for server in servers:
             server._stop()
         for client in list(self._clients.values()):
@@ -719,3 +727,22 @@ class TransactionLayer:
     def _forgetServer(self, key: Hashable, transaction: ServerTransaction) -> None:
         if self._servers.get(key) is transaction:
             del self._servers[key]
+        if self._completedServers.get(key) is transaction:
+            del self._completedServers[key]
+
+    def _evictCompleted(self) -> bool:
+        """
+        Make room by forgetting the oldest server transaction that has been
+        answered already: it only waits on Timer J to absorb retransmissions,
+        which after a while are unlikely.  Its loss costs at most a duplicate
+        request handed to the application; a 503 would cost the request.
+
+        @return: whether one was forgotten.
+        """
+        if not self._completedServers:
+            return False
+        key, transaction = next(iter(self._completedServers.items()))
+        transaction._stop()
+        self._forgetServer(key, transaction)
+        self.statistics["evicted"] += 1
+        return True

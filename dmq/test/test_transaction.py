@@ -855,6 +855,30 @@ class ServerTransactionTests(LayerTestCase):
         self.assertEqual(self.send.sent[0][2], REMOTE)
         self.assertEqual(self.layer.statistics["rejectedOverCapacity"], 2)
 
+    def test_limitEvictsAnsweredFirst(self) -> None:
+        """
+        At the cap, the oldest transaction that was already answered is
+        forgotten to make room, rather than a new request being refused; its
+        retransmission is then a new request.
+        """
+        self.makeLayer(
+            lambda t: t.respond(sip.responseFor(t.request, 200, "OK", toTag="t")),
+            maxTransactions=2,
+        )
+        self.receive(branch="z9hG4bKfirst00000000000")
+        self.clock.advance(1)
+        self.receive(branch="z9hG4bKsecond0000000000")
+        self.receive(branch="z9hG4bKthird00000000000")
+        self.assertEqual(len(self.received), 3)
+        self.assertEqual(self.layer.liveServerTransactions, 2)
+        self.assertEqual(self.layer.statistics["evicted"], 1)
+        self.assertEqual(self.layer.statistics["rejectedOverCapacity"], 0)
+        self.receive(branch="z9hG4bKfirst00000000000")
+        self.assertEqual(len(self.received), 4)
+        self.receive(branch="z9hG4bKthird00000000000")
+        self.assertEqual(len(self.received), 4)
+        self.assertEqual([r.code for r in self.send.messages()], [200] * 5)
+
     def test_handlerRaises(self) -> None:
         """
         An exception from C{requestReceived} does not escape: it is logged
