@@ -1,0 +1,1332 @@
+# -*- test-case-name: dmq.test.test_htable -*-
+"""
+A replicated in-memory hash table, wire-compatible with Kamailio's htable
+module and its DMQ replication (the peer C{htable}).
+
+Tables are declared as Kamailio declares them (L{parseTableSpec}); a program
+reads and changes them through L{HTablePeer} (L{HTablePeer.get},
+L{HTablePeer.set}, ...), and operators through Kamailio's RPC names
+(L{HTableRPC}).  Every change to a table declared with C{dmqreplicate=1} is
+broadcast to the active nodes of the bus; changes that come from the bus are
+applied and never sent again.
+
+The wire
+========
+
+Each change is one KDMQ request, C{Content-Type: application/json},
+Max-Forwards 1, with a flat JSON object written as Kamailio writes it: no
+spaces, raw UTF-8, keys in Kamailio's order (C{action}, C{htname},
+C{cname}, C{type}, C{strval}|C{intval}, C{mode})::
+
+    {"action":2,"htname":"kdmq","cname":"k1","type":2,"strval":"hello","mode":1}
+    {"action":3,"htname":"kdmq","cname":"k1","type":0,"intval":300,"mode":0}
+    {"action":4,"htname":"kdmq","cname":"k2","mode":0}
+    {"action":5,"htname":"kdmq","type":2,"strval":"^k[0-9]","mode":0}
+
+A node asks for the tables with C{{"action":1}} (or C{{"action":1,
+"htname":"t"}}); the node asked sends the cells of its replicated tables to
+the asker (to every active node when the asker is not a node it knows, as
+Kamailio does) in C{{"cells":[...]}} requests of at most L{MAX_SYNC_BODY}
+octets, always ending with one more (so possibly C{{"cells":[]}}), and only
+then answers the request C{200}.
+
+Where Kamailio is ambiguous or wrong, and what we do
+=====================================================
+
+  - Integers are C int32, the way Kamailio reads them (C{SRJSON_GET_INT})
+    and its RPC prints them: L{HTablePeer.set} refuses others, and a message
+    carrying one (or a fraction, a boolean) is answered C{400}.  Kamailio
+    would keep a truncated value.  Strings are UTF-8 without NUL (Kamailio
+    cuts them at a NUL).
+  - C{{}} (which kills a Kamailio 5.6.3 worker), an empty body, invalid JSON
+    (or JSON that is not UTF-8), and a root that is not an object are
+    answered C{400 Bad Request}, as Kamailio answers the last three.
+  - A missing or mistyped field, an unknown action, and a C{mode} other than
+    0 or 1 are answered C{400}, with the reason in the reason phrase.
+    Kamailio replays such messages with whatever it has (often C{500},
+    sometimes uninitialised memory).
+  - Unknown keys (C{last_modified} from Kamailio master, for one) are
+    ignored, as Kamailio master does; Kamailio 6.1 and older answer C{400}.
+    We never send a key those versions do not know: no C{last_modified},
+    so no last-write-wins either.
+  - An unknown table, a bad regular expression or an empty pattern is
+    answered C{500 Server Internal Error}, as by Kamailio.
+  - Changes to a declared table without C{dmqreplicate} are applied when
+    they come from the bus, as Kamailio applies them (it never checks the
+    attribute on receipt); C{dmqreplicate} only decides what we send and
+    what a sync dump holds.
+  - Removals by suffix (7) and substring (8): Kamailio 6.0 and later send
+    them without C{type}/C{strval} and cannot apply them (it answers
+    C{500}).  We apply them when they carry C{strval}, answer C{400 Bad
+    Request (action 7 without strval)} when not, and send them with C{type}
+    and C{strval}: Kamailio receivers still answer C{500} and do not apply
+    them (checked with 5.6.3), so use them only on buses of our nodes.
+  - C{{"cells":...}} entries lacking a name or a value are skipped with a
+    warning.  Kamailio instead reuses the fields of the previous entry.
+  - Expiry changes (action 3) are ignored on tables without C{autoexpire},
+    as by Kamailio; L{HTablePeer.setExpire} refuses them there.  An expiry
+    of 0 or less makes the cell permanent, as in Kamailio.
+  - Regular expressions are Kamailio's POSIX extended ones with C{REG_ICASE}
+    and C{REG_NEWLINE}, run by Python's L{re} (case-insensitive, C{^}/C{$} at
+    line ends); the POSIX classes (C{[:digit:]}, ...) are translated.  The
+    other matches are case-sensitive, as in Kamailio.  A pathological
+    expression from a node blocks the reactor while it runs, as it would
+    block a Kamailio worker: the bus is a network of trusted nodes.
+  - A sync dump's requests are handed to the transport before the sync
+    request is answered, and their replies are not waited for (Kamailio
+    does not wait either; waiting could outlast the bus's handler timeout).
+  - Sync on join (C{initSync}, Kamailio's C{dmq_init_sync}): Kamailio asks
+    every active node once per process, so a bus of N nodes sends it N-1
+    full dumps.  We ask one node: the first the bus reports active
+    (L{IDMQPeer.nodeAdded}) after we start, and again the first reported
+    after every node we had been told of has stopped being active (we were
+    isolated).  When the sync request gets no answer, we do not ask
+    another node.
+  - The cells of a dump are ordered as Kamailio's (by hash slot, with
+    Kamailio's C{core_case_hash}), and the tables too (the last declared
+    first), so that a dump, C{htable.dump} included, reads as Kamailio's.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import time
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import attr
+from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.node import Node, NodeStatus
+
+__all__ = [
+    "PEER_ID",
+    "CONTENT_TYPE",
+    "MAX_SYNC_BODY",
+    "Action",
+    "MATCH_NAME",
+    "MATCH_VALUE",
+    "TableSpec",
+    "parseTableSpec",
+    "Change",
+    "NoSuchTable",
+    "HTablePeer",
+    "RPCError",
+    "HTableRPC",
+    "coreCaseHash",
+]
+
+PEER_ID = "htable"
+CONTENT_TYPE = "application/json"
+
+# Kamailio flushes a sync message once it reaches this size.
+MAX_SYNC_BODY = 60000
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
+# Kamailio's AVP_VAL_STR: the "type" of a string cell on the wire.
+TYPE_STR = 2
+TYPE_INT = 0
+
+MATCH_NAME = 0
+MATCH_VALUE = 1
+
+Value = Union[int, str]
+
+
+class Action(enum.IntEnum):
+    """
+    The C{action} codes of Kamailio's C{ht_dmq.h}.
+    """
+
+    NONE = 0
+    SYNC = 1
+    SET_CELL = 2
+    SET_CELL_EXPIRE = 3
+    DEL_CELL = 4
+    RM_CELL_RE = 5
+    RM_CELL_SW = 6
+    RM_CELL_EW = 7
+    RM_CELL_IN = 8
+
+
+# The removal actions, by the operator names of Kamailio's sht_rm_name().
+_REMOVALS = {
+    "re": Action.RM_CELL_RE,
+    "sw": Action.RM_CELL_SW,
+    "ew": Action.RM_CELL_EW,
+    "in": Action.RM_CELL_IN,
+}
+
+
+def coreCaseHash(name: str) -> int:
+    """
+    Kamailio's C{core_case_hash()} of C{name} (its UTF-8 octets, ASCII
+    letters folded to lower case), with which htable picks a cell's slot:
+    the slot is the hash modulo the table's slot count.
+
+    @return: an unsigned 32-bit integer.
+    """
+    data = name.encode("utf-8")
+    mask = 0xFFFFFFFF
+
+    def octet(b: int) -> int:
+        if 0x41 <= b <= 0x5A:
+            b |= 0x20
+        # C's char is signed on the platforms Kamailio runs on.
+        return b - 256 if b > 127 else b
+
+    h = 0
+    end = len(data)
+    p = 0
+    while p <= end - 4:
+        v = (
+            (octet(data[p]) << 24)
+            + (octet(data[p + 1]) << 16)
+            + (octet(data[p + 2]) << 8)
+            + octet(data[p + 3])
+        ) & mask
+        h = (h + (v ^ (v >> 3))) & mask
+        p += 4
+    v = 0
+    while p < end:
+        v = ((v << 8) + octet(data[p])) & mask
+        p += 1
+    h = (h + (v ^ (v >> 3))) & mask
+    return ((h + (h >> 11)) + ((h >> 13) + (h >> 23))) & mask
+
+
+# Table specifications
+
+
+def _nonNegative(instance: object, attribute: "attr.Attribute[int]", value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative integer, not {value!r}")
+
+
+def _tableName(instance: object, attribute: "attr.Attribute[str]", value: str) -> None:
+    if not isinstance(value, str) or not value or any(c in value for c in "= \t\r\n;\x00"):
+        raise ValueError(f"{value!r} is not a table name")
+
+
+@attr.frozen
+class TableSpec:
+    """
+    One table, as Kamailio's C{htable} module parameter declares it
+    (C{name=>size=8;autoexpire=0;dmqreplicate=1}).
+
+    @ivar name: the table name.
+    @ivar size: Kamailio's size exponent: the table has 2**size slots (8
+        when size is 0 or 1, 2**14 when it is over 31).  It only orders
+        dumps here.
+    @ivar autoexpire: seconds after which a cell expires unless set again;
+        0 for never.
+    @ivar updateexpire: whether setting a cell again restarts its expiry.
+    @ivar dmqreplicate: whether changes are sent to the bus.
+    @ivar initval: Kamailio's C{initval}, kept for listings.
+    @ivar dbtable: Kamailio's C{dbtable}, kept for listings (nothing is
+        loaded from a database).
+    @ivar dbmode: Kamailio's C{dbmode}, kept for listings.
+    """
+
+    name: str = attr.ib(validator=_tableName)
+    size: int = attr.ib(default=4, validator=_nonNegative)
+    autoexpire: int = attr.ib(default=0, validator=_nonNegative)
+    updateexpire: bool = attr.ib(default=True, converter=bool)
+    dmqreplicate: bool = attr.ib(default=False, converter=bool)
+    initval: Optional[int] = None
+    dbtable: str = ""
+    dbmode: int = attr.ib(default=0, validator=_nonNegative)
+
+    @property
+    def slots(self) -> int:
+        """
+        The number of hash slots, as Kamailio's C{ht_add_table()} computes it.
+        """
+        if self.size <= 1:
+            return 8
+        if self.size > 31:
+            return 1 << 14
+        return 1 << self.size
+
+
+_UNSIGNED = re.compile(r"[0-9]+\Z")
+_SIGNED = re.compile(r"[+-]?[0-9]+\Z")
+_SPEC = re.compile(r"\s*([^=\s]+)\s*=>\s*(.*)\Z", re.DOTALL)
+_UNSIGNED_ATTRIBUTES = ("size", "autoexpire", "dbmode", "updateexpire", "dmqreplicate", "reloadat")
+
+
+def _splitParameters(text: str, spec: str) -> List[Tuple[str, str]]:
+    """
+    Split C{a=1;b="x;y";c} as Kamailio's C{parse_params()} does.
+    """
+    parameters = []
+    current = []
+    quoted = False
+    for c in text + ";":
+        if c == '"':
+            quoted = not quoted
+            current.append(c)
+        elif c == ";" and not quoted:
+            parameters.append("".join(current).strip())
+            current = []
+        else:
+            current.append(c)
+    if quoted:
+        raise ValueError(f"{spec!r}: unterminated quoted value")
+    result = []
+    for parameter in parameters:
+        if not parameter:
+            raise ValueError(f"{spec!r}: empty attribute")
+        name, equals, value = parameter.partition("=")
+        name, value = name.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if not name:
+            raise ValueError(f"{spec!r}: attribute without a name")
+        result.append((name, value))
+    return result
+
+
+def parseTableSpec(text: str) -> TableSpec:
+    """
+    Parse a table declaration in Kamailio's syntax, as given to its
+    C{htable} module parameter: C{name=>attr=value;attr=value}.
+
+    Kamailio's attributes are C{size}, C{autoexpire}, C{updateexpire},
+    C{dmqreplicate}, C{initval}, C{dbtable}, C{dbmode}, C{cols},
+    C{coldelim}, C{colnull} and C{reloadat}; the last four are checked and
+    ignored, and a name Kamailio does not know is refused, as Kamailio
+    refuses it.  Numbers are decimal, unsigned but for C{initval}.
+
+    @raise ValueError: saying what is wrong.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a table spec")
+    match = _SPEC.match(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a table spec: expected 'name=>attribute=value;...', "
+            "for example 'kdmq=>size=8;autoexpire=0;dmqreplicate=1'"
+        )
+    name, rest = match.groups()
+    rest = rest.strip()
+    if rest.endswith(";"):
+        rest = rest[:-1]
+    values: Dict[str, object] = {}
+    for attribute, value in _splitParameters(rest, text) if rest else []:
+        if attribute in _UNSIGNED_ATTRIBUTES:
+            if not _UNSIGNED.match(value) or int(value) > 0xFFFFFFFF:
+                raise ValueError(
+                    f"{text!r}: {attribute} must be a non-negative integer, not {value!r}"
+                )
+            values[attribute] = int(value)
+        elif attribute == "initval":
+            if not _SIGNED.match(value) or not -(2**63) <= int(value) < 2**63:
+                raise ValueError(f"{text!r}: initval must be an integer, not {value!r}")
+            values[attribute] = int(value)
+        elif attribute in ("dbtable", "cols"):
+            values[attribute] = value
+        elif attribute in ("coldelim", "colnull"):
+            if len(value) > 1 or (attribute == "coldelim" and not value):
+                raise ValueError(f"{text!r}: {attribute} must be one character, not {value!r}")
+        else:
+            raise ValueError(f"{text!r}: unknown table attribute {attribute!r}")
+    return TableSpec(
+        name,
+        size=values.get("size", 4),  # type: ignore[arg-type]
+        autoexpire=values.get("autoexpire", 0),  # type: ignore[arg-type]
+        updateexpire=values.get("updateexpire", 1),
+        dmqreplicate=values.get("dmqreplicate", 0),
+        initval=values.get("initval"),  # type: ignore[arg-type]
+        dbtable=values.get("dbtable", ""),  # type: ignore[arg-type]
+        dbmode=values.get("dbmode", 0),  # type: ignore[arg-type]
+    )
+
+
+# State
+
+
+@attr.frozen
+class Change:
+    """
+    One change to one cell, as told to L{HTablePeer.subscribe} callbacks.
+
+    @ivar table: the table name.
+    @ivar key: the cell name.
+    @ivar old: the value before, or C{None} when the cell did not exist.
+    @ivar new: the value after, or C{None} when the cell is gone.
+    @ivar origin: C{"local"} (this program or an RPC), C{"replicated"} (a
+        change received from the bus), C{"sync"} (a cell of a sync dump) or
+        C{"expired"}.
+    """
+
+    table: str
+    key: str
+    old: Optional[Value]
+    new: Optional[Value]
+    origin: str
+
+
+class NoSuchTable(LookupError):
+    """
+    No table of that name is declared.
+    """
+
+
+@attr.define
+class _Cell:
+    value: Value
+    expireAt: Optional[float]
+    hash: int
+
+
+@attr.define
+class _Table:
+    spec: TableSpec
+    cells: Dict[str, _Cell] = attr.Factory(dict)
+
+    def ordered(self) -> List[Tuple[str, _Cell]]:
+        """
+        The cells in Kamailio's order: by slot, then by hash, then oldest
+        first (Python's sort is stable and dicts keep insertion order).
+        """
+        mask = self.spec.slots - 1
+        return sorted(self.cells.items(), key=lambda item: (item[1].hash & mask, item[1].hash))
+
+
+class _BadMessage(Exception):
+    """
+    A message we answer C{400}; the argument is the detail for the reason.
+    """
+
+
+class _Failed(Exception):
+    """
+    A message we answer C{500}, as Kamailio does when a replay fails.
+    """
+
+
+_DEFAULT = object()
+
+_POSIX_CLASSES = {
+    "[:alnum:]": "a-zA-Z0-9",
+    "[:alpha:]": "a-zA-Z",
+    "[:blank:]": " \\t",
+    "[:cntrl:]": "\\x00-\\x1f\\x7f",
+    "[:digit:]": "0-9",
+    "[:graph:]": "\\x21-\\x7e",
+    "[:lower:]": "a-z",
+    "[:print:]": "\\x20-\\x7e",
+    "[:punct:]": "!-/:-@\\[-`{-~",
+    "[:space:]": " \\t\\n\\r\\f\\v",
+    "[:upper:]": "A-Z",
+    "[:xdigit:]": "0-9A-Fa-f",
+}
+
+
+def _compilePattern(pattern: str) -> "re.Pattern[str]":
+    for posix, python in _POSIX_CLASSES.items():
+        pattern = pattern.replace(posix, python)
+    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _checkKey(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"a key is a str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("a key must not be empty")
+    _checkText(key, "key")
+    return key
+
+
+def _checkText(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"a {what} must not contain NUL")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a {what} must be valid Unicode") from None
+
+
+def _checkValue(value: object) -> Value:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"a value is an int or a str, not {type(value).__name__}")
+    if isinstance(value, int):
+        if not INT32_MIN <= value <= INT32_MAX:
+            raise ValueError(f"{value} is out of the 32-bit range Kamailio reads integers in")
+    else:
+        _checkText(value, "value")
+    return value
+
+
+def _isInt(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _rejectConstant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _matches(how: Action, pattern: str, compiled: Optional["re.Pattern[str]"], text: str) -> bool:
+    if how is Action.RM_CELL_RE:
+        assert compiled is not None
+        return compiled.search(text) is not None
+    if how is Action.RM_CELL_SW:
+        return text.startswith(pattern)
+    if how is Action.RM_CELL_EW:
+        return text.endswith(pattern)
+    return pattern in text
+
+
+@implementer(IDMQPeer)
+class HTablePeer(service.Service):
+    """
+    Replicated hash tables, and the bus peer that replicates them.
+
+    Register it on the bus and start it (it is a Service: its only timer is
+    the periodic purge of expired cells, stopped by L{stopService})::
+
+        peer = HTablePeer(reactor, node.bus, [parseTableSpec(
+            "kdmq=>size=8;autoexpire=0;dmqreplicate=1")], initSync=True)
+        node.bus.registerPeer(peer)
+        peer.setServiceParent(node)
+
+    Reading never touches the network.  Each change applies at once, and
+    returns a L{Deferred} that fires, when the change was broadcast, with
+    the L{IDMQBus.broadcast} result (each target node's final response);
+    with C{{}} for a table without C{dmqreplicate}.  It never fails: sending
+    is best effort, as in Kamailio.
+
+    Expired cells are dropped when next read or changed, and by a purge
+    every C{purgeInterval} seconds.  Expiry is per node and never sent.
+
+    @ivar peerId: the channel name, C{"htable"} by default.
+    @ivar initSync: whether to ask for the tables when joining the bus.
+    """
+
+    _log = Logger()
+
+    description = "htable: replicated hash tables (Kamailio's htable DMQ)"
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bus: IDMQBus,
+        tables: Iterable[Union[TableSpec, str]],
+        peerId: str = PEER_ID,
+        initSync: bool = False,
+        purgeInterval: float = 20.0,
+    ) -> None:
+        """
+        @param clock: the source of time; cell expiry is in its seconds,
+            taken as Unix time on the wire.
+        @param bus: the bus to send on.
+        @param tables: the tables, as L{TableSpec}s or as Kamailio specs.
+        @param peerId: the channel name (Kamailio master's C{dmq_peer_id}).
+        @param initSync: ask for the tables on joining (Kamailio's
+            C{dmq_init_sync}).
+        @param purgeInterval: seconds between purges of expired cells
+            (Kamailio's C{timer_interval}, 20 by default).
+
+        @raise ValueError: for two tables of one name, or a bad spec.
+        """
+        if purgeInterval <= 0:
+            raise ValueError("purgeInterval must be positive")
+        self._clock = clock
+        self._bus = bus
+        self.peerId = peerId
+        self.initSync = initSync
+        self._purgeInterval = purgeInterval
+        self._tables: Dict[str, _Table] = {}
+        for table in tables:
+            spec = parseTableSpec(table) if isinstance(table, str) else table
+            if spec.name in self._tables:
+                raise ValueError(f"table {spec.name!r} is declared twice")
+            self._tables[spec.name] = _Table(spec)
+        self._subscribers: List[Callable[[Change], object]] = []
+        self._purger: Optional[LoopingCall] = None
+        self._upNodes: set = set()
+
+    # Service
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if any(table.spec.autoexpire for table in self._tables.values()):
+            self._purger = LoopingCall(self.purgeExpired)
+            self._purger.clock = self._clock
+            self._purger.start(self._purgeInterval, now=False).addErrback(
+                lambda f: self._log.failure("htable purge failed", f)
+            )
+
+    def stopService(self) -> Deferred:
+        """
+        Stop the purge timer.
+
+        @return: a L{Deferred} that has fired: nothing else is left running.
+        """
+        service.Service.stopService(self)
+        self._upNodes.clear()
+        if self._purger is not None:
+            if self._purger.running:
+                self._purger.stop()
+            self._purger = None
+        return succeed(None)
+
+    # Reading
+
+    def tables(self) -> List[str]:
+        """
+        @return: the table names, in the order they were declared.
+        """
+        return list(self._tables)
+
+    def spec(self, table: str) -> TableSpec:
+        """
+        @return: the L{TableSpec} of C{table}.
+        @raise NoSuchTable: when it is not declared.
+        """
+        return self._table(table).spec
+
+    def get(self, table: str, key: str) -> Optional[Value]:
+        """
+        @return: the value of cell C{key} of C{table}, or C{None}.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        t = self._table(table)
+        cell = self._live(t, key)
+        return None if cell is None else cell.value
+
+    def expiresAt(self, table: str, key: str) -> Optional[float]:
+        """
+        @return: the clock time at which cell C{key} expires, or C{None}
+            when it does not exist or never expires.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        cell = self._live(self._table(table), key)
+        return None if cell is None else cell.expireAt
+
+    def items(self, table: str) -> List[Tuple[str, Value]]:
+        """
+        @return: the C{(key, value)} pairs of C{table}, in Kamailio's dump
+            order, as a list made now.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        t = self._table(table)
+        self._purgeTable(t)
+        return [(key, cell.value) for key, cell in t.ordered()]
+
+    # Changing
+
+    def set(self, table: str, key: str, value: Value) -> Deferred:
+        """
+        Set cell C{key} of C{table} to C{value}, a str or a 32-bit int, and
+        replicate it.
+
+        @raise NoSuchTable: when C{table} is not declared.
+        @raise TypeError: for a value that is neither int nor str.
+        @raise ValueError: for an empty key or an int beyond 32 bits.
+        """
+        t = self._table(table)
+        _checkKey(key)
+        _checkValue(value)
+        self._setCell(t, key, value, "local")
+        return self._replicate(t, self._setBody(table, key, value))
+
+    def setExpire(self, table: str, key: str, seconds: int) -> Deferred:
+        """
+        Make cell C{key} expire C{seconds} from now (never, when 0 or less),
+        and replicate that.  Nothing happens to a cell that does not exist.
+
+        @raise NoSuchTable: when C{table} is not declared.
+        @raise ValueError: when C{table} has no C{autoexpire} (Kamailio
+            ignores expiry there), or C{seconds} is beyond 32 bits.
+        """
+        t = self._table(table)
+        _checkKey(key)
+        if not _isInt(seconds) or not INT32_MIN <= seconds <= INT32_MAX:
+            raise ValueError(f"seconds must be a 32-bit integer, not {seconds!r}")
+        if not t.spec.autoexpire:
+            raise ValueError(
+                f"table {table!r} has no autoexpire: Kamailio ignores expiry changes there"
+            )
+        self._setExpire(t, key, seconds)
+        body = _dumps(
+            {
+                "action": int(Action.SET_CELL_EXPIRE),
+                "htname": table,
+                "cname": key,
+                "type": TYPE_INT,
+                "intval": seconds,
+                "mode": 0,
+            }
+        )
+        return self._replicate(t, body)
+
+    def delete(self, table: str, key: str) -> Deferred:
+        """
+        Delete cell C{key} of C{table}, and replicate that (whether it
+        existed here or not: it may exist elsewhere).
+
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        t = self._table(table)
+        _checkKey(key)
+        self._delete(t, key, "local")
+        body = _dumps({"action": int(Action.DEL_CELL), "htname": table, "cname": key, "mode": 0})
+        return self._replicate(t, body)
+
+    def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred:
+        """
+        Remove the cells whose name (C{mode} L{MATCH_NAME}) or string value
+        (L{MATCH_VALUE}) matches C{pattern}, and replicate that: Kamailio's
+        C{sht_rm_name}/C{sht_rm_value}.
+
+        @param how: C{"re"} (a POSIX extended regular expression, searched,
+            case-insensitive), C{"sw"} (starts with), C{"ew"} (ends with) or
+            C{"in"} (contains).  Kamailio receivers apply only C{"re"} and
+            C{"sw"}.
+
+        @raise NoSuchTable: when C{table} is not declared.
+        @raise ValueError: for an unknown C{how} or C{mode}, an empty
+            pattern or a bad regular expression.
+        """
+        t = self._table(table)
+        action = _REMOVALS.get(how)  # type: ignore[call-overload]
+        if action is None:
+            raise ValueError(f"how must be one of {sorted(_REMOVALS)}, not {how!r}")
+        if mode not in (MATCH_NAME, MATCH_VALUE) or isinstance(mode, bool):
+            raise ValueError(f"mode must be {MATCH_NAME} (names) or {MATCH_VALUE} (values)")
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError("the pattern must be a non-empty str")
+        _checkText(pattern, "pattern")
+        try:
+            self._remove(t, action, pattern, mode, "local")
+        except _Failed as e:
+            raise ValueError(str(e)) from None
+        body = _dumps(
+            {
+                "action": int(action),
+                "htname": table,
+                "type": TYPE_STR,
+                "strval": pattern,
+                "mode": mode,
+            }
+        )
+        return self._replicate(t, body)
+
+    def purgeExpired(self) -> None:
+        """
+        Drop every expired cell now (the purge timer calls this).
+        """
+        for t in list(self._tables.values()):
+            self._purgeTable(t)
+
+    def subscribe(self, callback: Callable[[Change], object]) -> Callable[[], None]:
+        """
+        Call C{callback} with a L{Change} after each change to any cell,
+        whatever its origin.  Exceptions it raises are logged and ignored.
+
+        @return: a function that cancels the subscription.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # Sync
+
+    def requestSync(self, node: Optional[Node] = None, table: Optional[str] = None) -> Deferred:
+        """
+        Ask C{node}, or every active node, for the cells of every replicated
+        table (or of C{table}): Kamailio's C{htable.dmqsync}.  The cells
+        arrive as their own requests, applied as they come.
+
+        @return: a L{Deferred} that fires with the final response of
+            C{node} (C{None} if it could not be sent), or with the broadcast
+            result.
+        """
+        request: Dict[str, object] = {"action": int(Action.SYNC)}
+        if table:
+            request["htname"] = table
+        body = _dumps(request)
+        if node is None:
+            d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
+        else:
+            d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
+        return self._logged(d, "sync request")
+
+    def syncBodies(self, table: Optional[str] = None) -> List[bytes]:
+        """
+        The bodies of the C{cells} requests a sync dump sends now: every
+        live cell of every replicated table (or of C{table}), in Kamailio's
+        order, in bodies of at most L{MAX_SYNC_BODY} octets (one cell larger
+        than that goes alone), and always one more body after a full one,
+        so that the last may be C{{"cells":[]}}.
+        """
+        encoded: List[bytes] = []
+        for t in reversed(list(self._tables.values())):
+            if not t.spec.dmqreplicate or (table and t.spec.name != table):
+                continue
+            self._purgeTable(t)
+            for key, cell in t.ordered():
+                entry: Dict[str, object] = {"htname": t.spec.name, "cname": key}
+                if isinstance(cell.value, str):
+                    entry["type"] = TYPE_STR
+                    entry["strval"] = cell.value
+                else:
+                    entry["type"] = TYPE_INT
+                    entry["intval"] = cell.value
+                entry["expire"] = 0 if cell.expireAt is None else int(cell.expireAt)
+                encoded.append(_dumps(entry))
+        return _chunk(encoded)
+
+    def _sendSync(self, node: Optional[Node], table: Optional[str]) -> None:
+        bodies = self.syncBodies(table)
+        self._log.info(
+            "Sending {cells} octets of htable cells in {count} messages to {node}",
+            cells=sum(len(b) for b in bodies),
+            count=len(bodies),
+            node=node if node is not None else "every active node",
+        )
+        for body in bodies:
+            if node is not None:
+                d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
+            else:
+                d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
+            self._logged(d, "sync dump")
+
+    # IDMQPeer
+
+    def nodeAdded(self, node: Node) -> None:
+        """
+        With C{initSync}, ask C{node} for the tables when no other node we
+        were told of is still active: we just joined, or rejoined after
+        losing every node.
+        """
+        if not self.initSync:
+            return
+        # The bus tells us when a node becomes active, not when it stops
+        # being so: forget the nodes that are no longer active now.
+        active = {n for n in self._bus.nodes() if not n.local and n.status is NodeStatus.ACTIVE}
+        self._upNodes.discard(node)
+        self._upNodes &= active
+        alone = not self._upNodes
+        self._upNodes.add(node)
+        if alone:
+            self._log.info("Asking {node} for the htables", node=node)
+            self.requestSync(node)
+
+    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+        """
+        Apply a change, a sync dump, or answer a sync request; see the
+        module docstring for the answers.
+        """
+        sender = node if node is not None else _sender(request)
+        try:
+            return self._handle(request.body, node)
+        except _BadMessage as e:
+            detail = e.args[0] if e.args else None
+            self._log.warn(
+                "Bad htable message from {sender}: {detail}; answered 400",
+                sender=sender,
+                detail=detail or "not a JSON object",
+                body=request.body[:200],
+            )
+            return PeerResponse(400, f"Bad Request ({detail})" if detail else "Bad Request")
+        except _Failed as e:
+            self._log.warn(
+                "htable message from {sender} failed: {detail}; answered 500",
+                sender=sender,
+                detail=e.args[0],
+            )
+            return PeerResponse(500, "Server Internal Error")
+
+    def _handle(self, body: bytes, node: Optional[Node]) -> PeerResponse:
+        if not body:
+            raise _BadMessage()
+        try:
+            message = json.loads(body.decode("utf-8"), parse_constant=_rejectConstant)
+        except (ValueError, RecursionError):
+            raise _BadMessage() from None
+        if not isinstance(message, dict) or not message:
+            raise _BadMessage()
+        if next(iter(message)) == "cells":
+            self._receiveCells(message["cells"])
+            return PeerResponse(200, "OK")
+        action = message.get("action")
+        if action is None:
+            raise _BadMessage("no action")
+        if not _isInt(action) or action not in Action.__members__.values() or action == 0:
+            raise _BadMessage(f"unknown action {action!r}")
+        action = Action(action)
+        htname = message.get("htname")
+        if action is Action.SYNC:
+            if htname is not None and not isinstance(htname, str):
+                raise _BadMessage("htname is not a string")
+            self._sendSync(node, htname or None)
+            return PeerResponse(200, "OK")
+        if not isinstance(htname, str) or not htname:
+            raise _BadMessage("no htname")
+        mode = message.get("mode", 0)
+        if mode not in (MATCH_NAME, MATCH_VALUE) or not _isInt(mode):
+            raise _BadMessage(f"bad mode {mode!r}")
+        if action in (Action.SET_CELL, Action.SET_CELL_EXPIRE, Action.DEL_CELL):
+            cname = message.get("cname")
+            if not isinstance(cname, str) or not cname:
+                raise _BadMessage("no cname")
+            _textField(cname, "cname")
+            table = self._tables.get(htname)
+            if action is Action.SET_CELL:
+                value = _value(message, f"action {int(action)}")
+                if table is None:
+                    raise _Failed(f"no table {htname!r}")
+                self._setCell(table, cname, value, "replicated")
+            elif action is Action.SET_CELL_EXPIRE:
+                seconds = message.get("intval")
+                if (
+                    not isinstance(seconds, int)
+                    or isinstance(seconds, bool)
+                    or not INT32_MIN <= seconds <= INT32_MAX
+                ):
+                    raise _BadMessage("action 3 without a 32-bit intval")
+                if table is None:
+                    raise _Failed(f"no table {htname!r}")
+                if table.spec.autoexpire:
+                    self._setExpire(table, cname, seconds)
+            else:
+                if table is None:
+                    raise _Failed(f"no table {htname!r}")
+                self._delete(table, cname, "replicated")
+            return PeerResponse(200, "OK")
+        pattern = message.get("strval")
+        if pattern is None:
+            raise _BadMessage(f"action {int(action)} without strval")
+        if not isinstance(pattern, str):
+            raise _BadMessage("strval is not a string")
+        _textField(pattern, "strval")
+        table = self._tables.get(htname)
+        if table is None:
+            raise _Failed(f"no table {htname!r}")
+        if not pattern:
+            raise _Failed("empty pattern")
+        self._remove(table, action, pattern, mode, "replicated")
+        return PeerResponse(200, "OK")
+
+    def _receiveCells(self, cells: object) -> None:
+        if not isinstance(cells, list):
+            raise _BadMessage("cells is not an array")
+        now = int(self._clock.seconds())
+        skipped = 0
+        for entry in cells:
+            try:
+                if not isinstance(entry, dict):
+                    raise _BadMessage("a cell is not an object")
+                htname, cname = entry.get("htname"), entry.get("cname")
+                if not isinstance(htname, str) or not htname:
+                    raise _BadMessage("a cell without htname")
+                if not isinstance(cname, str) or not cname:
+                    raise _BadMessage("a cell without cname")
+                _textField(cname, "cname")
+                value = _value(entry, "a cell")
+                expire = entry.get("expire", 0)
+                if not _isInt(expire):
+                    raise _BadMessage("a cell with a bad expire")
+                table = self._tables.get(htname)
+                if table is None:
+                    raise _BadMessage(f"a cell of unknown table {htname!r}")
+            except _BadMessage as e:
+                skipped += 1
+                self._log.warn("Skipped a synced htable cell: {detail}", detail=e.args[0])
+                continue
+            expireAt: object = _DEFAULT
+            if table.spec.autoexpire and expire - now > 0:
+                expireAt = float(expire)
+            self._setCell(table, cname, value, "sync", expireAt)
+        self._log.info(
+            "Applied {count} synced htable cells", count=len(cells) - skipped, skipped=skipped
+        )
+
+    # Internals
+
+    def _table(self, name: str) -> _Table:
+        table = self._tables.get(name)
+        if table is None:
+            raise NoSuchTable(f"no such htable: {name!r}")
+        return table
+
+    def _expired(self, table: _Table, cell: _Cell) -> bool:
+        return cell.expireAt is not None and cell.expireAt <= self._clock.seconds()
+
+    def _live(self, table: _Table, key: str) -> Optional[_Cell]:
+        cell = table.cells.get(key)
+        if cell is not None and self._expired(table, cell):
+            del table.cells[key]
+            self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
+            return None
+        return cell
+
+    def _purgeTable(self, table: _Table) -> None:
+        if not table.spec.autoexpire:
+            return
+        for key, cell in list(table.cells.items()):
+            if self._expired(table, cell) and table.cells.get(key) is cell:
+                del table.cells[key]
+                self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
+
+    def _defaultExpiry(self, table: _Table) -> Optional[float]:
+        if not table.spec.autoexpire:
+            return None
+        return self._clock.seconds() + table.spec.autoexpire
+
+    def _setCell(
+        self, table: _Table, key: str, value: Value, origin: str, expireAt: object = _DEFAULT
+    ) -> None:
+        cell = self._live(table, key)
+        if expireAt is _DEFAULT or not table.spec.autoexpire:
+            if cell is None or table.spec.updateexpire:
+                expireAt = self._defaultExpiry(table)
+            else:
+                expireAt = cell.expireAt
+        old = None if cell is None else cell.value
+        if cell is None:
+            table.cells[key] = _Cell(value, expireAt, coreCaseHash(key))  # type: ignore[arg-type]
+        else:
+            cell.value = value
+            cell.expireAt = expireAt  # type: ignore[assignment]
+        self._notify(Change(table.spec.name, key, old, value, origin))
+
+    def _setExpire(self, table: _Table, key: str, seconds: int) -> None:
+        cell = self._live(table, key)
+        if cell is not None:
+            cell.expireAt = self._clock.seconds() + seconds if seconds > 0 else None
+
+    def _delete(self, table: _Table, key: str, origin: str) -> bool:
+        cell = self._live(table, key)
+        if cell is None:
+            return False
+        del table.cells[key]
+        self._notify(Change(table.spec.name, key, cell.value, None, origin))
+        return True
+
+    def _remove(self, table: _Table, action: Action, pattern: str, mode: int, origin: str) -> None:
+        compiled = None
+        if action is Action.RM_CELL_RE:
+            try:
+                compiled = _compilePattern(pattern)
+            except re.error as e:
+                raise _Failed(f"bad regular expression {pattern!r}: {e}") from None
+        self._purgeTable(table)
+        for key, cell in table.ordered():
+            if mode == MATCH_NAME:
+                text = key
+            elif isinstance(cell.value, str):
+                text = cell.value
+            else:
+                continue
+            if _matches(action, pattern, compiled, text):
+                del table.cells[key]
+                self._notify(Change(table.spec.name, key, cell.value, None, origin))
+
+    def _setBody(self, table: str, key: str, value: Value) -> bytes:
+        message: Dict[str, object] = {"action": int(Action.SET_CELL), "htname": table, "cname": key}
+        if isinstance(value, str):
+            message["type"] = TYPE_STR
+            message["strval"] = value
+        else:
+            message["type"] = TYPE_INT
+            message["intval"] = value
+        message["mode"] = 1
+        return _dumps(message)
+
+    def _replicate(self, table: _Table, body: bytes) -> Deferred:
+        if not table.spec.dmqreplicate:
+            return succeed({})
+        d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
+        return self._logged(d, "replication")
+
+    def _logged(self, d: Deferred, what: str) -> Deferred:
+        def failed(failure):
+            # The bus fails a send only when it cannot send at all (stopped,
+            # full): not a bug, and Kamailio does not retry either.
+            self._log.warn(
+                "htable {what} could not be sent: {error}",
+                what=what,
+                error=failure.getErrorMessage(),
+            )
+
+        return d.addErrback(failed)
+
+    def _notify(self, change: Change) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(change)
+            except Exception:
+                self._log.failure(
+                    "htable subscriber {callback!r} failed on {change!r}",
+                    callback=callback,
+                    change=change,
+                )
+
+
+def _sender(request) -> object:
+    try:
+        return request.fromAddress.uri
+    except Exception:
+        return None
+
+
+def _textField(text: str, what: str) -> None:
+    try:
+        _checkText(text, what)
+    except ValueError as e:
+        raise _BadMessage(str(e)) from None
+
+
+def _value(message: Mapping[str, object], what: str) -> Value:
+    """
+    The typed value of a set-cell message or a synced cell.
+    """
+    kind = message.get("type", TYPE_INT)
+    if not _isInt(kind):
+        raise _BadMessage(f"{what} with a bad type")
+    if kind & TYPE_STR:  # type: ignore[operator]
+        value = message.get("strval")
+        if not isinstance(value, str):
+            raise _BadMessage(f"{what} of type 2 without strval")
+        _textField(value, "strval")
+        return value
+    value = message.get("intval")
+    if not _isInt(value):
+        raise _BadMessage(f"{what} of type 0 without intval")
+    if not INT32_MIN <= value <= INT32_MAX:  # type: ignore[operator]
+        raise _BadMessage(f"{what} with an intval beyond 32 bits")
+    return value  # type: ignore[return-value]
+
+
+_EMPTY_CELLS = len(b'{"cells":[]}')
+
+
+def _chunk(encoded: Sequence[bytes]) -> List[bytes]:
+    """
+    Group encoded cells into C{cells} bodies of at most L{MAX_SYNC_BODY}
+    octets.  Like Kamailio, flush as soon as a body is full, and always
+    flush once more at the end.
+    """
+    bodies = []
+    current: List[bytes] = []
+    size = _EMPTY_CELLS
+
+    def flush() -> None:
+        nonlocal current, size
+        bodies.append(b'{"cells":[' + b",".join(current) + b"]}")
+        current = []
+        size = _EMPTY_CELLS
+
+    for cell in encoded:
+        added = len(cell) + (1 if current else 0)
+        if current and size + added > MAX_SYNC_BODY:
+            flush()
+            added = len(cell)
+        current.append(cell)
+        size += added
+        if size >= MAX_SYNC_BODY:
+            flush()
+    flush()
+    return bodies
+
+
+# RPC
+
+
+class RPCError(Exception):
+    """
+    An RPC fault, as Kamailio's C{rpc->fault(c, code, message)}.
+
+    @ivar code: the fault code (Kamailio uses HTTP-like ones: 404, 500).
+    @ivar message: the fault text.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        Exception.__init__(self, code, message)
+        self.code = code
+        self.message = message
+
+
+def _rpcText(value: object) -> Optional[str]:
+    if isinstance(value, str):
+        return value
+    if _isInt(value):
+        return str(value)
+    return None
+
+
+class HTableRPC:
+    """
+    Kamailio's htable RPC commands, with its names, parameters, results and
+    faults, over an L{HTablePeer}.  Each method takes the positional
+    parameters of the call and returns a JSON-able result or raises
+    L{RPCError}; L{methods} maps the RPC names to them.
+    """
+
+    def __init__(self, peer: HTablePeer) -> None:
+        self._peer = peer
+
+    def methods(self) -> Dict[str, Callable[..., object]]:
+        """
+        @return: C{{"htable.get": self.get, ...}}, to register on an RPC
+            server.
+        """
+        return {
+            "htable.get": self.get,
+            "htable.sets": self.sets,
+            "htable.seti": self.seti,
+            "htable.delete": self.delete,
+            "htable.dump": self.dump,
+            "htable.listTables": self.listTables,
+        }
+
+    def _names(self, params: Sequence[object], count: int, fault: str) -> List[str]:
+        texts = [_rpcText(p) for p in params[:count]]
+        if len(texts) < count or any(t is None for t in texts):
+            raise RPCError(500, fault)
+        return texts  # type: ignore[return-value]
+
+    def _table(self, name: str) -> str:
+        if name not in self._peer.tables():
+            raise RPCError(500, "No such htable")
+        return name
+
+    def get(self, *params: object) -> Dict[str, Dict[str, object]]:
+        """
+        C{htable.get table key}: C{{"item": {"name", "value", "flags",
+        "expire"}}}; C{flags} is 2 for a string, 0 for an integer, C{expire}
+        C{"NEVER"} or a local time C{"YYYY-MM-DD hh:mm:ss"}.
+        """
+        table, key = self._names(params, 2, "Not enough parameters (htable name and key name)")
+        self._table(table)
+        value = self._peer.get(table, key)
+        if value is None:
+            raise RPCError(500, "Key name doesn't exist in htable.")
+        expireAt = self._peer.expiresAt(table, key)
+        expire = "NEVER"
+        if expireAt is not None:
+            expire = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(expireAt)))
+        return {
+            "item": {
+                "name": key,
+                "value": value,
+                "flags": TYPE_STR if isinstance(value, str) else TYPE_INT,
+                "expire": expire,
+            }
+        }
+
+    def sets(self, *params: object) -> str:
+        """
+        C{htable.sets table key value}: set a string, and replicate it.
+        """
+        table, key, value = self._names(
+            params, 3, "Not enough parameters (htable name, key name and value)"
+        )
+        return self._set(table, key, value)
+
+    def seti(self, *params: object) -> str:
+        """
+        C{htable.seti table key value}: set a 32-bit integer (given as a
+        number or as decimal text), and replicate it.
+        """
+        table, key, text = self._names(
+            params, 3, "Not enough parameters (htable name, key name and value)"
+        )
+        if not _SIGNED.match(text) or not INT32_MIN <= int(text) <= INT32_MAX:
+            raise RPCError(400, f"Invalid integer value: {text}")
+        return self._set(table, key, int(text))
+
+    def _set(self, table: str, key: str, value: Value) -> str:
+        self._table(table)
+        try:
+            self._peer.set(table, key, value)
+        except (TypeError, ValueError) as e:
+            raise RPCError(500, f"Failed to set the item: {e}") from None
+        return "Ok. Key set to new value."
+
+    def delete(self, *params: object) -> str:
+        """
+        C{htable.delete table key}: delete a cell, and replicate that.
+        """
+        table, key = self._names(params, 2, "Not enough parameters (htable name & key name")
+        self._table(table)
+        if not key or self._peer.get(table, key) is None:
+            raise RPCError(404, "Key not found in htable.")
+        self._peer.delete(table, key)
+        return "Ok. Key deleted."
+
+    def dump(self, *params: object) -> List[Dict[str, object]]:
+        """
+        C{htable.dump table}: one entry per non-empty slot, C{{"entry":
+        slot, "size": cells, "slot": [{"name", "value", "type": "str" or
+        "int"}]}}, in slot order.
+        """
+        [table] = self._names(params, 1, "No htable name given")
+        self._table(table)
+        slots = self._peer.spec(table).slots
+        result: List[Dict[str, object]] = []
+        for key, value in self._peer.items(table):
+            entry = coreCaseHash(key) & (slots - 1)
+            if not result or result[-1]["entry"] != entry:
+                result.append({"entry": entry, "size": 0, "slot": []})
+            result[-1]["size"] += 1  # type: ignore[operator]
+            result[-1]["slot"].append(  # type: ignore[attr-defined]
+                {"name": key, "value": value, "type": "str" if isinstance(value, str) else "int"}
+            )
+        return result
+
+    def listTables(self, *params: object) -> List[Dict[str, object]]:
+        """
+        C{htable.listTables}: C{{"name", "dbtable", "dbmode", "expire",
+        "updateexpire", "size", "dmqreplicate"}} per table, the last
+        declared first as in Kamailio; C{size} is the slot count.
+        """
+        names = self._peer.tables()
+        if not names:
+            raise RPCError(500, "No htables")
+        result = []
+        for name in reversed(names):
+            spec = self._peer.spec(name)
+            result.append(
+                {
+                    "name": spec.name,
+                    "dbtable": spec.dbtable,
+                    "dbmode": spec.dbmode,
+                    "expire": spec.autoexpire,
+                    "updateexpire": int(spec.updateexpire),
+                    "size": spec.slots,
+                    "dmqreplicate": int(spec.dmqreplicate),
+                }
+            )
+        return result
