@@ -19,9 +19,11 @@ setup(
         "Twisted>=23.10",
         "attrs>=23.2",
         "zope.interface>=6.0",
+        "prometheus_client>=0.17",
+        'tomli>=1.1; python_version < "3.11"',
     ],
     extras_require={
         "test": ["hypothesis>=6.80"],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["dmqctl = dmq.ctl:main"]},
 )

@@ -1,0 +1,245 @@
+# -*- test-case-name: dmq.test.test_control -*-
+"""
+Prometheus metrics of one node.
+
+L{NodeCollector} reads the counters the layers keep anyway (the bus's
+requests by peer and code, the transaction layer's retransmissions and
+timeouts, the transport's datagrams, the node list) when it is scraped, so
+counting costs nothing between scrapes.  Each node has its own
+L{CollectorRegistry} (L{nodeRegistry}), so that several nodes in one process
+do not collide.
+
+Metrics, all prefixed C{dmq_}:
+
+  - C{requests_received_total{peer,code}}, C{requests_sent_total{peer,code}}:
+    KDMQ requests answered by us and answered to us (C{408} for a timeout).
+    Requests for peers not registered here count under C{peer="_unknown"}.
+  - C{handler_latency_seconds{peer}}: from a request's arrival to its
+    answer, queueing included (a histogram).
+  - C{queue_depth}: accepted requests waiting for a worker.
+  - C{transactions_started_total{kind}}, C{live_transactions{kind}}:
+    client and server transactions.
+  - C{retransmissions_sent_total}, C{retransmissions_received_total},
+    C{responses_resent_total}, C{transaction_timeouts_total},
+    C{transaction_events_total{event}} (everything else the transaction
+    layer counts: C{cancelled}, C{abandoned}, C{send_errors}, ...).
+  - C{datagrams_received_total}, C{datagrams_sent_total},
+    C{malformed_datagrams_total}, C{datagram_events_total{event}} (the rest:
+    C{bad_requests} answered 400, C{unanswerable}, C{unmatched_responses},
+    ...).
+  - C{nodes{status}}: the other nodes by status.
+  - C{info{version,node}}.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from typing import Dict, Iterator, List, Tuple
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from dmq import __version__
+from dmq.node import NodeStatus
+
+__all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "timeRequests", "LATENCY_BUCKETS"]
+
+LATENCY_BUCKETS: Tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+"""
+Upper bounds of the handler latency buckets, in seconds; the bus's default
+handler timeout is 10 s.
+"""
+
+UNKNOWN_PEER = "_unknown"
+
+# Codes of requests that never reached a peer: the request named none, or
+# one not registered here.
+_NO_PEER = (400, 404)
+
+
+class HandlerLatency:
+    """
+    How long requests took from arrival to answer, per peer: the counts of
+    a histogram, kept between scrapes.
+    """
+
+    def __init__(self, buckets: Tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self._peers: Dict[str, Tuple[List[int], List[float]]] = {}
+
+    def observe(self, peerId: str, seconds: float) -> None:
+        """
+        Count one request to C{peerId} answered after C{seconds}.
+        """
+        counts, total = self._peers.setdefault(peerId, ([0] * (len(self.buckets) + 1), [0.0]))
+        counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        total[0] += seconds
+
+    def histograms(self) -> Iterator[Tuple[str, List[Tuple[str, int]], float]]:
+        """
+        @return: for each peer, its id, its cumulative buckets as
+            C{(upper bound, count)} ending with C{+Inf}, and the sum.
+        """
+        for peerId, (counts, total) in self._peers.items():
+            cumulative = []
+            running = 0
+            for bound, count in zip([*map(str, self.buckets), "+Inf"], counts):
+                running += count
+                cumulative.append((bound, running))
+            yield peerId, cumulative, total[0]
+
+
+def timeRequests(bus, clock: IReactorTime, latency: HandlerLatency) -> None:
+    """
+    Time every request C{bus} handles into C{latency}, by wrapping its
+    C{handleRequest} (the way in for the socket and for host applications
+    alike).  Requests that named no registered peer are not timed.
+
+    @note: a stop-gap until the bus reports handled requests itself.
+    """
+    handle = bus.handleRequest
+
+    def timed(request, source) -> Deferred:
+        started = clock.seconds()
+        d = handle(request, source)
+
+        def record(response):
+            if response.code not in _NO_PEER:
+                latency.observe(request.uri.user or "", clock.seconds() - started)
+            return response
+
+        d.addCallback(record)
+        return d
+
+    bus.handleRequest = timed
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class NodeCollector(Collector):
+    """
+    Reads a node's counters at scrape time.
+    """
+
+    def __init__(self, node) -> None:
+        """
+        @param node: a L{dmq.tap.DMQNodeService}: its C{bus}, C{protocol},
+            C{nodeManager} and C{handlerLatency} are read.
+        """
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node
+        bus = node.bus
+        yield InfoMetricFamily(
+            "dmq", "This node.", value={"version": __version__, "node": str(node.nodeManager.localNode)}
+        )
+        yield from self._requests(bus)
+        latency = HistogramMetricFamily(
+            "dmq_handler_latency_seconds",
+            "Seconds from a request's arrival to its answer, queueing included.",
+            labels=["peer"],
+        )
+        for peerId, buckets, total in node.handlerLatency.histograms():
+            latency.add_metric([peerId], buckets, total)
+        yield latency
+        yield GaugeMetricFamily(
+            "dmq_queue_depth", "Accepted requests waiting for a worker.", value=bus.queueDepth
+        )
+        yield from self._transactions(node.protocol.transactions)
+        yield from self._datagrams(node.protocol.statistics)
+        nodes = GaugeMetricFamily("dmq_nodes", "The other nodes, by status.", labels=["status"])
+        others = [n for n in node.nodeManager.nodes() if not n.local]
+        for status in NodeStatus:
+            nodes.add_metric([status.value], sum(1 for n in others if n.status is status))
+        yield nodes
+
+    def _requests(self, bus) -> Iterator[Metric]:
+        registered = {peer.peerId for peer in bus.peers}
+        families = {
+            "in": CounterMetricFamily(
+                "dmq_requests_received", "KDMQ requests answered, by peer and code.", labels=["peer", "code"]
+            ),
+            "out": CounterMetricFamily(
+                "dmq_requests_sent",
+                "KDMQ requests sent, by peer and final code (408: no answer).",
+                labels=["peer", "code"],
+            ),
+        }
+        counts: Dict[Tuple[str, str, str], int] = {}
+        for (direction, peerId, code), count in list(bus.statistics.items()):
+            if direction == "in" and peerId not in registered:
+                # Anyone can name any peer: keep the label set bounded.
+                peerId = UNKNOWN_PEER
+            key = (direction, peerId, str(code))
+            counts[key] = counts.get(key, 0) + count
+        for (direction, peerId, code), count in sorted(counts.items()):
+            families[direction].add_metric([peerId, code], count)
+        yield from families.values()
+
+    def _transactions(self, layer) -> Iterator[Metric]:
+        statistics = dict(layer.statistics)
+        started = CounterMetricFamily(
+            "dmq_transactions_started", "SIP transactions started.", labels=["kind"]
+        )
+        started.add_metric(["client"], statistics.pop("clientTransactions", 0))
+        started.add_metric(["server"], statistics.pop("serverTransactions", 0))
+        yield started
+        live = GaugeMetricFamily("dmq_live_transactions", "SIP transactions alive.", labels=["kind"])
+        live.add_metric(["client"], layer.liveClientTransactions)
+        live.add_metric(["server"], layer.liveServerTransactions)
+        yield live
+        for name, key, doc in [
+            ("dmq_retransmissions_sent", "retransmissionsSent", "Requests of ours sent again (Timer E)."),
+            (
+                "dmq_retransmissions_received",
+                "retransmissionsAbsorbed",
+                "Duplicate requests and responses received and absorbed.",
+            ),
+            ("dmq_responses_resent", "responsesResent", "Stored responses sent again for a duplicate request."),
+            ("dmq_transaction_timeouts", "timeouts", "Requests of ours never answered (Timer F, 408)."),
+        ]:
+            yield CounterMetricFamily(name, doc, value=statistics.pop(key, 0))
+        yield _events(
+            "dmq_transaction_events", "Other SIP transaction events, by name.", statistics
+        )
+
+    def _datagrams(self, statistics) -> Iterator[Metric]:
+        statistics = dict(statistics)
+        for name, key, doc in [
+            ("dmq_datagrams_received", "received", "UDP datagrams received."),
+            ("dmq_datagrams_sent", "sent", "UDP datagrams sent."),
+            ("dmq_malformed_datagrams", "malformed", "Datagrams that were not SIP we accept."),
+        ]:
+            yield CounterMetricFamily(name, doc, value=statistics.pop(key, 0))
+        yield _events("dmq_datagram_events", "Other datagram events, by name.", statistics)
+
+
+def _events(name: str, doc: str, statistics: Dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=["event"])
+    for event, count in sorted(statistics.items()):
+        family.add_metric([_snake(event)], count)
+    return family
+
+
+def nodeRegistry(node) -> CollectorRegistry:
+    """
+    A registry of its own for C{node}'s metrics.
+    """
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(node))
+    return registry
