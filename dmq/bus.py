@@ -17,18 +17,11 @@ import ipaddress
 import itertools
 import random
 from collections import OrderedDict, deque
-from typing import Callable, Deque, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import attr
 from twisted.application import service
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    TimeoutError,
-    maybeDeferred,
-    succeed,
-)
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -40,11 +33,34 @@ from dmq.node import Node, NodeManager
 from dmq.transaction import ServerTransaction
 from dmq.transport import KDMQ
 
-__all__ = ["DMQBus", "DEFAULT_NOTIFICATION_CHANNEL"]
+__all__ = ["DMQBus", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 
 DEFAULT_NOTIFICATION_CHANNEL = "notification_peer"
 
+# What requests for a peer not registered here count under, so that
+# senders cannot grow the statistics without bound.
+UNKNOWN_PEER = "_unknown"
+
 Address = Tuple[str, int]
+
+
+def checkPeerId(peerId: object) -> str:
+    """
+    Check that C{peerId} can name a peer: a non-empty SIP user part without
+    C{;}, since it travels as the Request-URI user.
+
+    @return: C{peerId}.
+    @raise ValueError: saying what is wrong.
+    """
+    if not isinstance(peerId, str) or not peerId:
+        raise ValueError("a peer id is a non-empty string")
+    try:
+        uri = sip.parseURI(f"sip:{peerId}@127.0.0.1")
+    except sip.SIPParseError:
+        uri = None
+    if uri is None or uri.user != peerId or ";" in peerId:
+        raise ValueError(f"{peerId!r} is not a valid SIP user part")
+    return peerId
 
 
 def _isIPAddress(host: str) -> bool:
@@ -66,6 +82,7 @@ class _Job:
     node: Optional[Node]
     key: Hashable
     result: Deferred
+    arrived: float
     deadline: Optional[IDelayedCall] = None
     running: Optional[Deferred] = None
 
@@ -76,7 +93,11 @@ class DMQBus(service.Service):
     A node's view of the bus, as a Service.
 
     @ivar localNode: our own L{Node}.
-    @ivar statistics: counters of requests handled and sent, by peer and code.
+    @ivar statistics: counters of requests answered and sent, keyed
+        C{("in" or "out", peerId, code)}; requests for peers not registered
+        here count under L{UNKNOWN_PEER}.
+    @ivar latencyObserver: called with C{(peerId, seconds)} for every request
+        a peer was given, with the time from its arrival to its answer.
     """
 
     _log = Logger()
@@ -135,6 +156,7 @@ class DMQBus(service.Service):
         self._callIDs = itertools.count(random.getrandbits(32))
         self._idle: List[Deferred] = []
         self.statistics: Dict[Tuple[str, str, int], int] = {}
+        self.latencyObserver: Optional[Callable[[str, float], None]] = None
 
     @property
     def localNode(self) -> Node:
@@ -196,15 +218,7 @@ class DMQBus(service.Service):
     def registerPeer(self, peer) -> None:
         if not IDMQPeer.providedBy(peer):
             raise TypeError(f"{peer!r} does not provide IDMQPeer")
-        peerId = peer.peerId
-        if not isinstance(peerId, str) or not peerId:
-            raise ValueError("a peer needs a non-empty peerId")
-        try:
-            uri = sip.parseURI(f"sip:{peerId}@127.0.0.1")
-        except sip.SIPParseError:
-            uri = None
-        if uri is None or uri.user != peerId or ";" in peerId:
-            raise ValueError(f"peerId {peerId!r} is not a valid SIP user part")
+        peerId = checkPeerId(peer.peerId)
         if peerId in self._peers:
             raise ValueError(f"a peer named {peerId!r} is already registered")
         self._peers[peerId] = peer
@@ -245,12 +259,12 @@ class DMQBus(service.Service):
         """
         peerId = request.uri.user
         if peerId is None:
-            return succeed(self._reply(request, 400, "Missing Peer In Request-URI"))
+            return self._early(request, UNKNOWN_PEER, 400, "Missing Peer In Request-URI")
         peer = self._peers.get(peerId)
         if peer is None:
-            return succeed(self._reply(request, 404, "User Not Found"))
+            return self._early(request, UNKNOWN_PEER, 404, "User Not Found")
         if not self.running:
-            return succeed(self._reply(request, 503, "Shutting Down"))
+            return self._early(request, peerId, 503, "Shutting Down")
         try:
             senderURI = request.fromAddress.uri
         except sip.SIPParseError:
@@ -268,10 +282,10 @@ class DMQBus(service.Service):
                 peer=peerId,
                 source=source,
             )
-            return succeed(self._reply(request, 503, "Queue Full"))
+            return self._early(request, peerId, 503, "Queue Full")
         if node is not None:
             self._nodeManager.heardFrom(node)
-        job = _Job(request, peer, node, key, Deferred())
+        job = _Job(request, peer, node, key, Deferred(), self._clock.seconds())
         job.deadline = self._clock.callLater(self._handlerTimeout, self._timedOut, job)
         self._enqueue(job)
         return job.result
@@ -362,8 +376,18 @@ class DMQBus(service.Service):
         self._pump()
         self._checkIdle()
 
+    def _early(self, request: sip.Request, peerId: str, code: int, reason: str) -> Deferred:
+        """
+        Answer a request that reaches no peer.
+        """
+        self._count("in", peerId, code)
+        return succeed(self._reply(request, code, reason))
+
     def _respond(self, job: _Job, response: sip.Response) -> None:
-        self._count("in", job.request.uri.user or "", response.code)
+        peerId = job.peer.peerId
+        self._count("in", peerId, response.code)
+        if self.latencyObserver is not None:
+            self.latencyObserver(peerId, self._clock.seconds() - job.arrived)
         job.result.callback(response)
 
     def _reply(

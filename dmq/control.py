@@ -34,6 +34,8 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from dmq import sip
+from dmq.bus import checkPeerId
+from dmq.interfaces import RPCError
 from dmq.node import NodeError, NodeStatus
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "ControlResource",
     "ControlService",
     "addDMQMethods",
-    "checkPeerId",
     "PARSE_ERROR",
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
@@ -66,22 +67,6 @@ MAX_REQUEST = 1024 * 1024
 """
 The largest JSON-RPC request body read, in bytes.
 """
-
-
-class RPCError(Exception):
-    """
-    An RPC method refused a call, as Kamailio's C{rpc->fault(ctx, code,
-    message)}; answered as a JSON-RPC error with this code and message.
-
-    @ivar code: the error code: L{APPLICATION_ERROR} (500) as Kamailio's
-        modules mostly use, another HTTP-like code, or a JSON-RPC one.
-    @ivar message: what is wrong, for the caller.
-    """
-
-    def __init__(self, code: int, message: str) -> None:
-        Exception.__init__(self, code, message)
-        self.code = code
-        self.message = message
 
 
 @attr.frozen
@@ -512,25 +497,6 @@ def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise RPCError(INVALID_PARAMS, f"Invalid params: {name} must be a string")
     return value
-
-
-def checkPeerId(peerId: object) -> str:
-    """
-    Check that C{peerId} can name a peer: a non-empty SIP user part without
-    C{;} (the rule L{dmq.bus.DMQBus.registerPeer} applies).
-
-    @return: C{peerId}.
-    @raise ValueError: saying what is wrong.
-    """
-    if not isinstance(peerId, str) or not peerId:
-        raise ValueError("a peer id is a non-empty string")
-    try:
-        uri = sip.parseURI(f"sip:{peerId}@127.0.0.1")
-    except sip.SIPParseError:
-        uri = None
-    if uri is None or uri.user != peerId or ";" in peerId:
-        raise ValueError(f"{peerId!r} is not a valid SIP user part")
-    return peerId
 
 
 def _peerId(value: object) -> str:

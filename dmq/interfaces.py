@@ -10,7 +10,7 @@ from __future__ import annotations
 import attr
 from zope.interface import Attribute, Interface
 
-__all__ = ["IDMQPeer", "IDMQBus", "PeerResponse"]
+__all__ = ["IDMQPeer", "IDMQBus", "PeerResponse", "RPCError"]
 
 
 @attr.frozen
@@ -37,6 +37,23 @@ class PeerResponse:
             raise ValueError("a peer response needs a one-line reason phrase")
         if self.body and not self.contentType:
             raise ValueError("a peer response with a body needs a content type")
+
+
+class RPCError(Exception):
+    """
+    A control RPC method refused a call, as Kamailio's C{rpc->fault(ctx, code,
+    message)} does; the control endpoint answers it as a JSON-RPC error with
+    this code and message.  Peers that offer RPC methods raise it.
+
+    @ivar code: the error code: 500 as Kamailio's modules mostly use, another
+        HTTP-like code, or a JSON-RPC one.
+    @ivar message: what is wrong, for the caller.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        Exception.__init__(self, code, message)
+        self.code = code
+        self.message = message
 
 
 class IDMQPeer(Interface):

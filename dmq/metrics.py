@@ -46,13 +46,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 
 from dmq import __version__
+from dmq.bus import UNKNOWN_PEER
 from dmq.node import NodeStatus
 
-__all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "timeRequests", "LATENCY_BUCKETS"]
+__all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS"]
 
 LATENCY_BUCKETS: Tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -62,11 +61,6 @@ Upper bounds of the handler latency buckets, in seconds; the bus's default
 handler timeout is 10 s.
 """
 
-UNKNOWN_PEER = "_unknown"
-
-# Codes of requests that never reached a peer: the request named none, or
-# one not registered here.
-_NO_PEER = (400, 404)
 
 
 class HandlerLatency:
@@ -99,31 +93,6 @@ class HandlerLatency:
                 running += count
                 cumulative.append((bound, running))
             yield peerId, cumulative, total[0]
-
-
-def timeRequests(bus, clock: IReactorTime, latency: HandlerLatency) -> None:
-    """
-    Time every request C{bus} handles into C{latency}, by wrapping its
-    C{handleRequest} (the way in for the socket and for host applications
-    alike).  Requests that named no registered peer are not timed.
-
-    @note: a stop-gap until the bus reports handled requests itself.
-    """
-    handle = bus.handleRequest
-
-    def timed(request, source) -> Deferred:
-        started = clock.seconds()
-        d = handle(request, source)
-
-        def record(response):
-            if response.code not in _NO_PEER:
-                latency.observe(request.uri.user or "", clock.seconds() - started)
-            return response
-
-        d.addCallback(record)
-        return d
-
-    bus.handleRequest = timed
 
 
 def _snake(name: str) -> str:

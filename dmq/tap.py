@@ -14,7 +14,7 @@ import difflib
 import ipaddress
 import math
 import socket
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import attr
 from twisted.application import internet, service
@@ -24,11 +24,12 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from dmq import __version__, sip
-from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
-from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods, checkPeerId
+from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus, checkPeerId
+from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods
 from dmq.interfaces import IDMQPeer
-from dmq.metrics import HandlerLatency, nodeRegistry, timeRequests
+from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager
+from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, HTablePeer, HTableRPC, TableSpec, parseTableSpec
 from dmq.notification import NotificationPeer
 from dmq.ping import MIN_PING_INTERVAL, PingService
 from dmq.transaction import T1, T2, T4
@@ -333,6 +334,23 @@ _PARAMETERS = [
         "e.g. tcp:5080:interface=127.0.0.1 [default: no control endpoint].",
     ),
     _Parameter(
+        "htable",
+        (),
+        parseTableSpec,
+        "Serve the htable peer with this hash table, in Kamailio's syntax, e.g. "
+        "'kdmq=>size=8;autoexpire=0;dmqreplicate=1' (repeatable; dmqreplicate=1 tables "
+        "are replicated).",
+        repeatable=True,
+    ),
+    _Parameter(
+        "htable_init_sync",
+        False,
+        _boolean,
+        "Fetch the htable peer's replicated tables from the bus on joining (Kamailio's "
+        "htable dmq_init_sync).",
+        flag=True,
+    ),
+    _Parameter(
         "peer",
         (),
         lambda name: (name, loadPeer(name)),
@@ -459,6 +477,11 @@ class Options(usage.Options):
     opt_notification_address.__doc__ = _BY_NAME["notification_address"].help
     opt_n = opt_notification_address
 
+    def opt_htable(self, spec: str) -> None:
+        self._repeated["htable"].append(spec)
+
+    opt_htable.__doc__ = _BY_NAME["htable"].help
+
     def opt_peer(self, name: str) -> None:
         self._repeated["peer"].append(name)
 
@@ -515,7 +538,15 @@ class Options(usage.Options):
                 f"{origin['handler_timeout']}: must be shorter than Timer F (64*T1 = "
                 f"{64 * self['t1']:g} s), or senders see a timeout instead of our 500"
             )
+        tables = [spec.name for spec in self["htable"]]
+        for name in tables:
+            if tables.count(name) > 1:
+                raise usage.UsageError(f"{origin['htable']}: the table {name!r} is declared twice")
+        if self["htable-init-sync"] and not self["htable"]:
+            raise usage.UsageError(f"{origin['htable_init_sync']}: needs at least one --htable")
         taken = {self["notification-channel"]: "the notification channel"}
+        if self["htable"]:
+            taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
         for name, found in self["peer"]:
             if not IDMQPeer.providedBy(found):
                 # A factory: its peer's id is known once it is called.
@@ -568,6 +599,7 @@ class DMQNodeService(service.MultiService):
         self.metrics = nodeRegistry(self)
         self.handlerLatency = HandlerLatency()
         self.control: Optional[ControlService] = None
+        self.htable: Optional[HTablePeer] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -642,6 +674,8 @@ def makeNodeService(
     listen: bool = True,
     bindAddress: Optional[Address] = None,
     control: Optional[str] = None,
+    htables: Sequence[Union[TableSpec, str]] = (),
+    htableInitSync: bool = False,
 ) -> DMQNodeService:
     """
     Build a node listening on C{serverAddress}.  Register your peers on the
@@ -661,6 +695,12 @@ def makeNodeService(
         of C{serverAddress} (Kamailio's C{server_socket}).
     @param control: a server endpoint description on which to serve the
         control endpoint, or C{None}.
+    @param htables: tables for an L{HTablePeer} (Kamailio's htable
+        replication), as L{TableSpec}s or in Kamailio's syntax; with none,
+        there is no htable peer.  It is the node's C{htable} attribute, and its
+        C{htable.*} control methods are registered.
+    @param htableInitSync: the htable peer fetches the replicated tables from
+        the bus on joining.
     """
     node = DMQNodeService()
     node.seeds = list(notificationAddresses)
@@ -707,7 +747,7 @@ def makeNodeService(
         resolve=getattr(reactor, "resolve", None),
     )
     node.bus.setServiceParent(node)
-    timeRequests(node.bus, reactor, node.handlerLatency)
+    node.bus.latencyObserver = node.handlerLatency.observe
     node.notification = NotificationPeer(
         reactor,
         node.bus,
@@ -723,6 +763,11 @@ def makeNodeService(
     )
     node.ping.setServiceParent(node)
     addDMQMethods(node.rpc, node)
+    if htables:
+        node.htable = HTablePeer(reactor, node.bus, htables, initSync=htableInitSync)
+        node.addPeer(node.htable)
+        for name, method in HTableRPC(node.htable).methods().items():
+            node.rpc.addMethod(name, method)
     if control is not None:
         node.serveControl(reactor, control)
     return node
@@ -759,6 +804,8 @@ def makeService(config: Options, reactor=None) -> DMQNodeService:
         handlerTimeout=config["handler-timeout"],
         multiNotify=config["multi-notify"],
         bindAddress=config["bind-address"],
+        htables=config["htable"],
+        htableInitSync=config["htable-init-sync"],
     )
     for name, found in config["peer"]:
         _addNamedPeer(node, name, found)

@@ -113,7 +113,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse, RPCError
 from dmq.node import Node, NodeStatus
 
 __all__ = [
@@ -1162,20 +1162,6 @@ def _chunk(encoded: Sequence[bytes]) -> List[bytes]:
 
 
 # RPC
-
-
-class RPCError(Exception):
-    """
-    An RPC fault, as Kamailio's C{rpc->fault(c, code, message)}.
-
-    @ivar code: the fault code (Kamailio uses HTTP-like ones: 404, 500).
-    @ivar message: the fault text.
-    """
-
-    def __init__(self, code: int, message: str) -> None:
-        Exception.__init__(self, code, message)
-        self.code = code
-        self.message = message
 
 
 def _rpcText(value: object) -> Optional[str]:

@@ -14,10 +14,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dmq import sip
-from dmq.bus import DMQBus
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import NodeStatus
-from dmq.notification import NotificationPeer
 from dmq.tap import makeNodeService
 from dmq.test.captures import datagrams
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
@@ -429,7 +427,6 @@ class BroadcastTests(SynchronousTestCase):
         network.attach(node.protocol, ("127.0.0.1", 5062))
         target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
         ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
-        sent = []
         node.protocol.sendRequest(ours, ("127.0.0.1", 5061)).addErrback(lambda f: None)
         ours = sip.parse(network.sent[-1].data)
         self.addCleanup(node.protocol.stop)

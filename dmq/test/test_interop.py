@@ -19,6 +19,9 @@ from dmq.test.kamailio import SKIP_REASON, KamailioNode, waitFor
 
 NOTIFICATION = "notification_peer"
 
+# The replicated table of the Kamailio nodes (dmq/test/data/kamailio-node.cfg).
+KDMQ_TABLE = "kdmq=>size=8;autoexpire=0;dmqreplicate=1"
+
 
 def ourStatuses(node):
     """
@@ -41,6 +44,7 @@ class InteropTestCase(TestCase):
         cleanup.
         """
         options.setdefault("pingInterval", 5)
+        options.setdefault("htables", [KDMQ_TABLE])
         node = makeNodeService(
             reactor, sip.URI(ip, 5060), [sip.parseURI(s) for s in seeds], **options
         )
@@ -113,7 +117,8 @@ class MembershipInteropTests(InteropTestCase):
     def test_mixedBusOfFour(self):
         """
         Two Kamailio nodes and two of ours, joined through different seeds,
-        agree on who is on the bus.
+        agree on who is on the bus, and on the data each of them wrote to a
+        replicated table.
         """
         k1 = yield self.kamailio("127.0.0.35")
         ours1 = self.ourNode("127.0.0.36", seeds=[k1.uri])
@@ -134,6 +139,22 @@ class MembershipInteropTests(InteropTestCase):
             return True
 
         yield waitFor(agreed, timeout=12, interval=0.1, description="four nodes agree")
+
+        yield k1.htableSets("kdmq", "from-k1", "one")
+        yield k2.htableSeti("kdmq", "from-k2", 2)
+        yield ours1.htable.set("kdmq", "from-ours1", "three")
+        yield ours2.htable.set("kdmq", "from-ours2", 4)
+        expected = {"from-k1": "one", "from-k2": 2, "from-ours1": "three", "from-ours2": 4}
+
+        @defer.inlineCallbacks
+        def sameData():
+            for node in (k1, k2):
+                items = yield node.htableItems("kdmq")
+                if items != expected:
+                    return False
+            return all(dict(node.htable.items("kdmq")) == expected for node in (ours1, ours2))
+
+        yield waitFor(sameData, timeout=5, interval=0.1, description="four nodes hold the same table")
 
     @defer.inlineCallbacks
     def test_ourNodeStopsAndRestarts(self):

@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dmq import node as nodeModule
 from dmq.node import (
     DEFAULT_TOMBSTONE_TIME,
     INodeObserver,

@@ -15,7 +15,6 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
-from dmq.node import NodeStatus
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 

@@ -59,6 +59,7 @@ def _peerModule(testCase):
     module.greeter = Greeter(peerId="greeter")
     module.other = Greeter(peerId="other")
     module.notification = Greeter(peerId="notification_peer")
+    module.HTableLike = Greeter(peerId="htable")
     module.notAPeer = 42
     module.makesNothing = lambda node: object()
 
@@ -609,3 +610,70 @@ class MakeServiceTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, self.build, *arguments)
             self.assertIn("--peer", str(error))
             self.assertIn(fragment, str(error))
+
+
+class HTableOptionsTests(SynchronousTestCase):
+    """
+    C{--htable} and C{--htable-init-sync}: Kamailio's table syntax, and the
+    htable peer they make.
+    """
+
+    def test_tables(self):
+        """
+        Each C{--htable} is a table spec in Kamailio's syntax.
+        """
+        options = parse(
+            *LOCAL,
+            "--htable", "kdmq=>size=8;autoexpire=0;dmqreplicate=1",
+            "--htable", "local=>size=4",
+            "--htable-init-sync",
+        )
+        self.assertEqual([spec.name for spec in options["htable"]], ["kdmq", "local"])
+        self.assertEqual([spec.dmqreplicate for spec in options["htable"]], [True, False])
+        self.assertTrue(options["htable-init-sync"])
+
+    def test_badTable(self):
+        """
+        A bad table spec, a table declared twice, or an init sync without a
+        table, is a usage error naming the option.
+        """
+        for arguments, fragment in [
+            (["--htable", "kdmq=>size=eight"], "--htable"),
+            (["--htable", "=>size=8"], "--htable"),
+            (["--htable", "t=>size=8", "--htable", "t=>size=4"], "declared twice"),
+            (["--htable-init-sync"], "--htable-init-sync"),
+        ]:
+            error = self.assertRaises(usage.UsageError, parse, *LOCAL, *arguments)
+            self.assertIn(fragment, str(error))
+
+    def test_htablePeer(self):
+        """
+        With tables, the node has an htable peer, registered on the bus, under
+        the node so it starts and stops with it, and its C{htable.*} control
+        methods.
+        """
+        node = makeService(
+            parse(*LOCAL, "--htable", "kdmq=>size=8;dmqreplicate=1", "--htable-init-sync"),
+            FakeReactor(),
+        )
+        self.assertIn(node.htable, node.bus.peers)
+        self.assertIn(node.htable, list(node))
+        self.assertEqual(node.htable.tables(), ["kdmq"])
+        self.assertTrue(
+            {"htable.get", "htable.sets", "htable.seti", "htable.delete", "htable.dump", "htable.listTables"}
+            <= set(node.rpc.names())
+        )
+
+    def test_htablePeerIdTaken(self):
+        """
+        A C{--peer} named C{htable} clashes with the htable peer.
+        """
+        _peerModule(self)
+        error = self.assertRaises(
+            usage.UsageError,
+            parse,
+            *LOCAL,
+            "--htable", "kdmq=>size=8",
+            "--peer", "dmq_test_peers.HTableLike",
+        )
+        self.assertIn("duplicate peer id 'htable'", str(error))

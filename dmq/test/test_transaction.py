@@ -7,7 +7,6 @@ have gone out.
 
 from __future__ import annotations
 
-import re
 from typing import Callable, List, Optional, Tuple
 
 from hypothesis import given, settings, strategies as st
