@@ -6,7 +6,10 @@ One datagram is one message. L{parse} turns bytes into a L{Request} or a
 L{Response}; L{serialise} turns either back into bytes, always with a
 Content-Length that counts octets.  Header names are case-insensitive and
 every compact form is expanded; folded lines are unfolded; comma-joined values
-of list headers (two Vias on one line) are split into one entry each.
+of list headers (two Vias on one line) are split into one entry each.  A CR
+or LF other than a line ending is an error, and L{serialise} refuses to write
+one (or anything else L{parse} would not read back), so that no header value
+can forge another header.
 
 Structured header values (L{Via}, L{NameAddress}, L{CSeq}) are parsed on
 demand, and a malformed one raises L{SIPParseError} at that point.  Call
@@ -19,8 +22,8 @@ Nothing here does I/O, and nothing here imports C{twisted.protocols.sip}.
 from __future__ import annotations
 
 import re
-from functools import cached_property
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from ipaddress import IPv6Address
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import attr
 
@@ -209,11 +212,32 @@ _LIST_HEADERS = frozenset(
     ]
 )
 
+# The headers L{parse} does more with than append them.
+_SPECIAL_NAMES = _LIST_HEADERS | {"Content-Length"}
+
 _TOKEN_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 )
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _DIGITS = re.compile(r"[0-9]{1,10}\Z")
+# [0-9], not str.isdigit(): that also accepts digits of other scripts, and
+# superscripts that int() then refuses.
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+_HOST = re.compile(r"[A-Za-z0-9\-.]+\Z")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
+_USER = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/]+\Z")
+_PASSWORD = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,]*\Z")
+
+# The shape of nearly every Request-URI on a DMQ bus, C{sip:peer@host:port}:
+# no parameters, no headers, no IPv6 reference, no password.  What it
+# accepts, L{parseURI} would accept too and read the same way.
+_SIMPLE_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()%&=+$,;/]+)@)?([A-Za-z0-9\-.]+)"
+    r"(?::([0-9]{0,5}))?\Z"
+)
+
+# Methods that need no token check.
+_METHODS = frozenset(["KDMQ", "OPTIONS", "INVITE", "ACK", "BYE", "CANCEL"])
 
 
 def canonicalName(name: str) -> str:
@@ -230,6 +254,35 @@ def canonicalName(name: str) -> str:
 
 def _isToken(text: str) -> bool:
     return _TOKEN.match(text) is not None
+
+
+# The canonical names of the headers we know: lookups by a known name can
+# compare spellings exactly, as L{parse} writes known names canonically.
+_KNOWN_NAMES = frozenset(_CANONICAL_NAMES.values())
+
+# Header-name spellings met on the wire, as they come before the colon, each
+# mapped to its canonical name.  Only valid names are ever stored, so a hit
+# both validates and canonicalises a name with one dictionary lookup.
+# Bounded, so that a peer sending made-up names cannot grow it forever.
+_SPELLINGS = dict(_CANONICAL_NAMES)
+_SPELLINGS_LIMIT = 2048
+
+
+def _headerName(spelling: str) -> Optional[str]:
+    """
+    Return the canonical name for a header name as written before the colon
+    (trailing blanks included), or C{None} if it is not a valid name.
+    """
+    canonical = _SPELLINGS.get(spelling)
+    if canonical is not None:
+        return canonical
+    name = spelling.rstrip(" \t")
+    if not name or _TOKEN.match(name) is None:
+        return None
+    canonical = canonicalName(name)
+    if len(_SPELLINGS) < _SPELLINGS_LIMIT:
+        _SPELLINGS[spelling] = canonical
+    return canonical
 
 
 def _splitOutside(text: str, separator: str) -> list[str]:
@@ -274,14 +327,14 @@ def _parseParameters(text: str, where: str) -> Parameters:
     """
     if not text:
         raise SIPParseError(f"Empty parameter in {where}")
-    result = []
+    result: list[Tuple[str, Optional[str]]] = []
     for part in _splitOutside(text, ";") if '"' in text else text.split(";"):
         name, equals, value = part.partition("=")
-        name = name.strip()
+        name = name.strip(" \t")
         if not name or not _isToken(name):
             raise SIPParseError(f"Bad parameter in {where}")
         if equals:
-            value = value.strip()
+            value = value.strip(" \t")
             if not value:
                 raise SIPParseError(f"Empty parameter value in {where}")
             result.append((name, value))
@@ -320,7 +373,7 @@ def _parseHostPort(text: str, where: str) -> Tuple[str, Optional[int]]:
         if close < 0:
             raise SIPParseError(f"Unterminated IPv6 reference in {where}")
         host = text[1:close]
-        if not host or any(c not in "0123456789abcdefABCDEF:." for c in host):
+        if _IPV6.match(host) is None or not _isIPv6(host):
             raise SIPParseError(f"Bad IPv6 reference in {where}")
         rest = text[close + 1 :]
         if not rest:
@@ -330,20 +383,23 @@ def _parseHostPort(text: str, where: str) -> Tuple[str, Optional[int]]:
         portText = rest[1:]
     else:
         host, colon, portText = text.partition(":")
-        if not host or any(c not in _HOST_CHARS for c in host):
+        if _HOST.match(host) is None:
             raise SIPParseError(f"Bad host in {where}")
         if not colon:
             return host, None
     if not portText:
         return host, None
-    if not portText.isdigit() or len(portText) > 5 or int(portText) > 65535:
+    if _PORT.match(portText) is None or int(portText) > 65535:
         raise SIPParseError(f"Bad port in {where}")
     return host, int(portText)
 
 
-_HOST_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
-)
+def _isIPv6(text: str) -> bool:
+    try:
+        IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @attr.frozen
@@ -389,9 +445,12 @@ class URI:
         """
         Return a copy of this URI with some fields changed.
         """
-        return attr.evolve(self, **changes)
+        return attr.evolve(self, **changes)  # type: ignore[arg-type]
 
     def withoutParameters(self) -> "URI":
+        """
+        Return a copy of this URI without parameters and headers.
+        """
         return attr.evolve(self, parameters=(), headers=None)
 
     def __str__(self) -> str:
@@ -424,22 +483,52 @@ class URI:
         return parseURI(text)
 
 
-_USER_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "-_.!~*'()%&=+$,;?/"
-)
-_PASSWORD_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "-_.!~*'()%&=+$,"
-)
+# The slot descriptors' setters of URI's fields, for _simpleURI.
+_new = object.__new__
+_setHost = URI.__dict__["host"].__set__
+_setPort = URI.__dict__["port"].__set__
+_setUser = URI.__dict__["user"].__set__
+_setScheme = URI.__dict__["scheme"].__set__
+_setPassword = URI.__dict__["password"].__set__
+_setParameters = URI.__dict__["parameters"].__set__
+_setHeaders = URI.__dict__["headers"].__set__
+
+
+def _simpleURI(host: str, port: Optional[int], user: Optional[str], scheme: str) -> URI:
+    """
+    Make a L{URI} without parameters, headers or password, as
+    C{URI(host, port, user, scheme)} would, in about half the time: the
+    arguments are already checked, and the frozen C{__init__} pays for a
+    generic C{object.__setattr__} call per field.
+    """
+    uri = _new(URI)
+    _setHost(uri, host)
+    _setPort(uri, port)
+    _setUser(uri, user)
+    _setScheme(uri, scheme)
+    _setPassword(uri, None)
+    _setParameters(uri, ())
+    _setHeaders(uri, None)
+    return uri
 
 
 def parseURI(text: str) -> URI:
     """
     Parse a C{sip:} or C{sips:} URI.
 
+    The first C{?} starts the URI headers, so a user part cannot contain
+    one (RFC 3261 allows it; nobody writes it).  An empty port (C{sip:host:})
+    reads as no port.
+
     @raise SIPParseError: if C{text} is not one.
     """
+    simple = _SIMPLE_URI.match(text)
+    if simple is not None:
+        scheme, user, host, portText = simple.groups()
+        port = int(portText) if portText else None
+        if port is not None and port > 65535:
+            raise SIPParseError("Bad port in URI")
+        return _simpleURI(host, port, user, scheme)
     scheme, colon, rest = text.partition(":")
     lowered = scheme.lower()
     if not colon or (lowered != "sip" and lowered != "sips"):
@@ -455,10 +544,10 @@ def parseURI(text: str) -> URI:
         userinfo = rest[:at]
         rest = rest[at + 1 :]
         user, colon, password = userinfo.partition(":")
-        if not user or any(c not in _USER_CHARS for c in user):
+        if _USER.match(user) is None:
             raise SIPParseError("Bad user part in URI")
         if colon:
-            if any(c not in _PASSWORD_CHARS for c in password):
+            if _PASSWORD.match(password) is None:
                 raise SIPParseError("Bad password in URI")
         else:
             password = None
@@ -634,11 +723,39 @@ class CSeq:
 
 
 def _parseCSeq(text: str) -> CSeq:
-    number, _, method = text.strip().partition(" ")
-    method = method.strip()
-    if not _DIGITS.match(number) or int(number) >= 2**31 or not _isToken(method):
+    parts = text.split()
+    if (
+        len(parts) != 2
+        or not _DIGITS.match(parts[0])
+        or int(parts[0]) >= 2**31
+        or not _isToken(parts[1])
+    ):
         raise SIPParseError("Bad CSeq header")
-    return CSeq(int(number), method)
+    return CSeq(int(parts[0]), parts[1])
+
+
+class _cachedProperty:
+    """
+    Like L{functools.cached_property}: compute an attribute on first use and
+    keep it in the instance's C{__dict__}, even on a frozen attrs class.
+    Unlike it on Python 3.11, without taking a lock on every first use, which
+    cost as much as the parsing it guards.
+    """
+
+    def __init__(self, function: Callable[[Any], Any]) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return self
+        value = self.function(instance)
+        instance.__dict__[self.name] = value
+        return value
 
 
 class _Message:
@@ -655,9 +772,16 @@ class _Message:
         Return the first value of the header C{name} (any spelling), or C{None}.
         """
         name = canonicalName(name)
-        for key, value in self.headers:
-            if key == name:
-                return value
+        if name in _KNOWN_NAMES:
+            for key, value in self.headers:
+                if key == name:
+                    return value
+        else:
+            # Unknown names keep the spelling they came with.
+            lowered = name.lower()
+            for key, value in self.headers:
+                if key.lower() == lowered:
+                    return value
         return None
 
     def headerValues(self, name: str) -> list[str]:
@@ -665,7 +789,10 @@ class _Message:
         Return every value of the header C{name} (any spelling), in order.
         """
         name = canonicalName(name)
-        return [value for key, value in self.headers if key == name]
+        if name in _KNOWN_NAMES:
+            return [value for key, value in self.headers if key == name]
+        lowered = name.lower()
+        return [value for key, value in self.headers if key.lower() == lowered]
 
     def _required(self, name: str) -> str:
         value = self.header(name)
@@ -673,7 +800,7 @@ class _Message:
             raise SIPParseError(f"Missing {name} header")
         return value
 
-    @cached_property
+    @_cachedProperty
     def via(self) -> Tuple[Via, ...]:
         """
         Every Via, top first.
@@ -685,26 +812,26 @@ class _Message:
             raise SIPParseError("Missing Via header")
         return tuple(parseVia(value) for value in values)
 
-    @cached_property
+    @_cachedProperty
     def fromAddress(self) -> NameAddress:
         return parseNameAddress(self._required("From"))
 
-    @cached_property
+    @_cachedProperty
     def to(self) -> NameAddress:
         return parseNameAddress(self._required("To"))
 
-    @cached_property
+    @_cachedProperty
     def callID(self) -> str:
         value = self._required("Call-ID")
         if not value or " " in value:
             raise SIPParseError("Bad Call-ID header")
         return value
 
-    @cached_property
+    @_cachedProperty
     def cseq(self) -> CSeq:
         return _parseCSeq(self._required("CSeq"))
 
-    @cached_property
+    @_cachedProperty
     def maxForwards(self) -> Optional[int]:
         value = self.header("Max-Forwards")
         if value is None:
@@ -746,49 +873,55 @@ class Response(_Message):
 Message = Union[Request, Response]
 
 
-def _findEnd(data: bytes) -> Tuple[int, int, bytes]:
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return end, end + 4, b"\r\n"
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return end, end + 2, b"\n"
-    # A message with no body may end right after its last header line.
-    if data.endswith(b"\r\n"):
-        return len(data) - 2, len(data), b"\r\n"
-    raise SIPParseError("No end of headers")
-
-
 def parse(data: bytes) -> Message:
     """
     Parse one datagram as one SIP message.
 
-    Octets past Content-Length are discarded; a body shorter than
-    Content-Length is an error.  A message without Content-Length takes the
-    rest of the datagram as its body.
+    Lines end with CRLF, or all with a bare LF; a CR or LF anywhere else in
+    the start line and headers is an error.  Octets past Content-Length are
+    discarded; a body shorter than Content-Length is an error.  A message
+    without Content-Length takes the rest of the datagram as its body.  The
+    Request-URI is parsed and checked here; the other structured headers are
+    parsed when first used (see L{checkRequest}).
 
     @raise SIPParseError: if C{data} is not a message we accept.  For a
         request, the exception carries the headers read so far.
     """
-    data = data.lstrip(b"\r\n")
-    if not data:
-        raise SIPParseError("Empty message")
-    end, bodyStart, newline = _findEnd(data)
-    try:
-        head = data[:end].decode("utf-8")
-    except UnicodeDecodeError:
-        raise SIPParseError("Headers are not UTF-8") from None
-    lines = head.split(newline.decode("ascii"))
+    if data[:1] in (b"\r", b"\n", b""):
+        data = data.lstrip(b"\r\n")
+        if not data:
+            raise SIPParseError("Empty message")
+
+    # The common case, a CRLF message with a blank line and clean headers,
+    # costs one search; anything else is sorted out by _readHead.
+    end = data.find(b"\r\n\r\n")
+    lines = None
+    if end >= 0:
+        try:
+            head = data[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            lines = head.split("\r\n")
+            breaks = len(lines) - 1
+            if head.count("\n") != breaks or head.count("\r") != breaks:
+                lines = None
+            else:
+                bodyStart = end + 4
+    if lines is None:
+        lines, bodyStart = _readHead(data)
+
     startLine = lines[0]
-    if "\r" in head and newline == b"\n":
-        raise SIPParseError("Mixed line endings")
-    if startLine.startswith(SIP_VERSION + " "):
+    if startLine.startswith("SIP/2.0 "):
         request = False
         codeText, _, reason = startLine[8:].partition(" ")
-        if len(codeText) != 3 or not codeText.isdigit() or codeText[0] == "0":
-            raise SIPParseError("Bad status line")
-        code = int(codeText)
-        if any(c in reason for c in "\r\n\x00"):
+        if (
+            len(codeText) != 3
+            or not "1" <= codeText[0] <= "6"
+            or not "0" <= codeText[1] <= "9"
+            or not "0" <= codeText[2] <= "9"
+            or "\x00" in reason
+        ):
             raise SIPParseError("Bad status line")
     else:
         request = True
@@ -796,85 +929,235 @@ def parse(data: bytes) -> Message:
         if len(parts) != 3 or parts[2] != SIP_VERSION:
             raise SIPParseError("Bad request line")
         method, uriText, _ = parts
-        if not _isToken(method):
+        if method not in _METHODS and _TOKEN.match(method) is None:
             raise SIPParseError("Bad method")
 
-    headers: list[Tuple[str, str]] = []
-    contentLength = None
-    pending = None
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            if pending is None:
-                raise SIPParseError("Continuation line before any header")
-            pending = (pending[0], pending[1] + " " + line.strip())
-            continue
-        if pending is not None:
-            contentLength = _addHeader(headers, pending, contentLength, request)
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise _error("Header line without a colon", headers, request)
-        name = name.rstrip(" \t")
-        if not name or not _isToken(name):
-            raise _error("Bad header name", headers, request)
-        pending = (name, value.strip())
-    if pending is not None:
-        contentLength = _addHeader(headers, pending, contentLength, request)
+    spellings = _SPELLINGS
+    special = _SPECIAL_NAMES
+    unfolded = False
+    while True:
+        headers: list[Tuple[str, str]] = []
+        append = headers.append
+        contentLength = None
+        try:
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                try:
+                    canonical = spellings[name]
+                except KeyError:
+                    found = _headerName(name)
+                    if found is None:
+                        if not colon:
+                            raise _error(
+                                "Header line without a colon", headers, request
+                            )
+                        raise _error("Bad header name", headers, request)
+                    canonical = found
+                if not colon:
+                    raise _error("Header line without a colon", headers, request)
+                value = value.strip(" \t")
+                if canonical in special:
+                    if canonical == "Content-Length":
+                        # As _DIGITS: isdigit() alone takes other scripts.
+                        if not (
+                            value.isdigit() and value.isascii() and len(value) <= 10
+                        ):
+                            raise _error("Bad Content-Length", headers, request)
+                        length = int(value)
+                        if contentLength is not None and contentLength != length:
+                            raise _error(
+                                "Conflicting Content-Length headers", headers, request
+                            )
+                        contentLength = length
+                    elif "," in value:
+                        _appendList(append, canonical, value, headers, request)
+                    else:
+                        append((canonical, value))
+                else:
+                    append((canonical, value))
+        except SIPParseError:
+            # Folded lines are rare, so they are looked for only when the
+            # lines as they are do not make sense: a continuation line reads
+            # as a bad header name, or completes the line before it.
+            if unfolded or not any(line[:1] in (" ", "\t") for line in lines):
+                raise
+        else:
+            break
+        lines = _unfold(lines, request)
+        unfolded = True
 
-    body = data[bodyStart:]
-    if contentLength is not None:
-        if len(body) < contentLength:
+    if contentLength is None:
+        body = data[bodyStart:]
+    else:
+        bodyEnd = bodyStart + contentLength
+        if bodyEnd > len(data):
             raise _error("Body shorter than Content-Length", headers, request)
-        body = body[:contentLength]
+        body = data[bodyStart:bodyEnd]
     if request:
+        # parseURI's fast path, inlined.
+        simple = _SIMPLE_URI.match(uriText)
+        if simple is not None:
+            scheme, user, host, portText = simple.groups()
+            if not portText:
+                return Request(
+                    method, _simpleURI(host, None, user, scheme), tuple(headers), body
+                )
+            port = int(portText)
+            if port <= 65535:
+                return Request(
+                    method, _simpleURI(host, port, user, scheme), tuple(headers), body
+                )
         try:
             uri = parseURI(uriText)
         except SIPParseError as e:
             raise _error(f"Bad Request-URI: {e.reason}", headers, True) from None
         return Request(method, uri, tuple(headers), body)
-    return Response(code, reason, tuple(headers), body)
+    return Response(int(codeText), reason, tuple(headers), body)
+
+
+def _readHead(data: bytes) -> Tuple[list[str], int]:
+    """
+    Find the end of the start line and headers of C{data}, whatever its line
+    endings, and return its lines and where the body starts.
+
+    @raise SIPParseError: if there is no end of the headers, if they are not
+        UTF-8, or if their line endings are mixed.
+    """
+    crlf = data.find(b"\r\n\r\n")
+    bare = data.find(b"\n\n", 0, crlf) if crlf >= 0 else data.find(b"\n\n")
+    if bare >= 0:
+        end = bare
+        bodyStart = bare + 2
+        newline = "\n"
+    elif crlf >= 0:
+        end = crlf
+        bodyStart = crlf + 4
+        newline = "\r\n"
+    elif data.endswith(b"\r\n"):
+        # A message with no body may end right after its last header line.
+        end = len(data) - 2
+        bodyStart = len(data)
+        newline = "\r\n"
+    else:
+        raise SIPParseError("No end of headers")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SIPParseError("Headers are not UTF-8") from None
+    lines = head.split(newline)
+    breaks = len(lines) - 1
+    if newline == "\n":
+        if "\r" in head:
+            raise SIPParseError("Mixed line endings")
+    elif head.count("\n") != breaks or head.count("\r") != breaks:
+        raise SIPParseError("Stray CR or LF in headers")
+    return lines, bodyStart
+
+
+def _appendList(
+    append: Callable[[Tuple[str, str]], None],
+    name: str,
+    value: str,
+    headers: list,
+    request: bool,
+) -> None:
+    """
+    Append each element of the comma-separated C{value} of the list header
+    C{name} as one header.
+    """
+    try:
+        values = _splitOutside(value, ",")
+    except SIPParseError as e:
+        raise _error(e.reason, headers, request) from None
+    values = [part.strip(" \t") for part in values]
+    if "" in values:
+        raise _error(f"Empty value in {name} list", headers, request)
+    for part in values:
+        append((name, part))
+
+
+def _unfold(lines: list[str], request: bool) -> list[str]:
+    """
+    Join each continuation line (one that starts with a blank) to the line
+    before it with a single space.
+    """
+    result = [lines[0]]
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if line[:1] in (" ", "\t"):
+            if len(result) == 1:
+                raise _error("Continuation line before any header", [], request)
+            result[-1] = result[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            result.append(line)
+    return result
 
 
 def _error(reason: str, headers: list, request: bool) -> SIPParseError:
     return SIPParseError(reason, tuple(headers) if request else None)
 
 
-def _addHeader(
-    headers: list, pending: Tuple[str, str], contentLength: Optional[int], request: bool
-) -> Optional[int]:
-    name, value = pending
-    canonical = _CANONICAL_NAMES.get(name)
-    if canonical is None:
-        canonical = _CANONICAL_NAMES.get(name.lower(), name)
-    if canonical == "Content-Length":
-        if not _DIGITS.match(value):
-            raise _error("Bad Content-Length", headers, request)
-        length = int(value)
-        if contentLength is not None and contentLength != length:
-            raise _error("Conflicting Content-Length headers", headers, request)
-        return length
-    if "," in value and canonical in _LIST_HEADERS:
-        for part in _splitOutside(value, ","):
-            part = part.strip()
-            if not part:
-                raise _error(f"Empty value in {canonical} list", headers, request)
-            headers.append((canonical, part))
-    else:
-        headers.append((canonical, value))
-    return contentLength
-
-
 def serialise(message: Message) -> bytes:
     """
-    Serialise a message, writing Content-Length after its other headers.
+    Serialise a message, writing Content-Length (the length of the body in
+    octets) after its other headers.  A Content-Length among the message's
+    headers is left out: the body decides.
+
+    @raise ValueError: if the message cannot be written as one that
+        L{parse} would read back: a method or header name that is not a
+        token, a status code out of C{100}-C{699}, a NUL in the reason
+        phrase, or a CR or LF in the start line or a header (which would let
+        a value forge headers).
     """
     if isinstance(message, Request):
-        startLine = f"{message.method} {message.uri.toString()} {SIP_VERSION}"
+        method = message.method
+        if method not in _METHODS and _TOKEN.match(method) is None:
+            raise ValueError(f"Bad method {method!r}")
+        startLine = f"{method} {message.uri.toString()} {SIP_VERSION}"
     else:
-        startLine = f"{SIP_VERSION} {message.code} {message.reason}"
+        code = message.code
+        reason = message.reason
+        if not 100 <= code <= 699 or "\x00" in reason:
+            raise ValueError(f"Bad status line {code!r} {reason!r}")
+        startLine = f"{SIP_VERSION} {code} {reason}"
     lines = [startLine]
-    lines.extend([f"{name}: {value}" for name, value in message.headers])
-    lines.append(f"Content-Length: {len(message.body)}\r\n\r\n")
-    return "\r\n".join(lines).encode("utf-8") + message.body
+    written = _WRITTEN_NAMES
+    lines.extend(
+        [
+            f"{name}: {value}"
+            for name, value in message.headers
+            if name in written or _isWritten(name)
+        ]
+    )
+    head = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if head.count("\n") != breaks or head.count("\r") != breaks:
+        raise ValueError("CR or LF in the start line or a header of a SIP message")
+    return (
+        f"{head}\r\nContent-Length: {len(message.body)}\r\n\r\n".encode("utf-8")
+        + message.body
+    )
+
+
+# Header names that serialise writes (every name but Content-Length's), as
+# met; bounded like _SPELLINGS.
+_WRITTEN_NAMES = set(_KNOWN_NAMES) - {"Content-Length"}
+
+
+def _isWritten(name: str) -> bool:
+    """
+    Whether L{serialise} writes a header called C{name}: unless it is
+    Content-Length.
+
+    @raise ValueError: if C{name} is not a token.
+    """
+    if not isinstance(name, str) or _TOKEN.match(name) is None:
+        raise ValueError(f"Bad header name {name!r}")
+    if canonicalName(name) == "Content-Length":
+        return False
+    if len(_WRITTEN_NAMES) < _SPELLINGS_LIMIT:
+        _WRITTEN_NAMES.add(name)
+    return True
 
 
 def checkRequest(request: Request) -> None:

@@ -21,10 +21,15 @@ Two formats are understood:
   - the probe transcripts (C{probe-*.txt}): each datagram is a line
     C{>>>>> SENT N bytes to DST (+t s)} (sent by the prober) or
     C{<<<<< RECV N bytes from SRC (+t s)} (received by it), followed by
-    exactly C{N} octets and the newlines as above.  Other lines are comments.  The
-    transcripts do not record the prober's own address; it is read from the
-    sent-by of the top Via of the first request the prober sent (it is
-    C{127.0.0.1:5099} or C{127.0.0.1:5098}).
+    exactly C{N} octets and the newlines as above.  Other lines are
+    comments.  The transcripts do not record the prober's own address; it is
+    read from the sent-by of the top Via of the first request the prober
+    sent (it is C{127.0.0.1:5099} or C{127.0.0.1:5098}).
+
+Every datagram is a SIP message L{dmq.sip.parse} accepts, except two
+probes, on purpose: C{probe-01-errors.txt} datagram 5 (Content-Length 200,
+body of 12 octets; Kamailio answered 500) and datagram 7 (C{this is not a
+SIP message}; no answer).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import attr
 
 __all__ = ["Capture", "datagrams", "DATA"]
 
+# The folder of the capture files.
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 _CAPTURE = re.compile(
