@@ -429,6 +429,9 @@ class DMQBus(service.Service):
         """
         if maxForwards < 1:
             raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
+        if not contentType or any(c in contentType for c in "\r\n\x00"):
+            raise ValueError(f"not a one-line content type: {contentType!r}")
+        checkPeerId(peerId)
         target = _peerURI(peerId, node.uri)
         local = self.localNode.uri
         fromURI = _peerURI(peerId, local)

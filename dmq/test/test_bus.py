@@ -393,6 +393,18 @@ class BroadcastTests(SynchronousTestCase):
         self.assertRaises(ValueError, bus.nodes[0].bus.send, "test", b"", bus.find(0, 1), maxForwards=0)
         self.assertRaises(ValueError, bus.nodes[0].bus.broadcast, "test", b"", maxForwards=0)
 
+    def test_badHeaderValuesRefused(self):
+        """
+        A content type or peer id that would break the request's headers is
+        refused before anything is sent.
+        """
+        bus = Bus(self, count=2)
+        target = bus.find(0, 1)
+        for contentType in ["text/plain\r\nX-Injected: 1", "", "a\x00b"]:
+            self.assertRaises(ValueError, bus.nodes[0].bus.send, "test", b"", target, contentType)
+        self.assertRaises(ValueError, bus.nodes[0].bus.send, "te st", b"", target)
+        self.assertRaises(ValueError, PeerResponse, 200, "OK", b"x", "text/plain\r\nX: 1")
+
     def test_nodeAdded(self):
         """
         Every registered peer hears once of each node that becomes active,
