@@ -13,7 +13,6 @@ node to one peer reach that peer in the order they arrived.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import random
 from collections import OrderedDict, deque
@@ -29,7 +28,7 @@ from zope.interface import implementer
 
 from dmq import __version__, sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
-from dmq.node import Node, NodeManager
+from dmq.node import Node, NodeManager, ipLiteral
 from dmq.transaction import ServerTransaction
 from dmq.transport import KDMQ
 
@@ -61,14 +60,6 @@ def checkPeerId(peerId: object) -> str:
     if uri is None or uri.user != peerId or ";" in peerId:
         raise ValueError(f"{peerId!r} is not a valid SIP user part")
     return peerId
-
-
-def _isIPAddress(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @attr.define(eq=False)
@@ -482,7 +473,7 @@ class DMQBus(service.Service):
 
     def _address(self, node: Node) -> Deferred:
         host, port = node.address
-        if _isIPAddress(host) or self._resolve is None:
+        if ipLiteral(host) is not None or self._resolve is None:
             return succeed((host, port))
         d = self._resolve(host)
         d.addCallback(lambda ip: (ip, port))

@@ -115,6 +115,7 @@ from dmq.sip import URI
 
 __all__ = [
     "NodeStatus",
+    "ipLiteral",
     "Node",
     "NodeChange",
     "NodeList",
@@ -136,7 +137,7 @@ _SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED
 NodeKey = Tuple[str, Optional[int], str]
 
 
-def _ipLiteral(host: str) -> Optional[str]:
+def ipLiteral(host: str) -> Optional[str]:
     """
     The normal text of C{host} when it is an IP address, else C{None}.
     """
@@ -187,7 +188,7 @@ class _Identity:
 
     @classmethod
     def of(cls, uri: URI, resolvedIP: Optional[str] = None) -> "_Identity":
-        ip = _ipLiteral(uri.host) if resolvedIP is None else resolvedIP
+        ip = ipLiteral(uri.host) if resolvedIP is None else resolvedIP
         return cls(nodeKey(uri), ip, (_effectivePort(uri), _transport(uri)))
 
     def sameAddress(self, other: "_Identity") -> bool:
@@ -227,7 +228,7 @@ class Node:
     status: NodeStatus = NodeStatus.ACTIVE
     local: bool = False
     resolvedIP: Optional[str] = attr.ib(
-        default=attr.Factory(lambda self: _ipLiteral(self.uri.host), takes_self=True),
+        default=attr.Factory(lambda self: ipLiteral(self.uri.host), takes_self=True),
         converter=_normaliseIP,
     )
     failCount: int = 0
@@ -664,7 +665,7 @@ class NodeManager(service.Service):
             return
         old = str(node)
         node.uri = uri
-        ip = _ipLiteral(uri.host)
+        ip = ipLiteral(uri.host)
         if ip is not None:
             node.resolvedIP = ip
         self._log.info("node {old} now known as {node}", old=old, node=node)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from ipaddress import IPv6Address
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import attr
 

@@ -28,7 +28,7 @@ from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus, checkPeerId
 from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods
 from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
-from dmq.node import NodeManager
+from dmq.node import NodeManager, ipLiteral
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, HTablePeer, HTableRPC, TableSpec, parseTableSpec
 from dmq.notification import NotificationPeer
 from dmq.ping import MIN_PING_INTERVAL, PingService
@@ -54,14 +54,6 @@ __all__ = [
 Address = Tuple[str, int]
 
 
-def _isIPAddress(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def parseServerAddress(text: str) -> sip.URI:
     """
     Parse and check a C{server_address}: a C{sip:} URI with an IP address we
@@ -77,7 +69,7 @@ def parseServerAddress(text: str) -> sip.URI:
         raise ValueError(f"{text!r}: only sip: URIs are supported (TLS is not yet)")
     if uri.user is not None:
         raise ValueError(f"{text!r}: a node address has no user part")
-    if not _isIPAddress(uri.host):
+    if ipLiteral(uri.host) is None:
         raise ValueError(f"{text!r}: the host must be the IP address to listen on, not a name")
     if uri.port is None or uri.port == 0:
         raise ValueError(f"{text!r}: give the port explicitly, e.g. sip:{uri.host}:5060")
@@ -133,7 +125,7 @@ def parseServerSocket(text: str) -> ServerSocket:
         raise ValueError(f"{text!r}: only udp sockets are supported so far, not {proto}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not _isIPAddress(host):
+    if ipLiteral(host) is None:
         raise ValueError(f"{text!r}: the host must be an IP address, not {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"{text!r}: the port must be 1 to 65535, not {portText!r}")
@@ -720,8 +712,8 @@ def makeNodeService(
     seeds = list(notificationAddresses)
     expand = []
     if multiNotify:
-        expand = [uri for uri in seeds if not _isIPAddress(uri.host)]
-        seeds = [uri for uri in seeds if _isIPAddress(uri.host)]
+        expand = [uri for uri in seeds if ipLiteral(uri.host) is None]
+        seeds = [uri for uri in seeds if ipLiteral(uri.host) is not None]
         if expand and resolver is None:
             from twisted.names import client
 

@@ -8,7 +8,7 @@ use as wire vectors.
 from __future__ import annotations
 
 import pickle
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 import attr
 from hypothesis import HealthCheck, given, settings
