@@ -111,11 +111,12 @@ from dmq.nodelist import (
     formatNodeList,
     withoutStatus,
 )
-from dmq.sip import URI
+from dmq.sip import URI, SIPParseError, parseURI
 
 __all__ = [
     "NodeStatus",
     "ipLiteral",
+    "parseNodeAddress",
     "Node",
     "NodeChange",
     "NodeList",
@@ -135,6 +136,26 @@ Seconds during which a removed node is not re-added by other nodes' lists.
 _SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED: 2}
 
 NodeKey = Tuple[str, Optional[int], str]
+
+
+def parseNodeAddress(text: str) -> URI:
+    """
+    Parse the URI of a node we can talk to: a C{sip:} URI over UDP, such as
+    a C{notification_address} or the argument of C{dmq.add}.
+
+    @raise ValueError: saying what is wrong.
+    """
+    try:
+        uri = parseURI(text)
+    except SIPParseError as e:
+        raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
+    if uri.scheme != "sip":
+        raise ValueError(f"{text!r}: only sip: URIs are supported so far, not {uri.scheme}:")
+    if uri.port == 0:
+        raise ValueError(f"{text!r}: port 0 names no node")
+    if uri.transport not in (None, "udp"):
+        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
+    return uri
 
 
 def ipLiteral(host: str) -> Optional[str]:

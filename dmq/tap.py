@@ -28,7 +28,7 @@ from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus, checkPeerId
 from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods
 from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
-from dmq.node import NodeManager, ipLiteral
+from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, HTablePeer, HTableRPC, TableSpec, parseTableSpec
 from dmq.notification import NotificationPeer
 from dmq.ping import MIN_PING_INTERVAL, PingService
@@ -73,23 +73,6 @@ def parseServerAddress(text: str) -> sip.URI:
         raise ValueError(f"{text!r}: the host must be the IP address to listen on, not a name")
     if uri.port is None or uri.port == 0:
         raise ValueError(f"{text!r}: give the port explicitly, e.g. sip:{uri.host}:5060")
-    if uri.transport not in (None, "udp"):
-        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
-    return uri
-
-
-def parseNodeAddress(text: str) -> sip.URI:
-    """
-    Parse a C{notification_address}: a C{sip:} URI naming a node.
-
-    @raise ValueError: saying what is wrong.
-    """
-    try:
-        uri = sip.parseURI(text)
-    except sip.SIPParseError as e:
-        raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
-    if uri.port == 0:
-        raise ValueError(f"{text!r}: port 0 names no node")
     if uri.transport not in (None, "udp"):
         raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
     return uri
