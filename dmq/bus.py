@@ -172,24 +172,29 @@ class DMQBus(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        self._protocol.start()
         self._protocol.setHandler(KDMQ, self._transactionReceived)
         self._nodeManager.addObserver(self)
 
     def stopService(self) -> Deferred:
         """
-        Stop taking requests, let the ones accepted finish (each is bounded by
-        the handler timeout), wait for our own sends to end, then end every
-        transaction.
+        Stop taking requests (new ones are answered C{503 Shutting Down}),
+        let the ones accepted finish (each is bounded by the handler timeout),
+        then end every transaction: a send still waiting for its answer then
+        fails with L{dmq.transaction.TransactionLayerStopped}.
 
         @return: a L{Deferred} that fires when no job, timer or transaction is
             left.
         """
         service.Service.stopService(self)
-        self._protocol.setHandler(KDMQ, None)
         self._nodeManager.removeObserver(self)
         d = self._whenIdle()
-        d.addCallback(lambda _: self._protocol.stop())
+        d.addCallback(self._stopped)
         return d
+
+    def _stopped(self, ignored: object) -> Deferred:
+        self._protocol.setHandler(KDMQ, None)
+        return self._protocol.stop()
 
     def _whenIdle(self) -> Deferred:
         if not self._running and not self._queued:
@@ -238,11 +243,18 @@ class DMQBus(service.Service):
     # The way in
 
     def _transactionReceived(self, transaction: ServerTransaction) -> None:
-        d = self.handleRequest(transaction.request, transaction.source)
+        request = transaction.request
+        d = self.handleRequest(request, transaction.source)
         d.addCallback(transaction.respond)
-        d.addErrback(
-            lambda f: self._log.failure("Could not answer {request}", f, request=transaction.request.uri)
-        )
+        d.addErrback(self._couldNotAnswer, transaction, request)
+
+    def _couldNotAnswer(self, failure: Failure, transaction: ServerTransaction, request) -> None:
+        """
+        A bug kept the reply from going out: log it, and still answer.
+        """
+        self._log.failure("Could not answer {request}", failure, request=request.uri)
+        if not transaction.answered:
+            transaction.respond(self._reply(request, 500, "Server Internal Error"))
 
     def handleRequest(self, request: sip.Request, source: Address) -> Deferred:
         """
@@ -346,7 +358,10 @@ class DMQBus(service.Service):
             self._queued -= 1
             if not queue:
                 del self._waiting[job.key]
-                self._ready.remove(job.key)
+                # The key waits in _ready only while none of its jobs runs;
+                # deadlines need not fire in arrival order.
+                if job.key in self._ready:
+                    self._ready.remove(job.key)
             self._respond(job, self._reply(job.request, 500, "Peer Timed Out"))
             self._checkIdle()
         else:
@@ -458,8 +473,12 @@ class DMQBus(service.Service):
         """
         request = self.buildRequest(peerId, body, node, contentType, maxForwards)
         statusAtSend = node.status
-        d = self._address(node)
-        d.addCallback(lambda address: self._protocol.sendRequest(request, address))
+        d = self._address(node, request)
+        d.addCallback(
+            lambda address: address
+            if isinstance(address, sip.Response)
+            else self._protocol.sendRequest(request, address)
+        )
         if timeout is not None:
             d.addTimeout(
                 timeout,
@@ -471,12 +490,43 @@ class DMQBus(service.Service):
         d.addCallback(self._sent, node, peerId, statusAtSend)
         return d
 
-    def _address(self, node: Node) -> Deferred:
+    def _address(self, node: Node, request: sip.Request) -> Deferred:
+        """
+        Where to send C{request} for C{node}: its address, once its host name
+        (if it has one) is resolved.  The first address found is kept, as
+        Kamailio keeps it.
+
+        @return: a L{Deferred} firing with C{(ip, port)}, or with a local
+            C{408} response when the name does not resolve or names a node
+            known otherwise (ourselves, say): the node is then demoted and
+            removed like one that does not answer.
+        """
         host, port = node.address
         if ipLiteral(host) is not None or self._resolve is None:
             return succeed((host, port))
         d = self._resolve(host)
-        d.addCallback(lambda ip: (ip, port))
+
+        def resolved(ip: str):
+            survivor = self._nodeManager.setResolvedIP(node, ipLiteral(ip) or ip)
+            if survivor is not node:
+                self._log.info(
+                    "{node} is {other}: not sending to it",
+                    node=node.uri.toString(),
+                    other="ourselves" if survivor.local else survivor.uri.toString(),
+                )
+                return sip.responseFor(request, 408, "Same As Another Node")
+            return survivor.address
+
+        def failed(failure: Failure):
+            self._log.warn(
+                "Cannot resolve {host} for node {node}: {error}",
+                host=host,
+                node=node.uri.toString(),
+                error=failure.getErrorMessage(),
+            )
+            return sip.responseFor(request, 408, "Host Not Resolved")
+
+        d.addCallbacks(resolved, failed)
         return d
 
     def _sent(self, response: sip.Response, node: Node, peerId: str, statusAtSend) -> sip.Response:

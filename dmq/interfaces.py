@@ -35,6 +35,12 @@ class PeerResponse:
     contentType: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        if not isinstance(self.code, int) or isinstance(self.code, bool):
+            raise TypeError(f"the code is an int, not {self.code!r}")
+        if not isinstance(self.body, bytes):
+            raise TypeError(f"the body is bytes, not {type(self.body).__name__}")
+        if not isinstance(self.reason, str):
+            raise TypeError(f"the reason is a str, not {type(self.reason).__name__}")
         if not 200 <= self.code <= 699:
             raise ValueError(f"a peer must answer with a final code, not {self.code}")
         if not self.reason or "\r" in self.reason or "\n" in self.reason:

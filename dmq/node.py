@@ -61,7 +61,7 @@ captures show both ways it goes wrong:
     and n2's at n3: after 127 s both still list the dead n1 as active, and
     would forever.
 
-So L{NodeManager} adds two rules to the merge:
+So L{NodeManager} adds these rules:
 
   1. Only a node's own word makes it active again.  Another node's line may
      add an unknown node, or demote a known one, but never promote a node
@@ -84,6 +84,16 @@ So L{NodeManager} adds two rules to the merge:
      of its own ping.  A stale list that outlives the tombstone only re-adds
      the node for one more ping.
 
+  3. A seed is never removed by timeouts (in Kamailio 6.1 it is, once it
+     said goodbye or with fail counts, and the node then has no address to
+     re-join through): it stays, C{disabled} or C{not_active}, and is pinged
+     until it answers.  One removed by hand is put back when our list holds
+     nobody else (L{NodeManager.restoreSeeds}).
+
+  4. Bounds.  Received lists bring in at most C{maxNodes} nodes, and only
+     the first C{maxNodes} lines of a list are read, so a hostile or broken
+     node cannot make us hold, ping and pass on an unbounded list.
+
 Two smaller choices: a seed starts as C{not_active} ("an address to ask, not
 yet heard from"; Kamailio 6.1 starts it C{active}, 6.0 and older
 C{pending}), so it turns active, and observers hear of it, when it first
@@ -94,7 +104,7 @@ C{disabled} node to C{not_active}).
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import attr
 from twisted.application import service
@@ -128,6 +138,10 @@ __all__ = [
 ]
 
 DEFAULT_TOMBSTONE_TIME = 120.0
+
+# Kamailio's 1024-byte list buffer holds about 29 nodes; we allow more, but
+# not without bound.
+DEFAULT_MAX_NODES = 128
 """
 Seconds during which a removed node is not re-added by other nodes' lists.
 """
@@ -477,6 +491,7 @@ class NodeManager(service.Service):
         failCountThresholdNotActive: int = 0,
         failCountThresholdDisabled: int = 1,
         tombstoneTime: float = DEFAULT_TOMBSTONE_TIME,
+        maxNodes: int = DEFAULT_MAX_NODES,
     ) -> None:
         """
         @param clock: the source of time.
@@ -494,6 +509,9 @@ class NodeManager(service.Service):
             exceeds this becomes C{disabled}.
         @param tombstoneTime: seconds during which a removed node is not
             re-added by other nodes' lists.
+        @param maxNodes: the most nodes received lists may bring in, and the
+            most lines of one list that are read: a bound on what a hostile
+            or broken node can make us hold, ping and pass on.
         """
         self._clock = clock
         self._removeInactive = removeInactive
@@ -501,6 +519,9 @@ class NodeManager(service.Service):
         self._failCountThresholdNotActive = failCountThresholdNotActive
         self._failCountThresholdDisabled = failCountThresholdDisabled
         self._tombstoneTime = tombstoneTime
+        self._maxNodes = maxNodes
+        self._aliases: Dict[NodeKey, float] = {}
+        self._overflowLogged = False
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
         self._seeds: List[Tuple[URI, Node]] = []
@@ -630,6 +651,14 @@ class NodeManager(service.Service):
             rebroadcast.
         """
         lines = list(lines)
+        if len(lines) > self._maxNodes:
+            self._log.warn(
+                "A node list from {sender} has {count} lines; reading the first {most}",
+                sender=sender,
+                count=len(lines),
+                most=self._maxNodes,
+            )
+            del lines[self._maxNodes :]
         if isinstance(sender, Node):
             senderIdentity: Optional[_Identity] = sender._identity()
         elif sender is not None:
@@ -647,6 +676,18 @@ class NodeManager(service.Service):
                 self._adoptSpelling(line.uri)
 
         def admit(line: NodeLine) -> bool:
+            if len(self._nodes) >= self._maxNodes + 1:
+                if not self._overflowLogged:
+                    self._overflowLogged = True
+                    self._log.warn(
+                        "Holding {most} nodes already, the most allowed: not adding "
+                        "{uri} (logged once)",
+                        most=self._maxNodes,
+                        uri=line.uri,
+                    )
+                return False
+            if self._isAlias(line.uri):
+                return False
             identity = _Identity.of(line.uri)
             tombstone = self._findTombstone(identity)
             if tombstone is None:
@@ -725,7 +766,9 @@ class NodeManager(service.Service):
         notification replies) to C{node} timed out (408), Kamailio 6.1's rule:
 
           - the node was C{disabled} when the request went out (and still
-            is): it is removed, and tombstoned;
+            is): it is removed, and tombstoned, unless it is a seed: a
+            notification address stays, to be pinged until it comes back
+            (it may have said goodbye and restarted);
           - else, with C{failCountEnabled}: its fail count grows; past
             C{failCountThresholdDisabled} a C{not_active} node becomes
             C{disabled}, past C{failCountThresholdNotActive} an active one
@@ -744,6 +787,7 @@ class NodeManager(service.Service):
         if (
             statusAtSend is NodeStatus.DISABLED
             and current.status is NodeStatus.DISABLED
+            and not self.isSeed(current)
         ):
             self._log.info(
                 "removing node {node}: no answer while disabled", node=current
@@ -901,10 +945,29 @@ class NodeManager(service.Service):
                     if entry is survivor:
                         survivor = same
                     self._remove(entry, tombstone=False)
+                    self._rememberAlias(entry.uri)
                     changed = True
                     break
                 known.append(entry)
         return survivor
+
+    def _rememberAlias(self, uri: URI) -> None:
+        """
+        Remember that C{uri} (in its exact spelling) names a node we know
+        otherwise, so that other nodes' lists, which may still carry it, do
+        not add it again for C{tombstoneTime}.  Kept by spelling, not by
+        address: an address would also match the node itself.
+        """
+        now = self._clock.seconds()
+        self._aliases = {
+            key: until for key, until in self._aliases.items() if until > now
+        }
+        if len(self._aliases) < self._maxNodes:
+            self._aliases[nodeKey(uri)] = now + self._tombstoneTime
+
+    def _isAlias(self, uri: URI) -> bool:
+        until = self._aliases.get(nodeKey(uri))
+        return until is not None and until > self._clock.seconds()
 
     # Observers
 

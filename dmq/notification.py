@@ -16,7 +16,7 @@ import socket
 from typing import Iterable, List, Optional, Sequence
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
@@ -26,7 +26,8 @@ from zope.interface import implementer
 from dmq import sip
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
 from dmq.interfaces import IDMQPeer, PeerResponse
-from dmq.node import Node, NodeManager
+from dmq.node import Node, NodeManager, NodeStatus
+from dmq.transaction import TransactionLayerStopped
 from dmq.nodelist import parseNodeList
 
 __all__ = ["NotificationPeer", "CONTENT_TYPE"]
@@ -106,10 +107,11 @@ class NotificationPeer(service.Service):
             return PeerResponse(200, "OK", self._nodeManager.leavingBody(), CONTENT_TYPE)
         forwards = (request.maxForwards or 0) - 1
         changed = self._merge(request.body, self._senderURI(request), "request")
-        body = self._nodeManager.nodeListBody()
         if changed and forwards > 0:
-            self._bus.broadcast(self.peerId, body, CONTENT_TYPE, maxForwards=forwards)
-        return PeerResponse(200, "OK", body, CONTENT_TYPE)
+            # As Kamailio's, the news goes to every active node, the sender
+            # included, and their answers are merged too.
+            self.announce(self._nodeManager.activeNodes(), forwards)
+        return PeerResponse(200, "OK", self._nodeManager.nodeListBody(), CONTENT_TYPE)
 
     def nodeAdded(self, node: Node) -> None:
         pass
@@ -164,6 +166,9 @@ class NotificationPeer(service.Service):
         return True
 
     def _notSent(self, failure, node: Node) -> bool:
+        if failure.check(TransactionLayerStopped, CancelledError):
+            # We are stopping: nothing to tell.
+            return False
         self._log.warn(
             "Could not send our node list to {node}: {error}",
             node=node.uri,
@@ -175,6 +180,9 @@ class NotificationPeer(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        self._leaving = False
+        self.joined = False
+        self._joinDelay = self._joinRetryInitial
         self._join()
 
     def _join(self) -> None:
@@ -257,19 +265,22 @@ class NotificationPeer(service.Service):
         if self._joinCall is not None:
             self._joinCall.cancel()
             self._joinCall = None
-        targets = self._nodeManager.activeNodes()
-        if not targets:
-            return succeed(None)
+        # Every node we know hears it, as from Kamailio: one we think down
+        # may only have missed our pings.
         body = self._nodeManager.leavingBody()
-        sends = [
-            self._bus.send(self.peerId, body, node, CONTENT_TYPE, PING_MAX_FORWARDS)
-            for node in targets
-        ]
+        sends = []
+        for node in self._nodeManager.pingTargets():
+            d = self._bus.send(self.peerId, body, node, CONTENT_TYPE, PING_MAX_FORWARDS)
+            d.addErrback(lambda _: None)
+            # Waiting is for the nodes that answer; the others get the one
+            # datagram.
+            if node.status is NodeStatus.ACTIVE:
+                sends.append(d)
+        if not sends:
+            return succeed(None)
         leaving = DeferredList(sends, consumeErrors=True)
         leaving.addTimeout(self._leaveTimeout, self._clock)
         leaving.addErrback(lambda _: None)
-        for d in sends:
-            d.addErrback(lambda _: None)
         return leaving
 
 

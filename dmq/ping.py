@@ -81,6 +81,10 @@ class PingService(service.Service):
         One tick: announce our list to every known node not already being
         pinged.
         """
+        if not self._nodeManager.pingTargets():
+            # Only ourselves left (the seeds were removed by hand): start
+            # again from the notification addresses, as Kamailio does.
+            self._nodeManager.restoreSeeds()
         targets = [
             node for node in self._nodeManager.pingTargets() if node not in self._outstanding
         ]

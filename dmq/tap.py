@@ -28,7 +28,7 @@ from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus, checkPeerId
 from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods
 from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
-from dmq.node import NodeManager, ipLiteral, parseNodeAddress
+from dmq.node import DEFAULT_MAX_NODES, NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, HTablePeer, HTableRPC, TableSpec, parseTableSpec
 from dmq.notification import NotificationPeer
 from dmq.ping import MIN_PING_INTERVAL, PingService
@@ -294,6 +294,12 @@ _PARAMETERS = [
     _Parameter("t2", T2, _number(), "SIP timer T2 in seconds (retransmission cap)."),
     _Parameter("t4", T4, _number(), "SIP timer T4 in seconds (how long duplicates are absorbed)."),
     _Parameter("max_transactions", 10000, _number(1, True), "Cap on live transactions each way."),
+    _Parameter(
+        "max_nodes",
+        DEFAULT_MAX_NODES,
+        _number(1, True),
+        "Cap on the nodes received node lists may bring in, and on the lines read from one.",
+    ),
     _Parameter("max_queue", 1024, _number(1, True), "Cap on requests waiting for a worker; past it, 503."),
     _Parameter(
         "handler_timeout",
@@ -642,6 +648,7 @@ def makeNodeService(
     T2: float = T2,
     T4: float = T4,
     maxTransactions: int = 10000,
+    maxNodes: int = DEFAULT_MAX_NODES,
     maxQueue: int = 1024,
     handlerTimeout: float = 10.0,
     multiNotify: bool = False,
@@ -709,6 +716,7 @@ def makeNodeService(
         failCountEnabled=failCountEnabled,
         failCountThresholdNotActive=failCountThresholdNotActive,
         failCountThresholdDisabled=failCountThresholdDisabled,
+        maxNodes=maxNodes,
     )
     node.nodeManager.setServiceParent(node)
     node.bus = DMQBus(
@@ -775,6 +783,7 @@ def makeService(config: Options, reactor=None) -> DMQNodeService:
         T2=config["t2"],
         T4=config["t4"],
         maxTransactions=config["max-transactions"],
+        maxNodes=config["max-nodes"],
         maxQueue=config["max-queue"],
         handlerTimeout=config["handler-timeout"],
         multiNotify=config["multi-notify"],

@@ -140,11 +140,20 @@ class SIPDatagramProtocol(DatagramProtocol):
         """
         return self.transactions.request(request, destination)
 
+    def start(self) -> None:
+        """
+        Take transactions again after L{stop}.
+        """
+        self.transactions.start()
+
     def stop(self) -> Deferred:
         """
         End every transaction; see L{TransactionLayer.stop}.
         """
         return self.transactions.stop()
+
+    def startProtocol(self) -> None:
+        self.transactions.start()
 
     def stopProtocol(self) -> None:
         # The port is gone: nothing can be sent or answered any more.

@@ -327,26 +327,38 @@ class DispatchTests(SynchronousTestCase):
         self.bus.network.run(70)
         self.assertEqual(self.bus.clock.getDelayedCalls(), [])
 
-    def test_threadedPeer(self):
+    def test_unsendablePeerResponse(self):
         """
-        L{ThreadedPeer} calls the wrapped peer through the thread pool.
+        A peer answering with a body that is not bytes gets a C{500} sent for
+        it, rather than nothing.
         """
-        calls = []
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", "text", "text/plain")))
+        outcome = self.send()
+        self.bus.network.run(1)
+        self.assertEqual(outcome[0].code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
-        class ImmediatePool:
-            def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-                calls.append(f)
-                onResult(True, f(*args, **kwargs))
-
-        class ImmediateReactor:
-            def callFromThread(self, f, *args, **kwargs):
-                f(*args, **kwargs)
-
-        peer = RecordingPeer()
-        threaded = ThreadedPeer(peer, ImmediateReactor(), ImmediatePool())
-        d = threaded.messageReceived("request", None)
-        self.assertEqual(self.successResultOf(d), PeerResponse(200, "OK"))
-        self.assertEqual(calls, [peer.messageReceived])
+    def test_deadlinesOutOfOrder(self):
+        """
+        When the deadline of a queued request fires before that of the one
+        from the same sender that runs (equal times fire in any order), the
+        queued one is answered C{500} and nothing breaks.
+        """
+        pending = defer.Deferred()
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
+        first = self.send(b"1")
+        second = self.send(b"2")
+        self.bus.network.run(0.1)
+        [queue] = self.a.bus._waiting.values()
+        [waiting] = list(queue)
+        waiting.deadline.cancel()
+        self.a.bus._timedOut(waiting)
+        self.bus.network.run(0.1)
+        self.assertEqual((second[0].code, second[0].reason), (500, "Peer Timed Out"))
+        pending.callback(PeerResponse(200, "OK"))
+        self.bus.network.run(0.1)
+        self.assertEqual(first[0].code, 200)
+        self.assertEqual(self.a.bus.queueDepth, 0)
 
 
 class BroadcastTests(SynchronousTestCase):

@@ -1,3 +1,4 @@
+# -*- test-case-name: dmq.test.test_node -*-
 """
 Tests for L{dmq.node}: node identity, the merge of node lists, and the
 L{NodeManager}'s rules for replies, timeouts, tombstones and observers.
@@ -1142,15 +1143,20 @@ class OutcomeTests(ManagerTestCase):
         manager.notificationTimedOut(seed, NOT_ACTIVE)
         self.assertIs(seed.status, DISABLED)
 
-    def test_timeoutDisabledSeedRemoved(self) -> None:
+    def test_timeoutDisabledSeedKept(self) -> None:
         """
-        A seed that was C{disabled} when the request went out is removed, as
-        any node (Kamailio 6.1), and can be restored for a re-join.
+        A seed that was C{disabled} when the request went out (it said
+        goodbye) is not removed, unlike other nodes: it stays, still pinged,
+        for when it comes back.  A seed removed by hand is restored for a
+        re-join.
         """
         manager = self.manager(seeds=[uri("sip:127.0.0.1:5062;transport=udp")])
         seed = manager.find(N2)
         manager.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"), sender=seed)
         manager.notificationTimedOut(seed, DISABLED)
+        self.assertEqual(manager.pingTargets(), [seed])
+        self.assertIs(seed.status, DISABLED)
+        manager.remove(N2)
         self.assertEqual(manager.pingTargets(), [])
         self.assertEqual(manager.restoreSeeds(), [seed])
         self.assertEqual(manager.pingTargets(), [seed])
@@ -1202,7 +1208,8 @@ class OutcomeTests(ManagerTestCase):
         """
         With fail counts and the default thresholds (0, 1): the first
         timeout makes a node C{not_active}, the second C{disabled}, the third
-        removes it; seeds are not spared.
+        removes it, but not a seed (Kamailio 6.1 would remove it too, and
+        then have no address left to re-join through): it stays, pinged.
         """
         manager = self.manager(seeds=[N2], failCountEnabled=True)
         seed = manager.find(N2)
@@ -1212,7 +1219,12 @@ class OutcomeTests(ManagerTestCase):
         manager.notificationTimedOut(seed, NOT_ACTIVE)
         self.assertEqual((seed.status, seed.failCount), (DISABLED, 2))
         manager.notificationTimedOut(seed, DISABLED)
-        self.assertIsNone(manager.find(N2))
+        self.assertIs(manager.find(N2), seed)
+        self.assertEqual(manager.pingTargets(), [seed])
+        n3 = manager.add(N3)
+        for status in (ACTIVE, NOT_ACTIVE, DISABLED):
+            manager.notificationTimedOut(n3, status)
+        self.assertIsNone(manager.find(N3))
 
     def test_failCountThresholds(self) -> None:
         """
@@ -1646,3 +1658,39 @@ class ResolutionTests(ManagerTestCase):
         self.assertEqual(
             self.observer.events, [("activated", twin), ("deactivated", twin)]
         )
+
+
+class BoundsTests(ManagerTestCase):
+    """
+    What a hostile or broken node list can make a node hold.
+    """
+
+    def test_maxNodes(self) -> None:
+        """
+        Received lists bring in at most C{maxNodes} nodes; past that, new
+        lines are refused (and logged once), while known nodes still change.
+        """
+        manager = self.manager(maxNodes=5)
+        body = b"".join(b"sip:127.0.1.%d:5060;status=active\r\n" % i for i in range(1, 9))
+        with capturedLogs() as events:
+            manager.merge(lines(body))
+            manager.merge(lines(b"sip:127.0.2.1:5060;status=active\r\n"))
+        self.assertEqual(len(manager.pingTargets()), 5)
+        self.assertEqual(len([e for e in events if "most allowed" in e["log_format"]]), 1)
+        manager.merge(lines(b"sip:127.0.1.1:5060;status=disabled\r\n"), sender=uri("sip:127.0.1.1:5060"))
+        self.assertIs(self.status(manager, "sip:127.0.1.1:5060"), DISABLED)
+
+    def test_longListTruncated(self) -> None:
+        """
+        Only the first C{maxNodes} lines of a list are read.
+        """
+        manager = self.manager(maxNodes=3)
+        body = b"".join(b"sip:127.0.1.%d:5060;status=active\r\n" % i for i in range(1, 200))
+        with capturedLogs() as events:
+            self.assertEqual(manager.merge(lines(body)), 3)
+        self.assertEqual(
+            sorted(n.uri.host for n in manager.pingTargets()),
+            ["127.0.1.1", "127.0.1.2", "127.0.1.3"],
+        )
+        self.assertTrue(any("reading the first" in e["log_format"] for e in events))
+

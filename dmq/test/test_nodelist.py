@@ -1,3 +1,4 @@
+# -*- test-case-name: dmq.test.test_nodelist -*-
 """
 Tests for L{dmq.nodelist}, the node-list body codec.
 """

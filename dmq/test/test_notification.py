@@ -15,6 +15,7 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
+from dmq.nodelist import parseNodeList
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -450,3 +451,114 @@ class LoopbackMembershipIntegrationTests(TestCase):
         self.assertTrue(allActive(nodes), [statuses(n) for n in nodes])
         bodies = {n.nodeManager.nodeListBody().count(b"\r\n") for n in nodes}
         self.assertEqual(bodies, {3})
+
+
+class SeedRestartTests(SynchronousTestCase):
+    """
+    A seed that leaves, and comes back.
+    """
+
+    def test_seedGracefulRestart(self):
+        """
+        A seed that says goodbye and stays away for a long time is still
+        pinged by the others, and they take it back when it restarts.
+        """
+        cluster = Cluster(self, pingInterval=5)
+        a = cluster.start(HOSTS[0])
+        b = cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        cluster.network.run(3)
+        self.assertTrue(allActive([a, b]))
+        a.stopService()
+        cluster.network.run(1)
+        cluster.network.detach((HOSTS[0], 5060))
+        cluster.network.run(600)
+        self.assertEqual(statuses(b), {HOSTS[0]: "disabled"})
+        a = cluster.start(HOSTS[0])
+        cluster.network.run(6)
+        self.assertTrue(allActive([a, b]))
+
+    def test_serviceRestart(self):
+        """
+        A node service stopped and started again rejoins.
+        """
+        cluster = Cluster(self, pingInterval=5)
+        a = cluster.start(HOSTS[0])
+        b = cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        cluster.network.run(3)
+        b.stopService()
+        cluster.network.run(1)
+        self.assertEqual(statuses(a), {HOSTS[1]: "disabled"})
+        b.startService()
+        cluster.network.run(3)
+        self.assertTrue(allActive([a, b]))
+
+
+class ResolvingClock(Clock):
+    """
+    A clock that also resolves host names, as a reactor does.
+    """
+
+    def __init__(self, names):
+        Clock.__init__(self)
+        self.names = names
+        self.lookups = []
+
+    def resolve(self, name, timeout=None):
+        self.lookups.append(name)
+        if name in self.names:
+            return defer.succeed(self.names[name])
+        from twisted.internet.error import DNSLookupError
+
+        return defer.fail(DNSLookupError(name))
+
+
+class HostNameTests(SynchronousTestCase):
+    """
+    Nodes named by a host name in received lists.
+    """
+
+    def setUp(self):
+        self.clock = ResolvingClock({"me.example": "127.0.0.11", "b.example": "127.0.0.12"})
+        self.network = FakeNetwork(self.clock)
+        self.a = makeNode(self.clock, self.network, HOSTS[0], pingInterval=5)
+        self.b = makeNode(self.clock, self.network, HOSTS[1], seeds=[HOSTS[0]], pingInterval=5)
+        self.network.run(3)
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        for node in (self.a, self.b):
+            node.stopService()
+        self.network.run(70)
+
+    def test_unresolvableRemoved(self):
+        """
+        A node whose name does not resolve counts as not answering: it is
+        disabled, then removed, and nobody lists it meanwhile.
+        """
+        self.a.nodeManager.merge(parseNodeList(b"sip:ghost.invalid:5060;status=active\r\n").entries)
+        self.network.run(6)
+        self.assertEqual(statuses(self.a).get("ghost.invalid"), "disabled")
+        self.network.run(5)
+        self.assertNotIn("ghost.invalid", statuses(self.a))
+        self.assertNotIn(b"ghost.invalid", self.a.nodeManager.nodeListBody())
+
+    def test_nameOfOurselves(self):
+        """
+        A name that resolves to our own address is dropped, and we never
+        send to ourselves.
+        """
+        self.a.nodeManager.merge(parseNodeList(b"sip:me.example:5060;status=active\r\n").entries)
+        self.network.run(11)
+        self.assertNotIn("me.example", statuses(self.a))
+        toSelf = [d for d in self.network.sent if d.source == d.destination]
+        self.assertEqual(toSelf, [])
+
+    def test_nameOfKnownNode(self):
+        """
+        A name that resolves to a node known by its address is that node:
+        the duplicate is dropped and a broadcast reaches it once.
+        """
+        self.a.nodeManager.merge(parseNodeList(b"sip:b.example:5060;status=active\r\n").entries)
+        self.network.run(6)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+        self.assertEqual(self.clock.lookups.count("b.example"), 1)

@@ -77,14 +77,14 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         seen = []
 
         def handler(transaction):
-            seen.append(transaction)
+            seen.append(transaction.request)
             transaction.respond(sip.responseFor(transaction.request, 200, "OK", toTag="t"))
 
         protocol.setHandler("KDMQ", handler)
         protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
         protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
         self.assertEqual(len(seen), 1)
-        self.assertEqual(seen[0].request.body, b"{}")
+        self.assertEqual(seen[0].body, b"{}")
         self.assertEqual(len(transport.written), 2)
         self.assertEqual(transport.written[0], transport.written[1])
         reply = sip.parse(transport.written[0][0])
