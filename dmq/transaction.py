@@ -152,7 +152,12 @@ class ServerTransaction:
     Instances are made by L{TransactionLayer.handleRequest} and handed to its
     C{requestReceived} callable; they are not made directly.
 
-    @ivar request: the request that started this transaction.
+    @ivar request: the request that started this transaction, until a final
+        response is given; then C{None}, so that an answered transaction,
+        which lives on until Timer J to absorb retransmissions, does not
+        keep the request (and its body) in memory.  Read what you need from
+        it before giving the final response.
+    @ivar method: the method of the request.
     @ivar source: the C{(host, port)} the request came from.
     @ivar response: the final response given, or C{None}.
     @ivar state: the current L{TransactionState}.
@@ -160,11 +165,12 @@ class ServerTransaction:
 
     _log = Logger()
 
-    request: Request
+    request: Optional[Request]
     source: Address
     _layer: TransactionLayer
     _key: Hashable
     _address: Address
+    method: str = attrs.field(init=False)
     state: TransactionState = attrs.field(default=TransactionState.TRYING, init=False)
     response: Optional[Response] = attrs.field(default=None, init=False)
     _lastProvisional: Optional[bytes] = attrs.field(default=None, init=False)
@@ -172,6 +178,10 @@ class ServerTransaction:
     # Timer J once answered; before that, the guard that abandons a request
     # nobody answers.
     _timer: Optional[IDelayedCall] = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.request is not None
+        self.method = self.request.method
 
     @property
     def answered(self) -> bool:
@@ -187,10 +197,11 @@ class ServerTransaction:
         A provisional (1xx) response moves the transaction to Proceeding and
         is sent again if the request is.  A final response is sent, stored
         and sent again for every retransmission of the request until Timer J
-        ends the transaction.  Responses after the final one are a bug in the
-        caller: they are logged and not sent.  So are responses after the
-        layer stopped, or after the transaction was abandoned for want of a
-        final response within 64*T1 (when the client has given up).
+        ends the transaction; L{request} is then C{None}.  Responses after
+        the final one are a bug in the caller: they are logged and not sent.
+        So are responses after the layer stopped, or after the transaction
+        was abandoned for want of a final response within 64*T1 (when the
+        client has given up).
 
         @param response: the response, usually made with
             L{dmq.sip.responseFor} from L{request}.
@@ -201,7 +212,7 @@ class ServerTransaction:
                 " the final response {firstCode} was given already",
                 code=response.code,
                 reason=response.reason,
-                method=self.request.method,
+                method=self.method,
                 source=self.source,
                 firstCode=self.response.code,
             )
@@ -211,7 +222,7 @@ class ServerTransaction:
                 "Response {code} to {method} from {source} not sent: the "
                 "transaction was abandoned or the layer stopped",
                 code=response.code,
-                method=self.request.method,
+                method=self.method,
                 source=self.source,
             )
             return
@@ -224,6 +235,8 @@ class ServerTransaction:
         self.response = response
         self._finalBytes = data
         self.state = TransactionState.COMPLETED
+        # Retransmissions are answered from _finalBytes and matched by _key.
+        self.request = None
         self._cancelTimer()
         self._layer._completedServers[self._key] = self
         timerJ = self._layer._timerJ
@@ -254,7 +267,7 @@ class ServerTransaction:
         self._log.warn(
             "No final response to {method} from {source} within {seconds} s: "
             "transaction abandoned",
-            method=self.request.method,
+            method=self.method,
             source=self.source,
             seconds=self._layer._abandonAfter,
         )
@@ -677,12 +690,21 @@ class TransactionLayer:
         transaction.start()
         return transaction.deferred
 
+    def start(self) -> None:
+        """
+        Take transactions again after L{stop}: L{request} sends and
+        L{handleRequest} hands requests on, as before the layer was stopped.
+        A new layer is started already; starting a started layer does
+        nothing.
+        """
+        self._stopped = False
+
     def stop(self) -> Deferred[None]:
         """
         End every transaction: cancel every timer, fail every pending client
         L{Deferred} with L{TransactionLayerStopped} and forget every server
-        transaction.  Afterwards L{request} fails at once and
-        L{handleRequest} ignores what it is given.
+        transaction.  Afterwards, until L{start}, L{request} fails at once
+        and L{handleRequest} ignores what it is given.
 
         @return: a L{Deferred} that has already fired with C{None}, since
             nothing is left to wait for.

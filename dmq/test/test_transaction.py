@@ -7,6 +7,8 @@ have gone out.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Callable, List, Optional, Tuple
 
 from hypothesis import given, settings, strategies as st
@@ -775,6 +777,26 @@ class ServerTransactionTests(LayerTestCase):
         self.assertEqual([e["code"] for e in warnings], [500, 100])
         self.assertTrue(warnings[0]["log_format"].startswith("Bug"))
 
+    def test_requestDroppedWhenAnswered(self) -> None:
+        """
+        Once answered, a transaction keeps the response bytes but not the
+        request: it only lives on to absorb retransmissions.
+        """
+        request = self.receive(body=b"x" * 60000)
+        transaction = self.received[0]
+        transaction.respond(sip.responseFor(request, 100))
+        self.assertIs(transaction.request, request)
+        transaction.respond(sip.responseFor(request, 200, toTag="t"))
+        dropped = weakref.ref(request)
+        del request
+        gc.collect()
+        self.assertIsNone(dropped())
+        self.assertIsNone(transaction.request)
+        self.assertEqual(transaction.method, "KDMQ")
+        self.receive(kdmqRequest(body=b"x" * 60000))
+        self.assertEqual(len(self.received), 1)
+        self.assertEqual(self.send.datagrams[2], self.send.datagrams[1])
+
     def test_responseAddress(self) -> None:
         """
         Responses go to the address the top Via names, with C{received} and
@@ -1011,6 +1033,41 @@ class StopTests(LayerTestCase):
         self.assertEqual(self.send.sent, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.successResultOf(self.layer.stop())
+
+    def test_startAfterStop(self) -> None:
+        """
+        After L{TransactionLayer.start}, a stopped layer sends requests and
+        hands on received ones again.
+        """
+        self.layer.stop()
+        self.layer.start()
+        d = self.layer.request(outgoingRequest(), REMOTE)
+        self.assertEqual(len(self.send.sent), 1)
+        sent = sip.parse(self.send.datagrams[0])
+        assert isinstance(sent, Request)
+        self.layer.handleResponse(sip.responseFor(sent, 200, toTag="t"), REMOTE)
+        self.assertEqual(self.successResultOf(d).code, 200)
+        request = kdmqRequest()
+        self.layer.handleRequest(request, REMOTE)
+        [transaction] = self.received
+        transaction.respond(sip.responseFor(request, 200, toTag="t"))
+        self.assertEqual(len(self.send.sent), 2)
+
+    def test_startStarted(self) -> None:
+        """
+        Starting a started layer, new or started again, does nothing: its
+        transactions go on.
+        """
+        pending = self.layer.request(outgoingRequest(), REMOTE)
+        self.layer.start()
+        self.assertNoResult(pending)
+        self.assertEqual(self.layer.liveClientTransactions, 1)
+        self.layer.stop()
+        self.failureResultOf(pending, TransactionLayerStopped)
+        self.layer.start()
+        self.layer.start()
+        self.layer.request(outgoingRequest(), REMOTE)
+        self.assertEqual(self.layer.liveClientTransactions, 1)
 
     def test_errbackStartsAnother(self) -> None:
         """
