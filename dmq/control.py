@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import json
+import math
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import attr
@@ -36,7 +37,7 @@ from twisted.web import resource, server
 from dmq import sip
 from dmq.bus import checkPeerId
 from dmq.interfaces import RPCError
-from dmq.node import NodeError, NodeStatus
+from dmq.node import NodeError, NodeStatus, parseNodeAddress
 
 __all__ = [
     "RPCError",
@@ -181,7 +182,7 @@ class JSONRPC:
             never fails.
         """
         try:
-            message = json.loads(data)
+            message = json.loads(data, parse_constant=_notJSON, parse_float=_finite)
         except (ValueError, RecursionError) as e:
             self._log.warn("Control: JSON-RPC request is not JSON: {error}", error=str(e))
             return succeed(_error(None, PARSE_ERROR, f"Parse error: {e}"))
@@ -237,6 +238,19 @@ class JSONRPC:
         return _error(callId, INTERNAL_ERROR, f"Internal error: {failure.getErrorMessage()}")
 
 
+def _notJSON(name: str) -> object:
+    # Python reads NaN and Infinity, which JSON does not have; answering
+    # them in an id would make the answer not JSON either.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of the range of a double")
+    return number
+
+
 def _batch(results: List[Tuple[bool, Optional[bytes]]]) -> Optional[bytes]:
     answers = [answer for _, answer in results if answer is not None]
     return b"[" + b",".join(answers) + b"]" if answers else None
@@ -244,7 +258,9 @@ def _batch(results: List[Tuple[bool, Optional[bytes]]]) -> Optional[bytes]:
 
 def _encode(response: Dict[str, Any]) -> bytes:
     try:
-        return json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(
+            response, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise TypeError(f"the result is not JSON: {e}") from None
 
@@ -571,8 +587,19 @@ class _DMQMethods:
         return "Ok. DMQ node removed."
 
     def add(self, uri: str) -> str:
+        """
+        Kamailio's C{dmq.add}, for a node we can talk to (see
+        L{parseNodeAddress}) other than ourselves.
+        """
         try:
-            self._nodeManager.add(_uri(uri))
+            address = parseNodeAddress(_text("uri", uri))
+        except ValueError as e:
+            raise RPCError(APPLICATION_ERROR, str(e)) from None
+        found = self._nodeManager.find(address)
+        if found is not None and found.local:
+            raise RPCError(APPLICATION_ERROR, "Cannot add the local node")
+        try:
+            self._nodeManager.add(address)
         except (NodeError, ValueError) as e:
             raise RPCError(APPLICATION_ERROR, str(e)) from None
         return "Ok. DMQ node added."

@@ -35,8 +35,9 @@ Where Kamailio is ambiguous or wrong, and what we do
 
   - Integers are C int32, the way Kamailio reads them (C{SRJSON_GET_INT})
     and its RPC prints them: L{HTablePeer.set} refuses others, and a message
-    carrying one (or a fraction, a boolean) is answered C{400}.  Kamailio
-    would keep a truncated value.  Strings are UTF-8 without NUL (Kamailio
+    carrying one (or a fraction, a boolean) is answered C{400}; a synced
+    cell carrying one (as its C{intval}, C{type} or C{expire}) is skipped
+    with a warning.  Kamailio would keep a truncated value.  Strings are UTF-8 without NUL (Kamailio
     cuts them at a NUL).
   - C{{}} (which kills a Kamailio 5.6.3 worker), an empty body, invalid JSON
     (or JSON that is not UTF-8), and a root that is not an object are
@@ -957,6 +958,8 @@ class HTablePeer(service.Service):
                 expire = entry.get("expire", 0)
                 if not _isInt(expire):
                     raise _BadMessage("a cell with a bad expire")
+                if not INT32_MIN <= expire <= INT32_MAX:
+                    raise _BadMessage("a cell with an expire beyond 32 bits")
                 table = self._tables.get(htname)
                 if table is None:
                     raise _BadMessage(f"a cell of unknown table {htname!r}")
@@ -1113,7 +1116,7 @@ def _value(message: Mapping[str, object], what: str) -> Value:
     The typed value of a set-cell message or a synced cell.
     """
     kind = message.get("type", TYPE_INT)
-    if not _isInt(kind):
+    if not _isInt(kind) or not INT32_MIN <= kind <= INT32_MAX:  # type: ignore[operator]
         raise _BadMessage(f"{what} with a bad type")
     if kind & TYPE_STR:  # type: ignore[operator]
         value = message.get("strval")

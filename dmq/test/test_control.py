@@ -84,6 +84,18 @@ def handle(rpc, message):
     return d
 
 
+def strictJSON(data):
+    """
+    Decode C{data} as JSON, refusing C{NaN} and the infinities as JSON
+    does.
+    """
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
 def request(method, *params, id=1, **named):
     message = {"jsonrpc": "2.0", "method": method, "id": id}
     if params or not named:
@@ -149,6 +161,7 @@ class JSONRPCTests(SynchronousTestCase):
         methods.addMethod("test.refuse", self.refuse)
         methods.addMethod("test.bug", lambda: 1 / 0)
         methods.addMethod("test.bytes", lambda: b"not JSON")
+        methods.addMethod("test.float", lambda name: [float(name)])
         self.rpc = JSONRPC(methods)
 
     def refuse(self):
@@ -239,6 +252,36 @@ class JSONRPCTests(SynchronousTestCase):
         """
         self.assertError(request("test.bytes"), INTERNAL_ERROR, id=1)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_nonFiniteNumbers(self):
+        """
+        C{NaN}, C{Infinity} and numbers beyond a double, which Python reads
+        but JSON does not have, are parse errors: an id is never echoed as
+        one, and every answer is strict JSON.
+        """
+        for body in [
+            b'{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":NaN}',
+            b'{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":Infinity}',
+            b'{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":-Infinity}',
+            b'{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":1e999}',
+            b'{"jsonrpc":"2.0","method":"test.echo","params":[-1e999],"id":1}',
+            b'[{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":NaN}]',
+        ]:
+            answer = strictJSON(self.successResultOf(self.rpc.handle(body)))
+            self.assertEqual(answer["error"]["code"], PARSE_ERROR, body)
+            self.assertIsNone(answer["id"])
+        self.assertEqual(self.answer(request("test.echo", 1e308, id=1.5))["id"], 1.5)
+
+    def test_nonFiniteResult(self):
+        """
+        A result holding C{NaN} or an infinity is not JSON: an internal
+        error, answered in strict JSON.
+        """
+        for name in ["nan", "inf", "-inf"]:
+            body = json.dumps(request("test.float", name)).encode()
+            answer = strictJSON(self.successResultOf(self.rpc.handle(body)))
+            self.assertEqual(answer["error"]["code"], INTERNAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
 
     def test_notification(self):
         """
@@ -386,6 +429,29 @@ class DMQMethodsTests(SynchronousTestCase):
         error = self.call("dmq.add", "sip:127.0.0.16:5060;status=sleepy")
         self.assertEqual(error["code"], APPLICATION_ERROR)
         self.assertIn("sleepy", error["message"])
+
+    def test_addOnlyNodesWeCanTalkTo(self):
+        """
+        C{dmq.add} refuses a URI that names no node we can talk to (not
+        C{sip:}, not UDP, port 0) with L{parseNodeAddress}'s reason, and
+        one that names ourselves, however spelled; the node list is left
+        alone.
+        """
+        before = self.uris()
+        for uri, message in [
+            ("sips:127.0.0.14", "only sip: URIs are supported so far, not sips:"),
+            ("sip:127.0.0.14:5060;transport=tcp", "only UDP is supported so far, not tcp"),
+            ("sip:127.0.0.14:0", "port 0 names no node"),
+            ("not a uri", "is not a SIP URI"),
+            ("sip:127.0.0.11:5060", "Cannot add the local node"),
+            ("sip:127.0.0.11", "Cannot add the local node"),
+            ("sip:127.0.0.11:5060;status=disabled", "Cannot add the local node"),
+        ]:
+            error = self.call("dmq.add", uri)
+            self.assertEqual(error["code"], APPLICATION_ERROR, uri)
+            self.assertIn(message, error["message"])
+        self.assertEqual(self.call("dmq.add", 5)["code"], INVALID_PARAMS)
+        self.assertEqual(self.uris(), before)
 
     def test_changeStatus(self):
         """

@@ -669,6 +669,64 @@ class ReceiveTests(SynchronousTestCase):
         self.assertAnswer(b'{"cells":{}}', 400, "Bad Request (cells is not an array)")
         self.assertAnswer(b'{"cells":[]}', 200, "OK")
 
+    def test_cellsHugeNumbers(self):
+        """
+        A cell whose C{expire} or C{type} is beyond 32 bits (as Kamailio
+        reads them) is skipped with a warning and no traceback; the other
+        cells are applied and the dump is answered C{200}.
+        """
+        events = []
+        self.patch(HTablePeer, "_log", Logger(observer=events.append))
+        self.clock.advance(1_700_000_000)
+        body = (
+            b'{"cells":['
+            b'{"htname":"exp","cname":"a","type":0,"intval":1,"expire":1},'
+            b'{"htname":"exp","cname":"b","type":0,"intval":2,"expire":' + b"9" * 400 + b"},"
+            b'{"htname":"exp","cname":"c","type":0,"intval":3,"expire":-' + b"9" * 400 + b"},"
+            b'{"htname":"exp","cname":"d","type":0,"intval":4,"expire":2147483648},'
+            b'{"htname":"exp","cname":"e","type":' + b"9" * 400 + b',"strval":"v"},'
+            b'{"htname":"exp","cname":"f","type":0,"intval":6,"expire":2147483647}'
+            b"]}"
+        )
+        self.assertAnswer(body, 200, "OK")
+        self.assertEqual(sorted(self.peer.items("exp")), [("a", 1), ("f", 6)])
+        self.assertEqual(self.peer.expiresAt("exp", "f"), 2147483647)
+        self.assertEqual(
+            [e["detail"] for e in events if e["log_level"].name == "warn"],
+            ["a cell with an expire beyond 32 bits"] * 3 + ["a cell with a bad type"],
+        )
+        for event in events:
+            self.assertNotIn("log_failure", event)
+
+    def test_hostileInputs(self):
+        """
+        Hostile messages are each answered and none raises: an C{expire}
+        too large for a float, one read as an infinite float (its cell is
+        skipped), a set, and a removal by a pathological expression.
+        """
+        self.clock.advance(1_700_000_000)
+        cases = [
+            (b'{"cells":[{"htname":"exp","cname":"a","type":0,"intval":1,"expire":1},'
+             b'{"htname":"exp","cname":"b","type":0,"intval":1,"expire":' + b"9" * 400 + b"}]}", 200),
+            (b'{"cells":[{"htname":"exp","cname":"c","type":0,"intval":1,"expire":1e400}]}', 200),
+            (b'{"action":2,"htname":"exp","cname":"k","type":2,"strval":"v","mode":1}', 200),
+            (b'{"action":5,"htname":"exp","type":2,"strval":"(a+)+$","mode":0}', 200),
+        ]
+        for body, code in cases:
+            self.assertEqual(self.receive(body).code, code, body)
+        self.assertEqual(self.peer.items("exp"), [("k", "v")])
+
+    def test_typeBeyond32Bits(self):
+        """
+        A change whose C{type} is beyond 32 bits is answered C{400}.
+        """
+        self.assertAnswer(
+            b'{"action":2,"htname":"kdmq","cname":"k","type":4294967298,"strval":"v","mode":1}',
+            400,
+            "Bad Request (action 2 with a bad type)",
+        )
+        self.assertEqual(self.peer.get("kdmq", "k"), None)
+
     def test_cellsExpiry(self):
         """
         A synced cell expires at its C{expire} (absolute Unix seconds); with
