@@ -20,7 +20,7 @@ from typing import Callable, Deque, Dict, Hashable, List, Optional, Sequence, Tu
 
 import attr
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -316,7 +316,17 @@ class DMQBus(service.Service):
 
     def _run(self, job: _Job) -> None:
         self._running.add(job)
-        d = job.running = maybeDeferred(job.peer.messageReceived, job.request, job.node)
+        try:
+            result = job.peer.messageReceived(job.request, job.node)
+        except BaseException:
+            d = fail()
+        else:
+            if isinstance(result, PeerResponse):
+                # Most peers answer at once: no Deferred to build and run.
+                self._answered(result, job)
+                return
+            d = maybeDeferred(lambda: result)
+        job.running = d
         d.addCallbacks(self._answered, self._failed, callbackArgs=(job,), errbackArgs=(job,))
 
     def _answered(self, result: object, job: _Job) -> None:

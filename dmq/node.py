@@ -103,6 +103,7 @@ C{disabled} node to C{not_active}).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -172,6 +173,7 @@ def parseNodeAddress(text: str) -> URI:
     return uri
 
 
+@functools.lru_cache(maxsize=1024)
 def ipLiteral(host: str) -> Optional[str]:
     """
     The normal text of C{host} when it is an IP address, else C{None}.

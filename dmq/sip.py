@@ -1194,18 +1194,22 @@ def responseFor(
     request that failed L{checkRequest}.
     """
     copied: list[Tuple[str, str]] = []
+    firstTo = True
     for name, value in request.headers:
         if name in ("Via", "From", "Call-ID", "CSeq"):
             copied.append((name, value))
         elif name == "To":
             if toTag is not None and code != 100:
                 try:
-                    to = parseNameAddress(value)
+                    # The first To is what request.to parses, and
+                    # checkRequest has parsed it already.
+                    to = request.to if firstTo else parseNameAddress(value)
                 except SIPParseError:
                     pass
                 else:
                     if to.tag is None:
                         value = value + ";tag=" + toTag
+            firstTo = False
             copied.append((name, value))
     copied.extend(headers)
     return Response(

@@ -178,6 +178,7 @@ class ServerTransaction:
     # Timer J once answered; before that, the guard that abandons a request
     # nobody answers.
     _timer: Optional[IDelayedCall] = attrs.field(default=None, init=False)
+    _expiresAt: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.request is not None
@@ -238,10 +239,13 @@ class ServerTransaction:
         # Retransmissions are answered from _finalBytes and matched by _key.
         self.request = None
         self._cancelTimer()
-        self._layer._completedServers[self._key] = self
-        timerJ = self._layer._timerJ
+        layer = self._layer
+        layer._completedServers[self._key] = self
+        timerJ = layer._timerJ
         if timerJ > 0:
-            self._timer = self._layer._clock.callLater(timerJ, self._terminate)
+            self._expiresAt = layer._clock.seconds() + timerJ
+            if layer._sweeper is None:
+                layer._sweeper = layer._clock.callLater(timerJ, layer._sweep)
         else:
             self._terminate()
         self._layer._transmit(data, self._address, "response")
@@ -507,6 +511,22 @@ class TransactionLayer:
     )
     _stopped: bool = attrs.field(default=False, init=False)
     _via: str = attrs.field(init=False)
+    # One timer ends every completed server transaction whose Timer J is
+    # due: they all wait as long, so _completedServers is in expiry order.
+    _sweeper: Optional[IDelayedCall] = attrs.field(default=None, init=False)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._clock.seconds()
+        completed = self._completedServers
+        while completed:
+            transaction = next(iter(completed.values()))
+            if transaction._expiresAt > now:
+                self._sweeper = self._clock.callLater(
+                    transaction._expiresAt - now, self._sweep
+                )
+                return
+            transaction._terminate()
 
     def __attrs_post_init__(self) -> None:
         host, port = self._sentBy
@@ -710,6 +730,9 @@ class TransactionLayer:
             nothing is left to wait for.
         """
         self._stopped = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         servers: List[ServerTransaction] = list(self._servers.values())
         self._servers.clear()
         self._completedServers.clear()

@@ -12,6 +12,7 @@ one rate-limited warning per cause.
 from __future__ import annotations
 
 import random
+import socket
 from collections import Counter
 from typing import Callable, Dict, Optional, Tuple
 
@@ -37,6 +38,8 @@ KDMQ = "KDMQ"
 # The largest UDP payload; Twisted's listenUDP truncates at 8192 bytes unless
 # told otherwise.
 MAX_DATAGRAM = 65535
+
+RECEIVE_BUFFER = 256 * 1024
 
 Address = Tuple[str, int]
 RequestHandler = Callable[[ServerTransaction], None]
@@ -154,6 +157,15 @@ class SIPDatagramProtocol(DatagramProtocol):
 
     def startProtocol(self) -> None:
         self.transactions.start()
+        # As Kamailio does (its maxbuffer, 256 KiB, which Linux doubles):
+        # the default 208 KiB holds about 120 KDMQ requests, and a burst
+        # past that is dropped and waits for the sender's retransmission.
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError:
+                pass
 
     def stopProtocol(self) -> None:
         # The port is gone: nothing can be sent or answered any more.

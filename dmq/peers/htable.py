@@ -491,6 +491,10 @@ def _rejectConstant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# json.loads with any keyword builds a new decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+
+
 def _matches(how: Action, pattern: str, compiled: Optional["re.Pattern[str]"], text: str) -> bool:
     if how is Action.RM_CELL_RE:
         assert compiled is not None
@@ -872,7 +876,7 @@ class HTablePeer(service.Service):
         if not body:
             raise _BadMessage()
         try:
-            message = json.loads(body.decode("utf-8"), parse_constant=_rejectConstant)
+            message = _DECODER.decode(body.decode("utf-8"))
         except (ValueError, RecursionError):
             raise _BadMessage() from None
         if not isinstance(message, dict) or not message:
