@@ -268,10 +268,7 @@ class DMQBus(service.Service):
             return self._early(request, UNKNOWN_PEER, 404, "User Not Found")
         if not self.running:
             return self._early(request, peerId, 503, "Shutting Down")
-        try:
-            senderURI = request.fromAddress.uri
-        except sip.SIPParseError:
-            senderURI = None
+        senderURI = sip.fromURI(request)
         node = self._nodeManager.find(senderURI) if senderURI is not None else None
         senderKey: Hashable = node if node is not None else (
             (senderURI.host, senderURI.port) if senderURI is not None else source
@@ -420,7 +417,7 @@ class DMQBus(service.Service):
             reason,
             headers=[*headers, ("Server", f"dmq/{__version__}")],
             body=body,
-            toTag=f"{random.getrandbits(64):016x}",
+            toTag=sip.newTag(),
         )
 
     def _count(self, direction: str, peerId: str, code: int) -> None:
@@ -443,9 +440,8 @@ class DMQBus(service.Service):
         our server address with a tag, then CSeq, Call-ID, User-Agent,
         Max-Forwards and Content-Type.  The transaction layer adds the Via.
         """
-        if maxForwards < 1:
-            raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
-        if not contentType or any(c in contentType for c in "\r\n\x00"):
+        _checkMaxForwards(maxForwards)
+        if not sip.isHeaderValue(contentType):
             raise ValueError(f"not a one-line content type: {contentType!r}")
         checkPeerId(peerId)
         target = _peerURI(peerId, node.uri)
@@ -456,7 +452,7 @@ class DMQBus(service.Service):
             target,
             (
                 ("To", f"<{target.toString()}>"),
-                ("From", f"<{fromURI.toString()}>;tag={random.getrandbits(128):032x}"),
+                ("From", f"<{fromURI.toString()}>;tag={sip.newTag()}"),
                 ("CSeq", "10 KDMQ"),
                 ("Call-ID", f"{next(self._callIDs) & 0xFFFFFFFFFFFF:x}-{random.getrandbits(32):08x}@{local.host}"),
                 ("User-Agent", f"dmq/{__version__}"),
@@ -567,8 +563,7 @@ class DMQBus(service.Service):
         @param includeInactive: also send to nodes that are not active, as
             Kamailio's ping and join do.
         """
-        if maxForwards < 1:
-            raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
+        _checkMaxForwards(maxForwards)
         excluded = _asSet(exclude)
         manager = self._nodeManager
         nodes = manager.pingTargets() if includeInactive else manager.activeNodes()
@@ -583,6 +578,11 @@ class DMQBus(service.Service):
             }
         )
         return d
+
+
+def _checkMaxForwards(maxForwards: int) -> None:
+    if maxForwards < 1:
+        raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
 
 
 def _asSet(exclude: object) -> set:

@@ -524,7 +524,7 @@ def _peerId(value: object) -> str:
 
 def _contentType(value: object) -> str:
     text = _text("content_type", value)
-    if not text.strip() or "\r" in text or "\n" in text:
+    if not sip.isHeaderValue(text):
         raise RPCError(INVALID_PARAMS, "Invalid params: content_type must be one non-empty line")
     return text
 

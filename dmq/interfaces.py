@@ -10,11 +10,9 @@ from __future__ import annotations
 import attr
 from zope.interface import Attribute, Interface
 
+from dmq.sip import isHeaderValue
+
 __all__ = ["IDMQPeer", "IDMQBus", "PeerResponse", "RPCError"]
-
-
-def _isHeaderValue(text: str) -> bool:
-    return bool(text) and not any(c in text for c in "\r\n\x00")
 
 
 @attr.frozen
@@ -47,7 +45,7 @@ class PeerResponse:
             raise ValueError("a peer response needs a one-line reason phrase")
         if self.body and not self.contentType:
             raise ValueError("a peer response with a body needs a content type")
-        if self.contentType is not None and not _isHeaderValue(self.contentType):
+        if self.contentType is not None and not isHeaderValue(self.contentType):
             raise ValueError(f"not a one-line content type: {self.contentType!r}")
 
 

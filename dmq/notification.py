@@ -28,14 +28,13 @@ from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
 from dmq.transaction import TransactionLayerStopped
-from dmq.nodelist import parseNodeList
+from dmq.nodelist import CONTENT_TYPE, parseNodeList
 
 __all__ = ["NotificationPeer", "CONTENT_TYPE"]
 
 # Kamailio expands a multi_notify address to at most 30 hosts.
 MAX_EXPANDED_SEEDS = 30
 
-CONTENT_TYPE = "text/plain"
 
 # Max-Forwards of a join (the receiver passes it on once) and of a ping.
 JOIN_MAX_FORWARDS = 2
@@ -106,7 +105,7 @@ class NotificationPeer(service.Service):
             # the 200 would make the pinger take us for active again.
             return PeerResponse(200, "OK", self._nodeManager.leavingBody(), CONTENT_TYPE)
         forwards = (request.maxForwards or 0) - 1
-        changed = self._merge(request.body, self._senderURI(request), "request")
+        changed = self._merge(request.body, sip.fromURI(request), "request")
         if changed and forwards > 0:
             # As Kamailio's, the news goes to every active node, the sender
             # included, and their answers are merged too.
@@ -115,12 +114,6 @@ class NotificationPeer(service.Service):
 
     def nodeAdded(self, node: Node) -> None:
         pass
-
-    def _senderURI(self, request: sip.Request) -> Optional[sip.URI]:
-        try:
-            return request.fromAddress.uri
-        except sip.SIPParseError:
-            return None
 
     def _merge(self, body: bytes, sender: Optional[sip.URI], what: str) -> int:
         parsed = parseNodeList(body)

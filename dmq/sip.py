@@ -21,6 +21,7 @@ Nothing here does I/O, and nothing here imports C{twisted.protocols.sip}.
 
 from __future__ import annotations
 
+import random
 import re
 from ipaddress import IPv6Address
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
@@ -44,6 +45,9 @@ __all__ = [
     "serialise",
     "checkRequest",
     "responseFor",
+    "newTag",
+    "isHeaderValue",
+    "fromURI",
     "MAGIC_COOKIE",
     "REASONS",
 ]
@@ -1218,3 +1222,37 @@ def responseFor(
         tuple(copied),
         body,
     )
+
+
+def newTag() -> str:
+    """
+    A fresh From or To tag: 64 random bits in hex.  Tags must be unique,
+    not secret.
+    """
+    return f"{random.getrandbits(64):016x}"
+
+
+def isHeaderValue(text: object) -> bool:
+    """
+    Whether C{text} can be written as one header value: a non-empty string
+    with no CR, LF or NUL.
+    """
+    return (
+        isinstance(text, str)
+        and bool(text.strip())
+        and "\r" not in text
+        and "\n" not in text
+        and "\x00" not in text
+    )
+
+
+def fromURI(request: Request) -> Optional[URI]:
+    """
+    The URI of C{request}'s From header (who sent it, for KDMQ), or C{None}
+    when it has no From or a malformed one.
+    """
+    try:
+        return request.fromAddress.uri
+    except SIPParseError:
+        return None
+

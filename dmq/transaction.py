@@ -36,6 +36,7 @@ from dmq.sip import (
     Response,
     SIPParseError,
     Via,
+    newTag,
     responseFor,
     serialise,
 )
@@ -134,13 +135,6 @@ def responseAddress(via: Via, source: Address) -> Address:
     elif rport == "":
         return host, source[1]
     return host, via.port or 5060
-
-
-def _newTag() -> str:
-    """
-    Return a new To tag for a response the layer makes itself.
-    """
-    return secrets.token_hex(8)
 
 
 @attrs.define(eq=False)
@@ -609,7 +603,7 @@ class TransactionLayer:
                 source=source,
             )
             response = responseFor(
-                request, 503, "Service Unavailable", toTag=_newTag()
+                request, 503, "Service Unavailable", toTag=newTag()
             )
             self._transmit(serialise(response), address, "response")
             return
@@ -629,7 +623,7 @@ class TransactionLayer:
             if not transaction.answered:
                 transaction.respond(
                     responseFor(
-                        request, 500, "Server Internal Error", toTag=_newTag()
+                        request, 500, "Server Internal Error", toTag=newTag()
                     )
                 )
 

@@ -11,7 +11,6 @@ one rate-limited warning per cause.
 
 from __future__ import annotations
 
-import random
 import socket
 from collections import Counter
 from typing import Callable, Dict, Optional, Tuple
@@ -242,7 +241,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         if any(name == "CSeq" and value.endswith(" ACK") for name, value in headers):
             # ACK is never answered.
             return False
-        response = sip.responseFor(partial, 400, reason, toTag=_newTag())
+        response = sip.responseFor(partial, 400, reason, toTag=sip.newTag())
         try:
             self._send(sip.serialise(response), responseAddress(topVia, address))
         except OSError as e:
@@ -259,7 +258,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             handler(transaction)
         elif method == KDMQ:
             transaction.respond(
-                sip.responseFor(transaction.request, 404, "User Not Found", toTag=_newTag())
+                sip.responseFor(transaction.request, 404, "User Not Found", toTag=sip.newTag())
             )
         else:
             transaction.respond(
@@ -268,13 +267,9 @@ class SIPDatagramProtocol(DatagramProtocol):
                     405,
                     "Method Not Allowed",
                     headers=[("Allow", ", ".join(sorted({KDMQ, *self._handlers})))],
-                    toTag=_newTag(),
+                    toTag=sip.newTag(),
                 )
             )
-
-
-def _newTag() -> str:
-    return f"{random.getrandbits(64):016x}"
 
 
 def _stampVia(request: sip.Request, source: Address) -> sip.Request:

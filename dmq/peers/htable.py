@@ -114,6 +114,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse, RPCError
 from dmq.node import Node, NodeStatus
 
@@ -852,7 +853,7 @@ class HTablePeer(service.Service):
         Apply a change, a sync dump, or answer a sync request; see the
         module docstring for the answers.
         """
-        sender = node if node is not None else _sender(request)
+        sender = node if node is not None else sip.fromURI(request)
         try:
             return self._handle(request.body, node)
         except _BadMessage as e:
@@ -1099,13 +1100,6 @@ class HTablePeer(service.Service):
                     callback=callback,
                     change=change,
                 )
-
-
-def _sender(request) -> object:
-    try:
-        return request.fromAddress.uri
-    except Exception:
-        return None
 
 
 def _textField(text: str, what: str) -> None:
