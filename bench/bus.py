@@ -321,22 +321,6 @@ def _addressInUse(host: str, port: int) -> bool:
     return False
 
 
-def _groupMembers(pgid: int) -> List[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
 class Node:
     """
     A node process this script started: dmq or Kamailio.
@@ -418,7 +402,9 @@ class Node:
                 self.process.wait(5)
         deadline = time.monotonic() + 5
         while True:
-            left = _groupMembers(pgid)
+            from dmq.test.kamailio import liveGroupMembers
+
+            left = liveGroupMembers(pgid)
             if not left:
                 return
             if time.monotonic() > deadline:
