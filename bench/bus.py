@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import json
 import os
 import platform
@@ -305,20 +304,6 @@ def _dieWithParent() -> None:
     nothing outlives the benchmark even when it is killed.
     """
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-
-def _addressInUse(host: str, port: int) -> bool:
-    # Without SO_REUSEADDR, so that a Kamailio holding the address counts.
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.bind((host, port))
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return True
-        raise
-    finally:
-        probe.close()
-    return False
 
 
 class Node:
@@ -601,7 +586,9 @@ def main(argv: Sequence[str]) -> None:
     first = 0
     try:
         for name, start in starters:
-            if _addressInUse(NODE_HOST, NODE_PORT):
+            from dmq.test.kamailio import udpAddressInUse
+
+            if udpAddressInUse(NODE_HOST, NODE_PORT):
                 raise RuntimeError(f"UDP {NODE_HOST}:{NODE_PORT} is in use: is a node left running?")
             node = start(workdir)
             try:

@@ -240,7 +240,7 @@ def skipUnlessKamailio() -> str:
     raise SkipTest(_skipReason() or "Kamailio is not installed")
 
 
-def _udpAddressInUse(ip: str, port: int) -> bool:
+def udpAddressInUse(ip: str, port: int) -> bool:
     """
     Whether something already has UDP C{ip:port}.
 
@@ -697,7 +697,7 @@ class KamailioNode:
                     f"/usr/sbin){required}"
                 )
             )
-        if _udpAddressInUse(self.ip, self.port):
+        if udpAddressInUse(self.ip, self.port):
             return fail(
                 KamailioStartError(
                     f"{self.name}: UDP {self.hostPort} is already in use "
