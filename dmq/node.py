@@ -176,18 +176,26 @@ def parseNodeAddress(text: str) -> URI:
 @functools.lru_cache(maxsize=1024)
 def ipLiteral(host: str) -> Optional[str]:
     """
-    The normal text of C{host} when it is an IP address, else C{None}.
+    The normal text of C{host} when it is an IP address, else C{None}.  An
+    IPv4 address written as IPv6 (C{::ffff:127.0.0.11}) is the IPv4 address:
+    it is the same host, and our UDP socket reaches it only that way.
     """
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def _normaliseIP(value: Optional[str]) -> Optional[str]:
     if value is None:
         return None
-    return str(ipaddress.ip_address(value))
+    normal = ipLiteral(value)
+    if normal is None:
+        raise ValueError(f"{value!r} is not an IP address")
+    return normal
 
 
 def _transport(uri: URI) -> str:

@@ -1694,3 +1694,14 @@ class BoundsTests(ManagerTestCase):
         )
         self.assertTrue(any("reading the first" in e["log_format"] for e in events))
 
+    def test_ipv4MappedIsIPv4(self) -> None:
+        """
+        An IPv4 address written as IPv6 names the same node, ourselves
+        included.
+        """
+        manager = self.manager(local=uri("sip:127.0.0.11:5060"))
+        self.assertIs(manager.find(uri("sip:[::ffff:127.0.0.11]:5060")), manager.localNode)
+        n2 = manager.add(uri("sip:127.0.0.12:5060"))
+        self.assertIs(manager.find(uri("sip:[::ffff:127.0.0.12]:5060")), n2)
+        self.assertEqual(n2.address, ("127.0.0.12", 5060))
+
