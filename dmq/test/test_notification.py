@@ -382,17 +382,10 @@ class MultiNotifyTests(SynchronousTestCase):
         clock = Clock()
         network = FakeNetwork(clock)
         resolver = FakeResolver("dmq.example", ["127.0.0.11", "127.0.0.12", "127.0.0.13"])
-        node = makeNodeService(
-            clock,
-            sip.URI("127.0.0.14", 5060),
-            [sip.URI("dmq.example", 5060)],
-            multiNotify=True,
-            resolver=resolver,
-            listen=False,
-        )
-        network.attach(node.protocol, ("127.0.0.14", 5060))
         peers = [makeNode(clock, network, host) for host in HOSTS]
-        node.startService()
+        node = makeNode(
+            clock, network, "127.0.0.14", seeds=["dmq.example"], multiNotify=True, resolver=resolver
+        )
         network.run(2)
         self.assertEqual(sorted(resolver.queries), ["dmq.example", "dmq.example"])
         self.assertEqual(sorted(statuses(node)), HOSTS)
@@ -409,16 +402,9 @@ class MultiNotifyTests(SynchronousTestCase):
         clock = Clock()
         network = FakeNetwork(clock)
         resolver = FakeResolver("other.example", ["127.0.0.11"])
-        node = makeNodeService(
-            clock,
-            sip.URI("127.0.0.14", 5060),
-            [sip.URI("dmq.example", 5060)],
-            multiNotify=True,
-            resolver=resolver,
-            listen=False,
+        node = makeNode(
+            clock, network, "127.0.0.14", seeds=["dmq.example"], multiNotify=True, resolver=resolver
         )
-        network.attach(node.protocol, ("127.0.0.14", 5060))
-        node.startService()
         network.run(10)
         self.assertEqual(statuses(node), {})
         self.assertGreater(len(resolver.queries), 2)
