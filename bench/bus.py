@@ -120,19 +120,9 @@ def _cpuTicks(pgid: Optional[int]) -> int:
     """
     if pgid is None:
         return 0
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 12 and int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total
+    from dmq.test.kamailio import groupProcessStats
+
+    return sum(int(fields[11]) + int(fields[12]) for pid, fields in groupProcessStats(pgid))
 
 
 def generate(options: argparse.Namespace) -> Dict[str, Any]:

@@ -58,7 +58,7 @@ import signal
 import socket
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import attrs
 from twisted.internet.defer import (
@@ -434,14 +434,13 @@ class _KamailioProcess(ProcessProtocol):
         self._ended(reason)
 
 
-def liveGroupMembers(pgid: int) -> List[int]:
+def groupProcessStats(pgid: int) -> Iterator[Tuple[int, List[bytes]]]:
     """
-    The pids of the live (not zombie) processes in process group C{pgid}.
-
-    A node's main process leads its own group, so C{liveGroupMembers(pid)}
-    with the pid a node had lists what is left of that node (Linux, C{/proc}).
+    The processes of process group C{pgid}, zombies included, each as its
+    pid and the fields of C{/proc/<pid>/stat} after the command name: field
+    0 is the state, 2 the process group, 11 and 12 the user and system clock
+    ticks (Linux).
     """
-    members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -452,9 +451,18 @@ def liveGroupMembers(pgid: int) -> List[int]:
             continue
         # The command name is in parentheses and may contain spaces.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+        if len(fields) > 12 and int(fields[2]) == pgid:
+            yield int(entry), fields
+
+
+def liveGroupMembers(pgid: int) -> List[int]:
+    """
+    The pids of the live (not zombie) processes in process group C{pgid}.
+
+    A node's main process leads its own group, so C{liveGroupMembers(pid)}
+    with the pid a node had lists what is left of that node (Linux, C{/proc}).
+    """
+    return [pid for pid, fields in groupProcessStats(pgid) if fields[0] != b"Z"]
 
 
 @attrs.define(eq=False)
