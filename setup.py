@@ -3,7 +3,7 @@ Packaging for dmq, a distributed message queue for Twisted programs that is
 wire-compatible with Kamailio's DMQ module.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="dmq",
@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["dmq", "dmq.peers", "dmq.test", "twisted.plugins"],
+    packages=find_packages(include=["dmq", "dmq.*"]) + ["twisted.plugins"],
     package_data={"dmq.test": ["data/*", "data/*/*"], "twisted": ["plugins/dmq_plugin.py"]},
     install_requires=[
         "Twisted>=23.10",
