@@ -1,0 +1,205 @@
+# -*- test-case-name: dmq.test.test_sip -*-
+"""
+The structured header values a transaction reads: L{Via}, L{NameAddress} (From,
+To, Contact) and L{CSeq}, with their parsers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import attr
+
+from dmq.sip.headers import (
+    SIP_VERSION,
+    Parameters,
+    SIPParseError,
+    _DIGITS,
+    _formatParameters,
+    _isToken,
+    _lookup,
+    _parseParameters,
+)
+from dmq.sip.uri import URI, _formatHost, _parseHostPort, parseURI
+
+__all__ = [
+    "MAGIC_COOKIE",
+    "Via",
+    "NameAddress",
+    "CSeq",
+    "parseVia",
+    "parseNameAddress",
+]
+
+# The prefix of a Via branch made by an RFC 3261 element.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@attr.frozen
+class Via:
+    """
+    One Via header value.
+
+    @ivar transport: the transport in upper case, such as C{"UDP"}.
+    @ivar host: the sent-by host (IPv6 without brackets).
+    @ivar port: the sent-by port, or C{None}.
+    @ivar parameters: the Via parameters in order.
+    """
+
+    transport: str
+    host: str
+    port: Optional[int] = None
+    parameters: Parameters = ()
+
+    @property
+    def branch(self) -> Optional[str]:
+        return _lookup(self.parameters, "branch")
+
+    @property
+    def received(self) -> Optional[str]:
+        return _lookup(self.parameters, "received")
+
+    @property
+    def rport(self) -> Optional[str]:
+        """
+        C{""} for a bare C{rport}, its value when it has one, else C{None}.
+        """
+        return _lookup(self.parameters, "rport")
+
+    def toString(self) -> str:
+        text = f"{SIP_VERSION}/{self.transport} {_formatHost(self.host)}"
+        if self.port is not None:
+            text += f":{self.port}"
+        return text + _formatParameters(self.parameters)
+
+    __str__ = toString
+
+
+_VIA = re.compile(
+    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(?:;(.*))?\Z",
+    re.DOTALL,
+)
+
+
+def parseVia(text: str) -> Via:
+    """
+    Parse one Via value.
+
+    @raise SIPParseError: if it is not one.
+    """
+    match = _VIA.match(text)
+    if match is None:
+        raise SIPParseError("Bad Via header")
+    transport, hostport, params = match.groups()
+    host, port = _parseHostPort(hostport, "Via")
+    parameters = _parseParameters(params.strip(), "Via") if params is not None else ()
+    return Via(transport.upper(), host, port, parameters)
+
+
+@attr.frozen
+class NameAddress:
+    """
+    A name-addr or addr-spec with header parameters, as in From, To, Contact.
+
+    @ivar uri: the L{URI}.
+    @ivar displayName: the display name without quotes, or C{None}.
+    @ivar parameters: the header parameters (such as C{tag}) in order.
+    """
+
+    uri: URI
+    displayName: Optional[str] = None
+    parameters: Parameters = ()
+
+    @property
+    def tag(self) -> Optional[str]:
+        return _lookup(self.parameters, "tag")
+
+    def withTag(self, tag: str) -> "NameAddress":
+        """
+        Return a copy with C{tag} set, replacing any tag it had.
+        """
+        kept = tuple((k, v) for k, v in self.parameters if k.lower() != "tag")
+        return attr.evolve(self, parameters=kept + (("tag", tag),))
+
+    def toString(self) -> str:
+        text = f"<{self.uri.toString()}>"
+        if self.displayName is not None:
+            escaped = self.displayName.replace("\\", "\\\\").replace('"', '\\"')
+            text = f'"{escaped}" {text}'
+        return text + _formatParameters(self.parameters)
+
+    __str__ = toString
+
+
+def parseNameAddress(text: str) -> NameAddress:
+    """
+    Parse a name-addr (C{"Name" <uri>;params}, C{Name <uri>;params}) or an
+    addr-spec (C{uri;params}, where the parameters belong to the header).
+
+    @raise SIPParseError: if C{text} is neither.
+    """
+    text = text.strip()
+    displayName = None
+    if text.startswith('"'):
+        i = 1
+        chars = []
+        while i < len(text):
+            char = text[i]
+            if char == "\\" and i + 1 < len(text):
+                chars.append(text[i + 1])
+                i += 2
+                continue
+            if char == '"':
+                break
+            chars.append(char)
+            i += 1
+        else:
+            raise SIPParseError("Unterminated display name")
+        displayName = "".join(chars)
+        text = text[i + 1 :].lstrip()
+        if not text.startswith("<"):
+            raise SIPParseError("Display name without <URI>")
+    lt = text.find("<")
+    if lt >= 0:
+        if displayName is None and lt > 0:
+            displayName = text[:lt].strip() or None
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SIPParseError("Unterminated <URI>")
+        uri = parseURI(text[lt + 1 : gt].strip())
+        rest = text[gt + 1 :].strip()
+    else:
+        uriText, semicolon, params = text.partition(";")
+        uri = parseURI(uriText.strip())
+        rest = semicolon + params
+    if rest:
+        if not rest.startswith(";"):
+            raise SIPParseError("Bad address header")
+        parameters = _parseParameters(rest[1:], "address header")
+    else:
+        parameters = ()
+    return NameAddress(uri, displayName, parameters)
+
+
+@attr.frozen
+class CSeq:
+    number: int
+    method: str
+
+    def toString(self) -> str:
+        return f"{self.number} {self.method}"
+
+    __str__ = toString
+
+
+def _parseCSeq(text: str) -> CSeq:
+    parts = text.split()
+    if (
+        len(parts) != 2
+        or not _DIGITS.match(parts[0])
+        or int(parts[0]) >= 2**31
+        or not _isToken(parts[1])
+    ):
+        raise SIPParseError("Bad CSeq header")
+    return CSeq(int(parts[0]), parts[1])

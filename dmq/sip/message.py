@@ -1,0 +1,279 @@
+# -*- test-case-name: dmq.test.test_sip -*-
+"""
+SIP messages: L{Request} and L{Response}, with parsed views of the headers
+every transaction needs, and what is built or checked from a request:
+L{checkRequest}, L{responseFor}, L{newTag}, L{fromURI}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
+
+import attr
+
+from dmq.sip.address import (
+    CSeq,
+    NameAddress,
+    Via,
+    _parseCSeq,
+    parseNameAddress,
+    parseVia,
+)
+from dmq.sip.headers import (
+    Headers,
+    SIPParseError,
+    _DIGITS,
+    _KNOWN_NAMES,
+    canonicalName,
+)
+from dmq.sip.uri import URI
+
+__all__ = [
+    "REASONS",
+    "Request",
+    "Response",
+    "Message",
+    "checkRequest",
+    "responseFor",
+    "newTag",
+    "fromURI",
+]
+
+REASONS = {
+    100: "Trying",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+}
+
+
+class _cachedProperty:
+    """
+    Like L{functools.cached_property}: compute an attribute on first use and
+    keep it in the instance's C{__dict__}, even on a frozen attrs class.
+    Unlike it on Python 3.11, without taking a lock on every first use, which
+    cost as much as the parsing it guards.
+    """
+
+    def __init__(self, function: Callable[[Any], Any]) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return self
+        value = self.function(instance)
+        instance.__dict__[self.name] = value
+        return value
+
+
+class _Message:
+    """
+    What requests and responses share: headers, a body, and parsed views of
+    the headers every transaction needs.
+    """
+
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        """
+        Return the first value of the header C{name} (any spelling), or C{None}.
+        """
+        name = canonicalName(name)
+        if name in _KNOWN_NAMES:
+            for key, value in self.headers:
+                if key == name:
+                    return value
+        else:
+            # Unknown names keep the spelling they came with.
+            lowered = name.lower()
+            for key, value in self.headers:
+                if key.lower() == lowered:
+                    return value
+        return None
+
+    def headerValues(self, name: str) -> list[str]:
+        """
+        Return every value of the header C{name} (any spelling), in order.
+        """
+        name = canonicalName(name)
+        if name in _KNOWN_NAMES:
+            return [value for key, value in self.headers if key == name]
+        lowered = name.lower()
+        return [value for key, value in self.headers if key.lower() == lowered]
+
+    def _required(self, name: str) -> str:
+        value = self.header(name)
+        if value is None:
+            raise SIPParseError(f"Missing {name} header")
+        return value
+
+    @_cachedProperty
+    def via(self) -> Tuple[Via, ...]:
+        """
+        Every Via, top first.
+
+        @raise SIPParseError: when there is none or one is malformed.
+        """
+        values = self.headerValues("Via")
+        if not values:
+            raise SIPParseError("Missing Via header")
+        return tuple(parseVia(value) for value in values)
+
+    @_cachedProperty
+    def fromAddress(self) -> NameAddress:
+        return parseNameAddress(self._required("From"))
+
+    @_cachedProperty
+    def to(self) -> NameAddress:
+        return parseNameAddress(self._required("To"))
+
+    @_cachedProperty
+    def callID(self) -> str:
+        value = self._required("Call-ID")
+        if not value or " " in value:
+            raise SIPParseError("Bad Call-ID header")
+        return value
+
+    @_cachedProperty
+    def cseq(self) -> CSeq:
+        return _parseCSeq(self._required("CSeq"))
+
+    @_cachedProperty
+    def maxForwards(self) -> Optional[int]:
+        value = self.header("Max-Forwards")
+        if value is None:
+            return None
+        if not _DIGITS.match(value) or int(value) > 255:
+            raise SIPParseError("Bad Max-Forwards header")
+        return int(value)
+
+    @property
+    def contentType(self) -> Optional[str]:
+        return self.header("Content-Type")
+
+
+@attr.frozen(slots=False)
+class Request(_Message):
+    """
+    A SIP request.  Content-Length is not a header here: it is always the
+    length of C{body} and L{dmq.sip.codec.serialise} writes it.
+    """
+
+    method: str
+    uri: URI
+    headers: Headers = ()
+    body: bytes = b""
+
+
+@attr.frozen(slots=False)
+class Response(_Message):
+    """
+    A SIP response.  As for L{Request}, Content-Length is derived from C{body}.
+    """
+
+    code: int
+    reason: str
+    headers: Headers = ()
+    body: bytes = b""
+
+
+Message = Union[Request, Response]
+
+
+def checkRequest(request: Request) -> None:
+    """
+    Check that C{request} has well-formed mandatory headers: Via (with a
+    branch or not), From, To, Call-ID, a CSeq naming the request's method,
+    and a valid Max-Forwards when present.
+
+    @raise SIPParseError: naming the first problem found.
+    """
+    request.via
+    request.fromAddress
+    request.to
+    request.callID
+    if request.cseq.method != request.method:
+        raise SIPParseError("CSeq method does not match the request")
+    request.maxForwards
+
+
+def responseFor(
+    request: Request,
+    code: int,
+    reason: Optional[str] = None,
+    headers: Iterable[Tuple[str, str]] = (),
+    body: bytes = b"",
+    toTag: Optional[str] = None,
+) -> Response:
+    """
+    Build a response to C{request} as RFC 3261 §8.2.6 says: the Vias, From,
+    Call-ID and CSeq copied, the To copied with C{toTag} added when it has no
+    tag yet (and the code is not 100).
+
+    Only the headers present in C{request} are copied, so this also answers a
+    request that failed L{checkRequest}.
+    """
+    copied: list[Tuple[str, str]] = []
+    firstTo = True
+    for name, value in request.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq"):
+            copied.append((name, value))
+        elif name == "To":
+            if toTag is not None and code != 100:
+                try:
+                    # The first To is what request.to parses, and
+                    # checkRequest has parsed it already.
+                    to = request.to if firstTo else parseNameAddress(value)
+                except SIPParseError:
+                    pass
+                else:
+                    if to.tag is None:
+                        value = value + ";tag=" + toTag
+            firstTo = False
+            copied.append((name, value))
+    copied.extend(headers)
+    return Response(
+        code,
+        reason if reason is not None else REASONS.get(code, "Unknown"),
+        tuple(copied),
+        body,
+    )
+
+
+def newTag() -> str:
+    """
+    A fresh From or To tag: 64 random bits in hex.  Tags must be unique,
+    not secret.
+    """
+    return f"{random.getrandbits(64):016x}"
+
+
+def fromURI(request: Request) -> Optional[URI]:
+    """
+    The URI of C{request}'s From header (who sent it, for KDMQ), or C{None}
+    when it has no From or a malformed one.
+    """
+    try:
+        return request.fromAddress.uri
+    except SIPParseError:
+        return None
