@@ -169,10 +169,9 @@ class ServerTransaction:
     response: Optional[Response] = attrs.field(default=None, init=False)
     _lastProvisional: Optional[bytes] = attrs.field(default=None, init=False)
     _finalBytes: Optional[bytes] = attrs.field(default=None, init=False)
-    # Timer J once answered; before that, the guard that abandons a request
-    # nobody answers.
+    # Until answered, the guard that abandons a request nobody answers.  Timer
+    # J, once answered, is the layer's.
     _timer: Optional[IDelayedCall] = attrs.field(default=None, init=False)
-    _expiresAt: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.request is not None
@@ -225,7 +224,7 @@ class ServerTransaction:
         if response.code < 200:
             self.state = TransactionState.PROCEEDING
             self._lastProvisional = data
-            self._layer._transmit(data, self._address, "response")
+            self._layer.transmit(data, self._address, "response")
             return
         self.response = response
         self._finalBytes = data
@@ -233,16 +232,9 @@ class ServerTransaction:
         # Retransmissions are answered from _finalBytes and matched by _key.
         self.request = None
         self._cancelTimer()
-        layer = self._layer
-        layer._completedServers[self._key] = self
-        timerJ = layer._timerJ
-        if timerJ > 0:
-            self._expiresAt = layer._clock.seconds() + timerJ
-            if layer._sweeper is None:
-                layer._sweeper = layer._clock.callLater(timerJ, layer._sweep)
-        else:
+        if not self._layer.keepCompleted(self._key, self):
             self._terminate()
-        self._layer._transmit(data, self._address, "response")
+        self._layer.transmit(data, self._address, "response")
 
     def _start(self) -> None:
         """
@@ -250,9 +242,7 @@ class ServerTransaction:
         time it fires, the client's Timer F has fired too, so nobody is
         waiting for an answer any more and the transaction only takes room.
         """
-        self._timer = self._layer._clock.callLater(
-            self._layer._abandonAfter, self._abandon
-        )
+        self._timer = self._layer.callLater(self._layer.abandonAfter, self._abandon)
 
     def _abandon(self) -> None:
         """
@@ -260,14 +250,14 @@ class ServerTransaction:
         """
         self._timer = None
         self.state = TransactionState.TERMINATED
-        self._layer._forgetServer(self._key, self)
-        self._layer.statistics["abandoned"] += 1
+        self._layer.forgetServer(self._key, self)
+        self._layer.count("abandoned")
         self._log.warn(
             "No final response to {method} from {source} within {seconds} s: "
             "transaction abandoned",
             method=self.method,
             source=self.source,
-            seconds=self._layer._abandonAfter,
+            seconds=self._layer.abandonAfter,
         )
 
     def _retransmissionReceived(self) -> None:
@@ -275,7 +265,7 @@ class ServerTransaction:
         The request came again: answer it as the state says.
         """
         layer = self._layer
-        layer.statistics["retransmissionsAbsorbed"] += 1
+        layer.count("retransmissionsAbsorbed")
         if self.state is TransactionState.PROCEEDING:
             data = self._lastProvisional
         elif self.state is TransactionState.COMPLETED:
@@ -283,8 +273,8 @@ class ServerTransaction:
         else:
             return
         assert data is not None
-        layer.statistics["responsesResent"] += 1
-        layer._transmit(data, self._address, "response")
+        layer.count("responsesResent")
+        layer.transmit(data, self._address, "response")
 
     def _terminate(self) -> None:
         """
@@ -292,7 +282,7 @@ class ServerTransaction:
         """
         self._timer = None
         self.state = TransactionState.TERMINATED
-        self._layer._forgetServer(self._key, self)
+        self._layer.forgetServer(self._key, self)
 
     def _stop(self) -> None:
         """
@@ -343,12 +333,12 @@ class _ClientTransaction:
         Send the request and start Timer F, and Timer E when retransmitting.
         """
         layer = self._layer
-        clock = layer._clock
-        self._timerF = clock.callLater(64 * layer._T1, self._timeout)
-        if not layer._reliable:
-            self._interval = layer._T1
-            self._timerE = clock.callLater(self._interval, self._retransmit)
-        layer._transmit(self.data, self.destination, "request")
+        self._timerF = layer.callLater(layer.timerF, self._timeout)
+        interval = layer.timerE
+        if interval is not None:
+            self._interval = interval
+            self._timerE = layer.callLater(interval, self._retransmit)
+        layer.transmit(self.data, self.destination, "request")
 
     def _retransmit(self) -> None:
         """
@@ -356,12 +346,12 @@ class _ClientTransaction:
         """
         layer = self._layer
         if self.state is TransactionState.TRYING:
-            self._interval = min(2 * self._interval, layer._T2)
+            self._interval = min(2 * self._interval, layer.T2)
         else:
-            self._interval = layer._T2
-        self._timerE = layer._clock.callLater(self._interval, self._retransmit)
-        layer.statistics["retransmissionsSent"] += 1
-        layer._transmit(self.data, self.destination, "request")
+            self._interval = layer.T2
+        self._timerE = layer.callLater(self._interval, self._retransmit)
+        layer.count("retransmissionsSent")
+        layer.transmit(self.data, self.destination, "request")
 
     def _timeout(self) -> None:
         """
@@ -369,8 +359,7 @@ class _ClientTransaction:
         """
         self._timerF = None
         self._end()
-        layer = self._layer
-        layer.statistics["timeouts"] += 1
+        self._layer.count("timeouts")
         self._log.info(
             "{method} to {destination} timed out",
             method=self.request.method,
@@ -384,16 +373,16 @@ class _ClientTransaction:
         """
         if self.state is TransactionState.COMPLETED:
             if response.code >= 200:
-                self._layer.statistics["retransmissionsAbsorbed"] += 1
+                self._layer.count("retransmissionsAbsorbed")
             return
         if response.code < 200:
             self.state = TransactionState.PROCEEDING
             return
         self._cancelTimers()
         self.state = TransactionState.COMPLETED
-        timerK = self._layer._timerK
+        timerK = self._layer.timerK
         if timerK > 0:
-            self._timerK = self._layer._clock.callLater(timerK, self._end)
+            self._timerK = self._layer.callLater(timerK, self._end)
         else:
             self._end()
         self.deferred.callback(response)
@@ -402,7 +391,7 @@ class _ClientTransaction:
         """
         Whoever asked cancelled the Deferred: end without an answer.
         """
-        self._layer.statistics["cancelled"] += 1
+        self._layer.count("cancelled")
         self._end()
 
     def stop(self) -> None:
@@ -425,7 +414,7 @@ class _ClientTransaction:
         """
         self._cancelTimers()
         self.state = TransactionState.TERMINATED
-        self._layer._forgetClient(self.key, self)
+        self._layer.forgetClient(self.key, self)
 
     def _cancelTimers(self) -> None:
         """
@@ -474,10 +463,11 @@ class TransactionLayer:
         again for a duplicate request), C{timeouts} (Timer F, answered
         C{408}), C{cancelled}, C{rejectedOverCapacity} (incoming requests
         answered C{503}), C{evicted} (answered server transactions forgotten
-        before Timer J to make room for new requests), C{refusedOverCapacity} (outgoing requests failed
-        with L{TransactionLimitExceeded}), C{abandoned} (server transactions
-        given no final response within 64*T1), C{handlerErrors},
-        C{sendErrors}, C{acksIgnored}.
+        before Timer J to make room for new requests),
+        C{refusedOverCapacity} (outgoing requests failed with
+        L{TransactionLimitExceeded}), C{abandoned} (server transactions given
+        no final response within 64*T1), C{handlerErrors}, C{sendErrors},
+        C{acksIgnored}.
     """
 
     _log = Logger()
@@ -499,8 +489,9 @@ class TransactionLayer:
         init=False, factory=dict
     )
     _servers: Dict[Hashable, ServerTransaction] = attrs.field(init=False, factory=dict)
-    # The answered ones among them, oldest first: what can be evicted.
-    _completedServers: Dict[Hashable, ServerTransaction] = attrs.field(
+    # The answered ones among them, oldest first (what can be evicted), each
+    # with the time its Timer J ends it.
+    _completedServers: Dict[Hashable, Tuple[float, ServerTransaction]] = attrs.field(
         init=False, factory=dict
     )
     _stopped: bool = attrs.field(default=False, init=False)
@@ -509,36 +500,11 @@ class TransactionLayer:
     # due: they all wait as long, so _completedServers is in expiry order.
     _sweeper: Optional[IDelayedCall] = attrs.field(default=None, init=False)
 
-    def _sweep(self) -> None:
-        self._sweeper = None
-        now = self._clock.seconds()
-        completed = self._completedServers
-        while completed:
-            transaction = next(iter(completed.values()))
-            if transaction._expiresAt > now:
-                self._sweeper = self._clock.callLater(
-                    transaction._expiresAt - now, self._sweep
-                )
-                return
-            transaction._terminate()
-
     def __attrs_post_init__(self) -> None:
         host, port = self._sentBy
         if ":" in host:
             host = f"[{host}]"
         self._via = f"SIP/2.0/{self._transport.upper()} {host}:{port};branch="
-
-    @property
-    def _timerJ(self) -> float:
-        return 0.0 if self._reliable else 64 * self._T1
-
-    @property
-    def _abandonAfter(self) -> float:
-        return 64 * self._T1
-
-    @property
-    def _timerK(self) -> float:
-        return 0.0 if self._reliable else self._T4
 
     @property
     def liveClientTransactions(self) -> int:
@@ -605,7 +571,7 @@ class TransactionLayer:
             response = responseFor(
                 request, 503, "Service Unavailable", toTag=newTag()
             )
-            self._transmit(serialise(response), address, "response")
+            self.transmit(serialise(response), address, "response")
             return
         transaction = ServerTransaction(request, source, self, key, address)
         self._servers[key] = transaction
@@ -736,10 +702,73 @@ class TransactionLayer:
             client.stop()
         return succeed(None)
 
-    def _transmit(self, data: bytes, address: Address, what: str) -> None:
+    # What its transactions ask of the layer; nothing else needs these.
+
+    @property
+    def timerE(self) -> Optional[float]:
+        """
+        The first interval of Timer E, after which a client transaction sends
+        its request again: T1, or C{None} over a reliable transport, where
+        nothing is sent again.
+        """
+        return None if self._reliable else self._T1
+
+    @property
+    def T2(self) -> float:
+        """
+        The longest interval of Timer E.
+        """
+        return self._T2
+
+    @property
+    def timerF(self) -> float:
+        """
+        How long a client transaction waits for a final response: 64*T1.
+        """
+        return 64 * self._T1
+
+    @property
+    def timerK(self) -> float:
+        """
+        How long a completed client transaction absorbs duplicate responses:
+        T4, or no time over a reliable transport.
+        """
+        return 0.0 if self._reliable else self._T4
+
+    @property
+    def timerJ(self) -> float:
+        """
+        How long an answered server transaction answers retransmissions of its
+        request: 64*T1, or no time over a reliable transport.
+        """
+        return 0.0 if self._reliable else 64 * self._T1
+
+    @property
+    def abandonAfter(self) -> float:
+        """
+        How long a server transaction may wait for its final response: 64*T1,
+        by when its client has given up.
+        """
+        return 64 * self._T1
+
+    def callLater(self, delay: float, f: Callable[[], None]) -> IDelayedCall:
+        """
+        Call C{f} after C{delay} seconds by the layer's clock.
+        """
+        return self._clock.callLater(delay, f)
+
+    def count(self, counter: str) -> None:
+        """
+        Add one to C{counter}, one of the L{statistics}.
+        """
+        self.statistics[counter] += 1
+
+    def transmit(self, data: bytes, address: Address, what: str) -> None:
         """
         Send C{data}; a failure is logged, not raised, since a retransmission
         may still get through and Timer F ends the transaction anyway.
+
+        @param what: C{"request"} or C{"response"}, for the log.
         """
         try:
             self._send(data, address)
@@ -759,14 +788,40 @@ class TransactionLayer:
                 address=address,
             )
 
-    def _forgetClient(self, key: Tuple[str, str], transaction: _ClientTransaction) -> None:
+    def keepCompleted(self, key: Hashable, transaction: ServerTransaction) -> bool:
+        """
+        Keep C{transaction}, which has just given its final response, so that
+        it answers retransmissions of its request until its Timer J ends it,
+        unless it is evicted earlier to make room.
+
+        @return: C{False} when there is no Timer J (over a reliable
+            transport): the transaction is to end now.
+        """
+        timerJ = self.timerJ
+        if timerJ <= 0:
+            return False
+        self._completedServers[key] = (self._clock.seconds() + timerJ, transaction)
+        if self._sweeper is None:
+            self._sweeper = self._clock.callLater(timerJ, self._sweep)
+        return True
+
+    def forgetClient(
+        self, key: Tuple[str, str], transaction: _ClientTransaction
+    ) -> None:
+        """
+        A client transaction ended: stop routing responses to it.
+        """
         if self._clients.get(key) is transaction:
             del self._clients[key]
 
-    def _forgetServer(self, key: Hashable, transaction: ServerTransaction) -> None:
+    def forgetServer(self, key: Hashable, transaction: ServerTransaction) -> None:
+        """
+        A server transaction ended: a request with its key starts a new one.
+        """
         if self._servers.get(key) is transaction:
             del self._servers[key]
-        if self._completedServers.get(key) is transaction:
+        entry = self._completedServers.get(key)
+        if entry is not None and entry[1] is transaction:
             del self._completedServers[key]
 
     def _evictCompleted(self) -> bool:
@@ -780,8 +835,23 @@ class TransactionLayer:
         """
         if not self._completedServers:
             return False
-        key, transaction = next(iter(self._completedServers.items()))
+        key, (_, transaction) = next(iter(self._completedServers.items()))
         transaction._stop()
-        self._forgetServer(key, transaction)
+        self.forgetServer(key, transaction)
         self.statistics["evicted"] += 1
         return True
+
+    def _sweep(self) -> None:
+        """
+        Timer J: end every answered server transaction whose time is up, and
+        wait for the next one.
+        """
+        self._sweeper = None
+        now = self._clock.seconds()
+        completed = self._completedServers
+        while completed:
+            expiresAt, transaction = next(iter(completed.values()))
+            if expiresAt > now:
+                self._sweeper = self._clock.callLater(expiresAt - now, self._sweep)
+                return
+            transaction._terminate()
