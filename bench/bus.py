@@ -1,20 +1,45 @@
 # -*- test-case-name: dmq.test.test_bus -*-
 """
-Measure the KDMQ requests per second one dmq node answers over loopback UDP.
+Measure the KDMQ requests a dmq node answers per second, next to its anchors.
 
-The same load can then go to a Kamailio node, for comparison.
+The anchors give the figure its meaning: Kamailio, and a bare Twisted
+responder (the floor), measured in the same run with the same load generator.
 
 Run it from the root of the repository::
 
-    python bench/bus.py [--seconds 5] [--outstanding K ...] [--kamailio]
+    python bench/bus.py [--kamailio] [--also PYTHON ...] [--seconds 5]
+                        [--outstanding K ...] [--no-floor]
 
-It starts a node of this tree in a process of its own (L{makeNodeService}
-with the real reactor, the htable peer with the table
-C{kdmq=>size=8;autoexpire=0;dmqreplicate=1}, listening on
-C{sip:127.0.0.71:5060}), then, for each number K of outstanding requests (1,
-16, 64 and 256 by default), a load generator in another process: a plain
-Python UDP client on C{127.0.0.72} with a non-blocking socket that keeps K
-htable set requests in flight::
+Targets, measured one after the other on the same address
+(C{sip:127.0.0.71:5060}), each with every K:
+
+  - C{dmq}: a node of this checkout run by C{twistd} under the interpreter
+    running this script, as an operator runs one::
+
+        twistd -n dmq --server-address sip:127.0.0.71:5060 \\
+            --htable 'kdmq=>size=8;autoexpire=0;dmqreplicate=1' \\
+            --control tcp:5080:interface=127.0.0.71
+
+    The node's code comes from this checkout, first on C{sys.path}, whatever
+    the interpreter has installed; its bytecode is compiled first
+    (C{compileall}), as an installed package's is.
+  - C{floor}: C{bench/floor.py} under the same interpreter, a Twisted
+    C{DatagramProtocol} that copies Via, From, To, Call-ID and CSeq into a
+    canned C{200 OK} and does nothing else: what Twisted itself manages.
+  - the same two under each C{--also PYTHON} (a path, or a name on C{PATH}):
+    another interpreter, say PyPy, with dmq's dependencies installed::
+
+        pypy3 -m venv /tmp/pypyenv && /tmp/pypyenv/bin/pip install '.[test]'
+        python bench/bus.py --also /tmp/pypyenv/bin/python
+
+  - C{kamailio} with C{--kamailio}: Kamailio 5.6.3 with the configuration
+    of L{dmq.test.kamailio} (4 UDP receivers, 2 DMQ workers).
+
+For each target and each number K of outstanding requests (1, 64 and 256 by
+default), a load generator runs in a process of its own (under this
+interpreter, or C{--generator PYTHON}): a plain Python UDP client on
+C{127.0.0.72} with a non-blocking socket that keeps K htable set requests in
+flight::
 
     {"action":2,"htname":"kdmq","cname":"k<N>","type":2,"strval":"v","mode":1}
 
@@ -24,22 +49,26 @@ Call-ID and records the latency of each.  After a warm-up it counts the
 replies of C{--seconds} seconds, then waits for the stragglers; a request
 unanswered after C{--timeout} seconds is a timeout (the generator does not
 retransmit).
-With C{--kamailio} the same load then goes to a Kamailio node started with
-the configuration of L{dmq.test.kamailio} (4 UDP receivers, 2 DMQ workers),
-so that both figures come from the same machine in the same run.
 
-It prints, for each node and K: requests answered per second, the median and
-99th percentile latency, timeouts and errors (replies other than C{200},
-replies matching no request), the CPU the node (all its processes) and the
-generator used, as a share of one core, and the node's CPU time per request
-answered, the figure that moves least when the machine is shared.  Everything
-binds loopback addresses only, every phase is bounded in time, and the
-processes started are stopped by their pid (the node and Kamailio also die
-with this script).
+It prints, for each target and K: requests answered per second, the ratios
+of a dmq rate to Kamailio's at the same K and to the floor's on the same
+interpreter at the same K, the median and 99th percentile latency, timeouts
+and errors (replies other than C{200}, replies matching no request), the CPU
+the target (all its processes) and the generator used, as a share of one
+core, the target's CPU time per request answered (the figure that moves
+least when the machine is shared), and its memory before and after the load
+of that K: C{VmRSS} of its process, or for Kamailio the sum of the C{Pss}
+of its processes (each shared page counted once).  The first row of a target
+is taken with it at rest, having answered only the start-up probe.
 
-C{--profile FILE} runs the dmq node under cProfile and writes its statistics
-to C{FILE} (read them with C{python -m pstats FILE}); the profiler slows the
-node down, so the figures of such a run are not the ones to compare.
+Everything binds loopback addresses only, every phase is bounded in time,
+and the processes started are stopped by their pid (they also die with this
+script).
+
+C{--profile FILE} runs the dmq node under cProfile (C{twistd --profile}) and
+writes its statistics to C{FILE} (read them with C{python -m pstats FILE});
+the profiler slows the node down, so the figures of such a run are not the
+ones to compare.
 """
 
 from __future__ import annotations
@@ -65,14 +94,19 @@ sys.path.insert(0, ROOT)
 
 NODE_HOST = "127.0.0.71"
 NODE_PORT = 5060
+CONTROL_PORT = 5080
 GENERATOR_HOST = "127.0.0.72"
 TABLE = "kdmq=>size=8;autoexpire=0;dmqreplicate=1"
-OUTSTANDING = (1, 16, 64, 256)
+OUTSTANDING = (1, 64, 256)
 
-# Kamailio's figure in shared/captures/README.md was taken with 4 UDP
-# receivers and 2 DMQ workers.
+# As Kamailio is run on a small machine: one receiver per core and more,
+# and the DMQ module's default of two workers.
 KAMAILIO_CHILDREN = 4
 KAMAILIO_WORKERS = 2
+
+# Seconds for a start, a probe, a stop: every phase has a bound.
+START_TIMEOUT = 30.0
+PROBE_TIMEOUT = 30.0
 
 _PR_SET_PDEATHSIG = 1
 _CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
@@ -249,43 +283,7 @@ def generate(options: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
-# The dmq node
-
-
-def serveNode(options: argparse.Namespace) -> None:
-    """
-    Run a dmq node with the htable peer on the real reactor until SIGTERM.
-    """
-    from twisted.internet import reactor as _reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from dmq.tap import makeNodeService, parseServerAddress
-
-    # The global reactor provides more interfaces than its declared type.
-    reactor: Any = _reactor
-    logFile = open(options.log, "a", encoding="utf-8")
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(logFile)],  # type: ignore[list-item]
-        redirectStandardIO=False,
-    )
-    node = makeNodeService(
-        reactor,
-        parseServerAddress(f"sip:{options.target_host}:{options.target_port}"),
-        htables=[TABLE],
-    )
-    node.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", node.stopService)
-    if options.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.runcall(reactor.run)
-        profiler.dump_stats(options.profile)
-    else:
-        reactor.run()
-
-
-# Running it all
+# Running the targets
 
 
 def _dieWithParent() -> None:
@@ -296,14 +294,121 @@ def _dieWithParent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
+def _childEnvironment() -> Dict[str, str]:
+    """
+    The environment of the processes measured: this one's, but with
+    bytecode caching on, so that a node loads its modules as an installed
+    one does instead of compiling them in the process measured.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def describeInterpreter(python: str) -> str:
+    """
+    Return C{python}'s implementation and version, say C{"PyPy 3.9.16"}.
+
+    @raise RuntimeError: if it cannot be run.
+    """
+    try:
+        done = subprocess.run(
+            [python, "-c", "import platform; print(platform.python_implementation(), platform.python_version())"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=PROBE_TIMEOUT,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise RuntimeError(f"cannot run {python}: {e}") from None
+    return done.stdout.decode("utf-8", "replace").strip()
+
+
+def checkInterpreter(python: str, modules: Sequence[str]) -> None:
+    """
+    Check that C{python} can import C{modules}, and compile this checkout's
+    bytecode for it.
+
+    @raise RuntimeError: if it cannot.
+    """
+    imports = "; ".join(f"import {name}" for name in modules)
+    probe = subprocess.run(
+        [python, "-c", imports],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=PROBE_TIMEOUT,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(
+            f"{python} cannot import {', '.join(modules)}; make it a venv with dmq's"
+            f" dependencies, say: pypy3 -m venv /tmp/pypyenv &&"
+            f" /tmp/pypyenv/bin/pip install '.[test]'\n"
+            + probe.stdout.decode("utf-8", "replace")[-2000:]
+        )
+    subprocess.run(
+        [python, "-m", "compileall", "-q", os.path.join(ROOT, "dmq"), os.path.join(ROOT, "bench")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        timeout=120,
+        check=True,
+        env=_childEnvironment(),
+    )
+
+
+def _status(pid: int, field: str) -> Optional[int]:
+    """
+    The kB figure C{field} of C{/proc/<pid>/status}, or C{None}.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _pss(pid: int) -> int:
+    """
+    The proportional set size of process C{pid} in kB (0 when it is gone).
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class Node:
     """
-    A node process this script started: dmq or Kamailio.
+    A target process this script started: dmq, the floor or Kamailio.
+
+    @ivar label: what the reports call it: C{dmq}, C{floor} or C{kamailio}.
+    @ivar interpreter: the interpreter it runs on, say C{"CPython 3.11.7"},
+        or C{"-"} for Kamailio.
+    @ivar processes: C{"one"} for a single process, C{"group"} for a process
+        group (Kamailio), whose memory is the sum of its members' PSS.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log: str, cwd: str) -> None:
-        self.name = name
+    def __init__(
+        self,
+        label: str,
+        interpreter: str,
+        argv: Sequence[str],
+        log: str,
+        cwd: str,
+        processes: str = "one",
+    ) -> None:
+        self.label = label
+        self.interpreter = interpreter
         self.log = log
+        self.processes = processes
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 argv,
@@ -311,13 +416,29 @@ class Node:
                 stdout=out,
                 stderr=out,
                 cwd=cwd,
+                env=_childEnvironment(),
                 preexec_fn=_dieWithParent,
                 start_new_session=True,
             )
 
     @property
+    def name(self) -> str:
+        return self.label if self.interpreter == "-" else f"{self.label} on {self.interpreter}"
+
+    @property
     def pid(self) -> int:
         return self.process.pid
+
+    def memory(self) -> Optional[int]:
+        """
+        The memory the target holds now, in kB: C{VmRSS} of its process, or
+        the sum of the PSS of its group's processes.
+        """
+        if self.processes == "one":
+            return _status(self.pid, "VmRSS")
+        from dmq.test.kamailio import liveGroupMembers
+
+        return sum(_pss(pid) for pid in liveGroupMembers(self.pid)) or None
 
     def logTail(self, lines: int = 20) -> str:
         try:
@@ -326,7 +447,7 @@ class Node:
         except OSError:
             return "(no log)"
 
-    def waitUntilServing(self, timeout: float = 15.0) -> None:
+    def waitUntilServing(self, timeout: float = START_TIMEOUT) -> None:
         """
         Send a request until it is answered C{200}.
 
@@ -366,6 +487,8 @@ class Node:
         SIGTERM the process we started, wait for it, and SIGKILL what is left
         of its process group (ours: it was made for it) after C{timeout}.
         """
+        from dmq.test.kamailio import liveGroupMembers
+
         pgid = self.process.pid
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -377,8 +500,6 @@ class Node:
                 self.process.wait(5)
         deadline = time.monotonic() + 5
         while True:
-            from dmq.test.kamailio import liveGroupMembers
-
             left = liveGroupMembers(pgid)
             if not left:
                 return
@@ -392,20 +513,62 @@ class Node:
             time.sleep(0.05)
 
 
-def startDMQ(workdir: str, profile: Optional[str]) -> Node:
+def _tcpAddressInUse(host: str, port: int) -> bool:
     """
-    Start a dmq node of this tree: this script, run as C{--role=node}.
+    Whether TCP C{host:port} cannot be bound (the node's control endpoint).
     """
-    log = os.path.join(workdir, "dmq.log")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((host, port))
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def startDMQ(workdir: str, python: str, interpreter: str, profile: Optional[str]) -> Node:
+    """
+    Start a dmq node of this checkout under C{python}, with C{twistd}, as an
+    operator would: the htable peer and a control endpoint.
+    """
+    if _tcpAddressInUse(NODE_HOST, CONTROL_PORT):
+        raise RuntimeError(f"TCP {NODE_HOST}:{CONTROL_PORT} is in use: is a node left running?")
+    log = os.path.join(workdir, f"dmq-{len(os.listdir(workdir))}.log")
+    # The checkout goes first on sys.path, before anything installed, and
+    # the node checks that it runs this checkout's code.
+    boot = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); import dmq;"
+        " assert dmq.__file__.startswith(sys.path[0]), dmq.__file__;"
+        " from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+    )
     argv = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--role=node",
-        f"--log={log}",
+        python, "-c", boot, ROOT,
+        "-n", "--pidfile=", f"--logfile={log}",
     ]
     if profile:
-        argv.append(f"--profile={os.path.abspath(profile)}")
-    return Node("dmq", argv, log, workdir)
+        argv += [f"--profile={os.path.abspath(profile)}", "--profiler=cprofile", "--savestats"]
+    argv += [
+        "dmq",
+        f"--server-address=sip:{NODE_HOST}:{NODE_PORT}",
+        f"--htable={TABLE}",
+        f"--control=tcp:{CONTROL_PORT}:interface={NODE_HOST}",
+    ]
+    return Node("dmq", interpreter, argv, log, workdir)
+
+
+def startFloor(workdir: str, python: str, interpreter: str) -> Node:
+    """
+    Start C{bench/floor.py} under C{python} on the node's address.
+    """
+    log = os.path.join(workdir, f"floor-{len(os.listdir(workdir))}.log")
+    argv = [
+        python,
+        os.path.join(ROOT, "bench", "floor.py"),
+        f"--host={NODE_HOST}",
+        f"--port={NODE_PORT}",
+    ]
+    return Node("floor", interpreter, argv, log, workdir)
 
 
 def startKamailio(workdir: str) -> Node:
@@ -430,7 +593,25 @@ def startKamailio(workdir: str) -> Node:
     with open(config.configPath.path, "w", encoding="utf-8") as f:
         # The RPC sockets go to the run dir: nothing here talks to them.
         f.write(config.renderConfig(runDir))
-    return Node("kamailio", config.commandLine(), config.logPath.path, runDir)
+    return Node("kamailio", "-", config.commandLine(), config.logPath.path, runDir, processes="group")
+
+
+def kamailioVersion() -> str:
+    """
+    Kamailio's version, say C{"5.6.3"}, or C{"?"}.
+    """
+    from dmq.test.kamailio import findKamailio
+
+    binary = findKamailio()
+    try:
+        out = subprocess.run(
+            [binary or "kamailio", "-v"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, timeout=PROBE_TIMEOUT,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    found = re.search(r"kamailio (\S+)", out)
+    return found.group(1) if found else "?"
 
 
 def runGenerator(
@@ -445,7 +626,7 @@ def runGenerator(
     @param pgid: the node's process group, whose CPU time it measures.
     """
     argv = [
-        sys.executable,
+        options.generator,
         os.path.abspath(__file__),
         "--role=generate",
         f"--outstanding={outstanding}",
@@ -469,8 +650,15 @@ def runGenerator(
     return json.loads(done.stdout)
 
 
+# The report
+
+
 def _ms(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _mb(kB: Optional[int]) -> str:
+    return "-" if kB is None else f"{kB / 1024:.1f}"
 
 
 def _errors(result: Dict[str, Any]) -> str:
@@ -488,25 +676,61 @@ def _perRequest(result: Dict[str, Any]) -> str:
     return f"{result['nodeCPU'] * result['seconds'] / result['answered'] * 1e6:.0f}"
 
 
-def report(results: List[Tuple[str, Dict[str, Any]]]) -> None:
+def _ratio(rate: float, other: Optional[Dict[str, Any]]) -> str:
+    if other is None or not other["rate"]:
+        return "-"
+    return f"{rate / other['rate']:.2f}"
+
+
+def ratios(rows: List[Dict[str, Any]], row: Dict[str, Any]) -> Tuple[str, str]:
     """
-    Print the figures as a Markdown table.
+    The rate of C{row}, a dmq row, over Kamailio's at the same K and over
+    the floor's on the same interpreter at the same K (C{"-"} where there is
+    none; both C{""} for other targets).
+    """
+    if row["label"] != "dmq":
+        return "", ""
+    k = row["result"]["outstanding"]
+
+    def find(label: str, interpreter: Optional[str]) -> Optional[Dict[str, Any]]:
+        for other in rows:
+            if (
+                other["label"] == label
+                and other["result"]["outstanding"] == k
+                and (interpreter is None or other["interpreter"] == interpreter)
+            ):
+                return other["result"]
+        return None
+
+    rate = row["result"]["rate"]
+    return _ratio(rate, find("kamailio", None)), _ratio(rate, find("floor", row["interpreter"]))
+
+
+def report(rows: List[Dict[str, Any]], date: str) -> None:
+    """
+    Print the figures as a Markdown table, ready for C{doc/performance.md}.
     """
     print()
     print(
-        "| node     |   K | requests/s | p50 ms | p99 ms | timeouts | errors"
-        " | node CPU | node CPU µs/request | generator CPU |"
+        "| date | interpreter | target | K | requests/s | × Kamailio | × floor | p50 ms | p99 ms"
+        " | timeouts | errors | CPU µs/request | CPU | generator CPU | RSS MB before → after |"
     )
-    print(
-        "|----------|----:|-----------:|-------:|-------:|---------:|--------"
-        "|---------:|--------------------:|--------------:|"
-    )
-    for name, r in results:
+    print("|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|---|")
+    for row in rows:
+        r = row["result"]
+        toKamailio, toFloor = ratios(rows, row)
         nodeCPU = "-" if r["nodeCPU"] is None else f"{r['nodeCPU']:.0%}"
         print(
-            f"| {name:<8} | {r['outstanding']:>3} | {r['rate']:>10,.0f} | {_ms(r['p50']):>6} |"
-            f" {_ms(r['p99']):>6} | {r['timeouts']:>8} | {_errors(r)} | {nodeCPU:>8} |"
-            f" {_perRequest(r):>19} | {r['generatorCPU']:>13.0%} |"
+            f"| {date} | {row['interpreter']} | {row['label']} | {r['outstanding']} | {r['rate']:,.0f}"
+            f" | {toKamailio} | {toFloor} | {_ms(r['p50'])} | {_ms(r['p99'])} | {r['timeouts']}"
+            f" | {_errors(r)} | {_perRequest(r)} | {nodeCPU} | {r['generatorCPU']:.0%}"
+            f" | {_mb(row['memoryBefore'])} → {_mb(row['memoryAfter'])} |"
+        )
+    if any(row["result"]["generatorCPU"] >= 0.9 for row in rows):
+        print()
+        print(
+            "Where the generator used 90% of a core or more, it limited the rate as much as"
+            " the target did: read that rate as a lower bound."
         )
 
 
@@ -518,10 +742,25 @@ def main(argv: Sequence[str]) -> None:
         type=int,
         action="append",
         metavar="K",
-        help="requests kept in flight (repeatable; default: 1, 16, 64 and 256)",
+        help="requests kept in flight (repeatable; default: 1, 64 and 256)",
     )
     parser.add_argument(
-        "--kamailio", action="store_true", help="also measure a Kamailio node, after ours"
+        "--kamailio", action="store_true", help="also measure a Kamailio node, last"
+    )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="also measure dmq and the floor under this interpreter (repeatable), say"
+        " /tmp/pypyenv/bin/python: a venv with dmq's dependencies",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="leave the floor out")
+    parser.add_argument(
+        "--generator",
+        default=sys.executable,
+        metavar="PYTHON",
+        help="the interpreter that runs the load generator (default: this one)",
     )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument(
@@ -533,9 +772,8 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--profile", metavar="FILE", help="run the dmq node under cProfile, stats to FILE"
     )
-    # How this script runs itself as the node and as the generator.
-    parser.add_argument("--role", choices=["main", "node", "generate"], default="main", help=argparse.SUPPRESS)
-    parser.add_argument("--log", help=argparse.SUPPRESS)
+    # How this script runs itself as the generator.
+    parser.add_argument("--role", choices=["main", "generate"], default="main", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-tag", default="r", help=argparse.SUPPRESS)
     parser.add_argument("--watch-pgid", type=int, help=argparse.SUPPRESS)
@@ -550,9 +788,6 @@ def main(argv: Sequence[str]) -> None:
     if not 0 <= options.warmup <= 60 or not 0 < options.timeout <= 60:
         parser.error("--warmup must be 0 to 60 s, and --timeout more than 0 and at most 60 s")
 
-    if options.role == "node":
-        serveNode(options)
-        return
     if options.role == "generate":
         options.outstanding = options.outstanding[0]
         print(json.dumps(generate(options)))
@@ -561,21 +796,46 @@ def main(argv: Sequence[str]) -> None:
     ks = options.outstanding or list(OUTSTANDING)
     if any(not 1 <= k <= 4096 for k in ks):
         parser.error("--outstanding must be 1 to 4096")
-    print(
-        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores"
-        f" (the generator shares them); load average {os.getloadavg()[0]:.2f};"
-        f" {options.warmup:g} s warm-up + {options.seconds:g} s per K"
-    )
-    starters: List[Tuple[str, Callable[[str], Node]]] = [
-        ("dmq", lambda workdir: startDMQ(workdir, options.profile))
-    ]
+    pythons = [sys.executable]
+    for name in options.also:
+        found = shutil.which(name) if os.sep not in name else name
+        if found is None or not os.access(found, os.X_OK):
+            parser.error(f"--also {name}: no such interpreter")
+        pythons.append(found)
+    generator = shutil.which(options.generator) if os.sep not in options.generator else options.generator
+    if generator is None:
+        parser.error(f"--generator {options.generator}: no such interpreter")
+    options.generator = generator
+
+    # What to run, in order: each interpreter's floor and dmq node, then
+    # Kamailio.
+    starters: List[Callable[[str], Node]] = []
+    described = []
+    for python in pythons:
+        interpreter = describeInterpreter(python)
+        described.append(f"{interpreter} ({python})")
+        checkInterpreter(python, ["twisted", "attr", "zope.interface", "prometheus_client"])
+        if not options.no_floor:
+            starters.append(lambda workdir, p=python, i=interpreter: startFloor(workdir, p, i))
+        profile = options.profile if python == sys.executable else None
+        starters.append(lambda workdir, p=python, i=interpreter, f=profile: startDMQ(workdir, p, i, f))
     if options.kamailio:
-        starters.append(("kamailio", startKamailio))
+        starters.append(startKamailio)
+        described.append(f"Kamailio {kamailioVersion()}")
+    date = time.strftime("%Y-%m-%d")
+    print(
+        f"{date}: {platform.machine()}, {os.cpu_count()} cores (the generator shares them),"
+        f" load average {os.getloadavg()[0]:.2f}; {'; '.join(described)};"
+        f" generator on {describeInterpreter(options.generator)};"
+        f" {options.warmup:g} s warm-up + {options.seconds:g} s per K",
+        flush=True,
+    )
+
     workdir = tempfile.mkdtemp(prefix="dmq-bench-")
-    results: List[Tuple[str, Dict[str, Any]]] = []
+    rows: List[Dict[str, Any]] = []
     first = 0
     try:
-        for name, start in starters:
+        for start in starters:
             from dmq.test.kamailio import udpAddressInUse
 
             if udpAddressInUse(NODE_HOST, NODE_PORT):
@@ -584,21 +844,32 @@ def main(argv: Sequence[str]) -> None:
             try:
                 node.waitUntilServing()
                 for k in ks:
+                    before = node.memory()
                     result = runGenerator(options, k, first, node.pid)
+                    after = node.memory()
                     first = result["next"]
-                    results.append((name, result))
+                    rows.append(
+                        {
+                            "label": node.label,
+                            "interpreter": node.interpreter,
+                            "result": result,
+                            "memoryBefore": before,
+                            "memoryAfter": after,
+                        }
+                    )
                     print(
-                        f"{name} K={k}: {result['rate']:,.0f} requests/s,"
+                        f"{node.name} K={k}: {result['rate']:,.0f} requests/s,"
                         f" p50 {_ms(result['p50'])} ms, p99 {_ms(result['p99'])} ms,"
                         f" {result['timeouts']} timeouts, errors: {_errors(result)},"
-                        f" node CPU {_perRequest(result)} µs/request",
+                        f" CPU {_perRequest(result)} µs/request,"
+                        f" RSS {_mb(before)} → {_mb(after)} MB",
                         flush=True,
                     )
             finally:
                 node.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report(results)
+    report(rows, date)
 
 
 if __name__ == "__main__":
