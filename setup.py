@@ -12,7 +12,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.10",
+    # 3.9 for PyPy: Debian 12's pypy3 (PyPy 7.3.11) is Python 3.9.
+    python_requires=">=3.9",
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: Implementation :: CPython",
+        "Programming Language :: Python :: Implementation :: PyPy",
+    ],
     packages=find_packages(include=["dmq", "dmq.*"]) + ["twisted.plugins"],
     package_data={"dmq.test": ["data/*", "data/*/*"], "twisted": ["plugins/dmq_plugin.py"]},
     install_requires=[
