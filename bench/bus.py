@@ -654,7 +654,7 @@ def runGenerator(
 
 
 def _ms(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _mb(kB: Optional[int]) -> str:
