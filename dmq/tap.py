@@ -10,7 +10,7 @@ of running it under twistd: they give it a L{NodeConfig}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import internet, service
 from twisted.internet import endpoints
@@ -20,17 +20,8 @@ from twisted.python import usage
 
 from dmq import __version__, sip
 from dmq.bus import DMQBus
-from dmq.config import (
-    PARAMETERS,
-    Address,
-    NodeConfig,
-    ServerSocket,
-    loadPeer,
-    parseServerAddress,
-    parseServerSocket,
-    parseSettings,
-    readConfigFile,
-)
+from dmq.config import PARAMETERS, Address, NodeConfig, parseSettings, readConfigFile
+from dmq.config import ServerSocket, loadPeer, parseServerAddress, parseServerSocket  # re-exported
 from dmq.control import ControlResource, ControlService, RPCMethods, addDMQMethods
 from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
@@ -41,20 +32,10 @@ from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 
 __all__ = [
-    "Options",
-    "makeService",
-    "makeNodeService",
-    "DMQNodeService",
-    "NodeConfig",
-    "ServerSocket",
-    "parseServerAddress",
-    "parseNodeAddress",
-    "parseServerSocket",
-    "loadPeer",
+    "Options", "makeService", "makeNodeService", "DMQNodeService",
+    # From dmq.config and dmq.node, for programs that embed a node.
+    "NodeConfig", "ServerSocket", "parseServerAddress", "parseNodeAddress", "parseServerSocket", "loadPeer",
 ]
-
-_BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
-
 
 class Options(usage.Options):
     """
@@ -106,25 +87,6 @@ class Options(usage.Options):
         }
         self.nodeConfig: NodeConfig
 
-    # The repeatable options; their help, as usage shows it, is the
-    # docstring, taken from the table.
-
-    def opt_notification_address(self, address: str) -> None:
-        self._repeated["notification_address"].append(address)
-
-    opt_notification_address.__doc__ = _BY_NAME["notification_address"].help
-    opt_n = opt_notification_address
-
-    def opt_htable(self, spec: str) -> None:
-        self._repeated["htable"].append(spec)
-
-    opt_htable.__doc__ = _BY_NAME["htable"].help
-
-    def opt_peer(self, name: str) -> None:
-        self._repeated["peer"].append(name)
-
-    opt_peer.__doc__ = _BY_NAME["peer"].help
-
     def postOptions(self) -> None:
         given: Dict[str, Tuple[str, Any]] = {}
         if self["config"] is not None:
@@ -144,6 +106,31 @@ class Options(usage.Options):
             value = getattr(self.nodeConfig, parameter.field)
             self[parameter.option] = list(value) if parameter.repeatable else value
         self["bind-address"] = self.nodeConfig.bindAddress
+
+
+def _collector(name: str, help: str) -> Callable[[Options, str], None]:
+    def collect(self: Options, value: str) -> None:
+        self._repeated[name].append(value)
+
+    # The help usage shows.
+    collect.__doc__ = help
+    return collect
+
+
+def _addRepeatableOptions() -> None:
+    """
+    Give L{Options} an C{opt_} method, under the long and the short name,
+    for each repeatable setting: it collects every value given.
+    """
+    for parameter in PARAMETERS:
+        if parameter.repeatable:
+            collect = _collector(parameter.name, parameter.help)
+            setattr(Options, f"opt_{parameter.name}", collect)
+            if parameter.short is not None:
+                setattr(Options, f"opt_{parameter.short}", collect)
+
+
+_addRepeatableOptions()
 
 
 class DMQNodeService(service.MultiService):
