@@ -282,17 +282,17 @@ def _setting(
     parsed default is the field's.
     """
     parameter = Parameter(name, default, parse, help, short, repeatable, flag)
-    if repeatable:
-        return attr.field(default=(), converter=converter or tuple, metadata={_PARAMETER: parameter})
     parsed = parameter.parseValue(parameter.configValue(default))
+    if repeatable:
+        return attr.field(default=tuple(parsed), converter=converter or tuple, metadata={_PARAMETER: parameter})
     return attr.field(default=parsed, metadata={_PARAMETER: parameter})
 
 
 @attr.frozen
 class NodeConfig:
     """
-    Everything a node is built from: one field per setting, in the order
-    C{--help} lists them, each with Kamailio's default or ours.
+    Everything a node is built from: one field per setting, each declared
+    with its row of the table, and defaulting to Kamailio's default or ours.
     L{dmq.tap.Options} makes one from the command line and C{--config};
     L{dmq.tap.makeNodeService} makes a node of one.
 
