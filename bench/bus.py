@@ -259,7 +259,7 @@ def serveNode(options: argparse.Namespace) -> None:
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from dmq.tap import makeNodeService, parseServerAddress
+    from dmq.tap import NodeConfig, makeNodeService, parseServerAddress
 
     # The global reactor provides more interfaces than its declared type.
     reactor: Any = _reactor
@@ -270,8 +270,10 @@ def serveNode(options: argparse.Namespace) -> None:
     )
     node = makeNodeService(
         reactor,
-        parseServerAddress(f"sip:{options.target_host}:{options.target_port}"),
-        htables=[TABLE],
+        NodeConfig(
+            serverAddress=parseServerAddress(f"sip:{options.target_host}:{options.target_port}"),
+            htables=[TABLE],
+        ),
     )
     node.startService()
     reactor.addSystemEventTrigger("before", "shutdown", node.stopService)

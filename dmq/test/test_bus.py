@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import NodeStatus
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.captures import datagrams
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
@@ -447,7 +448,14 @@ class BroadcastTests(SynchronousTestCase):
         theirs = sip.parse(kamailio.data)
         clock = Clock()
         network = FakeNetwork(clock)
-        node = makeNodeService(clock, sip.URI("127.0.0.1", 5062), [sip.URI("127.0.0.1", 5061)], listen=False)
+        node = makeNodeService(
+            clock,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.1", 5062),
+                notificationAddresses=[sip.URI("127.0.0.1", 5061)],
+            ),
+            listen=False,
+        )
         network.attach(node.protocol, ("127.0.0.1", 5062))
         target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
         ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
@@ -485,9 +493,14 @@ class LoopbackBusIntegrationTests(TestCase):
         Two nodes on 127.0.0.11 and 127.0.0.12 find each other and carry a
         message over real sockets.
         """
-        a = makeNodeService(reactor, sip.URI("127.0.0.11", 25060), pingInterval=1)
+        a = makeNodeService(reactor, NodeConfig(serverAddress=sip.URI("127.0.0.11", 25060), pingInterval=1))
         b = makeNodeService(
-            reactor, sip.URI("127.0.0.12", 25060), [sip.URI("127.0.0.11", 25060)], pingInterval=1
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.12", 25060),
+                notificationAddresses=[sip.URI("127.0.0.11", 25060)],
+                pingInterval=1,
+            ),
         )
         peer = RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", r.body.upper(), "text/plain"))
         a.bus.registerPeer(peer)

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
 from dmq.nodelist import parseNodeList
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -426,7 +427,10 @@ class LoopbackMembershipIntegrationTests(TestCase):
         nodes = []
         for i, host in enumerate(HOSTS):
             seeds = [sip.URI(HOSTS[0], 35060)] if i else []
-            node = makeNodeService(reactor, sip.URI(host, 35060), seeds, pingInterval=1)
+            node = makeNodeService(
+                reactor,
+                NodeConfig(serverAddress=sip.URI(host, 35060), notificationAddresses=seeds, pingInterval=1),
+            )
             node.startService()
             self.addCleanup(node.stopService)
             nodes.append(node)
