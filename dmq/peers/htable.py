@@ -4,88 +4,9 @@ A replicated in-memory hash table, wire-compatible with Kamailio's htable
 module and its DMQ replication (the peer C{htable}).
 
 Tables are declared as Kamailio declares them (L{parseTableSpec}); a program
-reads and changes them through L{HTablePeer} (L{HTablePeer.get},
-L{HTablePeer.set}, ...), and operators through Kamailio's RPC names
-(L{HTableRPC}).  Every change to a table declared with C{dmqreplicate=1} is
-broadcast to the active nodes of the bus; changes that come from the bus are
-applied and never sent again.
-
-The wire
-========
-
-Each change is one KDMQ request, C{Content-Type: application/json},
-Max-Forwards 1, with a flat JSON object written as Kamailio writes it: no
-spaces, raw UTF-8, keys in Kamailio's order (C{action}, C{htname},
-C{cname}, C{type}, C{strval}|C{intval}, C{mode})::
-
-    {"action":2,"htname":"kdmq","cname":"k1","type":2,"strval":"hello","mode":1}
-    {"action":3,"htname":"kdmq","cname":"k1","type":0,"intval":300,"mode":0}
-    {"action":4,"htname":"kdmq","cname":"k2","mode":0}
-    {"action":5,"htname":"kdmq","type":2,"strval":"^k[0-9]","mode":0}
-
-A node asks for the tables with C{{"action":1}} (or C{{"action":1,
-"htname":"t"}}); the node asked sends the cells of its replicated tables to
-the asker (to every active node when the asker is not a node it knows, as
-Kamailio does) in C{{"cells":[...]}} requests of at most L{MAX_SYNC_BODY}
-octets, always ending with one more (so possibly C{{"cells":[]}}), and only
-then answers the request C{200}.
-
-Where Kamailio is ambiguous or wrong, and what we do
-=====================================================
-
-  - Integers are C int32, the way Kamailio reads them (C{SRJSON_GET_INT})
-    and its RPC prints them: L{HTablePeer.set} refuses others, and a message
-    carrying one (or a fraction, a boolean) is answered C{400}; a synced
-    cell carrying one (as its C{intval}, C{type} or C{expire}) is skipped
-    with a warning.  Kamailio would keep a truncated value.  Strings are UTF-8 without NUL (Kamailio
-    cuts them at a NUL).
-  - C{{}} (which kills a Kamailio 5.6.3 worker), an empty body, invalid JSON
-    (or JSON that is not UTF-8), and a root that is not an object are
-    answered C{400 Bad Request}, as Kamailio answers the last three.
-  - A missing or mistyped field, an unknown action, and a C{mode} other than
-    0 or 1 are answered C{400}, with the reason in the reason phrase.
-    Kamailio replays such messages with whatever it has (often C{500},
-    sometimes uninitialised memory).
-  - Unknown keys (C{last_modified} from Kamailio master, for one) are
-    ignored, as Kamailio master does; Kamailio 6.1 and older answer C{400}.
-    We never send a key those versions do not know: no C{last_modified},
-    so no last-write-wins either.
-  - An unknown table, a bad regular expression or an empty pattern is
-    answered C{500 Server Internal Error}, as by Kamailio.
-  - Changes to a declared table without C{dmqreplicate} are applied when
-    they come from the bus, as Kamailio applies them (it never checks the
-    attribute on receipt); C{dmqreplicate} only decides what we send and
-    what a sync dump holds.
-  - Removals by suffix (7) and substring (8): Kamailio 6.0 and later send
-    them without C{type}/C{strval} and cannot apply them (it answers
-    C{500}).  We apply them when they carry C{strval}, answer C{400 Bad
-    Request (action 7 without strval)} when not, and send them with C{type}
-    and C{strval}: Kamailio receivers still answer C{500} and do not apply
-    them (checked with 5.6.3), so use them only on buses of our nodes.
-  - C{{"cells":...}} entries lacking a name or a value are skipped with a
-    warning.  Kamailio instead reuses the fields of the previous entry.
-  - Expiry changes (action 3) are ignored on tables without C{autoexpire},
-    as by Kamailio; L{HTablePeer.setExpire} refuses them there.  An expiry
-    of 0 or less makes the cell permanent, as in Kamailio.
-  - Regular expressions are Kamailio's POSIX extended ones with C{REG_ICASE}
-    and C{REG_NEWLINE}, run by Python's L{re} (case-insensitive, C{^}/C{$} at
-    line ends); the POSIX classes (C{[:digit:]}, ...) are translated.  The
-    other matches are case-sensitive, as in Kamailio.  A pathological
-    expression from a node blocks the reactor while it runs, as it would
-    block a Kamailio worker: the bus is a network of trusted nodes.
-  - A sync dump's requests are handed to the transport before the sync
-    request is answered, and their replies are not waited for (Kamailio
-    does not wait either; waiting could outlast the bus's handler timeout).
-  - Sync on join (C{initSync}, Kamailio's C{dmq_init_sync}): Kamailio asks
-    every active node once per process, so a bus of N nodes sends it N-1
-    full dumps.  We ask one node: the first the bus reports active
-    (L{IDMQPeer.nodeAdded}) after we start, and again the first reported
-    after every node we had been told of has stopped being active (we were
-    isolated).  When the sync request gets no answer, we do not ask
-    another node.
-  - The cells of a dump are ordered as Kamailio's (by hash slot, with
-    Kamailio's C{core_case_hash}), and the tables too (the last declared
-    first), so that a dump, C{htable.dump} included, reads as Kamailio's.
+reads and changes them through L{HTablePeer}, and operators through
+Kamailio's RPC names (L{HTableRPC}).  The wire format, and where we differ
+from Kamailio and why, are in C{doc/design-htable.md}.
 """
 
 from __future__ import annotations
@@ -851,7 +772,7 @@ class HTablePeer(service.Service):
     def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
         """
         Apply a change, a sync dump, or answer a sync request; see the
-        module docstring for the answers.
+        answers in C{doc/design-htable.md}.
         """
         sender = node if node is not None else sip.fromURI(request)
         try:
