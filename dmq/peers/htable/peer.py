@@ -1,12 +1,8 @@
 # -*- test-case-name: dmq.test.test_htable -*-
 """
-A replicated in-memory hash table, wire-compatible with Kamailio's htable
-module and its DMQ replication (the peer C{htable}).
+L{HTablePeer}: replicated hash tables, and the bus peer that replicates them.
 
-Tables are declared as Kamailio declares them (L{parseTableSpec}); a program
-reads and changes them through L{HTablePeer}, and operators through
-Kamailio's RPC names (L{HTableRPC}).  The wire format, and where we differ
-from Kamailio and why, are in C{doc/design-htable.md}.
+See C{doc/design.md} (the htable peer) for the whole design.
 """
 
 from __future__ import annotations
@@ -14,18 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-import time
-from typing import (
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attr
 from twisted.application import service
@@ -36,25 +21,21 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dmq import sip
-from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse, RPCError
+from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import Node, NodeStatus
-
-__all__ = [
-    "PEER_ID",
-    "CONTENT_TYPE",
-    "MAX_SYNC_BODY",
-    "Action",
-    "MATCH_NAME",
-    "MATCH_VALUE",
-    "TableSpec",
-    "parseTableSpec",
-    "Change",
-    "NoSuchTable",
-    "HTablePeer",
-    "RPCError",
-    "HTableRPC",
-    "coreCaseHash",
-]
+from dmq.peers.htable.spec import (
+    INT32_MAX,
+    INT32_MIN,
+    MATCH_NAME,
+    MATCH_VALUE,
+    TableSpec,
+    Value,
+    checkKey,
+    checkText,
+    checkValue,
+    coreCaseHash,
+    parseTableSpec,
+)
 
 PEER_ID = "htable"
 CONTENT_TYPE = "application/json"
@@ -62,17 +43,9 @@ CONTENT_TYPE = "application/json"
 # Kamailio flushes a sync message once it reaches this size.
 MAX_SYNC_BODY = 60000
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
-
 # Kamailio's AVP_VAL_STR: the "type" of a string cell on the wire.
 TYPE_STR = 2
 TYPE_INT = 0
-
-MATCH_NAME = 0
-MATCH_VALUE = 1
-
-Value = Union[int, str]
 
 
 class Action(enum.IntEnum):
@@ -98,191 +71,6 @@ _REMOVALS = {
     "ew": Action.RM_CELL_EW,
     "in": Action.RM_CELL_IN,
 }
-
-
-def coreCaseHash(name: str) -> int:
-    """
-    Kamailio's C{core_case_hash()} of C{name} (its UTF-8 octets, ASCII
-    letters folded to lower case), with which htable picks a cell's slot:
-    the slot is the hash modulo the table's slot count.
-
-    @return: an unsigned 32-bit integer.
-    """
-    data = name.encode("utf-8")
-    mask = 0xFFFFFFFF
-
-    def octet(b: int) -> int:
-        if 0x41 <= b <= 0x5A:
-            b |= 0x20
-        # C's char is signed on the platforms Kamailio runs on.
-        return b - 256 if b > 127 else b
-
-    h = 0
-    end = len(data)
-    p = 0
-    while p <= end - 4:
-        v = (
-            (octet(data[p]) << 24)
-            + (octet(data[p + 1]) << 16)
-            + (octet(data[p + 2]) << 8)
-            + octet(data[p + 3])
-        ) & mask
-        h = (h + (v ^ (v >> 3))) & mask
-        p += 4
-    v = 0
-    while p < end:
-        v = ((v << 8) + octet(data[p])) & mask
-        p += 1
-    h = (h + (v ^ (v >> 3))) & mask
-    return ((h + (h >> 11)) + ((h >> 13) + (h >> 23))) & mask
-
-
-# Table specifications
-
-
-def _nonNegative(instance: object, attribute: "attr.Attribute[int]", value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, not {value!r}")
-
-
-def _tableName(instance: object, attribute: "attr.Attribute[str]", value: str) -> None:
-    if not isinstance(value, str) or not value or any(c in value for c in "= \t\r\n;\x00"):
-        raise ValueError(f"{value!r} is not a table name")
-
-
-@attr.frozen
-class TableSpec:
-    """
-    One table, as Kamailio's C{htable} module parameter declares it
-    (C{name=>size=8;autoexpire=0;dmqreplicate=1}).
-
-    @ivar name: the table name.
-    @ivar size: Kamailio's size exponent: the table has 2**size slots (8
-        when size is 0 or 1, 2**14 when it is over 31).  It only orders
-        dumps here.
-    @ivar autoexpire: seconds after which a cell expires unless set again;
-        0 for never.
-    @ivar updateexpire: whether setting a cell again restarts its expiry.
-    @ivar dmqreplicate: whether changes are sent to the bus.
-    @ivar initval: Kamailio's C{initval}, kept for listings.
-    @ivar dbtable: Kamailio's C{dbtable}, kept for listings (nothing is
-        loaded from a database).
-    @ivar dbmode: Kamailio's C{dbmode}, kept for listings.
-    """
-
-    name: str = attr.ib(validator=_tableName)
-    size: int = attr.ib(default=4, validator=_nonNegative)
-    autoexpire: int = attr.ib(default=0, validator=_nonNegative)
-    updateexpire: bool = attr.ib(default=True, converter=bool)
-    dmqreplicate: bool = attr.ib(default=False, converter=bool)
-    initval: Optional[int] = None
-    dbtable: str = ""
-    dbmode: int = attr.ib(default=0, validator=_nonNegative)
-
-    @property
-    def slots(self) -> int:
-        """
-        The number of hash slots, as Kamailio's C{ht_add_table()} computes it.
-        """
-        if self.size <= 1:
-            return 8
-        if self.size > 31:
-            return 1 << 14
-        return 1 << self.size
-
-
-_UNSIGNED = re.compile(r"[0-9]+\Z")
-_SIGNED = re.compile(r"[+-]?[0-9]+\Z")
-_SPEC = re.compile(r"\s*([^=\s]+)\s*=>\s*(.*)\Z", re.DOTALL)
-_UNSIGNED_ATTRIBUTES = ("size", "autoexpire", "dbmode", "updateexpire", "dmqreplicate", "reloadat")
-
-
-def _splitParameters(text: str, spec: str) -> List[Tuple[str, str]]:
-    """
-    Split C{a=1;b="x;y";c} as Kamailio's C{parse_params()} does.
-    """
-    parameters = []
-    current = []
-    quoted = False
-    for c in text + ";":
-        if c == '"':
-            quoted = not quoted
-            current.append(c)
-        elif c == ";" and not quoted:
-            parameters.append("".join(current).strip())
-            current = []
-        else:
-            current.append(c)
-    if quoted:
-        raise ValueError(f"{spec!r}: unterminated quoted value")
-    result = []
-    for parameter in parameters:
-        if not parameter:
-            raise ValueError(f"{spec!r}: empty attribute")
-        name, equals, value = parameter.partition("=")
-        name, value = name.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        if not name:
-            raise ValueError(f"{spec!r}: attribute without a name")
-        result.append((name, value))
-    return result
-
-
-def parseTableSpec(text: str) -> TableSpec:
-    """
-    Parse a table declaration in Kamailio's syntax, as given to its
-    C{htable} module parameter: C{name=>attr=value;attr=value}.
-
-    Kamailio's attributes are C{size}, C{autoexpire}, C{updateexpire},
-    C{dmqreplicate}, C{initval}, C{dbtable}, C{dbmode}, C{cols},
-    C{coldelim}, C{colnull} and C{reloadat}; the last four are checked and
-    ignored, and a name Kamailio does not know is refused, as Kamailio
-    refuses it.  Numbers are decimal, unsigned but for C{initval}.
-
-    @raise ValueError: saying what is wrong.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a table spec")
-    match = _SPEC.match(text)
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a table spec: expected 'name=>attribute=value;...', "
-            "for example 'kdmq=>size=8;autoexpire=0;dmqreplicate=1'"
-        )
-    name, rest = match.groups()
-    rest = rest.strip()
-    if rest.endswith(";"):
-        rest = rest[:-1]
-    values: Dict[str, object] = {}
-    for attribute, value in _splitParameters(rest, text) if rest else []:
-        if attribute in _UNSIGNED_ATTRIBUTES:
-            if not _UNSIGNED.match(value) or int(value) > 0xFFFFFFFF:
-                raise ValueError(
-                    f"{text!r}: {attribute} must be a non-negative integer, not {value!r}"
-                )
-            values[attribute] = int(value)
-        elif attribute == "initval":
-            if not _SIGNED.match(value) or not -(2**63) <= int(value) < 2**63:
-                raise ValueError(f"{text!r}: initval must be an integer, not {value!r}")
-            values[attribute] = int(value)
-        elif attribute in ("dbtable", "cols"):
-            values[attribute] = value
-        elif attribute in ("coldelim", "colnull"):
-            if len(value) > 1 or (attribute == "coldelim" and not value):
-                raise ValueError(f"{text!r}: {attribute} must be one character, not {value!r}")
-        else:
-            raise ValueError(f"{text!r}: unknown table attribute {attribute!r}")
-    return TableSpec(
-        name,
-        size=values.get("size", 4),  # type: ignore[arg-type]
-        autoexpire=values.get("autoexpire", 0),  # type: ignore[arg-type]
-        updateexpire=values.get("updateexpire", 1),
-        dmqreplicate=values.get("dmqreplicate", 0),
-        initval=values.get("initval"),  # type: ignore[arg-type]
-        dbtable=values.get("dbtable", ""),  # type: ignore[arg-type]
-        dbmode=values.get("dbmode", 0),  # type: ignore[arg-type]
-    )
 
 
 # State
@@ -374,35 +162,6 @@ def _compilePattern(pattern: str) -> "re.Pattern[str]":
 
 def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _checkKey(key: object) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"a key is a str, not {type(key).__name__}")
-    if not key:
-        raise ValueError("a key must not be empty")
-    _checkText(key, "key")
-    return key
-
-
-def _checkText(text: str, what: str) -> None:
-    if "\x00" in text:
-        raise ValueError(f"a {what} must not contain NUL")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"a {what} must be valid Unicode") from None
-
-
-def _checkValue(value: object) -> Value:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"a value is an int or a str, not {type(value).__name__}")
-    if isinstance(value, int):
-        if not INT32_MIN <= value <= INT32_MAX:
-            raise ValueError(f"{value} is out of the 32-bit range Kamailio reads integers in")
-    else:
-        _checkText(value, "value")
-    return value
 
 
 def _isInt(value: object) -> bool:
@@ -577,8 +336,8 @@ class HTablePeer(service.Service):
         @raise ValueError: for an empty key or an int beyond 32 bits.
         """
         t = self._table(table)
-        _checkKey(key)
-        _checkValue(value)
+        checkKey(key)
+        checkValue(value)
         self._setCell(t, key, value, "local")
         return self._replicate(t, self._setBody(table, key, value))
 
@@ -592,7 +351,7 @@ class HTablePeer(service.Service):
             ignores expiry there), or C{seconds} is beyond 32 bits.
         """
         t = self._table(table)
-        _checkKey(key)
+        checkKey(key)
         if not _isInt(seconds) or not INT32_MIN <= seconds <= INT32_MAX:
             raise ValueError(f"seconds must be a 32-bit integer, not {seconds!r}")
         if not t.spec.autoexpire:
@@ -620,7 +379,7 @@ class HTablePeer(service.Service):
         @raise NoSuchTable: when C{table} is not declared.
         """
         t = self._table(table)
-        _checkKey(key)
+        checkKey(key)
         self._delete(t, key, "local")
         body = _dumps({"action": int(Action.DEL_CELL), "htname": table, "cname": key, "mode": 0})
         return self._replicate(t, body)
@@ -648,7 +407,7 @@ class HTablePeer(service.Service):
             raise ValueError(f"mode must be {MATCH_NAME} (names) or {MATCH_VALUE} (values)")
         if not isinstance(pattern, str) or not pattern:
             raise ValueError("the pattern must be a non-empty str")
-        _checkText(pattern, "pattern")
+        checkText(pattern, "pattern")
         try:
             self._remove(t, action, pattern, mode, "local")
         except _Failed as e:
@@ -1025,7 +784,7 @@ class HTablePeer(service.Service):
 
 def _textField(text: str, what: str) -> None:
     try:
-        _checkText(text, what)
+        checkText(text, what)
     except ValueError as e:
         raise _BadMessage(str(e)) from None
 
@@ -1081,160 +840,3 @@ def _chunk(encoded: Sequence[bytes]) -> List[bytes]:
             flush()
     flush()
     return bodies
-
-
-# RPC
-
-
-def _rpcText(value: object) -> Optional[str]:
-    if isinstance(value, str):
-        return value
-    if _isInt(value):
-        return str(value)
-    return None
-
-
-class HTableRPC:
-    """
-    Kamailio's htable RPC commands, with its names, parameters, results and
-    faults, over an L{HTablePeer}.  Each method takes the positional
-    parameters of the call and returns a JSON-able result or raises
-    L{RPCError}; L{methods} maps the RPC names to them.
-    """
-
-    def __init__(self, peer: HTablePeer) -> None:
-        self._peer = peer
-
-    def methods(self) -> Dict[str, Callable[..., object]]:
-        """
-        @return: C{{"htable.get": self.get, ...}}, to register on an RPC
-            server.
-        """
-        return {
-            "htable.get": self.get,
-            "htable.sets": self.sets,
-            "htable.seti": self.seti,
-            "htable.delete": self.delete,
-            "htable.dump": self.dump,
-            "htable.listTables": self.listTables,
-        }
-
-    def _names(self, params: Sequence[object], count: int, fault: str) -> List[str]:
-        texts = [_rpcText(p) for p in params[:count]]
-        if len(texts) < count or any(t is None for t in texts):
-            raise RPCError(500, fault)
-        return texts  # type: ignore[return-value]
-
-    def _table(self, name: str) -> str:
-        if name not in self._peer.tables():
-            raise RPCError(500, "No such htable")
-        return name
-
-    def get(self, *params: object) -> Dict[str, Dict[str, object]]:
-        """
-        C{htable.get table key}: C{{"item": {"name", "value", "flags",
-        "expire"}}}; C{flags} is 2 for a string, 0 for an integer, C{expire}
-        C{"NEVER"} or a local time C{"YYYY-MM-DD hh:mm:ss"}.
-        """
-        table, key = self._names(params, 2, "Not enough parameters (htable name and key name)")
-        self._table(table)
-        value = self._peer.get(table, key)
-        if value is None:
-            raise RPCError(500, "Key name doesn't exist in htable.")
-        expireAt = self._peer.expiresAt(table, key)
-        expire = "NEVER"
-        if expireAt is not None:
-            expire = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(expireAt)))
-        return {
-            "item": {
-                "name": key,
-                "value": value,
-                "flags": TYPE_STR if isinstance(value, str) else TYPE_INT,
-                "expire": expire,
-            }
-        }
-
-    def sets(self, *params: object) -> str:
-        """
-        C{htable.sets table key value}: set a string, and replicate it.
-        """
-        table, key, value = self._names(
-            params, 3, "Not enough parameters (htable name, key name and value)"
-        )
-        return self._set(table, key, value)
-
-    def seti(self, *params: object) -> str:
-        """
-        C{htable.seti table key value}: set a 32-bit integer (given as a
-        number or as decimal text), and replicate it.
-        """
-        table, key, text = self._names(
-            params, 3, "Not enough parameters (htable name, key name and value)"
-        )
-        if not _SIGNED.match(text) or not INT32_MIN <= int(text) <= INT32_MAX:
-            raise RPCError(400, f"Invalid integer value: {text}")
-        return self._set(table, key, int(text))
-
-    def _set(self, table: str, key: str, value: Value) -> str:
-        self._table(table)
-        try:
-            self._peer.set(table, key, value)
-        except (TypeError, ValueError) as e:
-            raise RPCError(500, f"Failed to set the item: {e}") from None
-        return "Ok. Key set to new value."
-
-    def delete(self, *params: object) -> str:
-        """
-        C{htable.delete table key}: delete a cell, and replicate that.
-        """
-        table, key = self._names(params, 2, "Not enough parameters (htable name & key name")
-        self._table(table)
-        if not key or self._peer.get(table, key) is None:
-            raise RPCError(404, "Key not found in htable.")
-        self._peer.delete(table, key)
-        return "Ok. Key deleted."
-
-    def dump(self, *params: object) -> List[Dict[str, object]]:
-        """
-        C{htable.dump table}: one entry per non-empty slot, C{{"entry":
-        slot, "size": cells, "slot": [{"name", "value", "type": "str" or
-        "int"}]}}, in slot order.
-        """
-        [table] = self._names(params, 1, "No htable name given")
-        self._table(table)
-        slots = self._peer.spec(table).slots
-        result: List[Dict[str, object]] = []
-        for key, value in self._peer.items(table):
-            entry = coreCaseHash(key) & (slots - 1)
-            if not result or result[-1]["entry"] != entry:
-                result.append({"entry": entry, "size": 0, "slot": []})
-            result[-1]["size"] += 1  # type: ignore[operator]
-            result[-1]["slot"].append(  # type: ignore[attr-defined]
-                {"name": key, "value": value, "type": "str" if isinstance(value, str) else "int"}
-            )
-        return result
-
-    def listTables(self, *params: object) -> List[Dict[str, object]]:
-        """
-        C{htable.listTables}: C{{"name", "dbtable", "dbmode", "expire",
-        "updateexpire", "size", "dmqreplicate"}} per table, the last
-        declared first as in Kamailio; C{size} is the slot count.
-        """
-        names = self._peer.tables()
-        if not names:
-            raise RPCError(500, "No htables")
-        result = []
-        for name in reversed(names):
-            spec = self._peer.spec(name)
-            result.append(
-                {
-                    "name": spec.name,
-                    "dbtable": spec.dbtable,
-                    "dbmode": spec.dbmode,
-                    "expire": spec.autoexpire,
-                    "updateexpire": int(spec.updateexpire),
-                    "size": spec.slots,
-                    "dmqreplicate": int(spec.dmqreplicate),
-                }
-            )
-        return result
