@@ -16,11 +16,10 @@ from dmq.peers.htable.peer import (
     MAX_SYNC_BODY,
     PEER_ID,
     Action,
-    Change,
     HTablePeer,
-    NoSuchTable,
 )
 from dmq.peers.htable.rpc import HTableRPC
+from dmq.peers.htable.store import Change, NoSuchTable
 from dmq.peers.htable.spec import MATCH_NAME, MATCH_VALUE, TableSpec, coreCaseHash, parseTableSpec
 
 __all__ = [

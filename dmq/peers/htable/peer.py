@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -23,6 +21,7 @@ from zope.interface import implementer
 from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import Node, NodeStatus
+from dmq.peers.htable.store import Change, HTableStore
 from dmq.peers.htable.spec import (
     INT32_MAX,
     INT32_MIN,
@@ -30,11 +29,7 @@ from dmq.peers.htable.spec import (
     MATCH_VALUE,
     TableSpec,
     Value,
-    checkKey,
     checkText,
-    checkValue,
-    coreCaseHash,
-    parseTableSpec,
 )
 
 PEER_ID = "htable"
@@ -71,57 +66,7 @@ _REMOVALS = {
     "ew": Action.RM_CELL_EW,
     "in": Action.RM_CELL_IN,
 }
-
-
-# State
-
-
-@attr.frozen
-class Change:
-    """
-    One change to one cell, as told to L{HTablePeer.subscribe} callbacks.
-
-    @ivar table: the table name.
-    @ivar key: the cell name.
-    @ivar old: the value before, or C{None} when the cell did not exist.
-    @ivar new: the value after, or C{None} when the cell is gone.
-    @ivar origin: C{"local"} (this program or an RPC), C{"replicated"} (a
-        change received from the bus), C{"sync"} (a cell of a sync dump) or
-        C{"expired"}.
-    """
-
-    table: str
-    key: str
-    old: Optional[Value]
-    new: Optional[Value]
-    origin: str
-
-
-class NoSuchTable(LookupError):
-    """
-    No table of that name is declared.
-    """
-
-
-@attr.define
-class _Cell:
-    value: Value
-    expireAt: Optional[float]
-    hash: int
-
-
-@attr.define
-class _Table:
-    spec: TableSpec
-    cells: Dict[str, _Cell] = attr.Factory(dict)
-
-    def ordered(self) -> List[Tuple[str, _Cell]]:
-        """
-        The cells in Kamailio's order: by slot, then by hash, then oldest
-        first (Python's sort is stable and dicts keep insertion order).
-        """
-        mask = self.spec.slots - 1
-        return sorted(self.cells.items(), key=lambda item: (item[1].hash & mask, item[1].hash))
+_HOW = {action: how for how, action in _REMOVALS.items()}
 
 
 class _BadMessage(Exception):
@@ -134,30 +79,6 @@ class _Failed(Exception):
     """
     A message we answer C{500}, as Kamailio does when a replay fails.
     """
-
-
-_DEFAULT = object()
-
-_POSIX_CLASSES = {
-    "[:alnum:]": "a-zA-Z0-9",
-    "[:alpha:]": "a-zA-Z",
-    "[:blank:]": " \\t",
-    "[:cntrl:]": "\\x00-\\x1f\\x7f",
-    "[:digit:]": "0-9",
-    "[:graph:]": "\\x21-\\x7e",
-    "[:lower:]": "a-z",
-    "[:print:]": "\\x20-\\x7e",
-    "[:punct:]": "!-/:-@\\[-`{-~",
-    "[:space:]": " \\t\\n\\r\\f\\v",
-    "[:upper:]": "A-Z",
-    "[:xdigit:]": "0-9A-Fa-f",
-}
-
-
-def _compilePattern(pattern: str) -> "re.Pattern[str]":
-    for posix, python in _POSIX_CLASSES.items():
-        pattern = pattern.replace(posix, python)
-    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
 
 
 def _dumps(obj: object) -> bytes:
@@ -174,17 +95,6 @@ def _rejectConstant(name: str) -> object:
 
 # json.loads with any keyword builds a new decoder (and its scanner) per call.
 _DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
-
-
-def _matches(how: Action, pattern: str, compiled: Optional["re.Pattern[str]"], text: str) -> bool:
-    if how is Action.RM_CELL_RE:
-        assert compiled is not None
-        return compiled.search(text) is not None
-    if how is Action.RM_CELL_SW:
-        return text.startswith(pattern)
-    if how is Action.RM_CELL_EW:
-        return text.endswith(pattern)
-    return pattern in text
 
 
 @implementer(IDMQPeer)
@@ -246,13 +156,7 @@ class HTablePeer(service.Service):
         self.peerId = peerId
         self.initSync = initSync
         self._purgeInterval = purgeInterval
-        self._tables: Dict[str, _Table] = {}
-        for table in tables:
-            spec = parseTableSpec(table) if isinstance(table, str) else table
-            if spec.name in self._tables:
-                raise ValueError(f"table {spec.name!r} is declared twice")
-            self._tables[spec.name] = _Table(spec)
-        self._subscribers: List[Callable[[Change], object]] = []
+        self._store = HTableStore(clock, tables)
         self._purger: Optional[LoopingCall] = None
         self._upNodes: set = set()
 
@@ -260,7 +164,7 @@ class HTablePeer(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
-        if any(table.spec.autoexpire for table in self._tables.values()):
+        if any(self._store.spec(name).autoexpire for name in self._store.tables()):
             self._purger = LoopingCall(self.purgeExpired)
             self._purger.clock = self._clock
             self._purger.start(self._purgeInterval, now=False).addErrback(
@@ -287,23 +191,21 @@ class HTablePeer(service.Service):
         """
         @return: the table names, in the order they were declared.
         """
-        return list(self._tables)
+        return self._store.tables()
 
     def spec(self, table: str) -> TableSpec:
         """
         @return: the L{TableSpec} of C{table}.
         @raise NoSuchTable: when it is not declared.
         """
-        return self._table(table).spec
+        return self._store.spec(table)
 
     def get(self, table: str, key: str) -> Optional[Value]:
         """
         @return: the value of cell C{key} of C{table}, or C{None}.
         @raise NoSuchTable: when C{table} is not declared.
         """
-        t = self._table(table)
-        cell = self._live(t, key)
-        return None if cell is None else cell.value
+        return self._store.get(table, key)
 
     def expiresAt(self, table: str, key: str) -> Optional[float]:
         """
@@ -311,8 +213,7 @@ class HTablePeer(service.Service):
             when it does not exist or never expires.
         @raise NoSuchTable: when C{table} is not declared.
         """
-        cell = self._live(self._table(table), key)
-        return None if cell is None else cell.expireAt
+        return self._store.expiresAt(table, key)
 
     def items(self, table: str) -> List[Tuple[str, Value]]:
         """
@@ -320,9 +221,7 @@ class HTablePeer(service.Service):
             order, as a list made now.
         @raise NoSuchTable: when C{table} is not declared.
         """
-        t = self._table(table)
-        self._purgeTable(t)
-        return [(key, cell.value) for key, cell in t.ordered()]
+        return self._store.items(table)
 
     # Changing
 
@@ -335,11 +234,8 @@ class HTablePeer(service.Service):
         @raise TypeError: for a value that is neither int nor str.
         @raise ValueError: for an empty key or an int beyond 32 bits.
         """
-        t = self._table(table)
-        checkKey(key)
-        checkValue(value)
-        self._setCell(t, key, value, "local")
-        return self._replicate(t, self._setBody(table, key, value))
+        self._store.set(table, key, value, "local")
+        return self._replicate(table, self._setBody(table, key, value))
 
     def setExpire(self, table: str, key: str, seconds: int) -> Deferred:
         """
@@ -350,15 +246,7 @@ class HTablePeer(service.Service):
         @raise ValueError: when C{table} has no C{autoexpire} (Kamailio
             ignores expiry there), or C{seconds} is beyond 32 bits.
         """
-        t = self._table(table)
-        checkKey(key)
-        if not _isInt(seconds) or not INT32_MIN <= seconds <= INT32_MAX:
-            raise ValueError(f"seconds must be a 32-bit integer, not {seconds!r}")
-        if not t.spec.autoexpire:
-            raise ValueError(
-                f"table {table!r} has no autoexpire: Kamailio ignores expiry changes there"
-            )
-        self._setExpire(t, key, seconds)
+        self._store.setExpire(table, key, seconds)
         body = _dumps(
             {
                 "action": int(Action.SET_CELL_EXPIRE),
@@ -369,7 +257,7 @@ class HTablePeer(service.Service):
                 "mode": 0,
             }
         )
-        return self._replicate(t, body)
+        return self._replicate(table, body)
 
     def delete(self, table: str, key: str) -> Deferred:
         """
@@ -378,11 +266,9 @@ class HTablePeer(service.Service):
 
         @raise NoSuchTable: when C{table} is not declared.
         """
-        t = self._table(table)
-        checkKey(key)
-        self._delete(t, key, "local")
+        self._store.delete(table, key, "local")
         body = _dumps({"action": int(Action.DEL_CELL), "htname": table, "cname": key, "mode": 0})
-        return self._replicate(t, body)
+        return self._replicate(table, body)
 
     def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred:
         """
@@ -399,36 +285,23 @@ class HTablePeer(service.Service):
         @raise ValueError: for an unknown C{how} or C{mode}, an empty
             pattern or a bad regular expression.
         """
-        t = self._table(table)
-        action = _REMOVALS.get(how)  # type: ignore[call-overload]
-        if action is None:
-            raise ValueError(f"how must be one of {sorted(_REMOVALS)}, not {how!r}")
-        if mode not in (MATCH_NAME, MATCH_VALUE) or isinstance(mode, bool):
-            raise ValueError(f"mode must be {MATCH_NAME} (names) or {MATCH_VALUE} (values)")
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError("the pattern must be a non-empty str")
-        checkText(pattern, "pattern")
-        try:
-            self._remove(t, action, pattern, mode, "local")
-        except _Failed as e:
-            raise ValueError(str(e)) from None
+        self._store.removeMatching(table, how, pattern, mode, "local")
         body = _dumps(
             {
-                "action": int(action),
+                "action": int(_REMOVALS[how]),
                 "htname": table,
                 "type": TYPE_STR,
                 "strval": pattern,
                 "mode": mode,
             }
         )
-        return self._replicate(t, body)
+        return self._replicate(table, body)
 
     def purgeExpired(self) -> None:
         """
         Drop every expired cell now (the purge timer calls this).
         """
-        for t in list(self._tables.values()):
-            self._purgeTable(t)
+        self._store.purgeExpired()
 
     def subscribe(self, callback: Callable[[Change], object]) -> Callable[[], None]:
         """
@@ -437,13 +310,7 @@ class HTablePeer(service.Service):
 
         @return: a function that cancels the subscription.
         """
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._store.subscribe(callback)
 
     # Sync
 
@@ -476,19 +343,18 @@ class HTablePeer(service.Service):
         so that the last may be C{{"cells":[]}}.
         """
         encoded: List[bytes] = []
-        for t in reversed(list(self._tables.values())):
-            if not t.spec.dmqreplicate or (table and t.spec.name != table):
+        for name in reversed(self._store.tables()):
+            if not self._store.spec(name).dmqreplicate or (table and name != table):
                 continue
-            self._purgeTable(t)
-            for key, cell in t.ordered():
-                entry: Dict[str, object] = {"htname": t.spec.name, "cname": key}
-                if isinstance(cell.value, str):
+            for key, value, expireAt in self._store.cells(name):
+                entry: Dict[str, object] = {"htname": name, "cname": key}
+                if isinstance(value, str):
                     entry["type"] = TYPE_STR
-                    entry["strval"] = cell.value
+                    entry["strval"] = value
                 else:
                     entry["type"] = TYPE_INT
-                    entry["intval"] = cell.value
-                entry["expire"] = 0 if cell.expireAt is None else int(cell.expireAt)
+                    entry["intval"] = value
+                entry["expire"] = 0 if expireAt is None else int(expireAt)
                 encoded.append(_dumps(entry))
         return _chunk(encoded)
 
@@ -587,12 +453,12 @@ class HTablePeer(service.Service):
             if not isinstance(cname, str) or not cname:
                 raise _BadMessage("no cname")
             _textField(cname, "cname")
-            table = self._tables.get(htname)
+            known = htname in self._store
             if action is Action.SET_CELL:
                 value = _value(message, f"action {int(action)}")
-                if table is None:
+                if not known:
                     raise _Failed(f"no table {htname!r}")
-                self._setCell(table, cname, value, "replicated")
+                self._store.set(htname, cname, value, "replicated")
             elif action is Action.SET_CELL_EXPIRE:
                 seconds = message.get("intval")
                 if (
@@ -601,14 +467,14 @@ class HTablePeer(service.Service):
                     or not INT32_MIN <= seconds <= INT32_MAX
                 ):
                     raise _BadMessage("action 3 without a 32-bit intval")
-                if table is None:
+                if not known:
                     raise _Failed(f"no table {htname!r}")
-                if table.spec.autoexpire:
-                    self._setExpire(table, cname, seconds)
+                if self._store.spec(htname).autoexpire:
+                    self._store.setExpire(htname, cname, seconds)
             else:
-                if table is None:
+                if not known:
                     raise _Failed(f"no table {htname!r}")
-                self._delete(table, cname, "replicated")
+                self._store.delete(htname, cname, "replicated")
             return PeerResponse(200, "OK")
         pattern = message.get("strval")
         if pattern is None:
@@ -616,12 +482,14 @@ class HTablePeer(service.Service):
         if not isinstance(pattern, str):
             raise _BadMessage("strval is not a string")
         _textField(pattern, "strval")
-        table = self._tables.get(htname)
-        if table is None:
+        if htname not in self._store:
             raise _Failed(f"no table {htname!r}")
         if not pattern:
             raise _Failed("empty pattern")
-        self._remove(table, action, pattern, mode, "replicated")
+        try:
+            self._store.removeMatching(htname, _HOW[action], pattern, mode, "replicated")
+        except ValueError as e:
+            raise _Failed(str(e)) from None
         return PeerResponse(200, "OK")
 
     def _receiveCells(self, cells: object) -> None:
@@ -645,101 +513,21 @@ class HTablePeer(service.Service):
                     raise _BadMessage("a cell with a bad expire")
                 if not INT32_MIN <= expire <= INT32_MAX:
                     raise _BadMessage("a cell with an expire beyond 32 bits")
-                table = self._tables.get(htname)
-                if table is None:
+                if htname not in self._store:
                     raise _BadMessage(f"a cell of unknown table {htname!r}")
             except _BadMessage as e:
                 skipped += 1
                 self._log.warn("Skipped a synced htable cell: {detail}", detail=e.args[0])
                 continue
-            expireAt: object = _DEFAULT
-            if table.spec.autoexpire and expire - now > 0:
-                expireAt = float(expire)
-            self._setCell(table, cname, value, "sync", expireAt)
+            # expire is absolute; Kamailio gives the cell the table's
+            # default expiry when it is 0 or past.
+            expireAt = float(expire) if expire - now > 0 else None
+            self._store.set(htname, cname, value, "sync", expireAt)
         self._log.info(
             "Applied {count} synced htable cells", count=len(cells) - skipped, skipped=skipped
         )
 
     # Internals
-
-    def _table(self, name: str) -> _Table:
-        table = self._tables.get(name)
-        if table is None:
-            raise NoSuchTable(f"no such htable: {name!r}")
-        return table
-
-    def _expired(self, table: _Table, cell: _Cell) -> bool:
-        return cell.expireAt is not None and cell.expireAt <= self._clock.seconds()
-
-    def _live(self, table: _Table, key: str) -> Optional[_Cell]:
-        cell = table.cells.get(key)
-        if cell is not None and self._expired(table, cell):
-            del table.cells[key]
-            self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
-            return None
-        return cell
-
-    def _purgeTable(self, table: _Table) -> None:
-        if not table.spec.autoexpire:
-            return
-        for key, cell in list(table.cells.items()):
-            if self._expired(table, cell) and table.cells.get(key) is cell:
-                del table.cells[key]
-                self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
-
-    def _defaultExpiry(self, table: _Table) -> Optional[float]:
-        if not table.spec.autoexpire:
-            return None
-        return self._clock.seconds() + table.spec.autoexpire
-
-    def _setCell(
-        self, table: _Table, key: str, value: Value, origin: str, expireAt: object = _DEFAULT
-    ) -> None:
-        cell = self._live(table, key)
-        if expireAt is _DEFAULT or not table.spec.autoexpire:
-            if cell is None or table.spec.updateexpire:
-                expireAt = self._defaultExpiry(table)
-            else:
-                expireAt = cell.expireAt
-        old = None if cell is None else cell.value
-        if cell is None:
-            table.cells[key] = _Cell(value, expireAt, coreCaseHash(key))  # type: ignore[arg-type]
-        else:
-            cell.value = value
-            cell.expireAt = expireAt  # type: ignore[assignment]
-        self._notify(Change(table.spec.name, key, old, value, origin))
-
-    def _setExpire(self, table: _Table, key: str, seconds: int) -> None:
-        cell = self._live(table, key)
-        if cell is not None:
-            cell.expireAt = self._clock.seconds() + seconds if seconds > 0 else None
-
-    def _delete(self, table: _Table, key: str, origin: str) -> bool:
-        cell = self._live(table, key)
-        if cell is None:
-            return False
-        del table.cells[key]
-        self._notify(Change(table.spec.name, key, cell.value, None, origin))
-        return True
-
-    def _remove(self, table: _Table, action: Action, pattern: str, mode: int, origin: str) -> None:
-        compiled = None
-        if action is Action.RM_CELL_RE:
-            try:
-                compiled = _compilePattern(pattern)
-            except re.error as e:
-                raise _Failed(f"bad regular expression {pattern!r}: {e}") from None
-        self._purgeTable(table)
-        for key, cell in table.ordered():
-            if mode == MATCH_NAME:
-                text = key
-            elif isinstance(cell.value, str):
-                text = cell.value
-            else:
-                continue
-            if _matches(action, pattern, compiled, text):
-                del table.cells[key]
-                self._notify(Change(table.spec.name, key, cell.value, None, origin))
 
     def _setBody(self, table: str, key: str, value: Value) -> bytes:
         message: Dict[str, object] = {"action": int(Action.SET_CELL), "htname": table, "cname": key}
@@ -752,8 +540,8 @@ class HTablePeer(service.Service):
         message["mode"] = 1
         return _dumps(message)
 
-    def _replicate(self, table: _Table, body: bytes) -> Deferred:
-        if not table.spec.dmqreplicate:
+    def _replicate(self, table: str, body: bytes) -> Deferred:
+        if not self._store.spec(table).dmqreplicate:
             return succeed({})
         d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
         return self._logged(d, "replication")
@@ -769,18 +557,6 @@ class HTablePeer(service.Service):
             )
 
         return d.addErrback(failed)
-
-    def _notify(self, change: Change) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(change)
-            except Exception:
-                self._log.failure(
-                    "htable subscriber {callback!r} failed on {change!r}",
-                    callback=callback,
-                    change=change,
-                )
-
 
 def _textField(text: str, what: str) -> None:
     try:
