@@ -11,16 +11,11 @@ of this package does what.
 """
 
 from dmq.interfaces import RPCError
-from dmq.peers.htable.peer import (
-    CONTENT_TYPE,
-    MAX_SYNC_BODY,
-    PEER_ID,
-    Action,
-    HTablePeer,
-)
+from dmq.peers.htable.peer import PEER_ID, HTablePeer
 from dmq.peers.htable.rpc import HTableRPC
-from dmq.peers.htable.store import Change, NoSuchTable
 from dmq.peers.htable.spec import MATCH_NAME, MATCH_VALUE, TableSpec, coreCaseHash, parseTableSpec
+from dmq.peers.htable.store import Change, NoSuchTable
+from dmq.peers.htable.wire import CONTENT_TYPE, MAX_SYNC_BODY, Action
 
 __all__ = [
     "PEER_ID",

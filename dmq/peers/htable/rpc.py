@@ -13,8 +13,9 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from dmq.interfaces import RPCError
-from dmq.peers.htable.peer import TYPE_INT, TYPE_STR, HTablePeer
+from dmq.peers.htable.peer import HTablePeer
 from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, Value, coreCaseHash
+from dmq.peers.htable.wire import TYPE_INT, TYPE_STR
 
 __all__ = ["HTableRPC", "RPCError"]
 
