@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_htable -*-
 """
 L{HTablePeer}: replicated hash tables, and the bus peer that replicates
-them.  It applies the messages L{wire.decode} reads to its L{HTableStore},
+them.  It applies the messages L{decode} reads to its L{HTableStore},
 and holds the replication and sync policy: local changes are broadcast,
 changes from the bus are applied and never sent again, a sync request is
 answered with a dump, and with C{initSync} one node is asked on joining.
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Callable, Iterable, List, Optional, Set, Tuple, Union
 
 import attr
-
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -69,7 +68,7 @@ class _Joins:
     def joined(self, node: Node, active: Set[Node]) -> bool:
         """
         @param node: the node the bus reports active now.
-        @param active: the other nodes that are active now.
+        @param active: the nodes but the local one that are active now.
         @return: whether no other node reported is among C{active}.
         """
         # The bus tells us when a node becomes active, not when it stops
