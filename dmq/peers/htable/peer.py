@@ -168,8 +168,7 @@ class HTablePeer(service.Service):
             self._purger = None
         return succeed(None)
 
-    # Reading: as the store reads, each raising NoSuchTable for a table
-    # that is not declared.
+    # Reading, as the store reads
 
     def tables(self) -> List[str]:
         """
@@ -180,29 +179,32 @@ class HTablePeer(service.Service):
     def spec(self, table: str) -> TableSpec:
         """
         @return: the L{TableSpec} of C{table}.
+        @raise NoSuchTable: when it is not declared.
         """
         return self._store.spec(table)
 
     def get(self, table: str, key: str) -> Optional[Value]:
         """
         @return: the value of cell C{key} of C{table}, or C{None}.
+        @raise NoSuchTable: when C{table} is not declared.
         """
         return self._store.get(table, key)
 
     def expiresAt(self, table: str, key: str) -> Optional[float]:
         """
         @return: when cell C{key} expires, in clock time, or C{None}.
+        @raise NoSuchTable: when C{table} is not declared.
         """
         return self._store.expiresAt(table, key)
 
     def items(self, table: str) -> List[Tuple[str, Value]]:
         """
         @return: the C{(key, value)} pairs of C{table}, in Kamailio's order.
+        @raise NoSuchTable: when C{table} is not declared.
         """
         return self._store.items(table)
 
-    # Changing: as the store changes (and with its exceptions), then
-    # replicated.
+    # Changing, as the store changes (with its exceptions), then replicating
 
     def set(self, table: str, key: str, value: Value) -> Deferred:
         """
