@@ -1,104 +1,10 @@
 # -*- test-case-name: dmq.test.test_node -*-
 """
 Membership state: the nodes of the bus, their status, and the rules that
-change it.  Pure: nothing here sends, receives or resolves anything; every
-outcome is reported to L{NodeManager} by the layers above (the bus and the
-notification peer), and time comes from an injected clock.
-
-Identity
-========
-
-A node is named by a SIP URI.  Kamailio says two URIs name the same node when
-the host text, the port text and the transport are equal (C{cmp_dmq_node()});
-so C{sip:10.0.0.1:5060} and C{sip:10.0.0.1} are two nodes to it, and so are
-C{sip:10.0.0.1:5060} and C{sip:10.0.0.1:5060;transport=udp}.  L{Node.key}
-keeps that identity with one exception: no transport and C{transport=udp} are
-the same transport to us (we never write C{;transport=udp}, so we never
-create the second spelling, and folding the two costs nothing on the wire).
-The user part and every other parameter are ignored.
-
-When the key matches nothing, Kamailio 5.8 and later try the resolved IP
-address (C{find_dmq_node_ip()}, to stop one node being listed twice, by DNS
-name and by address).  Kamailio compares only the IP there, ignoring port and
-transport, so that two nodes sharing an address cannot learn of each other at
-all (the reason every member of a mixed cluster must have its own IP).  We
-make the same fall-back but also require the effective port (the port, or
-5060, 5061 for TLS) and the transport to be equal: that folds the spellings
-the fall-back exists for (a name and its address, C{sip:10.0.0.1} and
-C{sip:10.0.0.1:5060}, two spellings of one IPv6 address) without merging
-distinct nodes that share an address, as the captured 5.6.3 bus on
-127.0.0.1:5061-5063 has.  Our view of such a bus is then richer than a 5.8+
-node's, never poorer.  Nothing is resolved here: a URI's host counts as its
-IP only when it is an IP literal, and a host name counts once something has
-set L{Node.resolvedIP} (see L{NodeManager.setResolvedIP}).
-
-The merge (Kamailio 6.1)
-========================
-
-A received node list is merged line by line (L{NodeList.merge}): a line that
-matches no node adds one, with the line's status; a line about a known,
-non-local node changes its status when the line has a C{;status=} and the
-node is not C{disabled} (an "ending state"); a line about the local node is
-ignored; nodes missing from a list stay.
-
-What we add: no ghost nodes, no immortal seeds
-==============================================
-
-Kamailio's own timeouts are overruled by other nodes' stale lists, and the
-captures show both ways it goes wrong:
-
-  - C{04-stop-n3-sigterm}: n3 stops.  n1's ping times out and marks n3
-    C{disabled} (left out of n1's body at once); while n3 is C{disabled}, n2's
-    lists, still saying C{n3;status=active}, are refused (ending state); the
-    next timeout deletes n3.  A node deleted this way comes straight back as
-    C{active} from the next stale list that still names it: in
-    C{probe-04-notify-disabled}, n1 deletes the node that left and re-adds
-    it a second later from n2's list, then has to time it out all over again.
-
-  - C{06-kill-n1-notification-node}: n1, the seed of n2 and n3, is killed.
-    A timeout on a seed only makes it C{pending}/C{not_active}, which is not
-    an ending state, so n3's C{n1;status=active} line puts it back at n2,
-    and n2's at n3: after 127 s both still list the dead n1 as active, and
-    would forever.
-
-So L{NodeManager} adds these rules:
-
-  1. Only a node's own word makes it active again.  Another node's line may
-     add an unknown node, or demote a known one, but never promote a node
-     that is C{not_active} or C{disabled}: that takes a C{200} from the node
-     (L{NodeManager.notificationSucceeded}) or a line the node wrote about
-     itself (the line of the request's sender,
-     C{merge(lines, sender=...)}).  Since we keep pinging every node
-     whatever its status (L{NodeManager.pingTargets}), a node that is alive
-     gets back within one ping interval; a dead one, seed or not, stays out
-     of our bodies and broadcasts however many stale lists name it.  A
-     node's own C{status=disabled} line (a graceful leave) takes effect at
-     once, and the node is still pinged.
-
-  2. Tombstones.  A node we removed (a timeout while it was C{disabled}, or
-     L{NodeManager.remove}) is not re-added by another node's list for
-     C{tombstoneTime} seconds; the node's own C{active} line or its own
-     C{200} re-adds it at once.  The default, 120 s, is two default ping
-     intervals: each other node marks a dead node C{disabled} (and so stops
-     listing it) within one ping interval plus the 30 s transaction timeout
-     of its own ping.  A stale list that outlives the tombstone only re-adds
-     the node for one more ping.
-
-  3. A seed is never removed by timeouts (in Kamailio 6.1 it is, once it
-     said goodbye or with fail counts, and the node then has no address to
-     re-join through): it stays, C{disabled} or C{not_active}, and is pinged
-     until it answers.  One removed by hand is put back when our list holds
-     nobody else (L{NodeManager.restoreSeeds}).
-
-  4. Bounds.  Received lists bring in at most C{maxNodes} nodes, and only
-     the first C{maxNodes} lines of a list are read, so a hostile or broken
-     node cannot make us hold, ping and pass on an unbounded list.
-
-Two smaller choices: a seed starts as C{not_active} ("an address to ask, not
-yet heard from"; Kamailio 6.1 starts it C{active}, 6.0 and older
-C{pending}), so it turns active, and observers hear of it, when it first
-answers or speaks; and a timeout only ever demotes a node (it never moves a
-C{disabled} node to C{not_active}).
+change it, owned by L{NodeManager}.  Pure: nothing here sends, receives or
+resolves anything; the bus and the notification peer report every outcome,
+and time comes from an injected clock.  The rules, and where and why they
+differ from Kamailio's, are in doc/design.md ("Membership").
 """
 
 from __future__ import annotations
@@ -139,13 +45,13 @@ __all__ = [
 ]
 
 DEFAULT_TOMBSTONE_TIME = 120.0
+"""
+Seconds during which a removed node is not re-added by other nodes' lists.
+"""
 
 # Kamailio's 1024-byte list buffer holds about 29 nodes; we allow more, but
 # not without bound.
 DEFAULT_MAX_NODES = 128
-"""
-Seconds during which a removed node is not re-added by other nodes' lists.
-"""
 
 # How bad each status is, for rules that may only demote.
 _SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED: 2}
@@ -648,8 +554,8 @@ class NodeManager(service.Service):
         Merge the lines of a received node list (a notification request or
         the C{200} to ours).
 
-        The merge is Kamailio 6.1's (L{NodeList.merge}) plus the rules in
-        the module docstring: another node's line neither promotes a node
+        The merge is Kamailio 6.1's (L{NodeList.merge}) plus ours (see
+        doc/design.md, "Membership"): another node's line neither promotes a node
         that is not active nor re-adds a removed one within the tombstone
         time, while the sender's line about itself does both, and its
         C{disabled} line about itself takes effect at once.
