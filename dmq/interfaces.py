@@ -2,7 +2,8 @@
 """
 The two interfaces a Twisted program needs to use dmq: L{IDMQPeer}, which it
 implements to receive the messages of one channel, and L{IDMQBus}, which it
-calls to register peers and to send.
+calls to register peers and to send; and L{INodeObserver}, which the bus
+implements to hear from the node manager of nodes coming and going.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from zope.interface import Attribute, Interface
 
 from dmq.sip import isHeaderValue
 
-__all__ = ["IDMQPeer", "IDMQBus", "PeerResponse", "RPCError"]
+__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "RPCError"]
 
 
 @attr.frozen
@@ -179,4 +180,28 @@ class IDMQBus(Interface):
 
         @return: a L{Deferred} that fires with the L{dmq.sip.Response} to send
             back.
+        """
+
+
+class INodeObserver(Interface):
+    """
+    Told when a remote node becomes active or stops being active.  Register
+    with L{dmq.node.NodeManager.addObserver}.  Never told about the local
+    node.
+    """
+
+    def nodeActivated(node):
+        """
+        C{node} became active: it was added as active, or moved to active
+        from another status.  Called once per such transition.
+
+        @type node: L{dmq.node.Node}
+        """
+
+    def nodeDeactivated(node):
+        """
+        C{node} stopped being active: it became C{not_active} or
+        C{disabled}, or an active node was removed.
+
+        @type node: L{dmq.node.Node}
         """

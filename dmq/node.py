@@ -18,8 +18,8 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
 
+from dmq.interfaces import INodeObserver
 from dmq.nodelist import (
     NBODY_LIMIT,
     NodeLine,
@@ -349,29 +349,6 @@ class NodeList:
                 changes.append(NodeChange(node, node.status, line.status))
                 node.status = line.status
         return changes
-
-
-class INodeObserver(Interface):
-    """
-    Told when a remote node becomes active or stops being active.  Register
-    with L{NodeManager.addObserver}.  Never told about the local node.
-    """
-
-    def nodeActivated(node: Node) -> None:
-        """
-        C{node} became active: it was added as active, or moved to active
-        from another status.  Called once per such transition.
-
-        @type node: L{Node}
-        """
-
-    def nodeDeactivated(node: Node) -> None:
-        """
-        C{node} stopped being active: it became C{not_active} or
-        C{disabled}, or an active node was removed.
-
-        @type node: L{Node}
-        """
 
 
 class NodeError(Exception):
@@ -889,7 +866,7 @@ class NodeManager(service.Service):
 
     def addObserver(self, observer: object) -> None:
         """
-        Tell C{observer} (an L{INodeObserver}) about nodes becoming active
+        Tell C{observer} (an L{dmq.interfaces.INodeObserver}) about nodes becoming active
         or not.
         """
         self._observers.append(observer)
