@@ -9,11 +9,8 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -22,13 +19,21 @@ from twisted.logger import Logger
 from dmq.interfaces import INodeObserver
 from dmq.nodelist import (
     NBODY_LIMIT,
+    Node,
+    NodeChange,
+    NodeIdentity,
+    NodeKey,
     NodeLine,
+    NodeList,
     NodeStatus,
     fitsKamailio,
     formatNodeList,
+    ipLiteral,
+    nodeKey,
+    parseNodeAddress,
     withoutStatus,
 )
-from dmq.sip import URI, SIPParseError, parseURI
+from dmq.sip import URI
 
 __all__ = [
     "NodeStatus",
@@ -56,300 +61,6 @@ DEFAULT_MAX_NODES = 128
 # How bad each status is, for rules that may only demote.
 _SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED: 2}
 
-NodeKey = Tuple[str, Optional[int], str]
-
-
-def parseNodeAddress(text: str) -> URI:
-    """
-    Parse the URI of a node we can talk to: a C{sip:} URI over UDP, such as
-    a C{notification_address} or the argument of C{dmq.add}.
-
-    @raise ValueError: saying what is wrong.
-    """
-    try:
-        uri = parseURI(text)
-    except SIPParseError as e:
-        raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
-    if uri.scheme != "sip":
-        raise ValueError(f"{text!r}: only sip: URIs are supported so far, not {uri.scheme}:")
-    if uri.port == 0:
-        raise ValueError(f"{text!r}: port 0 names no node")
-    if uri.transport not in (None, "udp"):
-        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
-    return uri
-
-
-@functools.lru_cache(maxsize=1024)
-def ipLiteral(host: str) -> Optional[str]:
-    """
-    The normal text of C{host} when it is an IP address, else C{None}.  An
-    IPv4 address written as IPv6 (C{::ffff:127.0.0.11}) is the IPv4 address:
-    it is the same host, and our UDP socket reaches it only that way.
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
-
-
-def _normaliseIP(value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    normal = ipLiteral(value)
-    if normal is None:
-        raise ValueError(f"{value!r} is not an IP address")
-    return normal
-
-
-def _transport(uri: URI) -> str:
-    return uri.transport or "udp"
-
-
-def _effectivePort(uri: URI) -> int:
-    if uri.port is not None:
-        return uri.port
-    if uri.scheme == "sips" or uri.transport == "tls":
-        return 5061
-    return 5060
-
-
-def nodeKey(uri: URI) -> NodeKey:
-    """
-    The identity Kamailio gives the node named by C{uri}: host text, port
-    (C{None} when the URI has none) and transport, with no transport read as
-    C{"udp"}.
-    """
-    return (uri.host, uri.port, _transport(uri))
-
-
-@attr.frozen
-class _Identity:
-    """
-    What is needed to tell whether two URIs name one node: the L{nodeKey},
-    and for the IP fall-back the IP address (when known) with the effective
-    port and the transport.
-    """
-
-    key: NodeKey
-    ip: Optional[str]
-    address: Tuple[int, str]
-
-    @classmethod
-    def of(cls, uri: URI, resolvedIP: Optional[str] = None) -> "_Identity":
-        ip = ipLiteral(uri.host) if resolvedIP is None else resolvedIP
-        return cls(nodeKey(uri), ip, (_effectivePort(uri), _transport(uri)))
-
-    def sameAddress(self, other: "_Identity") -> bool:
-        return (
-            self.ip is not None
-            and self.ip == other.ip
-            and self.address == other.address
-        )
-
-    def sameNode(self, other: "_Identity") -> bool:
-        return self.key == other.key or self.sameAddress(other)
-
-
-@attr.define(eq=False)
-class Node:
-    """
-    One node of the bus: its identity and what we know of its state.
-
-    Compared by identity: the bus and the peers may hold on to a node while
-    its status changes.
-
-    @ivar uri: the node's URI as configured or as received, without its
-        C{status} parameter.
-    @ivar status: its L{NodeStatus}.
-    @ivar local: C{True} only for ourselves.
-    @ivar resolvedIP: its IP address: the host itself when that is an IP
-        literal, otherwise C{None} until something resolves it.  Assigned
-        text is normalised (C{0:0::1} becomes C{::1}).
-    @ivar failCount: timeouts counted since the last C{200} (only with
-        C{failCountEnabled}).
-    @ivar lastNotification: the clock time we last heard from the node (a
-        C{200} to our notification, or a request whose From is this node),
-        or C{None}.
-    """
-
-    uri: URI = attr.ib(converter=withoutStatus)
-    status: NodeStatus = NodeStatus.ACTIVE
-    local: bool = False
-    resolvedIP: Optional[str] = attr.ib(
-        default=attr.Factory(lambda self: ipLiteral(self.uri.host), takes_self=True),
-        converter=_normaliseIP,
-    )
-    failCount: int = 0
-    lastNotification: Optional[float] = None
-
-    @property
-    def key(self) -> NodeKey:
-        """
-        Kamailio's identity of this node: see L{nodeKey}.
-        """
-        return nodeKey(self.uri)
-
-    @property
-    def address(self) -> Tuple[str, int]:
-        """
-        Where to send to: C{(host, port)}, the host being the resolved IP
-        when known, the port 5060 (5061 for TLS) when the URI has none.
-        """
-        return (self.resolvedIP or self.uri.host, _effectivePort(self.uri))
-
-    def _identity(self) -> _Identity:
-        return _Identity.of(self.uri, self.resolvedIP)
-
-    def __str__(self) -> str:
-        return self.uri.toString()
-
-
-@attr.frozen
-class NodeChange:
-    """
-    A node was added, changed status, or was removed.
-
-    @ivar node: the node.
-    @ivar previous: its status before, or C{None} when it was added.
-    @ivar current: its status now, or C{None} when it was removed.
-    """
-
-    node: Node
-    previous: Optional[NodeStatus]
-    current: Optional[NodeStatus]
-
-
-def _endingState(node: Node, line: NodeLine) -> bool:
-    # Kamailio up to 6.1: a disabled node is not changed by a received line.
-    return node.status is not NodeStatus.DISABLED
-
-
-class NodeList:
-    """
-    The nodes we know, ourselves included, in the order they were added.
-
-    @ivar local: our own node.
-    """
-
-    def __init__(self, local: Node) -> None:
-        if not local.local:
-            raise ValueError("the first node of a node list is the local node")
-        self.local = local
-        self._others: List[Node] = []
-
-    def __iter__(self) -> Iterator[Node]:
-        """
-        The local node, then the others, oldest first.
-        """
-        yield self.local
-        yield from self._others
-
-    def __len__(self) -> int:
-        return 1 + len(self._others)
-
-    def __contains__(self, node: object) -> bool:
-        return node is self.local or any(node is other for other in self._others)
-
-    def others(self) -> List[Node]:
-        """
-        Every node but the local one, oldest first.
-        """
-        return list(self._others)
-
-    def _find(self, identity: _Identity) -> Optional[Node]:
-        # As Kamailio: the key over the whole list first, then the address.
-        for node in self:
-            if node.key == identity.key:
-                return node
-        for node in self:
-            if node._identity().sameAddress(identity):
-                return node
-        return None
-
-    def find(self, uri: URI, resolvedIP: Optional[str] = None) -> Optional[Node]:
-        """
-        Find the node C{uri} names: by L{nodeKey}, and failing that by IP
-        address (the host of C{uri} when it is an IP literal, or
-        C{resolvedIP}), effective port and transport.
-
-        @return: the node, the local one included, or C{None}.
-        """
-        return self._find(_Identity.of(withoutStatus(uri), _normaliseIP(resolvedIP)))
-
-    def findNode(self, node: Node) -> Optional[Node]:
-        """
-        The entry of this list for C{node}: C{node} itself when it is in the
-        list, else the entry it matches (say, the same node re-added after
-        C{node} was removed), else C{None}.
-        """
-        if node in self:
-            return node
-        return self._find(node._identity())
-
-    def add(self, node: Node) -> None:
-        """
-        Append a non-local node.
-        """
-        if node.local:
-            raise ValueError("a node list has one local node")
-        self._others.append(node)
-
-    def remove(self, node: Node) -> None:
-        """
-        Remove a non-local node.
-
-        @raise ValueError: if C{node} is not in the list, or is local.
-        """
-        for index, other in enumerate(self._others):
-            if other is node:
-                del self._others[index]
-                return
-        raise ValueError(f"{node} is not in the node list")
-
-    def merge(
-        self,
-        lines: Iterable[NodeLine],
-        admit: Optional[Callable[[NodeLine], bool]] = None,
-        accept: Callable[[Node, NodeLine], bool] = _endingState,
-    ) -> List[NodeChange]:
-        """
-        Merge the lines of a received node list, as Kamailio 6.1 does
-        (C{extract_node_list()}, steps 4 to 7 of the reference's 4.1).
-
-        For each line, in order: the node it names is looked up (L{find}).
-        Not found: a node is added with the line's status (if C{admit(line)}
-        allows).  Found, not local, the line has a C{;status=} that differs
-        from the node's: the node takes it if C{accept(node, line)} allows;
-        by default, unless the node is C{disabled}.  A line about the local
-        node changes nothing; a node no line names stays.
-
-        @param admit: whether a line naming an unknown node may add it; by
-            default always.
-        @param accept: whether a line may change a known node's status.
-        @return: the nodes added or changed, one L{NodeChange} each.
-        """
-        changes: List[NodeChange] = []
-        for line in lines:
-            node = self.find(line.uri)
-            if node is None:
-                if admit is not None and not admit(line):
-                    continue
-                node = Node(line.uri, line.status)
-                self.add(node)
-                changes.append(NodeChange(node, None, line.status))
-            elif (
-                not node.local
-                and line.statusGiven
-                and node.status is not line.status
-                and accept(node, line)
-            ):
-                changes.append(NodeChange(node, node.status, line.status))
-                node.status = line.status
-        return changes
-
 
 class NodeError(Exception):
     """
@@ -358,7 +69,7 @@ class NodeError(Exception):
     """
 
 
-_Tombstone = Tuple[_Identity, float, str]
+_Tombstone = Tuple[NodeIdentity, float, str]
 
 
 class NodeManager(service.Service):
@@ -478,12 +189,12 @@ class NodeManager(service.Service):
         """
         Whether C{node} is one of our notification addresses.
         """
-        identity = node._identity()
+        identity = node.identity()
         for configured, seed in self._seeds:
             if (
                 seed is node
-                or seed._identity().sameNode(identity)
-                or _Identity.of(configured, seed.resolvedIP).sameNode(identity)
+                or seed.identity().sameNode(identity)
+                or NodeIdentity.of(configured, seed.resolvedIP).sameNode(identity)
             ):
                 return True
         return False
@@ -553,15 +264,15 @@ class NodeManager(service.Service):
             )
             del lines[self._maxNodes :]
         if isinstance(sender, Node):
-            senderIdentity: Optional[_Identity] = sender._identity()
+            senderIdentity: Optional[NodeIdentity] = sender.identity()
         elif sender is not None:
-            senderIdentity = _Identity.of(sender)
+            senderIdentity = NodeIdentity.of(sender)
         else:
             senderIdentity = None
 
         def isOwn(line: NodeLine) -> bool:
             return senderIdentity is not None and senderIdentity.sameNode(
-                _Identity.of(line.uri)
+                NodeIdentity.of(line.uri)
             )
 
         for line in lines:
@@ -581,7 +292,7 @@ class NodeManager(service.Service):
                 return False
             if self._isAlias(line.uri):
                 return False
-            identity = _Identity.of(line.uri)
+            identity = NodeIdentity.of(line.uri)
             tombstone = self._findTombstone(identity)
             if tombstone is None:
                 return True
@@ -640,7 +351,7 @@ class NodeManager(service.Service):
         current = self._nodes.findNode(node)
         if current is None:
             # Removed while our request was out: its own 200 brings it back.
-            self._dropTombstones(node._identity())
+            self._dropTombstones(node.identity())
             node.status = NodeStatus.ACTIVE
             node.failCount = 0
             node.lastNotification = now
@@ -754,7 +465,7 @@ class NodeManager(service.Service):
         if self._nodes.find(uri) is not None:
             raise NodeError("Node is already added")
         node = Node(uri, status)
-        self._dropTombstones(node._identity())
+        self._dropTombstones(node.identity())
         self._nodes.add(node)
         self._announce(NodeChange(node, None, status))
         return node
@@ -803,8 +514,8 @@ class NodeManager(service.Service):
             seed.uri = configured
             seed.status = NodeStatus.NOT_ACTIVE
             seed.failCount = 0
-            self._dropTombstones(seed._identity())
-            self._dropTombstones(_Identity.of(configured, seed.resolvedIP))
+            self._dropTombstones(seed.identity())
+            self._dropTombstones(NodeIdentity.of(configured, seed.resolvedIP))
             self._nodes.add(seed)
             self._announce(NodeChange(seed, None, NodeStatus.NOT_ACTIVE))
             restored.append(seed)
@@ -825,9 +536,9 @@ class NodeManager(service.Service):
             changed = False
             known: List[Node] = []
             for entry in self._nodes:
-                identity = entry._identity()
+                identity = entry.identity()
                 same = next(
-                    (k for k in known if k._identity().sameNode(identity)), None
+                    (k for k in known if k.identity().sameNode(identity)), None
                 )
                 if same is not None and not entry.local:
                     self._log.info(
@@ -902,10 +613,10 @@ class NodeManager(service.Service):
         node.status = NodeStatus.DISABLED
         if tombstone:
             expires = self._clock.seconds() + self._tombstoneTime
-            self._tombstones.append((node._identity(), expires, str(node)))
+            self._tombstones.append((node.identity(), expires, str(node)))
         self._announce(NodeChange(node, previous, None))
 
-    def _findTombstone(self, identity: _Identity) -> Optional[_Tombstone]:
+    def _findTombstone(self, identity: NodeIdentity) -> Optional[_Tombstone]:
         now = self._clock.seconds()
         self._tombstones = [t for t in self._tombstones if t[1] > now]
         for tombstone in self._tombstones:
@@ -913,7 +624,7 @@ class NodeManager(service.Service):
                 return tombstone
         return None
 
-    def _dropTombstones(self, identity: _Identity) -> None:
+    def _dropTombstones(self, identity: NodeIdentity) -> None:
         self._tombstones = [t for t in self._tombstones if not t[0].sameNode(identity)]
 
     def _announce(self, change: NodeChange) -> None:
