@@ -9,20 +9,20 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from dmq.forgotten import ForgottenIdentities
 from dmq.interfaces import INodeObserver
 from dmq.nodelist import (
     NBODY_LIMIT,
     Node,
     NodeChange,
     NodeIdentity,
-    NodeKey,
     NodeLine,
     NodeList,
     NodeStatus,
@@ -69,9 +69,6 @@ class NodeError(Exception):
     """
 
 
-_Tombstone = Tuple[NodeIdentity, float, str]
-
-
 class NodeManager(service.Service):
     """
     Owns the node list, and applies to it the outcome of every exchange with
@@ -111,25 +108,27 @@ class NodeManager(service.Service):
             exceeds this becomes C{not_active}.
         @param failCountThresholdDisabled: a C{not_active} node whose count
             exceeds this becomes C{disabled}.
-        @param tombstoneTime: seconds during which a removed node is not
-            re-added by other nodes' lists.
-        @param maxNodes: the most nodes received lists may bring in, and the
-            most lines of one list that are read: a bound on what a hostile
-            or broken node can make us hold, ping and pass on.
+        @param tombstoneTime: seconds during which a removed node, or a
+            spelling found to name another node, is not re-added by other
+            nodes' lists.
+        @param maxNodes: the most nodes received lists may bring in, the
+            most lines of one list that are read, and the most removed
+            nodes and spellings remembered: a bound on what a hostile or
+            broken node can make us hold, ping and pass on.
         """
         self._clock = clock
         self._removeInactive = removeInactive
         self._failCountEnabled = failCountEnabled
         self._failCountThresholdNotActive = failCountThresholdNotActive
         self._failCountThresholdDisabled = failCountThresholdDisabled
-        self._tombstoneTime = tombstoneTime
         self._maxNodes = maxNodes
-        self._aliases: Dict[NodeKey, float] = {}
+        # The removed nodes, and the spellings found to name a node known
+        # otherwise, that other nodes' lists may not bring back for a while.
+        self._forgotten = ForgottenIdentities(clock, tombstoneTime, max(maxNodes, 1))
         self._overflowLogged = False
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
         self._seeds: List[Tuple[URI, Node]] = []
-        self._tombstones: List[_Tombstone] = []
         self._observers: List[object] = []
         self._bodyTooLarge = False
         for uri in seeds:
@@ -290,14 +289,16 @@ class NodeManager(service.Service):
                         uri=line.uri,
                     )
                 return False
-            if self._isAlias(line.uri):
-                return False
             identity = NodeIdentity.of(line.uri)
-            tombstone = self._findTombstone(identity)
-            if tombstone is None:
+            forgotten = self._forgotten.find(identity)
+            if forgotten is None:
                 return True
-            if isOwn(line) and line.status is NodeStatus.ACTIVE:
-                self._dropTombstones(identity)
+            if (
+                not forgotten.spellingOnly
+                and isOwn(line)
+                and line.status is NodeStatus.ACTIVE
+            ):
+                self._forgotten.remember(identity)
                 return True
             self._log.debug(
                 "not re-adding removed node {uri} from another node's list",
@@ -351,7 +352,7 @@ class NodeManager(service.Service):
         current = self._nodes.findNode(node)
         if current is None:
             # Removed while our request was out: its own 200 brings it back.
-            self._dropTombstones(node.identity())
+            self._forgotten.remember(node.identity())
             node.status = NodeStatus.ACTIVE
             node.failCount = 0
             node.lastNotification = now
@@ -465,7 +466,7 @@ class NodeManager(service.Service):
         if self._nodes.find(uri) is not None:
             raise NodeError("Node is already added")
         node = Node(uri, status)
-        self._dropTombstones(node.identity())
+        self._forgotten.remember(node.identity())
         self._nodes.add(node)
         self._announce(NodeChange(node, None, status))
         return node
@@ -514,8 +515,8 @@ class NodeManager(service.Service):
             seed.uri = configured
             seed.status = NodeStatus.NOT_ACTIVE
             seed.failCount = 0
-            self._dropTombstones(seed.identity())
-            self._dropTombstones(NodeIdentity.of(configured, seed.resolvedIP))
+            self._forgotten.remember(seed.identity())
+            self._forgotten.remember(NodeIdentity.of(configured, seed.resolvedIP))
             self._nodes.add(seed)
             self._announce(NodeChange(seed, None, NodeStatus.NOT_ACTIVE))
             restored.append(seed)
@@ -549,29 +550,12 @@ class NodeManager(service.Service):
                     if entry is survivor:
                         survivor = same
                     self._remove(entry, tombstone=False)
-                    self._rememberAlias(entry.uri)
+                    # Other nodes' lists may still carry that spelling.
+                    self._forgotten.forgetSpelling(NodeIdentity.of(entry.uri))
                     changed = True
                     break
                 known.append(entry)
         return survivor
-
-    def _rememberAlias(self, uri: URI) -> None:
-        """
-        Remember that C{uri} (in its exact spelling) names a node we know
-        otherwise, so that other nodes' lists, which may still carry it, do
-        not add it again for C{tombstoneTime}.  Kept by spelling, not by
-        address: an address would also match the node itself.
-        """
-        now = self._clock.seconds()
-        self._aliases = {
-            key: until for key, until in self._aliases.items() if until > now
-        }
-        if len(self._aliases) < self._maxNodes:
-            self._aliases[nodeKey(uri)] = now + self._tombstoneTime
-
-    def _isAlias(self, uri: URI) -> bool:
-        until = self._aliases.get(nodeKey(uri))
-        return until is not None and until > self._clock.seconds()
 
     # Observers
 
@@ -612,20 +596,8 @@ class NodeManager(service.Service):
         # Whoever still holds the node must not take it for active.
         node.status = NodeStatus.DISABLED
         if tombstone:
-            expires = self._clock.seconds() + self._tombstoneTime
-            self._tombstones.append((node.identity(), expires, str(node)))
+            self._forgotten.forgetNode(node.identity())
         self._announce(NodeChange(node, previous, None))
-
-    def _findTombstone(self, identity: NodeIdentity) -> Optional[_Tombstone]:
-        now = self._clock.seconds()
-        self._tombstones = [t for t in self._tombstones if t[1] > now]
-        for tombstone in self._tombstones:
-            if tombstone[0].sameNode(identity):
-                return tombstone
-        return None
-
-    def _dropTombstones(self, identity: NodeIdentity) -> None:
-        self._tombstones = [t for t in self._tombstones if not t[0].sameNode(identity)]
 
     def _announce(self, change: NodeChange) -> None:
         node = change.node
