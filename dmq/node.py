@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from dmq.forgotten import ForgottenIdentities
 from dmq.interfaces import INodeObserver
+from dmq.liveness import LivenessDecision, LivenessPolicy
 from dmq.nodelist import (
     NBODY_LIMIT,
     Node,
@@ -57,10 +58,6 @@ Seconds during which a removed node is not re-added by other nodes' lists.
 # Kamailio's 1024-byte list buffer holds about 29 nodes; we allow more, but
 # not without bound.
 DEFAULT_MAX_NODES = 128
-
-# How bad each status is, for rules that may only demote.
-_SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED: 2}
-
 
 class NodeError(Exception):
     """
@@ -117,10 +114,12 @@ class NodeManager(service.Service):
             broken node can make us hold, ping and pass on.
         """
         self._clock = clock
-        self._removeInactive = removeInactive
-        self._failCountEnabled = failCountEnabled
-        self._failCountThresholdNotActive = failCountThresholdNotActive
-        self._failCountThresholdDisabled = failCountThresholdDisabled
+        self._liveness = LivenessPolicy(
+            removeInactive=removeInactive,
+            failCountEnabled=failCountEnabled,
+            failCountThresholdNotActive=failCountThresholdNotActive,
+            failCountThresholdDisabled=failCountThresholdDisabled,
+        )
         self._maxNodes = maxNodes
         # The removed nodes, and the spellings found to name a node known
         # otherwise, that other nodes' lists may not bring back for a while.
@@ -293,10 +292,8 @@ class NodeManager(service.Service):
             forgotten = self._forgotten.find(identity)
             if forgotten is None:
                 return True
-            if (
-                not forgotten.spellingOnly
-                and isOwn(line)
-                and line.status is NodeStatus.ACTIVE
+            if not forgotten.spellingOnly and self._liveness.lineRevives(
+                line.status, isOwn(line)
             ):
                 self._forgotten.remember(identity)
                 return True
@@ -307,12 +304,7 @@ class NodeManager(service.Service):
             return False
 
         def accept(node: Node, line: NodeLine) -> bool:
-            if isOwn(line):
-                return True
-            if node.status is NodeStatus.DISABLED:
-                return False
-            # Only a node's own word makes it active again.
-            return line.status is not NodeStatus.ACTIVE
+            return self._liveness.lineAccepted(node.status, line.status, isOwn(line))
 
         changes = self._nodes.merge(lines, admit, accept)
         for change in changes:
@@ -352,91 +344,53 @@ class NodeManager(service.Service):
         current = self._nodes.findNode(node)
         if current is None:
             # Removed while our request was out: its own 200 brings it back.
+            decision = self._liveness.notificationSucceeded(node.status, node.failCount)
             self._forgotten.remember(node.identity())
-            node.status = NodeStatus.ACTIVE
-            node.failCount = 0
+            node.status = decision.status
+            node.failCount = decision.failCount
             node.lastNotification = now
             self._nodes.add(node)
-            self._announce(NodeChange(node, None, NodeStatus.ACTIVE))
+            self._announce(NodeChange(node, None, node.status))
             return
         if current.local:
             return
-        current.failCount = 0
         current.lastNotification = now
-        self._setStatus(current, NodeStatus.ACTIVE)
+        self._apply(
+            current, self._liveness.notificationSucceeded(current.status, current.failCount)
+        )
 
     def notificationTimedOut(self, node: Node, statusAtSend: NodeStatus) -> None:
         """
         A notification request (or any request whose replies are handled as
-        notification replies) to C{node} timed out (408), Kamailio 6.1's rule:
-
-          - the node was C{disabled} when the request went out (and still
-            is): it is removed, and tombstoned, unless it is a seed: a
-            notification address stays, to be pinged until it comes back
-            (it may have said goodbye and restarted);
-          - else, with C{failCountEnabled}: its fail count grows; past
-            C{failCountThresholdDisabled} a C{not_active} node becomes
-            C{disabled}, past C{failCountThresholdNotActive} an active one
-            becomes C{not_active};
-          - else a seed becomes C{not_active} (never removed);
-          - else the node becomes C{disabled} with C{removeInactive},
-            C{not_active} without.
-
-        A timeout never promotes: a C{disabled} node stays C{disabled}.
+        notification replies) to C{node} timed out (408): it is demoted or
+        removed (and tombstoned) by L{LivenessPolicy.notificationTimedOut}.
 
         @param statusAtSend: the node's status when the request was sent.
         """
         current = self._nodes.findNode(node)
         if current is None or current.local:
             return
-        if (
-            statusAtSend is NodeStatus.DISABLED
-            and current.status is NodeStatus.DISABLED
-            and not self.isSeed(current)
-        ):
-            self._log.info(
-                "removing node {node}: no answer while disabled", node=current
-            )
-            self._remove(current, tombstone=True)
-            return
-        if self._failCountEnabled:
-            current.failCount += 1
-            if (
-                current.failCount > self._failCountThresholdDisabled
-                and current.status is NodeStatus.NOT_ACTIVE
-            ):
-                status = NodeStatus.DISABLED
-            elif (
-                current.failCount > self._failCountThresholdNotActive
-                and current.status is NodeStatus.ACTIVE
-            ):
-                status = NodeStatus.NOT_ACTIVE
-            else:
-                return
-        elif self.isSeed(current):
-            status = NodeStatus.NOT_ACTIVE
-        elif self._removeInactive:
-            status = NodeStatus.DISABLED
-        else:
-            status = NodeStatus.NOT_ACTIVE
-        if _SEVERITY[status] > _SEVERITY[current.status]:
-            self._setStatus(current, status)
+        self._apply(
+            current,
+            self._liveness.notificationTimedOut(
+                current.status,
+                current.failCount,
+                statusAtSend=statusAtSend,
+                seed=self.isSeed(current),
+            ),
+        )
 
     def otherRequestTimedOut(self, node: Node) -> None:
         """
         A request of another channel (htable, usrloc, ...) to C{node} timed
-        out.  Only with C{failCountEnabled}, and only for an active node: its
-        fail count grows, and past C{failCountThresholdNotActive} it becomes
-        C{not_active}.  (Kamailio 6.1's default response callback.)
+        out: see L{LivenessPolicy.otherRequestTimedOut}.
         """
-        if not self._failCountEnabled:
-            return
         current = self._nodes.findNode(node)
-        if current is None or current.local or current.status is not NodeStatus.ACTIVE:
+        if current is None or current.local:
             return
-        current.failCount += 1
-        if current.failCount > self._failCountThresholdNotActive:
-            self._setStatus(current, NodeStatus.NOT_ACTIVE)
+        self._apply(
+            current, self._liveness.otherRequestTimedOut(current.status, current.failCount)
+        )
 
     def heardFrom(self, node: Node) -> None:
         """
@@ -582,6 +536,14 @@ class NodeManager(service.Service):
         return succeed(None)
 
     # Internals
+
+    def _apply(self, node: Node, decision: LivenessDecision) -> None:
+        if decision.remove:
+            self._log.info("removing node {node}: no answer while disabled", node=node)
+            self._remove(node, tombstone=True)
+            return
+        node.failCount = decision.failCount
+        self._setStatus(node, decision.status)
 
     def _setStatus(self, node: Node, status: NodeStatus) -> None:
         previous = node.status
