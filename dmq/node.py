@@ -59,6 +59,7 @@ Seconds during which a removed node is not re-added by other nodes' lists.
 # not without bound.
 DEFAULT_MAX_NODES = 128
 
+
 class NodeError(Exception):
     """
     An administrative request on the node list was refused: the node is
@@ -199,17 +200,11 @@ class NodeManager(service.Service):
 
     def nodeListBody(self) -> bytes:
         """
-        Our node list, to send or to answer with: ourselves as active and
-        every active node, newest first and ourselves last, as Kamailio
-        orders it.  Logs a warning (once, until it fits again) when a Kamailio
+        Our node list, to send or to answer with (L{NodeList.bodyLines}).
+        Logs a warning (once, until it fits again) when a Kamailio
         node could not hold the list (L{dmq.nodelist.fitsKamailio}).
         """
-        lines = [
-            NodeLine(node.uri, NodeStatus.ACTIVE)
-            for node in reversed(self._nodes.others())
-            if node.status is NodeStatus.ACTIVE
-        ]
-        lines.append(NodeLine(self.localNode.uri, NodeStatus.ACTIVE))
+        lines = self._nodes.bodyLines()
         body = formatNodeList(lines)
         if fitsKamailio(body):
             self._bodyTooLarge = False
@@ -486,29 +481,18 @@ class NodeManager(service.Service):
         """
         node.resolvedIP = ip
         survivor = node
-        changed = True
-        while changed:
-            changed = False
-            known: List[Node] = []
-            for entry in self._nodes:
-                identity = entry.identity()
-                same = next(
-                    (k for k in known if k.identity().sameNode(identity)), None
-                )
-                if same is not None and not entry.local:
-                    self._log.info(
-                        "node {node} is {same}; dropping the duplicate",
-                        node=entry,
-                        same="ourselves" if same.local else same,
-                    )
-                    if entry is survivor:
-                        survivor = same
-                    self._remove(entry, tombstone=False)
-                    # Other nodes' lists may still carry that spelling.
-                    self._forgotten.forgetSpelling(NodeIdentity.of(entry.uri))
-                    changed = True
-                    break
-                known.append(entry)
+        while (duplicate := self._nodes.duplicate()) is not None:
+            entry, same = duplicate
+            self._log.info(
+                "node {node} is {same}; dropping the duplicate",
+                node=entry,
+                same="ourselves" if same.local else same,
+            )
+            if entry is survivor:
+                survivor = same
+            self._remove(entry, tombstone=False)
+            # Other nodes' lists may still carry that spelling.
+            self._forgotten.forgetSpelling(NodeIdentity.of(entry.uri))
         return survivor
 
     # Observers

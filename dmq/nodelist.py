@@ -376,6 +376,38 @@ class NodeList:
             return node
         return self._find(node.identity())
 
+    def duplicate(self) -> Optional[Tuple[Node, Node]]:
+        """
+        Find a node listed twice: the first entry that names the same node
+        as an entry before it (the local node comes first), as can happen
+        once a host name has resolved.
+
+        @return: that entry and the earlier one, or C{None}.  The local node
+            is never the one returned first.
+        """
+        known: List[Node] = []
+        for entry in self:
+            identity = entry.identity()
+            same = next((k for k in known if k.identity().sameNode(identity)), None)
+            if same is not None and not entry.local:
+                return entry, same
+            known.append(entry)
+        return None
+
+    def bodyLines(self) -> List["NodeLine"]:
+        """
+        The lines of this node's own node-list body, in Kamailio's order:
+        every active node, newest first, then the local node, all as
+        active.
+        """
+        lines = [
+            NodeLine(node.uri, NodeStatus.ACTIVE)
+            for node in reversed(self._others)
+            if node.status is NodeStatus.ACTIVE
+        ]
+        lines.append(NodeLine(self.local.uri, NodeStatus.ACTIVE))
+        return lines
+
     def add(self, node: Node) -> None:
         """
         Append a non-local node.

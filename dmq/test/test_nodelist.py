@@ -911,3 +911,70 @@ class NodeListMergeTests(SynchronousTestCase):
         )
         self.assertEqual(changes, [NodeChange(n2, DISABLED, ACTIVE)])
         self.assertEqual(self.nodes.others(), [n2])
+
+
+class NodeListBodyLinesTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.bodyLines}.
+    """
+
+    def test_kamailioOrder(self) -> None:
+        """
+        The active nodes come newest first, the local node last, every one
+        as active; the others are left out.
+        """
+        local = Node(uri("sip:127.0.0.1:5061"), NOT_ACTIVE, local=True)
+        nodes = NodeList(local)
+        for text, status in [
+            ("sip:127.0.0.1:5062", ACTIVE),
+            ("sip:127.0.0.1:5063", DISABLED),
+            ("sip:127.0.0.1:5064", NOT_ACTIVE),
+            ("sip:127.0.0.1:5065", ACTIVE),
+        ]:
+            nodes.add(Node(uri(text), status))
+        self.assertEqual(
+            formatNodeList(nodes.bodyLines()),
+            b"sip:127.0.0.1:5065;status=active\r\n"
+            b"sip:127.0.0.1:5062;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n",
+        )
+
+
+class NodeListDuplicateTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.duplicate}.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5060"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def test_none(self) -> None:
+        """
+        A list of distinct nodes has no duplicate.
+        """
+        self.nodes.add(Node(uri("sip:127.0.0.2:5060")))
+        self.nodes.add(Node(uri("sip:node3.example.com:5060")))
+        self.assertIsNone(self.nodes.duplicate())
+
+    def test_resolvedToKnown(self) -> None:
+        """
+        A node whose name resolved to the address of a node listed before
+        it is a duplicate of that node.
+        """
+        first = Node(uri("sip:127.0.0.2:5060"))
+        named = Node(uri("sip:node2.example.com"))
+        self.nodes.add(named)
+        self.nodes.add(first)
+        self.assertIsNone(self.nodes.duplicate())
+        named.resolvedIP = "127.0.0.2"
+        self.assertEqual(self.nodes.duplicate(), (first, named))
+
+    def test_localNeverDuplicate(self) -> None:
+        """
+        When the local node and another name the same node, the other is
+        the duplicate.
+        """
+        twin = Node(uri("sip:127.0.0.1"))
+        self.nodes.add(twin)
+        self.assertEqual(self.nodes.duplicate(), (twin, self.local))
