@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from dmq.forgotten import ForgottenIdentities
 from dmq.interfaces import INodeObserver
+from dmq.listmerge import ListMerge
 from dmq.liveness import LivenessDecision, LivenessPolicy
 from dmq.nodelist import (
     NBODY_LIMIT,
@@ -121,13 +122,12 @@ class NodeManager(service.Service):
             failCountThresholdNotActive=failCountThresholdNotActive,
             failCountThresholdDisabled=failCountThresholdDisabled,
         )
-        self._maxNodes = maxNodes
         # The removed nodes, and the spellings found to name a node known
         # otherwise, that other nodes' lists may not bring back for a while.
         self._forgotten = ForgottenIdentities(clock, tombstoneTime, max(maxNodes, 1))
-        self._overflowLogged = False
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
+        self._merge = ListMerge(self._nodes, self._liveness, self._forgotten, maxNodes)
         self._seeds: List[Tuple[URI, Node]] = []
         self._observers: List[object] = []
         self._bodyTooLarge = False
@@ -233,96 +233,17 @@ class NodeManager(service.Service):
     ) -> int:
         """
         Merge the lines of a received node list (a notification request or
-        the C{200} to ours).
+        the C{200} to ours): see L{ListMerge.merge}.
 
-        The merge is Kamailio 6.1's (L{NodeList.merge}) plus ours (see
-        doc/design.md, "Membership"): another node's line neither promotes a node
-        that is not active nor re-adds a removed one within the tombstone
-        time, while the sender's line about itself does both, and its
-        C{disabled} line about itself takes effect at once.
-
-        @param sender: the node that sent the list, or its From URI (pass the
-            URI when the sender is not a node we know, say one we removed):
-            its own line is taken as its own word.  C{None} when unknown.
+        @param sender: the node that sent the list, or its From URI, or
+            C{None} when unknown.
         @return: the number of nodes added or changed, what decides a
             rebroadcast.
         """
-        lines = list(lines)
-        if len(lines) > self._maxNodes:
-            self._log.warn(
-                "A node list from {sender} has {count} lines; reading the first {most}",
-                sender=sender,
-                count=len(lines),
-                most=self._maxNodes,
-            )
-            del lines[self._maxNodes :]
-        if isinstance(sender, Node):
-            senderIdentity: Optional[NodeIdentity] = sender.identity()
-        elif sender is not None:
-            senderIdentity = NodeIdentity.of(sender)
-        else:
-            senderIdentity = None
-
-        def isOwn(line: NodeLine) -> bool:
-            return senderIdentity is not None and senderIdentity.sameNode(
-                NodeIdentity.of(line.uri)
-            )
-
-        for line in lines:
-            if isOwn(line):
-                self._adoptSpelling(line.uri)
-
-        def admit(line: NodeLine) -> bool:
-            if len(self._nodes) >= self._maxNodes + 1:
-                if not self._overflowLogged:
-                    self._overflowLogged = True
-                    self._log.warn(
-                        "Holding {most} nodes already, the most allowed: not adding "
-                        "{uri} (logged once)",
-                        most=self._maxNodes,
-                        uri=line.uri,
-                    )
-                return False
-            identity = NodeIdentity.of(line.uri)
-            forgotten = self._forgotten.find(identity)
-            if forgotten is None:
-                return True
-            if not forgotten.spellingOnly and self._liveness.lineRevives(
-                line.status, isOwn(line)
-            ):
-                self._forgotten.remember(identity)
-                return True
-            self._log.debug(
-                "not re-adding removed node {uri} from another node's list",
-                uri=line.uri,
-            )
-            return False
-
-        def accept(node: Node, line: NodeLine) -> bool:
-            return self._liveness.lineAccepted(node.status, line.status, isOwn(line))
-
-        changes = self._nodes.merge(lines, admit, accept)
+        changes = self._merge.merge(lines, sender)
         for change in changes:
             self._announce(change)
         return len(changes)
-
-    def _adoptSpelling(self, uri: URI) -> None:
-        """
-        A node listed itself as C{uri}, and we know it under another spelling
-        of the same address (say the notification address C{sip:10.0.0.1}
-        for the node that calls itself C{sip:10.0.0.1:5060}): from now on,
-        call it what it calls itself, as it will be in every other node's
-        list.
-        """
-        node = self._nodes.find(uri)
-        if node is None or node.local or node.key == nodeKey(uri):
-            return
-        old = str(node)
-        node.uri = uri
-        ip = ipLiteral(uri.host)
-        if ip is not None:
-            node.resolvedIP = ip
-        self._log.info("node {old} now known as {node}", old=old, node=node)
 
     # Outcomes of our requests
 
