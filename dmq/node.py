@@ -9,7 +9,7 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -35,6 +35,7 @@ from dmq.nodelist import (
     parseNodeAddress,
     withoutStatus,
 )
+from dmq.seeds import Seeds
 from dmq.sip import URI
 
 __all__ = [
@@ -68,6 +69,47 @@ class NodeError(Exception):
     """
 
 
+class NodeObservers:
+    """
+    The L{INodeObserver}s of a node list, each told once of every move of a
+    remote node into or out of C{active}.  One that raises is logged, and
+    the others are still told.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._observers: List[INodeObserver] = []
+
+    def add(self, observer: INodeObserver) -> None:
+        self._observers.append(observer)
+
+    def remove(self, observer: INodeObserver) -> None:
+        self._observers.remove(observer)
+
+    def changed(self, change: NodeChange) -> None:
+        """
+        Tell the observers of C{change}, if it is a remote node becoming
+        active or ceasing to be.
+        """
+        node = change.node
+        isActive = change.current is NodeStatus.ACTIVE
+        if node.local or (change.previous is NodeStatus.ACTIVE) == isActive:
+            return
+        for observer in list(self._observers):
+            try:
+                if isActive:
+                    observer.nodeActivated(node)
+                else:
+                    observer.nodeDeactivated(node)
+            except Exception:
+                self._log.failure(
+                    "node observer {observer} failed for node {node}",
+                    observer=observer,
+                    node=node,
+                )
+
+
 class NodeManager(service.Service):
     """
     Owns the node list, and applies to it the outcome of every exchange with
@@ -99,14 +141,10 @@ class NodeManager(service.Service):
         @param seeds: the notification addresses.  Duplicates and other
             spellings of one node make one entry; an address naming
             ourselves is dropped.  Each starts C{not_active}.
-        @param removeInactive: a timeout makes a non-seed node C{disabled}
-            (then a second one removes it), rather than C{not_active}.
-        @param failCountEnabled: count timeouts, and demote by the
-            thresholds below instead.
-        @param failCountThresholdNotActive: an active node whose count
-            exceeds this becomes C{not_active}.
-        @param failCountThresholdDisabled: a C{not_active} node whose count
-            exceeds this becomes C{disabled}.
+        @param removeInactive: see L{LivenessPolicy}.
+        @param failCountEnabled: see L{LivenessPolicy}.
+        @param failCountThresholdNotActive: see L{LivenessPolicy}.
+        @param failCountThresholdDisabled: see L{LivenessPolicy}.
         @param tombstoneTime: seconds during which a removed node, or a
             spelling found to name another node, is not re-added by other
             nodes' lists.
@@ -128,8 +166,8 @@ class NodeManager(service.Service):
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
         self._merge = ListMerge(self._nodes, self._liveness, self._forgotten, maxNodes)
-        self._seeds: List[Tuple[URI, Node]] = []
-        self._observers: List[object] = []
+        self._seeds = Seeds()
+        self._observers = NodeObservers()
         self._bodyTooLarge = False
         for uri in seeds:
             self.addSeed(uri)
@@ -152,7 +190,7 @@ class NodeManager(service.Service):
             return None
         node = Node(uri, NodeStatus.NOT_ACTIVE)
         self._nodes.add(node)
-        self._seeds.append((uri, node))
+        self._seeds.add(uri, node)
         return node
 
     # Queries
@@ -188,15 +226,7 @@ class NodeManager(service.Service):
         """
         Whether C{node} is one of our notification addresses.
         """
-        identity = node.identity()
-        for configured, seed in self._seeds:
-            if (
-                seed is node
-                or seed.identity().sameNode(identity)
-                or NodeIdentity.of(configured, seed.resolvedIP).sameNode(identity)
-            ):
-                return True
-        return False
+        return self._seeds.covers(node)
 
     def nodeListBody(self) -> bytes:
         """
@@ -379,9 +409,7 @@ class NodeManager(service.Service):
         @return: the seeds put back.
         """
         restored = []
-        for configured, seed in self._seeds:
-            if self._nodes.findNode(seed) is not None or self._nodes.find(configured):
-                continue
+        for configured, seed in self._seeds.missingFrom(self._nodes):
             seed.uri = configured
             seed.status = NodeStatus.NOT_ACTIVE
             seed.failCount = 0
@@ -418,14 +446,14 @@ class NodeManager(service.Service):
 
     # Observers
 
-    def addObserver(self, observer: object) -> None:
+    def addObserver(self, observer: INodeObserver) -> None:
         """
-        Tell C{observer} (an L{dmq.interfaces.INodeObserver}) about nodes becoming active
+        Tell C{observer} (an L{INodeObserver}) about nodes becoming active
         or not.
         """
-        self._observers.append(observer)
+        self._observers.add(observer)
 
-    def removeObserver(self, observer: object) -> None:
+    def removeObserver(self, observer: INodeObserver) -> None:
         """
         Stop telling C{observer}.
         """
@@ -467,28 +495,10 @@ class NodeManager(service.Service):
         self._announce(NodeChange(node, previous, None))
 
     def _announce(self, change: NodeChange) -> None:
-        node = change.node
         self._log.info(
             "node {node} is now {status}",
-            node=node,
+            node=change.node,
             status="removed" if change.current is None else change.current.value,
             previous=None if change.previous is None else change.previous.value,
         )
-        if node.local:
-            return
-        wasActive = change.previous is NodeStatus.ACTIVE
-        isActive = change.current is NodeStatus.ACTIVE
-        if wasActive == isActive:
-            return
-        for observer in list(self._observers):
-            try:
-                if isActive:
-                    observer.nodeActivated(node)  # type: ignore[attr-defined]
-                else:
-                    observer.nodeDeactivated(node)  # type: ignore[attr-defined]
-            except Exception:
-                self._log.failure(
-                    "node observer {observer} failed for node {node}",
-                    observer=observer,
-                    node=node,
-                )
+        self._observers.changed(change)
