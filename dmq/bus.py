@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import OrderedDict, deque
-from typing import Callable, Deque, Dict, Hashable, List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
-import attr
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from dmq import __version__, sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.jobqueue import JobTimedOut, KeyedJobQueue
 from dmq.node import Node, NodeManager, ipLiteral
 from dmq.transaction import ServerTransaction
 from dmq.transport import KDMQ
@@ -60,22 +60,6 @@ def checkPeerId(peerId: object) -> str:
     if uri is None or uri.user != peerId or ";" in peerId:
         raise ValueError(f"{peerId!r} is not a valid SIP user part")
     return peerId
-
-
-@attr.define(eq=False)
-class _Job:
-    """
-    One accepted request waiting for, or being handled by, its peer.
-    """
-
-    request: sip.Request
-    peer: object
-    node: Optional[Node]
-    key: Hashable
-    result: Deferred
-    arrived: float
-    deadline: Optional[IDelayedCall] = None
-    running: Optional[Deferred] = None
 
 
 @implementer(IDMQBus)
@@ -122,30 +106,18 @@ class DMQBus(service.Service):
         @param resolve: turns a host name into an address, for nodes named by
             a host name; C{None} when only IP addresses are expected.
         """
-        if numWorkers < 1:
-            raise ValueError("numWorkers must be at least 1")
-        if maxQueue < 0:
-            raise ValueError("maxQueue must not be negative")
         if handlerTimeout <= 0:
             raise ValueError("handlerTimeout must be positive")
         self._clock = clock
         self._protocol = protocol
         self._nodeManager = nodeManager
-        self._numWorkers = numWorkers
-        self._maxQueue = maxQueue
-        self._handlerTimeout = handlerTimeout
+        # One FIFO per (sender, peer): a node's requests to a peer are
+        # handled in the order they came.
+        self._jobs = KeyedJobQueue(clock, numWorkers, maxQueue, handlerTimeout)
         self._resolve = resolve
         self.notificationChannel = notificationChannel
         self._peers: Dict[str, object] = OrderedDict()
-        # Per (sender, peer) FIFO queues, and the keys that have a job ready
-        # to run and none running, in the order they became ready.
-        self._waiting: Dict[Hashable, Deque[_Job]] = {}
-        self._ready: Deque[Hashable] = deque()
-        self._busy: set = set()
-        self._queued = 0
-        self._running: set = set()
         self._callIDs = itertools.count(random.getrandbits(32))
-        self._idle: List[Deferred] = []
         self.statistics: Dict[Tuple[str, str, int], int] = {}
         self.latencyObserver: Optional[Callable[[str, float], None]] = None
 
@@ -158,7 +130,7 @@ class DMQBus(service.Service):
         """
         How many accepted requests wait for a worker.
         """
-        return self._queued
+        return self._jobs.depth
 
     @property
     def peers(self) -> List[object]:
@@ -188,26 +160,13 @@ class DMQBus(service.Service):
         """
         service.Service.stopService(self)
         self._nodeManager.removeObserver(self)
-        d = self._whenIdle()
+        d = self._jobs.whenIdle()
         d.addCallback(self._stopped)
         return d
 
     def _stopped(self, ignored: object) -> Deferred:
         self._protocol.setHandler(KDMQ, None)
         return self._protocol.stop()
-
-    def _whenIdle(self) -> Deferred:
-        if not self._running and not self._queued:
-            return succeed(None)
-        d = Deferred()
-        self._idle.append(d)
-        return d
-
-    def _checkIdle(self) -> None:
-        if not self._running and not self._queued and self._idle:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
 
     # Peers
 
@@ -274,120 +233,56 @@ class DMQBus(service.Service):
             (senderURI.host, senderURI.port) if senderURI is not None else source
         )
         key = (senderKey, peerId)
-        canStartNow = len(self._running) < self._numWorkers and key not in self._busy
-        if self._queued >= self._maxQueue and not canStartNow:
+        if not self._jobs.accepts(key):
             self._log.warn(
                 "Queue full ({depth} waiting): answered 503 to {peer} from {source}",
-                depth=self._queued,
+                depth=self._jobs.depth,
                 peer=peerId,
                 source=source,
             )
             return self._early(request, peerId, 503, "Queue Full")
         if node is not None:
             self._nodeManager.heardFrom(node)
-        job = _Job(request, peer, node, key, Deferred(), self._clock.seconds())
-        job.deadline = self._clock.callLater(self._handlerTimeout, self._timedOut, job)
-        self._enqueue(job)
-        return job.result
+        arrived = self._clock.seconds()
+        d = self._jobs.submit(key, lambda: peer.messageReceived(request, node))
+        d.addCallbacks(
+            self._answered,
+            self._failed,
+            callbackArgs=(request, peer, arrived),
+            errbackArgs=(request, peer, node, arrived),
+        )
+        return d
 
-    def _enqueue(self, job: _Job) -> None:
-        queue = self._waiting.get(job.key)
-        if queue is None:
-            queue = self._waiting[job.key] = deque()
-            if job.key not in self._busy:
-                self._ready.append(job.key)
-        queue.append(job)
-        self._queued += 1
-        self._pump()
-
-    def _pump(self) -> None:
-        while self._ready and len(self._running) < self._numWorkers:
-            key = self._ready.popleft()
-            queue = self._waiting[key]
-            job = queue.popleft()
-            if not queue:
-                del self._waiting[key]
-            self._queued -= 1
-            self._busy.add(key)
-            self._run(job)
-
-    def _run(self, job: _Job) -> None:
-        self._running.add(job)
-        try:
-            result = job.peer.messageReceived(job.request, job.node)
-        except BaseException:
-            d = fail()
-        else:
-            if isinstance(result, PeerResponse):
-                # Most peers answer at once: no Deferred to build and run.
-                self._answered(result, job)
-                return
-            d = maybeDeferred(lambda: result)
-        job.running = d
-        d.addCallbacks(self._answered, self._failed, callbackArgs=(job,), errbackArgs=(job,))
-
-    def _answered(self, result: object, job: _Job) -> None:
+    def _answered(self, result: object, request: sip.Request, peer, arrived: float) -> sip.Response:
         if not isinstance(result, PeerResponse):
             self._log.error(
                 "Peer {peer} answered {result!r}, not a PeerResponse",
-                peer=job.peer.peerId,
+                peer=peer.peerId,
                 result=result,
             )
-            self._finish(job, self._reply(job.request, 500, "Peer Error"))
-            return
+            return self._respond(peer, arrived, self._reply(request, 500, "Peer Error"))
         headers = [("Content-Type", result.contentType)] if result.contentType else []
-        self._finish(
-            job, self._reply(job.request, result.code, result.reason, headers, result.body)
+        return self._respond(
+            peer, arrived, self._reply(request, result.code, result.reason, headers, result.body)
         )
 
-    def _failed(self, failure: Failure, job: _Job) -> None:
-        if job.result.called:
-            # The deadline answered already and cancelled the peer's Deferred.
-            return
+    def _failed(
+        self, failure: Failure, request: sip.Request, peer, node: Optional[Node], arrived: float
+    ) -> sip.Response:
+        if failure.check(JobTimedOut):
+            self._log.warn(
+                "Peer {peer} did not answer within {timeout} s; answered 500",
+                peer=peer.peerId,
+                timeout=self._jobs.timeout,
+            )
+            return self._respond(peer, arrived, self._reply(request, 500, "Peer Timed Out"))
         self._log.failure(
             "Peer {peer} failed on a message from {sender}",
             failure,
-            peer=job.peer.peerId,
-            sender=job.node.uri if job.node is not None else None,
+            peer=peer.peerId,
+            sender=node.uri if node is not None else None,
         )
-        self._finish(job, self._reply(job.request, 500, "Peer Error"))
-
-    def _timedOut(self, job: _Job) -> None:
-        job.deadline = None
-        self._log.warn(
-            "Peer {peer} did not answer within {timeout} s; answered 500",
-            peer=job.peer.peerId,
-            timeout=self._handlerTimeout,
-        )
-        if job.running is None:
-            queue = self._waiting[job.key]
-            queue.remove(job)
-            self._queued -= 1
-            if not queue:
-                del self._waiting[job.key]
-                # The key waits in _ready only while none of its jobs runs;
-                # deadlines need not fire in arrival order.
-                if job.key in self._ready:
-                    self._ready.remove(job.key)
-            self._respond(job, self._reply(job.request, 500, "Peer Timed Out"))
-            self._checkIdle()
-        else:
-            self._finish(job, self._reply(job.request, 500, "Peer Timed Out"))
-            job.running.cancel()
-
-    def _finish(self, job: _Job, response: sip.Response) -> None:
-        if job.result.called:
-            return
-        if job.deadline is not None:
-            job.deadline.cancel()
-            job.deadline = None
-        self._running.discard(job)
-        self._busy.discard(job.key)
-        if job.key in self._waiting:
-            self._ready.append(job.key)
-        self._respond(job, response)
-        self._pump()
-        self._checkIdle()
+        return self._respond(peer, arrived, self._reply(request, 500, "Peer Error"))
 
     def _early(self, request: sip.Request, peerId: str, code: int, reason: str) -> Deferred:
         """
@@ -396,12 +291,12 @@ class DMQBus(service.Service):
         self._count("in", peerId, code)
         return succeed(self._reply(request, code, reason))
 
-    def _respond(self, job: _Job, response: sip.Response) -> None:
-        peerId = job.peer.peerId
+    def _respond(self, peer, arrived: float, response: sip.Response) -> sip.Response:
+        peerId = peer.peerId
         self._count("in", peerId, response.code)
         if self.latencyObserver is not None:
-            self.latencyObserver(peerId, self._clock.seconds() - job.arrived)
-        job.result.callback(response)
+            self.latencyObserver(peerId, self._clock.seconds() - arrived)
+        return response
 
     def _reply(
         self,
