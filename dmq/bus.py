@@ -18,6 +18,7 @@ import random
 from collections import OrderedDict
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
+import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -26,13 +27,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dmq import __version__, sip
-from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.jobqueue import JobTimedOut, KeyedJobQueue
-from dmq.node import Node, NodeManager, ipLiteral
+from dmq.node import NodeManager
+from dmq.nodelist import Node, NodeStatus, ipLiteral
 from dmq.transaction import ServerTransaction
 from dmq.transport import KDMQ
 
-__all__ = ["DMQBus", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
+__all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 
 DEFAULT_NOTIFICATION_CHANNEL = "notification_peer"
 
@@ -62,7 +64,25 @@ def checkPeerId(peerId: object) -> str:
     return peerId
 
 
-@implementer(IDMQBus)
+@attr.frozen
+class SendOutcome:
+    """
+    How one of our sends ended.
+
+    @ivar peerId: the channel it was sent on.
+    @ivar node: the node it was sent to.
+    @ivar statusAtSend: the node's status when it was sent.
+    @ivar response: the final response: the node's, or a local C{408} when
+        it never answered (or its name did not resolve).
+    """
+
+    peerId: str
+    node: Node
+    statusAtSend: NodeStatus
+    response: sip.Response
+
+
+@implementer(IDMQBus, INodeObserver)
 class DMQBus(service.Service):
     """
     A node's view of the bus, as a Service.
@@ -101,8 +121,10 @@ class DMQBus(service.Service):
             answer; past it the request is answered C{500}.  Keep it well under
             the sender's Timer F (32 s), so a slow peer never makes the sender
             see a silent timeout.
-        @param notificationChannel: the membership channel, whose 200s and
-            timeouts move node states as Kamailio's notification callback does.
+        @param notificationChannel: the membership channel's name, kept as
+            C{notificationChannel} for whoever asks; the bus itself treats
+            every channel alike, and reports every send's outcome to its
+            outcome observers.
         @param resolve: turns a host name into an address, for nodes named by
             a host name; C{None} when only IP addresses are expected.
         """
@@ -116,6 +138,7 @@ class DMQBus(service.Service):
         self._jobs = KeyedJobQueue(clock, numWorkers, maxQueue, handlerTimeout)
         self._resolve = resolve
         self.notificationChannel = notificationChannel
+        self._outcomeObservers: List[Callable[[SendOutcome], None]] = []
         self._peers: Dict[str, object] = OrderedDict()
         self._callIDs = itertools.count(random.getrandbits(32))
         self.statistics: Dict[Tuple[str, str, int], int] = {}
@@ -430,17 +453,35 @@ class DMQBus(service.Service):
         d.addCallbacks(resolved, failed)
         return d
 
-    def _sent(self, response: sip.Response, node: Node, peerId: str, statusAtSend) -> sip.Response:
+    def _sent(
+        self, response: sip.Response, node: Node, peerId: str, statusAtSend: NodeStatus
+    ) -> sip.Response:
         self._count("out", peerId, response.code)
-        manager = self._nodeManager
-        if peerId == self.notificationChannel:
-            if response.code == 200:
-                manager.notificationSucceeded(node)
-            elif response.code == 408:
-                manager.notificationTimedOut(node, statusAtSend)
-        elif response.code == 408:
-            manager.otherRequestTimedOut(node)
+        if self._outcomeObservers:
+            outcome = SendOutcome(peerId, node, statusAtSend, response)
+            for observer in list(self._outcomeObservers):
+                try:
+                    observer(outcome)
+                except Exception:
+                    self._log.failure(
+                        "Send outcome observer {observer} failed", observer=observer
+                    )
         return response
+
+    def addOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
+        """
+        Call C{observer} with a L{SendOutcome} each time one of our sends
+        ends with a response (the node's, or a local C{408}), before the
+        sender's Deferred fires with it.  The membership code moves node
+        states on these (see L{dmq.notification.NotificationPeer}).
+        """
+        self._outcomeObservers.append(observer)
+
+    def removeOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
+        """
+        Stop calling C{observer}.
+        """
+        self._outcomeObservers.remove(observer)
 
     def broadcast(
         self,

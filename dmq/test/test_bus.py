@@ -361,6 +361,73 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(self.a.bus.queueDepth, 0)
 
 
+class OutcomeObserverTests(SynchronousTestCase):
+    """
+    L{DMQBus.addOutcomeObserver}: every send's outcome, on every channel.
+    """
+
+    def setUp(self):
+        self.bus = Bus(self, count=3)
+        self.a = self.bus.nodes[0]
+        for node in self.bus.nodes:
+            node.bus.registerPeer(RecordingPeer())
+        self.outcomes = []
+        self.a.bus.addOutcomeObserver(self.outcomes.append)
+
+    def test_outcomes(self):
+        """
+        Each send's channel, node, status at send and response reach the
+        observer before the sender's Deferred fires.
+        """
+        target = self.bus.find(0, 1)
+        seen = []
+        d = self.a.bus.send("test", b"x", target)
+        d.addCallback(lambda response: seen.append(list(self.outcomes)))
+        self.bus.network.run(1)
+        [[outcome]] = seen
+        self.assertEqual(
+            (outcome.peerId, outcome.node, outcome.statusAtSend, outcome.response.code),
+            ("test", target, NodeStatus.ACTIVE, 200),
+        )
+
+    def test_timeouts(self):
+        """
+        A node that never answers gives an outcome with a local C{408}.
+        """
+        crashNode(self.bus.network, self.bus.nodes[2])
+        self.a.bus.send("test", b"x", self.bus.find(0, 2))
+        self.bus.network.run(33)
+        self.assertEqual([o.response.code for o in self.outcomes if o.peerId == "test"], [408])
+
+    def test_failingObserver(self):
+        """
+        An observer that raises is logged; the others are still called, and
+        the sender still gets its response.
+        """
+
+        def broken(outcome):
+            if outcome.peerId == "test":
+                raise RuntimeError("broken observer")
+
+        self.a.bus.removeOutcomeObserver(self.outcomes.append)
+        self.a.bus.addOutcomeObserver(broken)
+        self.a.bus.addOutcomeObserver(self.outcomes.append)
+        sent = result(self.a.bus.send("test", b"x", self.bus.find(0, 1)))
+        self.bus.network.run(1)
+        self.assertEqual(sent[0].code, 200)
+        self.assertEqual([o.peerId for o in self.outcomes], ["test"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_removed(self):
+        """
+        A removed observer hears nothing more.
+        """
+        self.a.bus.removeOutcomeObserver(self.outcomes.append)
+        self.a.bus.send("test", b"x", self.bus.find(0, 1))
+        self.bus.network.run(1)
+        self.assertEqual(self.outcomes, [])
+
+
 class BroadcastTests(SynchronousTestCase):
     """
     L{DMQBus.broadcast} and the requests the bus builds.
