@@ -1,8 +1,8 @@
 # -*- test-case-name: dmq.test.test_bus -*-
 """
 The bus: the registry of peers, the dispatch of incoming KDMQ requests to
-them through a bounded job queue, and the ways out, L{DMQBus.send} and
-L{DMQBus.broadcast}.
+them through a bounded job queue (L{dmq.jobqueue}), and the ways out,
+L{DMQBus.send} and L{DMQBus.broadcast} (L{dmq.sender}).
 
 This is Kamailio's C{register_dmq_peer}, C{dmq_handle_message},
 C{send_message} and C{bcast_message}, with two promises Kamailio does not
@@ -13,14 +13,11 @@ node to one peer reach that peer in the order they arrived.
 
 from __future__ import annotations
 
-import itertools
-import random
 from collections import OrderedDict
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
-import attr
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -30,7 +27,8 @@ from dmq import __version__, sip
 from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.jobqueue import JobTimedOut, KeyedJobQueue
 from dmq.node import NodeManager
-from dmq.nodelist import Node, NodeStatus, ipLiteral
+from dmq.nodelist import Node
+from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
 from dmq.transport import KDMQ
 
@@ -43,43 +41,6 @@ DEFAULT_NOTIFICATION_CHANNEL = "notification_peer"
 UNKNOWN_PEER = "_unknown"
 
 Address = Tuple[str, int]
-
-
-def checkPeerId(peerId: object) -> str:
-    """
-    Check that C{peerId} can name a peer: a non-empty SIP user part without
-    C{;}, since it travels as the Request-URI user.
-
-    @return: C{peerId}.
-    @raise ValueError: saying what is wrong.
-    """
-    if not isinstance(peerId, str) or not peerId:
-        raise ValueError("a peer id is a non-empty string")
-    try:
-        uri = sip.parseURI(f"sip:{peerId}@127.0.0.1")
-    except sip.SIPParseError:
-        uri = None
-    if uri is None or uri.user != peerId or ";" in peerId:
-        raise ValueError(f"{peerId!r} is not a valid SIP user part")
-    return peerId
-
-
-@attr.frozen
-class SendOutcome:
-    """
-    How one of our sends ended.
-
-    @ivar peerId: the channel it was sent on.
-    @ivar node: the node it was sent to.
-    @ivar statusAtSend: the node's status when it was sent.
-    @ivar response: the final response: the node's, or a local C{408} when
-        it never answered (or its name did not resolve).
-    """
-
-    peerId: str
-    node: Node
-    statusAtSend: NodeStatus
-    response: sip.Response
 
 
 @implementer(IDMQBus, INodeObserver)
@@ -111,8 +72,8 @@ class DMQBus(service.Service):
         """
         @param protocol: the SIP transport (a L{dmq.transport.SIPDatagramProtocol}
             or anything with its C{setHandler} and C{sendRequest}).
-        @param nodeManager: the L{NodeManager} that holds the node list; the bus
-            reports the outcome of every send to it.
+        @param nodeManager: the L{NodeManager} that holds the node list: the
+            bus finds the senders of requests there, and sends to its nodes.
         @param numWorkers: how many peer calls may run at once (Kamailio's
             C{num_workers}).
         @param maxQueue: how many accepted requests may wait for a worker;
@@ -136,11 +97,10 @@ class DMQBus(service.Service):
         # One FIFO per (sender, peer): a node's requests to a peer are
         # handled in the order they came.
         self._jobs = KeyedJobQueue(clock, numWorkers, maxQueue, handlerTimeout)
-        self._resolve = resolve
+        self._sender = KDMQSender(clock, protocol, nodeManager, resolve)
+        self._sender.addOutcomeObserver(self._countSent)
         self.notificationChannel = notificationChannel
-        self._outcomeObservers: List[Callable[[SendOutcome], None]] = []
         self._peers: Dict[str, object] = OrderedDict()
-        self._callIDs = itertools.count(random.getrandbits(32))
         self.statistics: Dict[Tuple[str, str, int], int] = {}
         self.latencyObserver: Optional[Callable[[str, float], None]] = None
 
@@ -353,32 +313,9 @@ class DMQBus(service.Service):
         maxForwards: int = 1,
     ) -> sip.Request:
         """
-        Build a KDMQ request as Kamailio does (its reference, §2.1): Request-URI
-        and To C{sip:<peer>@<node host:port>[;transport=t]}, From the same for
-        our server address with a tag, then CSeq, Call-ID, User-Agent,
-        Max-Forwards and Content-Type.  The transaction layer adds the Via.
+        Build a KDMQ request as Kamailio does: see L{KDMQSender.buildRequest}.
         """
-        _checkMaxForwards(maxForwards)
-        if not sip.isHeaderValue(contentType):
-            raise ValueError(f"not a one-line content type: {contentType!r}")
-        checkPeerId(peerId)
-        target = _peerURI(peerId, node.uri)
-        local = self.localNode.uri
-        fromURI = _peerURI(peerId, local)
-        return sip.Request(
-            KDMQ,
-            target,
-            (
-                ("To", f"<{target.toString()}>"),
-                ("From", f"<{fromURI.toString()}>;tag={sip.newTag()}"),
-                ("CSeq", "10 KDMQ"),
-                ("Call-ID", f"{next(self._callIDs) & 0xFFFFFFFFFFFF:x}-{random.getrandbits(32):08x}@{local.host}"),
-                ("User-Agent", f"dmq/{__version__}"),
-                ("Max-Forwards", str(maxForwards)),
-                ("Content-Type", contentType),
-            ),
-            body,
-        )
+        return self._sender.buildRequest(peerId, body, node, contentType, maxForwards)
 
     def send(
         self,
@@ -390,98 +327,9 @@ class DMQBus(service.Service):
         timeout: Optional[float] = None,
     ) -> Deferred:
         """
-        Send to one node; see L{IDMQBus.send}.
-
-        @param timeout: seconds after which to give up and fire with a local
-            C{408}, when that is sooner than the transaction's own Timer F.
+        Send to one node; see L{IDMQBus.send} and L{KDMQSender.send}.
         """
-        request = self.buildRequest(peerId, body, node, contentType, maxForwards)
-        statusAtSend = node.status
-        d = self._address(node, request)
-        d.addCallback(
-            lambda address: address
-            if isinstance(address, sip.Response)
-            else self._protocol.sendRequest(request, address)
-        )
-        if timeout is not None:
-            d.addTimeout(
-                timeout,
-                self._clock,
-                onTimeoutCancel=lambda result, timeout: sip.responseFor(
-                    request, 408, "Request Timeout"
-                ),
-            )
-        d.addCallback(self._sent, node, peerId, statusAtSend)
-        return d
-
-    def _address(self, node: Node, request: sip.Request) -> Deferred:
-        """
-        Where to send C{request} for C{node}: its address, once its host name
-        (if it has one) is resolved.  The first address found is kept, as
-        Kamailio keeps it.
-
-        @return: a L{Deferred} firing with C{(ip, port)}, or with a local
-            C{408} response when the name does not resolve or names a node
-            known otherwise (ourselves, say): the node is then demoted and
-            removed like one that does not answer.
-        """
-        host, port = node.address
-        if ipLiteral(host) is not None or self._resolve is None:
-            return succeed((host, port))
-        d = self._resolve(host)
-
-        def resolved(ip: str):
-            survivor = self._nodeManager.setResolvedIP(node, ipLiteral(ip) or ip)
-            if survivor is not node:
-                self._log.info(
-                    "{node} is {other}: not sending to it",
-                    node=node.uri.toString(),
-                    other="ourselves" if survivor.local else survivor.uri.toString(),
-                )
-                return sip.responseFor(request, 408, "Same As Another Node")
-            return survivor.address
-
-        def failed(failure: Failure):
-            self._log.warn(
-                "Cannot resolve {host} for node {node}: {error}",
-                host=host,
-                node=node.uri.toString(),
-                error=failure.getErrorMessage(),
-            )
-            return sip.responseFor(request, 408, "Host Not Resolved")
-
-        d.addCallbacks(resolved, failed)
-        return d
-
-    def _sent(
-        self, response: sip.Response, node: Node, peerId: str, statusAtSend: NodeStatus
-    ) -> sip.Response:
-        self._count("out", peerId, response.code)
-        if self._outcomeObservers:
-            outcome = SendOutcome(peerId, node, statusAtSend, response)
-            for observer in list(self._outcomeObservers):
-                try:
-                    observer(outcome)
-                except Exception:
-                    self._log.failure(
-                        "Send outcome observer {observer} failed", observer=observer
-                    )
-        return response
-
-    def addOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
-        """
-        Call C{observer} with a L{SendOutcome} each time one of our sends
-        ends with a response (the node's, or a local C{408}), before the
-        sender's Deferred fires with it.  The membership code moves node
-        states on these (see L{dmq.notification.NotificationPeer}).
-        """
-        self._outcomeObservers.append(observer)
-
-    def removeOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
-        """
-        Stop calling C{observer}.
-        """
-        self._outcomeObservers.remove(observer)
+        return self._sender.send(peerId, body, node, contentType, maxForwards, timeout)
 
     def broadcast(
         self,
@@ -494,44 +342,26 @@ class DMQBus(service.Service):
     ) -> Deferred:
         """
         Send to every active node but ourselves and C{exclude}; see
-        L{IDMQBus.broadcast}.
-
-        @param includeInactive: also send to nodes that are not active, as
-            Kamailio's ping and join do.
+        L{IDMQBus.broadcast} and L{KDMQSender.broadcast}.
         """
-        _checkMaxForwards(maxForwards)
-        excluded = _asSet(exclude)
-        manager = self._nodeManager
-        nodes = manager.pingTargets() if includeInactive else manager.activeNodes()
-        targets = [node for node in nodes if node not in excluded and not node.local]
-        deferreds = [
-            self.send(peerId, body, node, contentType, maxForwards) for node in targets
-        ]
-        d = DeferredList(deferreds, consumeErrors=True)
-        d.addCallback(
-            lambda results: {
-                node: value for node, (ok, value) in zip(targets, results)
-            }
+        return self._sender.broadcast(
+            peerId, body, contentType, exclude, maxForwards, includeInactive
         )
-        return d
 
+    def addOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
+        """
+        Call C{observer} with a L{SendOutcome} each time one of our sends
+        ends with a response (the node's, or a local C{408}), before the
+        sender's Deferred fires with it.  The membership code moves node
+        states on these (see L{dmq.notification.NotificationPeer}).
+        """
+        self._sender.addOutcomeObserver(observer)
 
-def _checkMaxForwards(maxForwards: int) -> None:
-    if maxForwards < 1:
-        raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
+    def removeOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
+        """
+        Stop calling C{observer}.
+        """
+        self._sender.removeOutcomeObserver(observer)
 
-
-def _asSet(exclude: object) -> set:
-    if exclude is None:
-        return set()
-    if isinstance(exclude, Node):
-        return {exclude}
-    return set(exclude)  # type: ignore[call-overload]
-
-
-def _peerURI(peerId: str, node: sip.URI) -> sip.URI:
-    transport = node.transport
-    parameters: sip.Parameters = ()
-    if transport is not None and transport != "udp":
-        parameters = (("transport", transport),)
-    return sip.URI(host=node.host, port=node.port, user=peerId, parameters=parameters)
+    def _countSent(self, outcome: SendOutcome) -> None:
+        self._count("out", outcome.peerId, outcome.response.code)

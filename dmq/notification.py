@@ -25,7 +25,8 @@ from twisted.names import dns
 from zope.interface import implementer
 
 from dmq import sip
-from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus, SendOutcome
+from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
+from dmq.sender import SendOutcome
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
 from dmq.transaction import TransactionLayerStopped

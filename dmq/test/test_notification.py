@@ -15,7 +15,7 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
-from dmq.bus import SendOutcome
+from dmq.sender import SendOutcome
 from dmq.node import NodeStatus
 from dmq.nodelist import parseNodeList
 from dmq.tap import makeNodeService
