@@ -20,6 +20,7 @@ from dmq.forgotten import ForgottenIdentities
 from dmq.interfaces import INodeObserver
 from dmq.listmerge import ListMerge
 from dmq.liveness import LivenessDecision, LivenessPolicy
+from dmq.observers import Observers
 from dmq.nodelist import (
     NBODY_LIMIT,
     Node,
@@ -67,47 +68,6 @@ class NodeError(Exception):
     An administrative request on the node list was refused: the node is
     already there, is unknown, or is the local node.
     """
-
-
-class NodeObservers:
-    """
-    The L{INodeObserver}s of a node list, each told once of every move of a
-    remote node into or out of C{active}.  One that raises is logged, and
-    the others are still told.
-    """
-
-    _log = Logger()
-
-    def __init__(self) -> None:
-        self._observers: List[INodeObserver] = []
-
-    def add(self, observer: INodeObserver) -> None:
-        self._observers.append(observer)
-
-    def remove(self, observer: INodeObserver) -> None:
-        self._observers.remove(observer)
-
-    def changed(self, change: NodeChange) -> None:
-        """
-        Tell the observers of C{change}, if it is a remote node becoming
-        active or ceasing to be.
-        """
-        node = change.node
-        isActive = change.current is NodeStatus.ACTIVE
-        if node.local or (change.previous is NodeStatus.ACTIVE) == isActive:
-            return
-        for observer in list(self._observers):
-            try:
-                if isActive:
-                    observer.nodeActivated(node)
-                else:
-                    observer.nodeDeactivated(node)
-            except Exception:
-                self._log.failure(
-                    "node observer {observer} failed for node {node}",
-                    observer=observer,
-                    node=node,
-                )
 
 
 class NodeManager(service.Service):
@@ -167,7 +127,7 @@ class NodeManager(service.Service):
         self._nodes = NodeList(self.localNode)
         self._merge = ListMerge(self._nodes, self._liveness, self._forgotten, maxNodes)
         self._seeds = Seeds()
-        self._observers = NodeObservers()
+        self._observers: Observers[INodeObserver] = Observers("node")
         self._bodyTooLarge = False
         for uri in seeds:
             self.addSeed(uri)
@@ -501,4 +461,11 @@ class NodeManager(service.Service):
             status="removed" if change.current is None else change.current.value,
             previous=None if change.previous is None else change.previous.value,
         )
-        self._observers.changed(change)
+        node = change.node
+        isActive = change.current is NodeStatus.ACTIVE
+        # Observers hear of a remote node becoming active or ceasing to be.
+        if not node.local and (change.previous is NodeStatus.ACTIVE) != isActive:
+            if isActive:
+                self._observers.tell(lambda o: o.nodeActivated(node), node)
+            else:
+                self._observers.tell(lambda o: o.nodeDeactivated(node), node)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from dmq import __version__, sip
 from dmq.node import NodeManager
 from dmq.nodelist import Node, NodeStatus, ipLiteral
+from dmq.observers import Observers
 from dmq.transport import KDMQ
 
 __all__ = ["KDMQSender", "SendOutcome", "checkPeerId"]
@@ -89,7 +90,9 @@ class KDMQSender:
         self._nodeManager = nodeManager
         self._resolve = resolve
         self._callIDs = itertools.count(random.getrandbits(32))
-        self._outcomeObservers: List[Callable[[SendOutcome], None]] = []
+        self._outcomeObservers: Observers[Callable[[SendOutcome], None]] = Observers(
+            "send outcome"
+        )
 
     def addOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
         """
@@ -97,7 +100,7 @@ class KDMQSender:
         response (the node's, or a local C{408}), before the sender's
         Deferred fires with it.  One that raises is logged.
         """
-        self._outcomeObservers.append(observer)
+        self._outcomeObservers.add(observer)
 
     def removeOutcomeObserver(self, observer: Callable[[SendOutcome], None]) -> None:
         """
@@ -251,13 +254,7 @@ class KDMQSender:
     ) -> sip.Response:
         if self._outcomeObservers:
             outcome = SendOutcome(peerId, node, statusAtSend, response)
-            for observer in list(self._outcomeObservers):
-                try:
-                    observer(outcome)
-                except Exception:
-                    self._log.failure(
-                        "Send outcome observer {observer} failed", observer=observer
-                    )
+            self._outcomeObservers.tell(lambda observer: observer(outcome), outcome)
         return response
 
 
