@@ -73,7 +73,9 @@ class NodeError(Exception):
 class NodeManager(service.Service):
     """
     Owns the node list, and applies to it the outcome of every exchange with
-    the other nodes.  Sends nothing itself.
+    the other nodes, by the rules of L{LivenessPolicy}, L{ListMerge},
+    L{ForgottenIdentities} and L{Seeds}; tells its observers of nodes
+    becoming active or not.  Sends nothing itself.
 
     Parameters are named after Kamailio 6.1's module parameters.
 
@@ -251,12 +253,9 @@ class NodeManager(service.Service):
         if current is None:
             # Removed while our request was out: its own 200 brings it back.
             decision = self._liveness.notificationSucceeded(node.status, node.failCount)
-            self._forgotten.remember(node.identity())
-            node.status = decision.status
-            node.failCount = decision.failCount
+            node.status, node.failCount = decision.status, decision.failCount
             node.lastNotification = now
-            self._nodes.add(node)
-            self._announce(NodeChange(node, None, node.status))
+            self._insert(node)
             return
         if current.local:
             return
@@ -326,9 +325,7 @@ class NodeManager(service.Service):
         if self._nodes.find(uri) is not None:
             raise NodeError("Node is already added")
         node = Node(uri, status)
-        self._forgotten.remember(node.identity())
-        self._nodes.add(node)
-        self._announce(NodeChange(node, None, status))
+        self._insert(node)
         return node
 
     def remove(self, uri: URI) -> bool:
@@ -373,10 +370,8 @@ class NodeManager(service.Service):
             seed.uri = configured
             seed.status = NodeStatus.NOT_ACTIVE
             seed.failCount = 0
-            self._forgotten.remember(seed.identity())
             self._forgotten.remember(NodeIdentity.of(configured, seed.resolvedIP))
-            self._nodes.add(seed)
-            self._announce(NodeChange(seed, None, NodeStatus.NOT_ACTIVE))
+            self._insert(seed)
             restored.append(seed)
         return restored
 
@@ -429,6 +424,12 @@ class NodeManager(service.Service):
         return succeed(None)
 
     # Internals
+
+    def _insert(self, node: Node) -> None:
+        # Added by hand or by its own word: no longer forgotten.
+        self._forgotten.remember(node.identity())
+        self._nodes.add(node)
+        self._announce(NodeChange(node, None, node.status))
 
     def _apply(self, node: Node, decision: LivenessDecision) -> None:
         if decision.remove:
