@@ -39,6 +39,8 @@ from dmq.nodelist import (
 from dmq.seeds import Seeds
 from dmq.sip import URI
 
+# The node model, the identity helpers and INodeObserver lived here before
+# they moved to dmq.nodelist and dmq.interfaces: they are still offered.
 __all__ = [
     "NodeStatus",
     "ipLiteral",

@@ -26,9 +26,9 @@ from zope.interface import implementer
 
 from dmq import sip
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
-from dmq.sender import SendOutcome
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
+from dmq.sender import SendOutcome
 from dmq.transaction import TransactionLayerStopped
 from dmq.nodelist import CONTENT_TYPE, parseNodeList
 

@@ -14,7 +14,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dmq import sip
-from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import NodeStatus
 from dmq.tap import makeNodeService
 from dmq.test.captures import datagrams
@@ -96,6 +96,13 @@ class PeerRegistryTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IDMQPeer, self.bus.nodes[0].notification))
         self.assertTrue(verifyObject(IDMQPeer, RecordingPeer()))
         self.assertTrue(verifyObject(IDMQPeer, ThreadedPeer(RecordingPeer(), reactor, ThreadPool())))
+
+    def test_nodeObserver(self):
+        """
+        The bus provides L{INodeObserver}: the node manager tells it of
+        nodes becoming active.
+        """
+        self.assertTrue(verifyObject(INodeObserver, self.dmq))
 
     def test_duplicatePeer(self):
         """
