@@ -2,7 +2,8 @@
 """
 The two interfaces a Twisted program needs to use dmq: L{IDMQPeer}, which it
 implements to receive the messages of one channel, and L{IDMQBus}, which it
-calls to register peers and to send.
+calls to register peers and to send; and L{INodeObserver}, which the bus
+implements to hear from the node manager of nodes coming and going.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from zope.interface import Attribute, Interface
 
 from dmq.sip import isHeaderValue
 
-__all__ = ["IDMQPeer", "IDMQBus", "PeerResponse", "RPCError"]
+__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "RPCError"]
 
 
 @attr.frozen
@@ -91,7 +92,7 @@ class IDMQPeer(Interface):
         @param node: the sending node, matched from the request's From URI as
             Kamailio matches it, or C{None} when the sender is not a node we
             know.
-        @type node: L{dmq.node.Node} or C{None}
+        @type node: L{dmq.nodelist.Node} or C{None}
 
         @return: a L{PeerResponse}, or a L{Deferred} that fires with one.  An
             exception or a failed Deferred is answered C{500}; so is a Deferred
@@ -105,7 +106,7 @@ class IDMQPeer(Interface):
         for the local node.  The return value is ignored; exceptions are
         logged.
 
-        @type node: L{dmq.node.Node}
+        @type node: L{dmq.nodelist.Node}
         """
 
 
@@ -115,12 +116,12 @@ class IDMQBus(Interface):
     known, and the ways to send.
     """
 
-    localNode = Attribute("The L{dmq.node.Node} of this process.")
+    localNode = Attribute("The L{dmq.nodelist.Node} of this process.")
 
     def nodes():
         """
         @return: every node this node knows, the local one first.
-        @rtype: L{list} of L{dmq.node.Node}
+        @rtype: L{list} of L{dmq.nodelist.Node}
         """
 
     def registerPeer(peer):
@@ -143,7 +144,7 @@ class IDMQBus(Interface):
 
         @param peerId: the channel; the remote node dispatches on it.
         @param body: the body, L{bytes}.
-        @param node: the target L{dmq.node.Node}.
+        @param node: the target L{dmq.nodelist.Node}.
         @param maxForwards: the Max-Forwards value, at least 1.
 
         @return: a L{Deferred} that fires with the final L{dmq.sip.Response}
@@ -160,10 +161,10 @@ class IDMQBus(Interface):
         Send one KDMQ request to every active node but the local one and
         C{exclude}.
 
-        @param exclude: a L{dmq.node.Node} or a sequence of them to leave out.
+        @param exclude: a L{dmq.nodelist.Node} or a sequence of them to leave out.
 
         @return: a L{Deferred} that fires, once every transaction has ended,
-            with a L{dict} mapping each target L{dmq.node.Node} to its final
+            with a L{dict} mapping each target L{dmq.nodelist.Node} to its final
             L{dmq.sip.Response} (C{408} for those that never answered), or to
             the L{Failure} that kept the request from being sent.
         """
@@ -179,4 +180,28 @@ class IDMQBus(Interface):
 
         @return: a L{Deferred} that fires with the L{dmq.sip.Response} to send
             back.
+        """
+
+
+class INodeObserver(Interface):
+    """
+    Told when a remote node becomes active or stops being active.  Register
+    with L{dmq.node.NodeManager.addObserver}.  Never told about the local
+    node.
+    """
+
+    def nodeActivated(node):
+        """
+        C{node} became active: it was added as active, or moved to active
+        from another status.  Called once per such transition.
+
+        @type node: L{dmq.nodelist.Node}
+        """
+
+    def nodeDeactivated(node):
+        """
+        C{node} stopped being active: it became C{not_active} or
+        C{disabled}, or an active node was removed.
+
+        @type node: L{dmq.nodelist.Node}
         """

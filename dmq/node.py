@@ -1,129 +1,46 @@
 # -*- test-case-name: dmq.test.test_node -*-
 """
 Membership state: the nodes of the bus, their status, and the rules that
-change it.  Pure: nothing here sends, receives or resolves anything; every
-outcome is reported to L{NodeManager} by the layers above (the bus and the
-notification peer), and time comes from an injected clock.
-
-Identity
-========
-
-A node is named by a SIP URI.  Kamailio says two URIs name the same node when
-the host text, the port text and the transport are equal (C{cmp_dmq_node()});
-so C{sip:10.0.0.1:5060} and C{sip:10.0.0.1} are two nodes to it, and so are
-C{sip:10.0.0.1:5060} and C{sip:10.0.0.1:5060;transport=udp}.  L{Node.key}
-keeps that identity with one exception: no transport and C{transport=udp} are
-the same transport to us (we never write C{;transport=udp}, so we never
-create the second spelling, and folding the two costs nothing on the wire).
-The user part and every other parameter are ignored.
-
-When the key matches nothing, Kamailio 5.8 and later try the resolved IP
-address (C{find_dmq_node_ip()}, to stop one node being listed twice, by DNS
-name and by address).  Kamailio compares only the IP there, ignoring port and
-transport, so that two nodes sharing an address cannot learn of each other at
-all (the reason every member of a mixed cluster must have its own IP).  We
-make the same fall-back but also require the effective port (the port, or
-5060, 5061 for TLS) and the transport to be equal: that folds the spellings
-the fall-back exists for (a name and its address, C{sip:10.0.0.1} and
-C{sip:10.0.0.1:5060}, two spellings of one IPv6 address) without merging
-distinct nodes that share an address, as the captured 5.6.3 bus on
-127.0.0.1:5061-5063 has.  Our view of such a bus is then richer than a 5.8+
-node's, never poorer.  Nothing is resolved here: a URI's host counts as its
-IP only when it is an IP literal, and a host name counts once something has
-set L{Node.resolvedIP} (see L{NodeManager.setResolvedIP}).
-
-The merge (Kamailio 6.1)
-========================
-
-A received node list is merged line by line (L{NodeList.merge}): a line that
-matches no node adds one, with the line's status; a line about a known,
-non-local node changes its status when the line has a C{;status=} and the
-node is not C{disabled} (an "ending state"); a line about the local node is
-ignored; nodes missing from a list stay.
-
-What we add: no ghost nodes, no immortal seeds
-==============================================
-
-Kamailio's own timeouts are overruled by other nodes' stale lists, and the
-captures show both ways it goes wrong:
-
-  - C{04-stop-n3-sigterm}: n3 stops.  n1's ping times out and marks n3
-    C{disabled} (left out of n1's body at once); while n3 is C{disabled}, n2's
-    lists, still saying C{n3;status=active}, are refused (ending state); the
-    next timeout deletes n3.  A node deleted this way comes straight back as
-    C{active} from the next stale list that still names it: in
-    C{probe-04-notify-disabled}, n1 deletes the node that left and re-adds
-    it a second later from n2's list, then has to time it out all over again.
-
-  - C{06-kill-n1-notification-node}: n1, the seed of n2 and n3, is killed.
-    A timeout on a seed only makes it C{pending}/C{not_active}, which is not
-    an ending state, so n3's C{n1;status=active} line puts it back at n2,
-    and n2's at n3: after 127 s both still list the dead n1 as active, and
-    would forever.
-
-So L{NodeManager} adds these rules:
-
-  1. Only a node's own word makes it active again.  Another node's line may
-     add an unknown node, or demote a known one, but never promote a node
-     that is C{not_active} or C{disabled}: that takes a C{200} from the node
-     (L{NodeManager.notificationSucceeded}) or a line the node wrote about
-     itself (the line of the request's sender,
-     C{merge(lines, sender=...)}).  Since we keep pinging every node
-     whatever its status (L{NodeManager.pingTargets}), a node that is alive
-     gets back within one ping interval; a dead one, seed or not, stays out
-     of our bodies and broadcasts however many stale lists name it.  A
-     node's own C{status=disabled} line (a graceful leave) takes effect at
-     once, and the node is still pinged.
-
-  2. Tombstones.  A node we removed (a timeout while it was C{disabled}, or
-     L{NodeManager.remove}) is not re-added by another node's list for
-     C{tombstoneTime} seconds; the node's own C{active} line or its own
-     C{200} re-adds it at once.  The default, 120 s, is two default ping
-     intervals: each other node marks a dead node C{disabled} (and so stops
-     listing it) within one ping interval plus the 30 s transaction timeout
-     of its own ping.  A stale list that outlives the tombstone only re-adds
-     the node for one more ping.
-
-  3. A seed is never removed by timeouts (in Kamailio 6.1 it is, once it
-     said goodbye or with fail counts, and the node then has no address to
-     re-join through): it stays, C{disabled} or C{not_active}, and is pinged
-     until it answers.  One removed by hand is put back when our list holds
-     nobody else (L{NodeManager.restoreSeeds}).
-
-  4. Bounds.  Received lists bring in at most C{maxNodes} nodes, and only
-     the first C{maxNodes} lines of a list are read, so a hostile or broken
-     node cannot make us hold, ping and pass on an unbounded list.
-
-Two smaller choices: a seed starts as C{not_active} ("an address to ask, not
-yet heard from"; Kamailio 6.1 starts it C{active}, 6.0 and older
-C{pending}), so it turns active, and observers hear of it, when it first
-answers or speaks; and a timeout only ever demotes a node (it never moves a
-C{disabled} node to C{not_active}).
+change it, owned by L{NodeManager}.  Pure: nothing here sends, receives or
+resolves anything; the bus and the notification peer report every outcome,
+and time comes from an injected clock.  The rules, and where and why they
+differ from Kamailio's, are in doc/design.md ("Membership").
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
-import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import Interface
 
+from dmq.forgotten import ForgottenIdentities
+from dmq.interfaces import INodeObserver
+from dmq.listmerge import ListMerge
+from dmq.liveness import LivenessDecision, LivenessPolicy
+from dmq.observers import Observers
 from dmq.nodelist import (
     NBODY_LIMIT,
+    Node,
+    NodeChange,
+    NodeIdentity,
     NodeLine,
+    NodeList,
     NodeStatus,
     fitsKamailio,
     formatNodeList,
+    ipLiteral,
+    nodeKey,
+    parseNodeAddress,
     withoutStatus,
 )
-from dmq.sip import URI, SIPParseError, parseURI
+from dmq.seeds import Seeds
+from dmq.sip import URI
 
+# The node model, the identity helpers and INodeObserver lived here before
+# they moved to dmq.nodelist and dmq.interfaces: they are still offered.
 __all__ = [
     "NodeStatus",
     "ipLiteral",
@@ -139,333 +56,13 @@ __all__ = [
 ]
 
 DEFAULT_TOMBSTONE_TIME = 120.0
-
-# Kamailio's 1024-byte list buffer holds about 29 nodes; we allow more, but
-# not without bound.
-DEFAULT_MAX_NODES = 128
 """
 Seconds during which a removed node is not re-added by other nodes' lists.
 """
 
-# How bad each status is, for rules that may only demote.
-_SEVERITY = {NodeStatus.ACTIVE: 0, NodeStatus.NOT_ACTIVE: 1, NodeStatus.DISABLED: 2}
-
-NodeKey = Tuple[str, Optional[int], str]
-
-
-def parseNodeAddress(text: str) -> URI:
-    """
-    Parse the URI of a node we can talk to: a C{sip:} URI over UDP, such as
-    a C{notification_address} or the argument of C{dmq.add}.
-
-    @raise ValueError: saying what is wrong.
-    """
-    try:
-        uri = parseURI(text)
-    except SIPParseError as e:
-        raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
-    if uri.scheme != "sip":
-        raise ValueError(f"{text!r}: only sip: URIs are supported so far, not {uri.scheme}:")
-    if uri.port == 0:
-        raise ValueError(f"{text!r}: port 0 names no node")
-    if uri.transport not in (None, "udp"):
-        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
-    return uri
-
-
-@functools.lru_cache(maxsize=1024)
-def ipLiteral(host: str) -> Optional[str]:
-    """
-    The normal text of C{host} when it is an IP address, else C{None}.  An
-    IPv4 address written as IPv6 (C{::ffff:127.0.0.11}) is the IPv4 address:
-    it is the same host, and our UDP socket reaches it only that way.
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
-
-
-def _normaliseIP(value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    normal = ipLiteral(value)
-    if normal is None:
-        raise ValueError(f"{value!r} is not an IP address")
-    return normal
-
-
-def _transport(uri: URI) -> str:
-    return uri.transport or "udp"
-
-
-def _effectivePort(uri: URI) -> int:
-    if uri.port is not None:
-        return uri.port
-    if uri.scheme == "sips" or uri.transport == "tls":
-        return 5061
-    return 5060
-
-
-def nodeKey(uri: URI) -> NodeKey:
-    """
-    The identity Kamailio gives the node named by C{uri}: host text, port
-    (C{None} when the URI has none) and transport, with no transport read as
-    C{"udp"}.
-    """
-    return (uri.host, uri.port, _transport(uri))
-
-
-@attr.frozen
-class _Identity:
-    """
-    What is needed to tell whether two URIs name one node: the L{nodeKey},
-    and for the IP fall-back the IP address (when known) with the effective
-    port and the transport.
-    """
-
-    key: NodeKey
-    ip: Optional[str]
-    address: Tuple[int, str]
-
-    @classmethod
-    def of(cls, uri: URI, resolvedIP: Optional[str] = None) -> "_Identity":
-        ip = ipLiteral(uri.host) if resolvedIP is None else resolvedIP
-        return cls(nodeKey(uri), ip, (_effectivePort(uri), _transport(uri)))
-
-    def sameAddress(self, other: "_Identity") -> bool:
-        return (
-            self.ip is not None
-            and self.ip == other.ip
-            and self.address == other.address
-        )
-
-    def sameNode(self, other: "_Identity") -> bool:
-        return self.key == other.key or self.sameAddress(other)
-
-
-@attr.define(eq=False)
-class Node:
-    """
-    One node of the bus: its identity and what we know of its state.
-
-    Compared by identity: the bus and the peers may hold on to a node while
-    its status changes.
-
-    @ivar uri: the node's URI as configured or as received, without its
-        C{status} parameter.
-    @ivar status: its L{NodeStatus}.
-    @ivar local: C{True} only for ourselves.
-    @ivar resolvedIP: its IP address: the host itself when that is an IP
-        literal, otherwise C{None} until something resolves it.  Assigned
-        text is normalised (C{0:0::1} becomes C{::1}).
-    @ivar failCount: timeouts counted since the last C{200} (only with
-        C{failCountEnabled}).
-    @ivar lastNotification: the clock time we last heard from the node (a
-        C{200} to our notification, or a request whose From is this node),
-        or C{None}.
-    """
-
-    uri: URI = attr.ib(converter=withoutStatus)
-    status: NodeStatus = NodeStatus.ACTIVE
-    local: bool = False
-    resolvedIP: Optional[str] = attr.ib(
-        default=attr.Factory(lambda self: ipLiteral(self.uri.host), takes_self=True),
-        converter=_normaliseIP,
-    )
-    failCount: int = 0
-    lastNotification: Optional[float] = None
-
-    @property
-    def key(self) -> NodeKey:
-        """
-        Kamailio's identity of this node: see L{nodeKey}.
-        """
-        return nodeKey(self.uri)
-
-    @property
-    def address(self) -> Tuple[str, int]:
-        """
-        Where to send to: C{(host, port)}, the host being the resolved IP
-        when known, the port 5060 (5061 for TLS) when the URI has none.
-        """
-        return (self.resolvedIP or self.uri.host, _effectivePort(self.uri))
-
-    def _identity(self) -> _Identity:
-        return _Identity.of(self.uri, self.resolvedIP)
-
-    def __str__(self) -> str:
-        return self.uri.toString()
-
-
-@attr.frozen
-class NodeChange:
-    """
-    A node was added, changed status, or was removed.
-
-    @ivar node: the node.
-    @ivar previous: its status before, or C{None} when it was added.
-    @ivar current: its status now, or C{None} when it was removed.
-    """
-
-    node: Node
-    previous: Optional[NodeStatus]
-    current: Optional[NodeStatus]
-
-
-def _endingState(node: Node, line: NodeLine) -> bool:
-    # Kamailio up to 6.1: a disabled node is not changed by a received line.
-    return node.status is not NodeStatus.DISABLED
-
-
-class NodeList:
-    """
-    The nodes we know, ourselves included, in the order they were added.
-
-    @ivar local: our own node.
-    """
-
-    def __init__(self, local: Node) -> None:
-        if not local.local:
-            raise ValueError("the first node of a node list is the local node")
-        self.local = local
-        self._others: List[Node] = []
-
-    def __iter__(self) -> Iterator[Node]:
-        """
-        The local node, then the others, oldest first.
-        """
-        yield self.local
-        yield from self._others
-
-    def __len__(self) -> int:
-        return 1 + len(self._others)
-
-    def __contains__(self, node: object) -> bool:
-        return node is self.local or any(node is other for other in self._others)
-
-    def others(self) -> List[Node]:
-        """
-        Every node but the local one, oldest first.
-        """
-        return list(self._others)
-
-    def _find(self, identity: _Identity) -> Optional[Node]:
-        # As Kamailio: the key over the whole list first, then the address.
-        for node in self:
-            if node.key == identity.key:
-                return node
-        for node in self:
-            if node._identity().sameAddress(identity):
-                return node
-        return None
-
-    def find(self, uri: URI, resolvedIP: Optional[str] = None) -> Optional[Node]:
-        """
-        Find the node C{uri} names: by L{nodeKey}, and failing that by IP
-        address (the host of C{uri} when it is an IP literal, or
-        C{resolvedIP}), effective port and transport.
-
-        @return: the node, the local one included, or C{None}.
-        """
-        return self._find(_Identity.of(withoutStatus(uri), _normaliseIP(resolvedIP)))
-
-    def findNode(self, node: Node) -> Optional[Node]:
-        """
-        The entry of this list for C{node}: C{node} itself when it is in the
-        list, else the entry it matches (say, the same node re-added after
-        C{node} was removed), else C{None}.
-        """
-        if node in self:
-            return node
-        return self._find(node._identity())
-
-    def add(self, node: Node) -> None:
-        """
-        Append a non-local node.
-        """
-        if node.local:
-            raise ValueError("a node list has one local node")
-        self._others.append(node)
-
-    def remove(self, node: Node) -> None:
-        """
-        Remove a non-local node.
-
-        @raise ValueError: if C{node} is not in the list, or is local.
-        """
-        for index, other in enumerate(self._others):
-            if other is node:
-                del self._others[index]
-                return
-        raise ValueError(f"{node} is not in the node list")
-
-    def merge(
-        self,
-        lines: Iterable[NodeLine],
-        admit: Optional[Callable[[NodeLine], bool]] = None,
-        accept: Callable[[Node, NodeLine], bool] = _endingState,
-    ) -> List[NodeChange]:
-        """
-        Merge the lines of a received node list, as Kamailio 6.1 does
-        (C{extract_node_list()}, steps 4 to 7 of the reference's 4.1).
-
-        For each line, in order: the node it names is looked up (L{find}).
-        Not found: a node is added with the line's status (if C{admit(line)}
-        allows).  Found, not local, the line has a C{;status=} that differs
-        from the node's: the node takes it if C{accept(node, line)} allows;
-        by default, unless the node is C{disabled}.  A line about the local
-        node changes nothing; a node no line names stays.
-
-        @param admit: whether a line naming an unknown node may add it; by
-            default always.
-        @param accept: whether a line may change a known node's status.
-        @return: the nodes added or changed, one L{NodeChange} each.
-        """
-        changes: List[NodeChange] = []
-        for line in lines:
-            node = self.find(line.uri)
-            if node is None:
-                if admit is not None and not admit(line):
-                    continue
-                node = Node(line.uri, line.status)
-                self.add(node)
-                changes.append(NodeChange(node, None, line.status))
-            elif (
-                not node.local
-                and line.statusGiven
-                and node.status is not line.status
-                and accept(node, line)
-            ):
-                changes.append(NodeChange(node, node.status, line.status))
-                node.status = line.status
-        return changes
-
-
-class INodeObserver(Interface):
-    """
-    Told when a remote node becomes active or stops being active.  Register
-    with L{NodeManager.addObserver}.  Never told about the local node.
-    """
-
-    def nodeActivated(node: Node) -> None:
-        """
-        C{node} became active: it was added as active, or moved to active
-        from another status.  Called once per such transition.
-
-        @type node: L{Node}
-        """
-
-    def nodeDeactivated(node: Node) -> None:
-        """
-        C{node} stopped being active: it became C{not_active} or
-        C{disabled}, or an active node was removed.
-
-        @type node: L{Node}
-        """
+# Kamailio's 1024-byte list buffer holds about 29 nodes; we allow more, but
+# not without bound.
+DEFAULT_MAX_NODES = 128
 
 
 class NodeError(Exception):
@@ -475,13 +72,12 @@ class NodeError(Exception):
     """
 
 
-_Tombstone = Tuple[_Identity, float, str]
-
-
 class NodeManager(service.Service):
     """
     Owns the node list, and applies to it the outcome of every exchange with
-    the other nodes.  Sends nothing itself.
+    the other nodes, by the rules of L{LivenessPolicy}, L{ListMerge},
+    L{ForgottenIdentities} and L{Seeds}; tells its observers of nodes
+    becoming active or not.  Sends nothing itself.
 
     Parameters are named after Kamailio 6.1's module parameters.
 
@@ -509,34 +105,33 @@ class NodeManager(service.Service):
         @param seeds: the notification addresses.  Duplicates and other
             spellings of one node make one entry; an address naming
             ourselves is dropped.  Each starts C{not_active}.
-        @param removeInactive: a timeout makes a non-seed node C{disabled}
-            (then a second one removes it), rather than C{not_active}.
-        @param failCountEnabled: count timeouts, and demote by the
-            thresholds below instead.
-        @param failCountThresholdNotActive: an active node whose count
-            exceeds this becomes C{not_active}.
-        @param failCountThresholdDisabled: a C{not_active} node whose count
-            exceeds this becomes C{disabled}.
-        @param tombstoneTime: seconds during which a removed node is not
-            re-added by other nodes' lists.
-        @param maxNodes: the most nodes received lists may bring in, and the
-            most lines of one list that are read: a bound on what a hostile
-            or broken node can make us hold, ping and pass on.
+        @param removeInactive: see L{LivenessPolicy}.
+        @param failCountEnabled: see L{LivenessPolicy}.
+        @param failCountThresholdNotActive: see L{LivenessPolicy}.
+        @param failCountThresholdDisabled: see L{LivenessPolicy}.
+        @param tombstoneTime: seconds during which a removed node, or a
+            spelling found to name another node, is not re-added by other
+            nodes' lists.
+        @param maxNodes: the most nodes received lists may bring in, the
+            most lines of one list that are read, and the most removed
+            nodes and spellings remembered: a bound on what a hostile or
+            broken node can make us hold, ping and pass on.
         """
         self._clock = clock
-        self._removeInactive = removeInactive
-        self._failCountEnabled = failCountEnabled
-        self._failCountThresholdNotActive = failCountThresholdNotActive
-        self._failCountThresholdDisabled = failCountThresholdDisabled
-        self._tombstoneTime = tombstoneTime
-        self._maxNodes = maxNodes
-        self._aliases: Dict[NodeKey, float] = {}
-        self._overflowLogged = False
+        self._liveness = LivenessPolicy(
+            removeInactive=removeInactive,
+            failCountEnabled=failCountEnabled,
+            failCountThresholdNotActive=failCountThresholdNotActive,
+            failCountThresholdDisabled=failCountThresholdDisabled,
+        )
+        # The removed nodes, and the spellings found to name a node known
+        # otherwise, that other nodes' lists may not bring back for a while.
+        self._forgotten = ForgottenIdentities(clock, tombstoneTime, max(maxNodes, 1))
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
-        self._seeds: List[Tuple[URI, Node]] = []
-        self._tombstones: List[_Tombstone] = []
-        self._observers: List[object] = []
+        self._merge = ListMerge(self._nodes, self._liveness, self._forgotten, maxNodes)
+        self._seeds = Seeds()
+        self._observers: Observers[INodeObserver] = Observers("node")
         self._bodyTooLarge = False
         for uri in seeds:
             self.addSeed(uri)
@@ -559,7 +154,7 @@ class NodeManager(service.Service):
             return None
         node = Node(uri, NodeStatus.NOT_ACTIVE)
         self._nodes.add(node)
-        self._seeds.append((uri, node))
+        self._seeds.add(uri, node)
         return node
 
     # Queries
@@ -595,29 +190,15 @@ class NodeManager(service.Service):
         """
         Whether C{node} is one of our notification addresses.
         """
-        identity = node._identity()
-        for configured, seed in self._seeds:
-            if (
-                seed is node
-                or seed._identity().sameNode(identity)
-                or _Identity.of(configured, seed.resolvedIP).sameNode(identity)
-            ):
-                return True
-        return False
+        return self._seeds.covers(node)
 
     def nodeListBody(self) -> bytes:
         """
-        Our node list, to send or to answer with: ourselves as active and
-        every active node, newest first and ourselves last, as Kamailio
-        orders it.  Logs a warning (once, until it fits again) when a Kamailio
+        Our node list, to send or to answer with (L{NodeList.bodyLines}).
+        Logs a warning (once, until it fits again) when a Kamailio
         node could not hold the list (L{dmq.nodelist.fitsKamailio}).
         """
-        lines = [
-            NodeLine(node.uri, NodeStatus.ACTIVE)
-            for node in reversed(self._nodes.others())
-            if node.status is NodeStatus.ACTIVE
-        ]
-        lines.append(NodeLine(self.localNode.uri, NodeStatus.ACTIVE))
+        lines = self._nodes.bodyLines()
         body = formatNodeList(lines)
         if fitsKamailio(body):
             self._bodyTooLarge = False
@@ -646,101 +227,17 @@ class NodeManager(service.Service):
     ) -> int:
         """
         Merge the lines of a received node list (a notification request or
-        the C{200} to ours).
+        the C{200} to ours): see L{ListMerge.merge}.
 
-        The merge is Kamailio 6.1's (L{NodeList.merge}) plus the rules in
-        the module docstring: another node's line neither promotes a node
-        that is not active nor re-adds a removed one within the tombstone
-        time, while the sender's line about itself does both, and its
-        C{disabled} line about itself takes effect at once.
-
-        @param sender: the node that sent the list, or its From URI (pass the
-            URI when the sender is not a node we know, say one we removed):
-            its own line is taken as its own word.  C{None} when unknown.
+        @param sender: the node that sent the list, or its From URI, or
+            C{None} when unknown.
         @return: the number of nodes added or changed, what decides a
             rebroadcast.
         """
-        lines = list(lines)
-        if len(lines) > self._maxNodes:
-            self._log.warn(
-                "A node list from {sender} has {count} lines; reading the first {most}",
-                sender=sender,
-                count=len(lines),
-                most=self._maxNodes,
-            )
-            del lines[self._maxNodes :]
-        if isinstance(sender, Node):
-            senderIdentity: Optional[_Identity] = sender._identity()
-        elif sender is not None:
-            senderIdentity = _Identity.of(sender)
-        else:
-            senderIdentity = None
-
-        def isOwn(line: NodeLine) -> bool:
-            return senderIdentity is not None and senderIdentity.sameNode(
-                _Identity.of(line.uri)
-            )
-
-        for line in lines:
-            if isOwn(line):
-                self._adoptSpelling(line.uri)
-
-        def admit(line: NodeLine) -> bool:
-            if len(self._nodes) >= self._maxNodes + 1:
-                if not self._overflowLogged:
-                    self._overflowLogged = True
-                    self._log.warn(
-                        "Holding {most} nodes already, the most allowed: not adding "
-                        "{uri} (logged once)",
-                        most=self._maxNodes,
-                        uri=line.uri,
-                    )
-                return False
-            if self._isAlias(line.uri):
-                return False
-            identity = _Identity.of(line.uri)
-            tombstone = self._findTombstone(identity)
-            if tombstone is None:
-                return True
-            if isOwn(line) and line.status is NodeStatus.ACTIVE:
-                self._dropTombstones(identity)
-                return True
-            self._log.debug(
-                "not re-adding removed node {uri} from another node's list",
-                uri=line.uri,
-            )
-            return False
-
-        def accept(node: Node, line: NodeLine) -> bool:
-            if isOwn(line):
-                return True
-            if node.status is NodeStatus.DISABLED:
-                return False
-            # Only a node's own word makes it active again.
-            return line.status is not NodeStatus.ACTIVE
-
-        changes = self._nodes.merge(lines, admit, accept)
+        changes = self._merge.merge(lines, sender)
         for change in changes:
             self._announce(change)
         return len(changes)
-
-    def _adoptSpelling(self, uri: URI) -> None:
-        """
-        A node listed itself as C{uri}, and we know it under another spelling
-        of the same address (say the notification address C{sip:10.0.0.1}
-        for the node that calls itself C{sip:10.0.0.1:5060}): from now on,
-        call it what it calls itself, as it will be in every other node's
-        list.
-        """
-        node = self._nodes.find(uri)
-        if node is None or node.local or node.key == nodeKey(uri):
-            return
-        old = str(node)
-        node.uri = uri
-        ip = ipLiteral(uri.host)
-        if ip is not None:
-            node.resolvedIP = ip
-        self._log.info("node {old} now known as {node}", old=old, node=node)
 
     # Outcomes of our requests
 
@@ -757,91 +254,50 @@ class NodeManager(service.Service):
         current = self._nodes.findNode(node)
         if current is None:
             # Removed while our request was out: its own 200 brings it back.
-            self._dropTombstones(node._identity())
-            node.status = NodeStatus.ACTIVE
-            node.failCount = 0
+            decision = self._liveness.notificationSucceeded(node.status, node.failCount)
+            node.status, node.failCount = decision.status, decision.failCount
             node.lastNotification = now
-            self._nodes.add(node)
-            self._announce(NodeChange(node, None, NodeStatus.ACTIVE))
+            self._insert(node)
             return
         if current.local:
             return
-        current.failCount = 0
         current.lastNotification = now
-        self._setStatus(current, NodeStatus.ACTIVE)
+        self._apply(
+            current, self._liveness.notificationSucceeded(current.status, current.failCount)
+        )
 
     def notificationTimedOut(self, node: Node, statusAtSend: NodeStatus) -> None:
         """
         A notification request (or any request whose replies are handled as
-        notification replies) to C{node} timed out (408), Kamailio 6.1's rule:
-
-          - the node was C{disabled} when the request went out (and still
-            is): it is removed, and tombstoned, unless it is a seed: a
-            notification address stays, to be pinged until it comes back
-            (it may have said goodbye and restarted);
-          - else, with C{failCountEnabled}: its fail count grows; past
-            C{failCountThresholdDisabled} a C{not_active} node becomes
-            C{disabled}, past C{failCountThresholdNotActive} an active one
-            becomes C{not_active};
-          - else a seed becomes C{not_active} (never removed);
-          - else the node becomes C{disabled} with C{removeInactive},
-            C{not_active} without.
-
-        A timeout never promotes: a C{disabled} node stays C{disabled}.
+        notification replies) to C{node} timed out (408): it is demoted or
+        removed (and tombstoned) by L{LivenessPolicy.notificationTimedOut}.
 
         @param statusAtSend: the node's status when the request was sent.
         """
         current = self._nodes.findNode(node)
         if current is None or current.local:
             return
-        if (
-            statusAtSend is NodeStatus.DISABLED
-            and current.status is NodeStatus.DISABLED
-            and not self.isSeed(current)
-        ):
-            self._log.info(
-                "removing node {node}: no answer while disabled", node=current
-            )
-            self._remove(current, tombstone=True)
-            return
-        if self._failCountEnabled:
-            current.failCount += 1
-            if (
-                current.failCount > self._failCountThresholdDisabled
-                and current.status is NodeStatus.NOT_ACTIVE
-            ):
-                status = NodeStatus.DISABLED
-            elif (
-                current.failCount > self._failCountThresholdNotActive
-                and current.status is NodeStatus.ACTIVE
-            ):
-                status = NodeStatus.NOT_ACTIVE
-            else:
-                return
-        elif self.isSeed(current):
-            status = NodeStatus.NOT_ACTIVE
-        elif self._removeInactive:
-            status = NodeStatus.DISABLED
-        else:
-            status = NodeStatus.NOT_ACTIVE
-        if _SEVERITY[status] > _SEVERITY[current.status]:
-            self._setStatus(current, status)
+        self._apply(
+            current,
+            self._liveness.notificationTimedOut(
+                current.status,
+                current.failCount,
+                statusAtSend=statusAtSend,
+                seed=self.isSeed(current),
+            ),
+        )
 
     def otherRequestTimedOut(self, node: Node) -> None:
         """
         A request of another channel (htable, usrloc, ...) to C{node} timed
-        out.  Only with C{failCountEnabled}, and only for an active node: its
-        fail count grows, and past C{failCountThresholdNotActive} it becomes
-        C{not_active}.  (Kamailio 6.1's default response callback.)
+        out: see L{LivenessPolicy.otherRequestTimedOut}.
         """
-        if not self._failCountEnabled:
-            return
         current = self._nodes.findNode(node)
-        if current is None or current.local or current.status is not NodeStatus.ACTIVE:
+        if current is None or current.local:
             return
-        current.failCount += 1
-        if current.failCount > self._failCountThresholdNotActive:
-            self._setStatus(current, NodeStatus.NOT_ACTIVE)
+        self._apply(
+            current, self._liveness.otherRequestTimedOut(current.status, current.failCount)
+        )
 
     def heardFrom(self, node: Node) -> None:
         """
@@ -871,9 +327,7 @@ class NodeManager(service.Service):
         if self._nodes.find(uri) is not None:
             raise NodeError("Node is already added")
         node = Node(uri, status)
-        self._dropTombstones(node._identity())
-        self._nodes.add(node)
-        self._announce(NodeChange(node, None, status))
+        self._insert(node)
         return node
 
     def remove(self, uri: URI) -> bool:
@@ -914,16 +368,12 @@ class NodeManager(service.Service):
         @return: the seeds put back.
         """
         restored = []
-        for configured, seed in self._seeds:
-            if self._nodes.findNode(seed) is not None or self._nodes.find(configured):
-                continue
+        for configured, seed in self._seeds.missingFrom(self._nodes):
             seed.uri = configured
             seed.status = NodeStatus.NOT_ACTIVE
             seed.failCount = 0
-            self._dropTombstones(seed._identity())
-            self._dropTombstones(_Identity.of(configured, seed.resolvedIP))
-            self._nodes.add(seed)
-            self._announce(NodeChange(seed, None, NodeStatus.NOT_ACTIVE))
+            self._forgotten.remember(NodeIdentity.of(configured, seed.resolvedIP))
+            self._insert(seed)
             restored.append(seed)
         return restored
 
@@ -937,58 +387,30 @@ class NodeManager(service.Service):
         """
         node.resolvedIP = ip
         survivor = node
-        changed = True
-        while changed:
-            changed = False
-            known: List[Node] = []
-            for entry in self._nodes:
-                identity = entry._identity()
-                same = next(
-                    (k for k in known if k._identity().sameNode(identity)), None
-                )
-                if same is not None and not entry.local:
-                    self._log.info(
-                        "node {node} is {same}; dropping the duplicate",
-                        node=entry,
-                        same="ourselves" if same.local else same,
-                    )
-                    if entry is survivor:
-                        survivor = same
-                    self._remove(entry, tombstone=False)
-                    self._rememberAlias(entry.uri)
-                    changed = True
-                    break
-                known.append(entry)
+        while (duplicate := self._nodes.duplicate()) is not None:
+            entry, same = duplicate
+            self._log.info(
+                "node {node} is {same}; dropping the duplicate",
+                node=entry,
+                same="ourselves" if same.local else same,
+            )
+            if entry is survivor:
+                survivor = same
+            self._remove(entry, tombstone=False)
+            # Other nodes' lists may still carry that spelling.
+            self._forgotten.forgetSpelling(NodeIdentity.of(entry.uri))
         return survivor
-
-    def _rememberAlias(self, uri: URI) -> None:
-        """
-        Remember that C{uri} (in its exact spelling) names a node we know
-        otherwise, so that other nodes' lists, which may still carry it, do
-        not add it again for C{tombstoneTime}.  Kept by spelling, not by
-        address: an address would also match the node itself.
-        """
-        now = self._clock.seconds()
-        self._aliases = {
-            key: until for key, until in self._aliases.items() if until > now
-        }
-        if len(self._aliases) < self._maxNodes:
-            self._aliases[nodeKey(uri)] = now + self._tombstoneTime
-
-    def _isAlias(self, uri: URI) -> bool:
-        until = self._aliases.get(nodeKey(uri))
-        return until is not None and until > self._clock.seconds()
 
     # Observers
 
-    def addObserver(self, observer: object) -> None:
+    def addObserver(self, observer: INodeObserver) -> None:
         """
         Tell C{observer} (an L{INodeObserver}) about nodes becoming active
         or not.
         """
-        self._observers.append(observer)
+        self._observers.add(observer)
 
-    def removeObserver(self, observer: object) -> None:
+    def removeObserver(self, observer: INodeObserver) -> None:
         """
         Stop telling C{observer}.
         """
@@ -1005,6 +427,20 @@ class NodeManager(service.Service):
 
     # Internals
 
+    def _insert(self, node: Node) -> None:
+        # Added by hand or by its own word: no longer forgotten.
+        self._forgotten.remember(node.identity())
+        self._nodes.add(node)
+        self._announce(NodeChange(node, None, node.status))
+
+    def _apply(self, node: Node, decision: LivenessDecision) -> None:
+        if decision.remove:
+            self._log.info("removing node {node}: no answer while disabled", node=node)
+            self._remove(node, tombstone=True)
+            return
+        node.failCount = decision.failCount
+        self._setStatus(node, decision.status)
+
     def _setStatus(self, node: Node, status: NodeStatus) -> None:
         previous = node.status
         if previous is status:
@@ -1018,44 +454,21 @@ class NodeManager(service.Service):
         # Whoever still holds the node must not take it for active.
         node.status = NodeStatus.DISABLED
         if tombstone:
-            expires = self._clock.seconds() + self._tombstoneTime
-            self._tombstones.append((node._identity(), expires, str(node)))
+            self._forgotten.forgetNode(node.identity())
         self._announce(NodeChange(node, previous, None))
 
-    def _findTombstone(self, identity: _Identity) -> Optional[_Tombstone]:
-        now = self._clock.seconds()
-        self._tombstones = [t for t in self._tombstones if t[1] > now]
-        for tombstone in self._tombstones:
-            if tombstone[0].sameNode(identity):
-                return tombstone
-        return None
-
-    def _dropTombstones(self, identity: _Identity) -> None:
-        self._tombstones = [t for t in self._tombstones if not t[0].sameNode(identity)]
-
     def _announce(self, change: NodeChange) -> None:
-        node = change.node
         self._log.info(
             "node {node} is now {status}",
-            node=node,
+            node=change.node,
             status="removed" if change.current is None else change.current.value,
             previous=None if change.previous is None else change.previous.value,
         )
-        if node.local:
-            return
-        wasActive = change.previous is NodeStatus.ACTIVE
+        node = change.node
         isActive = change.current is NodeStatus.ACTIVE
-        if wasActive == isActive:
-            return
-        for observer in list(self._observers):
-            try:
-                if isActive:
-                    observer.nodeActivated(node)  # type: ignore[attr-defined]
-                else:
-                    observer.nodeDeactivated(node)  # type: ignore[attr-defined]
-            except Exception:
-                self._log.failure(
-                    "node observer {observer} failed for node {node}",
-                    observer=observer,
-                    node=node,
-                )
+        # Observers hear of a remote node becoming active or ceasing to be.
+        if not node.local and (change.previous is NodeStatus.ACTIVE) != isActive:
+            if isActive:
+                self._observers.tell(lambda o: o.nodeActivated(node), node)
+            else:
+                self._observers.tell(lambda o: o.nodeDeactivated(node), node)

@@ -6,8 +6,9 @@ Max-Forwards allows, and joins the bus through the notification addresses.
 
 Nodes swap their lists (a C{text/plain} body, see L{dmq.nodelist}) when one
 joins, at every ping, and whenever one hears something new.  The outcomes of
-those exchanges (200, timeout) move node states; the L{DMQBus} reports them to
-the L{NodeManager}, and this peer merges the lists that come back.
+the bus's sends (200, timeout) move node states: this peer hears of them
+from the L{DMQBus}, applies Kamailio's response callbacks to the
+L{NodeManager}, and merges the lists that come back.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dmq import sip
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
+from dmq.sender import SendOutcome
 from dmq.transaction import TransactionLayerStopped
 from dmq.nodelist import CONTENT_TYPE, parseNodeList
 
@@ -52,6 +54,9 @@ class NotificationPeer(service.Service):
     start order matters there and not here.  On stop it tells the active
     nodes that we leave (ourselves as C{disabled}), waiting at most
     C{leaveTimeout} seconds for their answers.
+
+    From its creation it tells the node manager the outcome of every send of
+    the bus, on every channel (L{sendEnded}).
     """
 
     _log = Logger()
@@ -92,6 +97,25 @@ class NotificationPeer(service.Service):
         self._joining: Optional[Deferred] = None
         self._leaving = False
         self.joined = False
+        bus.addOutcomeObserver(self.sendEnded)
+
+    def sendEnded(self, outcome: SendOutcome) -> None:
+        """
+        One of the bus's sends ended: move the node's state as Kamailio's
+        response callbacks do.  On this channel, a C{200} makes the node
+        active and a C{408} demotes or removes it
+        (L{NodeManager.notificationSucceeded},
+        L{NodeManager.notificationTimedOut}); on any other, a C{408} counts
+        as a failure (L{NodeManager.otherRequestTimedOut}).
+        """
+        code = outcome.response.code
+        if outcome.peerId == self.peerId:
+            if code == 200:
+                self._nodeManager.notificationSucceeded(outcome.node)
+            elif code == 408:
+                self._nodeManager.notificationTimedOut(outcome.node, outcome.statusAtSend)
+        elif code == 408:
+            self._nodeManager.otherRequestTimedOut(outcome.node)
 
     # IDMQPeer
 

@@ -130,20 +130,22 @@ class FakeNetwork:
         raise RuntimeError("the clock never settled: a timer keeps rescheduling itself at once")
 
 
-def makeNode(clock: Clock, network: FakeNetwork, host: str, seeds=(), port: int = 5060, **options):
+def makeNode(clock: Clock, network: FakeNetwork, host: str, seeds=(), port: int = 5060, resolver=None, **options):
     """
     Build, attach and start a whole node (L{dmq.tap.makeNodeService}) on
     C{network} at C{host:port}, seeded with the nodes at C{seeds} (host
     strings or C{(host, port)} pairs).
     """
     from dmq import sip
+    from dmq.config import NodeConfig
     from dmq.tap import makeNodeService
 
     seedURIs = []
     for seed in seeds:
         seedHost, seedPort = (seed, 5060) if isinstance(seed, str) else seed
         seedURIs.append(sip.URI(seedHost, seedPort))
-    node = makeNodeService(clock, sip.URI(host, port), seedURIs, listen=False, **options)
+    config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=seedURIs, **options)
+    node = makeNodeService(clock, config, resolver=resolver, listen=False)
     network.attach(node.protocol, (host, port))
     node.startService()
     return node

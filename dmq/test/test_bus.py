@@ -14,8 +14,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dmq import sip
-from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import NodeStatus
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.captures import datagrams
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
@@ -96,6 +97,13 @@ class PeerRegistryTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IDMQPeer, self.bus.nodes[0].notification))
         self.assertTrue(verifyObject(IDMQPeer, RecordingPeer()))
         self.assertTrue(verifyObject(IDMQPeer, ThreadedPeer(RecordingPeer(), reactor, ThreadPool())))
+
+    def test_nodeObserver(self):
+        """
+        The bus provides L{INodeObserver}: the node manager tells it of
+        nodes becoming active.
+        """
+        self.assertTrue(verifyObject(INodeObserver, self.dmq))
 
     def test_duplicatePeer(self):
         """
@@ -349,16 +357,83 @@ class DispatchTests(SynchronousTestCase):
         first = self.send(b"1")
         second = self.send(b"2")
         self.bus.network.run(0.1)
-        [queue] = self.a.bus._waiting.values()
+        [queue] = self.a.bus._jobs._waiting.values()
         [waiting] = list(queue)
         waiting.deadline.cancel()
-        self.a.bus._timedOut(waiting)
+        self.a.bus._jobs._timedOut(waiting)
         self.bus.network.run(0.1)
         self.assertEqual((second[0].code, second[0].reason), (500, "Peer Timed Out"))
         pending.callback(PeerResponse(200, "OK"))
         self.bus.network.run(0.1)
         self.assertEqual(first[0].code, 200)
         self.assertEqual(self.a.bus.queueDepth, 0)
+
+
+class OutcomeObserverTests(SynchronousTestCase):
+    """
+    L{DMQBus.addOutcomeObserver}: every send's outcome, on every channel.
+    """
+
+    def setUp(self):
+        self.bus = Bus(self, count=3)
+        self.a = self.bus.nodes[0]
+        for node in self.bus.nodes:
+            node.bus.registerPeer(RecordingPeer())
+        self.outcomes = []
+        self.a.bus.addOutcomeObserver(self.outcomes.append)
+
+    def test_outcomes(self):
+        """
+        Each send's channel, node, status at send and response reach the
+        observer before the sender's Deferred fires.
+        """
+        target = self.bus.find(0, 1)
+        seen = []
+        d = self.a.bus.send("test", b"x", target)
+        d.addCallback(lambda response: seen.append(list(self.outcomes)))
+        self.bus.network.run(1)
+        [[outcome]] = seen
+        self.assertEqual(
+            (outcome.peerId, outcome.node, outcome.statusAtSend, outcome.response.code),
+            ("test", target, NodeStatus.ACTIVE, 200),
+        )
+
+    def test_timeouts(self):
+        """
+        A node that never answers gives an outcome with a local C{408}.
+        """
+        crashNode(self.bus.network, self.bus.nodes[2])
+        self.a.bus.send("test", b"x", self.bus.find(0, 2))
+        self.bus.network.run(33)
+        self.assertEqual([o.response.code for o in self.outcomes if o.peerId == "test"], [408])
+
+    def test_failingObserver(self):
+        """
+        An observer that raises is logged; the others are still called, and
+        the sender still gets its response.
+        """
+
+        def broken(outcome):
+            if outcome.peerId == "test":
+                raise RuntimeError("broken observer")
+
+        self.a.bus.removeOutcomeObserver(self.outcomes.append)
+        self.a.bus.addOutcomeObserver(broken)
+        self.a.bus.addOutcomeObserver(self.outcomes.append)
+        sent = result(self.a.bus.send("test", b"x", self.bus.find(0, 1)))
+        self.bus.network.run(1)
+        self.assertEqual(sent[0].code, 200)
+        self.assertEqual([o.peerId for o in self.outcomes], ["test"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_removed(self):
+        """
+        A removed observer hears nothing more.
+        """
+        self.a.bus.removeOutcomeObserver(self.outcomes.append)
+        self.a.bus.send("test", b"x", self.bus.find(0, 1))
+        self.bus.network.run(1)
+        self.assertEqual(self.outcomes, [])
 
 
 class BroadcastTests(SynchronousTestCase):
@@ -447,7 +522,14 @@ class BroadcastTests(SynchronousTestCase):
         theirs = sip.parse(kamailio.data)
         clock = Clock()
         network = FakeNetwork(clock)
-        node = makeNodeService(clock, sip.URI("127.0.0.1", 5062), [sip.URI("127.0.0.1", 5061)], listen=False)
+        node = makeNodeService(
+            clock,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.1", 5062),
+                notificationAddresses=[sip.URI("127.0.0.1", 5061)],
+            ),
+            listen=False,
+        )
         network.attach(node.protocol, ("127.0.0.1", 5062))
         target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
         ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
@@ -485,9 +567,14 @@ class LoopbackBusIntegrationTests(TestCase):
         Two nodes on 127.0.0.11 and 127.0.0.12 find each other and carry a
         message over real sockets.
         """
-        a = makeNodeService(reactor, sip.URI("127.0.0.11", 25060), pingInterval=1)
+        a = makeNodeService(reactor, NodeConfig(serverAddress=sip.URI("127.0.0.11", 25060), pingInterval=1))
         b = makeNodeService(
-            reactor, sip.URI("127.0.0.12", 25060), [sip.URI("127.0.0.11", 25060)], pingInterval=1
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.12", 25060),
+                notificationAddresses=[sip.URI("127.0.0.11", 25060)],
+                pingInterval=1,
+            ),
         )
         peer = RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", r.body.upper(), "text/plain"))
         a.bus.registerPeer(peer)

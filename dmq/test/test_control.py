@@ -37,6 +37,7 @@ from dmq.control import (
 )
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.metrics import HandlerLatency
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -833,7 +834,9 @@ class ControlEndpointIntegrationTests(TestCase):
 
     def setUp(self):
         self.node = makeNodeService(
-            reactor, sip.URI("127.0.0.11", 5060), listen=False, control="tcp:0:interface=127.0.0.11"
+            reactor,
+            NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), control="tcp:0:interface=127.0.0.11"),
+            listen=False,
         )
         self.node.startService()
         self.addCleanup(self.node.stopService)

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from dmq import sip
 from dmq.ctl import main, metricsURL, table
 from dmq.interfaces import IDMQPeer, PeerResponse
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 
 NODES = [
@@ -332,7 +333,12 @@ class DMQCtlIntegrationTests(TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.a = makeNodeService(
-            reactor, sip.URI("127.0.0.11", 25080), pingInterval=60, control="tcp:0:interface=127.0.0.11"
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.11", 25080),
+                pingInterval=60,
+                control="tcp:0:interface=127.0.0.11",
+            ),
         )
         activated = defer.Deferred()
 
@@ -347,7 +353,13 @@ class DMQCtlIntegrationTests(TestCase):
         self.a.nodeManager.addObserver(Observer())
         self.a.startService()
         self.addCleanup(self.a.stopService)
-        self.b = makeNodeService(reactor, sip.URI("127.0.0.12", 25080), [sip.URI("127.0.0.11", 25080)])
+        self.b = makeNodeService(
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.12", 25080),
+                notificationAddresses=[sip.URI("127.0.0.11", 25080)],
+            ),
+        )
         self.b.bus.registerPeer(EchoPeer())
         self.b.startService()
         self.addCleanup(self.b.stopService)

@@ -39,6 +39,7 @@ from dmq.peers.htable import (
     parseTableSpec,
 )
 from dmq.test.captures import DATA, datagrams
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, makeNode
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, waitFor
@@ -1563,7 +1564,12 @@ class KamailioInteropTests(TestCase):
 
     def ourNode(self, ip, seeds=(), initSync=False):
         node = makeNodeService(
-            reactor, sip.URI(ip, 5060), [sip.parseURI(s) for s in seeds], pingInterval=5
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI(ip, 5060),
+                notificationAddresses=[sip.parseURI(s) for s in seeds],
+                pingInterval=5,
+            ),
         )
         peer = HTablePeer(reactor, node.bus, (KDMQ, LOCAL), initSync=initSync)
         node.bus.registerPeer(peer)

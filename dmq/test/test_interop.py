@@ -14,6 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from dmq import sip
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, waitFor
 
@@ -46,7 +47,10 @@ class InteropTestCase(TestCase):
         options.setdefault("pingInterval", 5)
         options.setdefault("htables", [KDMQ_TABLE])
         node = makeNodeService(
-            reactor, sip.URI(ip, 5060), [sip.parseURI(s) for s in seeds], **options
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI(ip, 5060), notificationAddresses=[sip.parseURI(s) for s in seeds], **options
+            ),
         )
         node.startService()
         self.addCleanup(lambda: node.stopService() if node.running else None)

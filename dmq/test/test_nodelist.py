@@ -1,20 +1,27 @@
 # -*- test-case-name: dmq.test.test_nodelist -*-
 """
-Tests for L{dmq.nodelist}, the node-list body codec.
+Tests for L{dmq.nodelist}: nodes, their identity, the node list and its
+merge, and the node-list body codec.
 """
 
 from __future__ import annotations
+
+from typing import List
 
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from dmq.nodelist import (
     NBODY_LIMIT,
+    Node,
+    NodeChange,
     NodeLine,
+    NodeList,
     NodeStatus,
     ParsedNodeList,
     fitsKamailio,
     formatNodeList,
+    nodeKey,
     parseNodeList,
     withoutStatus,
 )
@@ -44,6 +51,24 @@ def captured(name: str) -> bytes:
 
 def line(text: str, status: NodeStatus = NodeStatus.ACTIVE) -> NodeLine:
     return NodeLine(parseURI(text), status)
+
+
+ACTIVE = NodeStatus.ACTIVE
+NOT_ACTIVE = NodeStatus.NOT_ACTIVE
+DISABLED = NodeStatus.DISABLED
+
+N2 = parseURI("sip:127.0.0.1:5062")
+N3 = parseURI("sip:127.0.0.1:5063")
+
+
+def uri(text: str) -> URI:
+    return parseURI(text)
+
+
+def lines(body: bytes) -> List[NodeLine]:
+    parsed = parseNodeList(body)
+    assert not parsed.errors, parsed.errors
+    return parsed.entries
 
 
 class NodeStatusTests(SynchronousTestCase):
@@ -429,3 +454,527 @@ class FitsKamailioTests(SynchronousTestCase):
         self.assertFalse(fitsKamailio(body))
         body = formatNodeList([line(f"sip:{host[1:]}:5060")])
         self.assertTrue(fitsKamailio(body))
+
+
+class NodeTests(SynchronousTestCase):
+    """
+    Tests for L{Node} and L{nodeKey}.
+    """
+
+    def test_statusParameterDropped(self) -> None:
+        """
+        A node's URI never carries a C{status} parameter, even when assigned.
+        """
+        node = Node(uri("sip:10.0.0.1:5060;status=disabled"))
+        self.assertEqual(node.uri, uri("sip:10.0.0.1:5060"))
+        node.uri = uri("sip:10.0.0.2:5060;status=active")
+        self.assertEqual(node.uri, uri("sip:10.0.0.2:5060"))
+
+    def test_defaults(self) -> None:
+        """
+        A new node is active, not local, with no failures and never heard
+        from.
+        """
+        node = Node(uri("sip:10.0.0.1:5060"))
+        self.assertIs(node.status, ACTIVE)
+        self.assertFalse(node.local)
+        self.assertEqual(node.failCount, 0)
+        self.assertIsNone(node.lastNotification)
+
+    def test_identitySemantics(self) -> None:
+        """
+        Two nodes with the same URI are still two objects: equality is
+        identity, and nodes can be dictionary keys while they change.
+        """
+        a = Node(uri("sip:10.0.0.1:5060"))
+        b = Node(uri("sip:10.0.0.1:5060"))
+        self.assertNotEqual(a, b)
+        table = {a: 1}
+        a.status = DISABLED
+        self.assertEqual(table[a], 1)
+
+    def test_resolvedIPLiteral(self) -> None:
+        """
+        The resolved IP of an IP-literal host is the host, normalised.
+        """
+        self.assertEqual(Node(uri("sip:10.0.0.1:5060")).resolvedIP, "10.0.0.1")
+        self.assertEqual(Node(uri("sip:[0:0::1]:5060")).resolvedIP, "::1")
+
+    def test_resolvedIPHostName(self) -> None:
+        """
+        A host name has no resolved IP until one is assigned; assigned text
+        is normalised, and must be an IP address.
+        """
+        node = Node(uri("sip:node1.example.com:5060"))
+        self.assertIsNone(node.resolvedIP)
+        node.resolvedIP = "2001:DB8:0::1"
+        self.assertEqual(node.resolvedIP, "2001:db8::1")
+        with self.assertRaises(ValueError):
+            node.resolvedIP = "node1.example.com"
+
+    def test_address(self) -> None:
+        """
+        The address is the resolved IP (or the host) and the port, 5060 by
+        default, 5061 for TLS.
+        """
+        self.assertEqual(Node(uri("sip:10.0.0.1:5070")).address, ("10.0.0.1", 5070))
+        self.assertEqual(Node(uri("sip:10.0.0.1")).address, ("10.0.0.1", 5060))
+        self.assertEqual(
+            Node(uri("sip:10.0.0.1;transport=tls")).address, ("10.0.0.1", 5061)
+        )
+        named = Node(uri("sip:node1.example.com"))
+        self.assertEqual(named.address, ("node1.example.com", 5060))
+        named.resolvedIP = "10.0.0.7"
+        self.assertEqual(named.address, ("10.0.0.7", 5060))
+
+    def test_str(self) -> None:
+        """
+        A node reads as its URI.
+        """
+        self.assertEqual(
+            str(Node(uri("sip:10.0.0.1:5060;transport=tcp"))),
+            "sip:10.0.0.1:5060;transport=tcp",
+        )
+
+    def test_keyPort(self) -> None:
+        """
+        As in Kamailio, a URI with the default port and one without a port
+        have different keys.
+        """
+        self.assertNotEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")), nodeKey(uri("sip:1.2.3.4"))
+        )
+
+    def test_keyTransport(self) -> None:
+        """
+        No transport and C{transport=udp} (any case) are one key (Kamailio
+        tells them apart; we do not); TCP is another.
+        """
+        self.assertEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")),
+            nodeKey(uri("sip:1.2.3.4:5060;transport=UDP")),
+        )
+        self.assertNotEqual(
+            nodeKey(uri("sip:1.2.3.4:5060")),
+            nodeKey(uri("sip:1.2.3.4:5060;transport=tcp")),
+        )
+
+    def test_keyHostText(self) -> None:
+        """
+        The host is compared as text; the user part and other parameters do
+        not count.
+        """
+        self.assertNotEqual(
+            nodeKey(uri("sip:node1:5060")), nodeKey(uri("sip:NODE1:5060"))
+        )
+        self.assertEqual(
+            nodeKey(uri("sip:notification_peer@node1:5060;lr")),
+            nodeKey(uri("sip:node1:5060")),
+        )
+        self.assertEqual(Node(uri("sip:node1:5060")).key, ("node1", 5060, "udp"))
+
+
+class NodeListFindTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.find}: Kamailio's comparison, then the IP fall-back.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5060"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def add(self, text: str, **kwargs) -> Node:
+        node = Node(uri(text), **kwargs)
+        self.nodes.add(node)
+        return node
+
+    def test_localFirst(self) -> None:
+        """
+        Iteration gives the local node, then the others, oldest first.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        b = self.add("sip:10.0.0.2:5060")
+        self.assertEqual(list(self.nodes), [self.local, a, b])
+        self.assertEqual(self.nodes.others(), [a, b])
+        self.assertEqual(len(self.nodes), 3)
+
+    def test_needsLocal(self) -> None:
+        """
+        A node list starts from the local node, and holds only that one.
+        """
+        self.assertRaises(ValueError, NodeList, Node(uri("sip:10.0.0.1")))
+        self.assertRaises(
+            ValueError, self.nodes.add, Node(uri("sip:10.0.0.1"), local=True)
+        )
+
+    def test_byKey(self) -> None:
+        """
+        A URI finds the node with the same host, port and transport.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        b = self.add("sip:10.0.0.1:5060;transport=tcp")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;transport=udp")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tcp")), b)
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tls")))
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.2:5060")))
+
+    def test_fromURI(self) -> None:
+        """
+        A From URI (user part, a status parameter) finds its node.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:htable@10.0.0.1:5060")), a)
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060;status=disabled")), a)
+
+    def test_hostNamePortText(self) -> None:
+        """
+        For a host name with no known address, a URI without a port and one
+        with the default port name different nodes, as in Kamailio.
+        """
+        self.add("sip:node1.example.com:5060")
+        self.assertIsNone(self.nodes.find(uri("sip:node1.example.com")))
+
+    def test_hostText(self) -> None:
+        """
+        Host names are compared as text.
+        """
+        self.add("sip:node1.example.com:5060")
+        self.assertIsNone(self.nodes.find(uri("sip:node2.example.com:5060")))
+
+    def test_ipFallbackPortless(self) -> None:
+        """
+        An IP-literal URI without a port finds the node at that IP on the
+        default port (Kamailio 5.8+ folds these through the IP fall-back).
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1")), a)
+        b = self.add("sip:10.0.0.2")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.2:5060")), b)
+
+    def test_ipFallbackResolvedHostName(self) -> None:
+        """
+        A node known by host name, once resolved, is found by its IP address
+        with the same port and transport.
+        """
+        a = self.add("sip:node1.example.com:5070")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5070")))
+        a.resolvedIP = "10.0.0.1"
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5070")), a)
+        self.assertIs(self.nodes.find(uri("sip:node1.example.com:5070")), a)
+
+    def test_ipFallbackNeedsSamePort(self) -> None:
+        """
+        Unlike Kamailio's, our IP fall-back requires the same port: distinct
+        nodes sharing one IP (as on the captured 5.6.3 bus) stay distinct.
+        """
+        self.add("sip:127.0.0.1:5061")
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5062")))
+        named = self.add("sip:node1.example.com:5070", resolvedIP="10.0.0.1")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5080")))
+        self.assertIsNotNone(named)
+
+    def test_ipFallbackNeedsSameTransport(self) -> None:
+        """
+        The IP fall-back requires the same transport too.
+        """
+        self.add("sip:node1.example.com:5060", resolvedIP="10.0.0.1")
+        self.assertIsNone(self.nodes.find(uri("sip:10.0.0.1:5060;transport=tcp")))
+
+    def test_ipFallbackIPv6Spellings(self) -> None:
+        """
+        Two spellings of one IPv6 address name one node.
+        """
+        a = self.add("sip:[2001:db8:0:0::1]:5060")
+        self.assertIs(self.nodes.find(uri("sip:[2001:DB8::1]:5060")), a)
+
+    def test_keyBeforeFallback(self) -> None:
+        """
+        As in Kamailio, a match by key anywhere in the list wins over a match
+        by address earlier in the list.
+        """
+        self.add("sip:node1.example.com:5060", resolvedIP="10.0.0.1")
+        exact = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.find(uri("sip:10.0.0.1:5060")), exact)
+
+    def test_findWithResolvedIP(self) -> None:
+        """
+        A caller that resolved a host name may pass its address.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(
+            self.nodes.find(uri("sip:node1.example.com:5060"), resolvedIP="10.0.0.1"), a
+        )
+
+    def test_selfSpellings(self) -> None:
+        """
+        The local node is found in each of its spellings.
+        """
+        for text in [
+            "sip:127.0.0.1:5060",
+            "sip:127.0.0.1:5060;transport=udp",
+            "sip:127.0.0.1",
+            "sip:notification_peer@127.0.0.1:5060",
+            "sip:127.0.0.1:5060;status=disabled",
+        ]:
+            self.assertIs(self.nodes.find(uri(text)), self.local, text)
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5060;transport=tcp")))
+        self.assertIsNone(self.nodes.find(uri("sip:127.0.0.1:5070")))
+
+    def test_selfByResolvedName(self) -> None:
+        """
+        A local node configured by host name is found by its IP address once
+        that is known.
+        """
+        local = Node(uri("sip:node1.example.com:5060"), local=True)
+        nodes = NodeList(local)
+        self.assertIsNone(nodes.find(uri("sip:10.0.0.1:5060")))
+        local.resolvedIP = "10.0.0.1"
+        self.assertIs(nodes.find(uri("sip:10.0.0.1:5060")), local)
+        self.assertIs(nodes.find(uri("sip:10.0.0.1")), local)
+
+    def test_findNode(self) -> None:
+        """
+        L{NodeList.findNode} gives the node itself when it is in the list,
+        else the entry with its identity, else C{None}.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.assertIs(self.nodes.findNode(a), a)
+        self.assertIs(self.nodes.findNode(Node(uri("sip:10.0.0.1:5060"))), a)
+        self.assertIsNone(self.nodes.findNode(Node(uri("sip:10.0.0.2:5060"))))
+
+    def test_remove(self) -> None:
+        """
+        A removed node is gone; removing a node not in the list is an error.
+        """
+        a = self.add("sip:10.0.0.1:5060")
+        self.nodes.remove(a)
+        self.assertNotIn(a, self.nodes)
+        self.assertRaises(ValueError, self.nodes.remove, a)
+        self.assertRaises(ValueError, self.nodes.remove, self.local)
+
+
+class NodeListMergeTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.merge}: Kamailio 6.1's merge.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5061"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def test_newNodes(self) -> None:
+        """
+        Lines naming unknown nodes add them, with their status, and count as
+        changes.
+        """
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5063;status=disabled\r\n"
+            )
+        )
+        n2, n3 = self.nodes.others()
+        self.assertEqual((str(n2), n2.status), ("sip:127.0.0.1:5062", ACTIVE))
+        self.assertEqual((str(n3), n3.status), ("sip:127.0.0.1:5063", DISABLED))
+        self.assertEqual(
+            changes, [NodeChange(n2, None, ACTIVE), NodeChange(n3, None, DISABLED)]
+        )
+
+    def test_newNodeDefaultStatus(self) -> None:
+        """
+        A new node from a line without a status is active.
+        """
+        self.nodes.merge(lines(b"sip:127.0.0.1:5062\r\n"))
+        [n2] = self.nodes.others()
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_changed(self) -> None:
+        """
+        A line whose status differs from a known node's changes it.
+        """
+        n2 = Node(N2)
+        self.nodes.add(n2)
+        changes = self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"))
+        self.assertIs(n2.status, DISABLED)
+        self.assertEqual(changes, [NodeChange(n2, ACTIVE, DISABLED)])
+
+    def test_unchanged(self) -> None:
+        """
+        A line with the status the node has is no change.
+        """
+        self.nodes.add(Node(N2))
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n")), []
+        )
+
+    def test_disabledIsEndingState(self) -> None:
+        """
+        A line does not change a C{disabled} node (Kamailio up to 6.1).
+        """
+        n2 = Node(N2, DISABLED)
+        self.nodes.add(n2)
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n")), []
+        )
+        self.assertIs(n2.status, DISABLED)
+
+    def test_notActiveToActive(self) -> None:
+        """
+        By Kamailio's rule a line may make a C{not_active} node active.
+        """
+        n2 = Node(N2, NOT_ACTIVE)
+        self.nodes.add(n2)
+        self.assertEqual(
+            len(self.nodes.merge(lines(b"sip:127.0.0.1:5062;status=active\r\n"))), 1
+        )
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_noStatusNoChange(self) -> None:
+        """
+        A line without C{;status=} does not change a known node.
+        """
+        n2 = Node(N2, NOT_ACTIVE)
+        self.nodes.add(n2)
+        self.assertEqual(self.nodes.merge(lines(b"sip:127.0.0.1:5062\r\n")), [])
+        self.assertIs(n2.status, NOT_ACTIVE)
+
+    def test_localLineIgnored(self) -> None:
+        """
+        A line about the local node, in any spelling, changes nothing.
+        """
+        self.assertEqual(
+            self.nodes.merge(
+                lines(
+                    b"sip:127.0.0.1:5061;status=disabled\r\n"
+                    b"sip:127.0.0.1:5061;transport=udp;status=not_active\r\n"
+                )
+            ),
+            [],
+        )
+        self.assertIs(self.local.status, ACTIVE)
+        self.assertEqual(self.nodes.others(), [])
+
+    def test_neverRemovedForAbsence(self) -> None:
+        """
+        A node missing from a list stays.
+        """
+        n2 = Node(N2)
+        self.nodes.add(n2)
+        self.nodes.merge(lines(b"sip:127.0.0.1:5063;status=active\r\n"))
+        self.assertIn(n2, self.nodes)
+        self.assertIs(n2.status, ACTIVE)
+
+    def test_sameNodeTwiceInOneBody(self) -> None:
+        """
+        A node named twice in one body is added once, then changed by the
+        second line.
+        """
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5062;status=disabled\r\n"
+            )
+        )
+        [n2] = self.nodes.others()
+        self.assertEqual(
+            changes, [NodeChange(n2, None, ACTIVE), NodeChange(n2, ACTIVE, DISABLED)]
+        )
+
+    def test_otherSpellingFoldsIn(self) -> None:
+        """
+        A line naming a known node by another spelling of its address is that
+        node.
+        """
+        n2 = Node(uri("sip:10.0.0.2"))
+        self.nodes.add(n2)
+        self.assertEqual(
+            self.nodes.merge(lines(b"sip:10.0.0.2:5060;status=active\r\n")), []
+        )
+        self.assertEqual(self.nodes.others(), [n2])
+
+    def test_hooks(self) -> None:
+        """
+        C{admit} decides whether an unknown node may be added, C{accept}
+        whether a known one may change.
+        """
+        n2 = Node(N2, DISABLED)
+        self.nodes.add(n2)
+        seen = []
+        changes = self.nodes.merge(
+            lines(
+                b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5063;status=active\r\n"
+            ),
+            admit=lambda line: seen.append(("admit", str(line.uri))) or False,
+            accept=lambda node, line: seen.append(("accept", str(node))) or True,
+        )
+        self.assertEqual(
+            seen, [("accept", "sip:127.0.0.1:5062"), ("admit", "sip:127.0.0.1:5063")]
+        )
+        self.assertEqual(changes, [NodeChange(n2, DISABLED, ACTIVE)])
+        self.assertEqual(self.nodes.others(), [n2])
+
+
+class NodeListBodyLinesTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.bodyLines}.
+    """
+
+    def test_kamailioOrder(self) -> None:
+        """
+        The active nodes come newest first, the local node last, every one
+        as active; the others are left out.
+        """
+        local = Node(uri("sip:127.0.0.1:5061"), NOT_ACTIVE, local=True)
+        nodes = NodeList(local)
+        for text, status in [
+            ("sip:127.0.0.1:5062", ACTIVE),
+            ("sip:127.0.0.1:5063", DISABLED),
+            ("sip:127.0.0.1:5064", NOT_ACTIVE),
+            ("sip:127.0.0.1:5065", ACTIVE),
+        ]:
+            nodes.add(Node(uri(text), status))
+        self.assertEqual(
+            formatNodeList(nodes.bodyLines()),
+            b"sip:127.0.0.1:5065;status=active\r\n"
+            b"sip:127.0.0.1:5062;status=active\r\n"
+            b"sip:127.0.0.1:5061;status=active\r\n",
+        )
+
+
+class NodeListDuplicateTests(SynchronousTestCase):
+    """
+    Tests for L{NodeList.duplicate}.
+    """
+
+    def setUp(self) -> None:
+        self.local = Node(uri("sip:127.0.0.1:5060"), local=True)
+        self.nodes = NodeList(self.local)
+
+    def test_none(self) -> None:
+        """
+        A list of distinct nodes has no duplicate.
+        """
+        self.nodes.add(Node(uri("sip:127.0.0.2:5060")))
+        self.nodes.add(Node(uri("sip:node3.example.com:5060")))
+        self.assertIsNone(self.nodes.duplicate())
+
+    def test_resolvedToKnown(self) -> None:
+        """
+        A node whose name resolved to the address of a node listed before
+        it is a duplicate of that node.
+        """
+        first = Node(uri("sip:127.0.0.2:5060"))
+        named = Node(uri("sip:node2.example.com"))
+        self.nodes.add(named)
+        self.nodes.add(first)
+        self.assertIsNone(self.nodes.duplicate())
+        named.resolvedIP = "127.0.0.2"
+        self.assertEqual(self.nodes.duplicate(), (first, named))
+
+    def test_localNeverDuplicate(self) -> None:
+        """
+        When the local node and another name the same node, the other is
+        the duplicate.
+        """
+        twin = Node(uri("sip:127.0.0.1"))
+        self.nodes.add(twin)
+        self.assertEqual(self.nodes.duplicate(), (twin, self.local))

@@ -15,7 +15,10 @@ from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
+from dmq.sender import SendOutcome
+from dmq.node import NodeStatus
 from dmq.nodelist import parseNodeList
+from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -255,6 +258,79 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(self.cluster.clock.getDelayedCalls(), [])
 
 
+class SendEndedTests(SynchronousTestCase):
+    """
+    L{NotificationPeer.sendEnded}: Kamailio's response callbacks, applied to
+    the node manager for every send of the bus.
+    """
+
+    def setUp(self):
+        self.cluster = Cluster(self, pingInterval=60)
+        self.a = self.cluster.start(HOSTS[0])
+        self.manager = self.a.nodeManager
+        self.node = self.manager.add(sip.URI(HOSTS[1], 5060))
+
+    def ended(self, peerId, code, statusAtSend=NodeStatus.ACTIVE):
+        request = self.a.bus.buildRequest(peerId, b"", self.node)
+        response = sip.responseFor(request, code, "Whatever")
+        self.a.notification.sendEnded(SendOutcome(peerId, self.node, statusAtSend, response))
+
+    def test_notificationTimeout(self):
+        """
+        A C{408} on the membership channel demotes the node, and removes it
+        when it was C{disabled} at send.
+        """
+        self.ended("notification_peer", 408)
+        self.assertIs(self.node.status, NodeStatus.DISABLED)
+        self.ended("notification_peer", 408, NodeStatus.DISABLED)
+        self.assertIsNone(self.manager.find(sip.URI(HOSTS[1], 5060)))
+
+    def test_notificationSuccess(self):
+        """
+        A C{200} on the membership channel makes the node active.
+        """
+        self.manager.changeStatus(sip.URI(HOSTS[1], 5060), NodeStatus.DISABLED)
+        self.ended("notification_peer", 200)
+        self.assertIs(self.node.status, NodeStatus.ACTIVE)
+
+    def test_otherChannels(self):
+        """
+        On another channel a C{200} changes nothing, and a C{408} counts
+        only with fail counts (off by default); other codes never count.
+        """
+        self.manager.changeStatus(sip.URI(HOSTS[1], 5060), NodeStatus.NOT_ACTIVE)
+        self.ended("htable", 200)
+        self.ended("htable", 408)
+        self.assertIs(self.node.status, NodeStatus.NOT_ACTIVE)
+        self.assertEqual(self.node.failCount, 0)
+        self.ended("notification_peer", 500)
+        self.assertIs(self.node.status, NodeStatus.NOT_ACTIVE)
+
+    def test_otherChannelFailCount(self):
+        """
+        With fail counts, a C{408} on another channel counts against an
+        active node.
+        """
+        cluster = Cluster(self, pingInterval=60, failCountEnabled=True)
+        a = cluster.start(HOSTS[0])
+        node = a.nodeManager.add(sip.URI(HOSTS[1], 5060))
+        request = a.bus.buildRequest("htable", b"", node)
+        response = sip.responseFor(request, 408, "Request Timeout")
+        a.notification.sendEnded(SendOutcome("htable", node, NodeStatus.ACTIVE, response))
+        self.assertEqual(node.failCount, 1)
+        self.assertIs(node.status, NodeStatus.NOT_ACTIVE)
+
+    def test_wiredToTheBus(self):
+        """
+        The peer hears of the bus's sends from its creation.
+        """
+        crashNode(self.cluster.network, self.cluster.start(HOSTS[1]))
+        self.a.bus.send("htable", b"", self.node)
+        self.a.bus.send("notification_peer", b"", self.node)
+        self.cluster.network.run(33)
+        self.assertIs(self.node.status, NodeStatus.DISABLED)
+
+
 class NotificationPeerTests(SynchronousTestCase):
     """
     What the notification peer does with one request.
@@ -426,7 +502,10 @@ class LoopbackMembershipIntegrationTests(TestCase):
         nodes = []
         for i, host in enumerate(HOSTS):
             seeds = [sip.URI(HOSTS[0], 35060)] if i else []
-            node = makeNodeService(reactor, sip.URI(host, 35060), seeds, pingInterval=1)
+            node = makeNodeService(
+                reactor,
+                NodeConfig(serverAddress=sip.URI(host, 35060), notificationAddresses=seeds, pingInterval=1),
+            )
             node.startService()
             self.addCleanup(node.stopService)
             nodes.append(node)

@@ -25,7 +25,15 @@ from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import NodeManager
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
-from dmq.tap import DMQNodeService, Options, ServerSocket, makeService, parseServerSocket
+from dmq.tap import (
+    DMQNodeService,
+    NodeConfig,
+    Options,
+    ServerSocket,
+    makeNodeService,
+    makeService,
+    parseServerSocket,
+)
 
 LOCAL = ["--server-address", "sip:127.0.0.11:5060"]
 
@@ -610,6 +618,42 @@ class MakeServiceTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, self.build, *arguments)
             self.assertIn("--peer", str(error))
             self.assertIn(fragment, str(error))
+
+
+class MakeNodeServiceTests(SynchronousTestCase):
+    """
+    L{makeNodeService}: a node of a L{NodeConfig}, as a program that embeds
+    one builds it.
+    """
+
+    def test_config(self):
+        """
+        The settings reach the parts; the peers of C{peers} are added, and
+        the control endpoint comes last.
+        """
+        _peerModule(self)
+        config = NodeConfig(
+            serverAddress=sip.URI("127.0.0.11", 5060),
+            pingInterval=7,
+            peers=[("dmq_test_peers.Greeter", Greeter)],
+            control="tcp:5080:interface=127.0.0.11",
+        )
+        node = makeNodeService(FakeReactor(), config)
+        self.assertEqual(node.ping.pingInterval, 7)
+        self.assertEqual(node.bindAddress, ("127.0.0.11", 5060))
+        self.assertEqual([peer.peerId for peer in node.bus.peers], ["notification_peer", "greeter"])
+        self.assertIs(node.bus.peers[1].node, node)
+        self.assertIs(node.control, list(node)[-1])
+
+    def test_badPeer(self):
+        """
+        A peer factory that fails is a C{ValueError} naming the peer.
+        """
+        _peerModule(self)
+        broken = sys.modules["dmq_test_peers"].broken
+        config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=[("broken", broken)])
+        error = self.assertRaises(ValueError, makeNodeService, FakeReactor(), config)
+        self.assertIn("broken: calling it with the node failed", str(error))
 
 
 class HTableOptionsTests(SynchronousTestCase):

@@ -1,0 +1,498 @@
+# -*- test-case-name: dmq.test.test_config -*-
+"""
+A node's settings: L{NodeConfig}, one field per Kamailio DMQ module
+parameter, each declared once with its Kamailio name, default, parser and
+help; the parsers of those values; and the reading of them from text, as
+the command line and a TOML file (C{--config}) give them.
+
+L{dmq.tap} turns the table into twistd options and a L{NodeConfig} into a
+node.  A program that embeds a node builds a L{NodeConfig} itself::
+
+    NodeConfig(
+        serverAddress=parseServerAddress("sip:127.0.0.11:5060"),
+        notificationAddresses=[parseNodeAddress("sip:127.0.0.12:5060")],
+    )
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import socket
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import attr
+from twisted.internet import endpoints
+from twisted.python import reflect, usage
+
+from dmq import sip
+from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, checkPeerId
+from dmq.interfaces import IDMQPeer
+from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
+from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
+from dmq.ping import MIN_PING_INTERVAL
+# Renamed: NodeConfig has fields of these names.
+from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = [
+    "NodeConfig", "ServerSocket", "Parameter", "PARAMETERS", "parseServerAddress", "parseServerSocket",
+    "loadPeer", "readConfigFile", "parseSettings",
+]
+
+Address = Tuple[str, int]
+
+
+def parseServerAddress(text: str) -> sip.URI:
+    """
+    Parse and check a C{server_address}: a C{sip:} URI with an IP address we
+    can bind and a port, over UDP.
+
+    @raise ValueError: saying what is wrong.
+    """
+    try:
+        uri = sip.parseURI(text)
+    except sip.SIPParseError as e:
+        raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
+    if uri.scheme != "sip":
+        raise ValueError(f"{text!r}: only sip: URIs are supported (TLS is not yet)")
+    if uri.user is not None:
+        raise ValueError(f"{text!r}: a node address has no user part")
+    if ipLiteral(uri.host) is None:
+        raise ValueError(f"{text!r}: the host must be the IP address to listen on, not a name")
+    if uri.port is None or uri.port == 0:
+        raise ValueError(f"{text!r}: give the port explicitly, e.g. sip:{uri.host}:5060")
+    if uri.transport not in (None, "udp"):
+        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
+    return uri
+
+
+@attr.frozen
+class ServerSocket:
+    """
+    A socket as Kamailio writes it in C{listen} and C{server_socket}:
+    C{proto:host:port}.
+    """
+
+    proto: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.proto}:{host}:{self.port}"
+
+
+def parseServerSocket(text: str) -> ServerSocket:
+    """
+    Parse a C{server_socket}: C{udp:HOST:PORT}, an IPv6 host in brackets.
+
+    @raise ValueError: saying what is wrong.
+    """
+    proto, _, rest = text.partition(":")
+    host, colon, portText = rest.rpartition(":")
+    if not proto or not colon or not host:
+        raise ValueError(f"{text!r} is not proto:host:port, e.g. udp:127.0.0.1:5060")
+    if proto.lower() != "udp":
+        raise ValueError(f"{text!r}: only udp sockets are supported so far, not {proto}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ipLiteral(host) is None:
+        raise ValueError(f"{text!r}: the host must be an IP address, not {host!r}")
+    if not portText.isdigit() or not 1 <= int(portText) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1 to 65535, not {portText!r}")
+    return ServerSocket("udp", str(ipaddress.ip_address(host)), int(portText))
+
+
+def _checkLocal(host: str) -> None:
+    """
+    Check that C{host} is an address of this host, by binding a UDP socket
+    to it on any port.
+
+    @raise ValueError: if it is not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError as e:
+        raise ValueError(f"{host} is not an address of this host ({e.strerror})") from None
+
+
+def _number(minimum: Optional[float] = None, integer: bool = False) -> Callable[[str], Any]:
+    """
+    A parser of a numeric value: at least C{minimum}, or positive when
+    C{minimum} is C{None}.
+    """
+
+    def parse(text: str):
+        kind = "a whole number" if integer else "a number"
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {kind}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not {kind}")
+        if minimum is None and value <= 0:
+            raise ValueError(f"must be positive, not {text}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum:g}, not {text}")
+        return value
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "yes", "on", "true"):
+        return True
+    if lowered in ("0", "no", "off", "false"):
+        return False
+    raise ValueError(f"expected 0 or 1, not {text!r}")
+
+
+def _controlEndpoint(text: str) -> str:
+    """
+    Check the syntax of a server endpoint description; the endpoint itself
+    is made by L{dmq.tap.makeNodeService} with the reactor.
+    """
+    try:
+        endpoint = endpoints.serverFromString(_NoReactor(), text)
+    except Exception as e:
+        raise ValueError(f"{text!r} is not a Twisted server endpoint: {e}") from None
+    # Twisted takes any number as a TCP port; bind() would refuse it later.
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return text
+
+
+class _NoReactor:
+    """
+    Stands for the reactor while an endpoint description is only parsed:
+    nothing listens then.
+    """
+
+
+def loadPeer(name: str) -> object:
+    """
+    Import the object named C{name} for C{--peer}: an L{IDMQPeer} provider,
+    or a callable that makes one (a factory, or a class implementing
+    L{IDMQPeer}), which L{dmq.tap.makeNodeService} calls with the
+    L{dmq.tap.DMQNodeService}.
+
+    @raise ValueError: if it cannot be imported or is neither.
+    """
+    try:
+        found = reflect.namedAny(name)
+    except Exception as e:
+        raise ValueError(f"cannot import {name!r}: {e}") from None
+    if not IDMQPeer.providedBy(found) and not callable(found):
+        raise ValueError(f"{name!r} is neither an IDMQPeer provider nor a callable that makes one")
+    return found
+
+
+def _namedPeer(name: str) -> Tuple[str, object]:
+    return (name, loadPeer(name))
+
+
+def _tableSpecs(tables: Iterable[Union[TableSpec, str]]) -> Tuple[TableSpec, ...]:
+    return tuple(parseTableSpec(table) if isinstance(table, str) else table for table in tables)
+
+
+def _configScalar(value: object) -> Optional[str]:
+    # A config file value as the text the command line would give.
+    if value is None:
+        # A default of "none".
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    kind = {list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    raise ValueError(f"expected a string or a number, not {kind}")
+
+
+@attr.frozen
+class Parameter:
+    """
+    One setting, named as Kamailio's module parameter (C{ping_interval} is
+    C{--ping-interval} and the C{ping_interval} key of the config file), and
+    the L{NodeConfig} field it fills.
+
+    @ivar default: the default as the table writes it (text or a number);
+        the field's default is this, parsed.
+    @ivar parse: the parser of one value's text, raising C{ValueError}.
+    @ivar repeatable: the setting is a list, one value per use of the option.
+    @ivar flag: a command line flag without a value.
+    """
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    short: Optional[str] = None
+    repeatable: bool = False
+    flag: bool = False
+    field: str = ""
+
+    @property
+    def option(self) -> str:
+        return self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        if self.repeatable or self.flag or self.default is None:
+            return self.help
+        default = int(self.default) if isinstance(self.default, bool) else self.default
+        return f"{self.help} [default: {default}]"
+
+    def configValue(self, value: object) -> Any:
+        """
+        A config file value (or the default) as the command line's text (a
+        list of texts when repeatable); C{ValueError} if of the wrong shape.
+        """
+        if self.repeatable:
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            return [_configScalar(one) for one in values]
+        return _configScalar(value)
+
+    def parseValue(self, text: Any) -> Any:
+        """
+        Parse the text (a list of texts when repeatable), or raise C{ValueError}.
+        """
+        if self.repeatable:
+            return [self.parse(one) for one in text]
+        return None if text is None else self.parse(text)
+
+
+_PARAMETER = "dmq.parameter"
+
+
+def _setting(
+    name: str, default: Any, parse: Callable[[str], Any], help: str, *, short: Optional[str] = None,
+    repeatable: bool = False, flag: bool = False, converter: Optional[Callable[[Any], Any]] = None,
+) -> Any:
+    """
+    Declare one field of L{NodeConfig}: the table row of its setting, whose
+    parsed default is the field's.
+    """
+    parameter = Parameter(name, default, parse, help, short, repeatable, flag)
+    parsed = parameter.parseValue(parameter.configValue(default))
+    if repeatable:
+        return attr.field(default=tuple(parsed), converter=converter or tuple, metadata={_PARAMETER: parameter})
+    return attr.field(default=parsed, metadata={_PARAMETER: parameter})
+
+
+@attr.frozen
+class NodeConfig:
+    """
+    Everything a node is built from: one field per setting, each declared
+    with its row of the table, and defaulting to Kamailio's default or ours.
+    L{dmq.tap.Options} makes one from the command line and C{--config};
+    L{dmq.tap.makeNodeService} makes a node of one.
+
+    A list setting is held as a tuple.  The values are not checked against
+    each other here (L{parseSettings} does that for text).
+    """
+
+    serverAddress: sip.URI = _setting(
+        "server_address", "sip:127.0.0.1:5060", parseServerAddress,
+        "This node's SIP URI, sip:IP:PORT: how the other nodes know it, and the UDP socket it binds.",
+        short="s",
+    )
+    serverSocket: Optional[ServerSocket] = _setting(
+        "server_socket", None, parseServerSocket,
+        "The socket to bind, as Kamailio writes it, udp:IP:PORT, when it is not --server-address's "
+        "(say, behind a NAT) [default: the one of --server-address].",
+    )
+    notificationAddresses: Tuple[sip.URI, ...] = _setting(
+        "notification_address", (), parseNodeAddress,
+        "A node to join the bus through (repeatable).", short="n", repeatable=True,
+    )
+    notificationChannel: str = _setting(
+        "notification_channel", DEFAULT_NOTIFICATION_CHANNEL, checkPeerId, "The membership peer's name."
+    )
+    multiNotify: bool = _setting(
+        "multi_notify", False, _boolean,
+        "Resolve notification addresses given by name to all their IPv4 and IPv6 addresses, each a seed.",
+        flag=True,
+    )
+    numWorkers: int = _setting("num_workers", 2, _number(1, True), "How many peer calls run at once.")
+    pingInterval: float = _setting(
+        "ping_interval", 60.0, _number(MIN_PING_INTERVAL), "Seconds between pings (minimum 1)."
+    )
+    pingTimeout: Optional[float] = _setting(
+        "ping_timeout", None, _number(),
+        "Seconds after which an unanswered ping is a timeout [default: Timer F, 64*T1].",
+    )
+    removeInactive: bool = _setting(
+        "remove_inactive", True, _boolean,
+        "1: a node that times out is disabled, then removed; 0: kept as not_active.",
+    )
+    failCountEnabled: bool = _setting(
+        "fail_count_enabled", False, _boolean, "1: count timeouts before changing a node's state (Kamailio 6.1)."
+    )
+    failCountThresholdNotActive: int = _setting(
+        "fail_count_threshold_not_active", 0, _number(0, True),
+        "Timeouts past which an active node becomes not_active.",
+    )
+    failCountThresholdDisabled: int = _setting(
+        "fail_count_threshold_disabled", 1, _number(0, True),
+        "Timeouts past which a not_active node becomes disabled.",
+    )
+    T1: float = _setting("t1", _T1, _number(), "SIP timer T1 in seconds (retransmission base; Timer F is 64*T1).")
+    T2: float = _setting("t2", _T2, _number(), "SIP timer T2 in seconds (retransmission cap).")
+    T4: float = _setting("t4", _T4, _number(), "SIP timer T4 in seconds (how long duplicates are absorbed).")
+    maxTransactions: int = _setting("max_transactions", 10000, _number(1, True), "Cap on live transactions each way.")
+    maxNodes: int = _setting(
+        "max_nodes", DEFAULT_MAX_NODES, _number(1, True),
+        "Cap on the nodes received node lists may bring in, and on the lines read from one.",
+    )
+    maxQueue: int = _setting("max_queue", 1024, _number(1, True), "Cap on requests waiting for a worker; past it, 503.")
+    handlerTimeout: float = _setting(
+        "handler_timeout", 10.0, _number(), "Seconds a peer has to answer before the request gets 500."
+    )
+    control: Optional[str] = _setting(
+        "control", None, _controlEndpoint,
+        "Serve JSON-RPC at POST /RPC and metrics at GET /metrics on this Twisted server endpoint, "
+        "e.g. tcp:5080:interface=127.0.0.1 [default: no control endpoint].",
+    )
+    htables: Tuple[TableSpec, ...] = _setting(
+        "htable", (), parseTableSpec,
+        "Serve the htable peer with this hash table, in Kamailio's syntax, e.g. 'kdmq=>size=8;autoexpire=0;"
+        "dmqreplicate=1' (repeatable; dmqreplicate=1 tables are replicated).",
+        repeatable=True, converter=_tableSpecs,
+    )
+    htableInitSync: bool = _setting(
+        "htable_init_sync", False, _boolean,
+        "Fetch the htable peer's replicated tables from the bus on joining (Kamailio's htable dmq_init_sync).",
+        flag=True,
+    )
+    peers: Tuple[Tuple[str, object], ...] = _setting(
+        "peer", (), _namedPeer,
+        "A peer to register, by dotted name: an IDMQPeer provider, or a callable that makes one "
+        "when called with the node service (repeatable).",
+        repeatable=True,
+    )
+
+    @property
+    def bindAddress(self) -> Address:
+        """
+        The C{(host, port)} to bind: C{serverSocket}'s, else C{serverAddress}'s.
+        """
+        if self.serverSocket is not None:
+            return (self.serverSocket.host, self.serverSocket.port)
+        return (self.serverAddress.host, self.serverAddress.port)
+
+
+# The table: the settings in the order of NodeConfig's fields, each knowing its field.
+PARAMETERS: List[Parameter] = [
+    attr.evolve(field.metadata[_PARAMETER], field=field.name) for field in attr.fields(NodeConfig)
+]
+
+_BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
+
+# Kamailio parameters with no meaning here, refused by name so that a
+# config written for Kamailio gets a clear answer.
+_KAMAILIO_ONLY = {"worker_usleep", "init_with_single", "event_callback", "sl_send"}
+
+
+def readConfigFile(path: str) -> Dict[str, Tuple[str, Any]]:
+    """
+    Read a TOML config file.
+
+    @return: for each parameter in it, where it came from (for errors) and
+        its text.
+    @raise usage.UsageError: if the file cannot be read, is not TOML, or has
+        a key that is not a parameter or a value of the wrong shape.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise usage.UsageError(f"--config: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise usage.UsageError(f"--config: {path} is not valid TOML: {e}") from None
+    given: Dict[str, Tuple[str, Any]] = {}
+    for key, value in data.items():
+        where = f"--config {path}: {key}"
+        parameter = _BY_NAME.get(key)
+        if parameter is None:
+            if key in _KAMAILIO_ONLY:
+                raise usage.UsageError(f"{where}: a Kamailio parameter that dmq does not support")
+            close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise usage.UsageError(f"{where}: unknown parameter{hint}")
+        try:
+            given[key] = (where, parameter.configValue(value))
+        except ValueError as e:
+            raise usage.UsageError(f"{where}: {e}") from None
+    return given
+
+
+def parseSettings(given: Mapping[str, Tuple[str, Any]]) -> NodeConfig:
+    """
+    Make a L{NodeConfig} of settings given as text, the others taking their
+    defaults, and check them against each other and against this host (the
+    socket to bind must be one of its addresses).
+
+    @param given: by Kamailio name, where the setting came from and its
+        text (a list of texts when repeatable).
+    @raise usage.UsageError: for a bad value or a bad combination, naming
+        where the value came from.
+    """
+    values: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
+    for parameter in PARAMETERS:
+        origin[parameter.name], text = given.get(
+            parameter.name, (f"--{parameter.option}", parameter.configValue(parameter.default))
+        )
+        try:
+            values[parameter.field] = parameter.parseValue(text)
+        except ValueError as e:
+            raise usage.UsageError(f"{origin[parameter.name]}: {e}") from None
+    config = NodeConfig(**values)
+    _checkTogether(config, origin)
+    return config
+
+
+def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
+    bindOrigin = origin["server_address" if config.serverSocket is None else "server_socket"]
+    try:
+        _checkLocal(config.bindAddress[0])
+    except ValueError as e:
+        raise usage.UsageError(f"{bindOrigin}: {e}") from None
+    if config.T2 < config.T1:
+        raise usage.UsageError(f"{origin['t2']}: must not be smaller than t1 ({config.T1:g})")
+    if config.handlerTimeout >= 64 * config.T1:
+        raise usage.UsageError(
+            f"{origin['handler_timeout']}: must be shorter than Timer F (64*T1 = "
+            f"{64 * config.T1:g} s), or senders see a timeout instead of our 500"
+        )
+    tables = [spec.name for spec in config.htables]
+    for name in tables:
+        if tables.count(name) > 1:
+            raise usage.UsageError(f"{origin['htable']}: the table {name!r} is declared twice")
+    if config.htableInitSync and not config.htables:
+        raise usage.UsageError(f"{origin['htable_init_sync']}: needs at least one --htable")
+    taken = {config.notificationChannel: "the notification channel"}
+    if config.htables:
+        taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
+    for name, found in config.peers:
+        if not IDMQPeer.providedBy(found):
+            # A factory: its peer's id is known once it is called.
+            continue
+        try:
+            peerId = checkPeerId(found.peerId)  # type: ignore[attr-defined]
+        except ValueError as e:
+            raise usage.UsageError(f"{origin['peer']}: {name}: bad peer id: {e}") from None
+        if peerId in taken:
+            raise usage.UsageError(
+                f"{origin['peer']}: {name}: duplicate peer id {peerId!r}, already {taken[peerId]}"
+            )
+        taken[peerId] = f"the peer {name}"

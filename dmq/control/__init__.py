@@ -1,0 +1,53 @@
+# -*- test-case-name: dmq.test.test_control -*-
+"""
+The control endpoint: JSON-RPC 2.0 over HTTP at C{POST /RPC}, shaped like
+Kamailio's C{jsonrpcs} module and answering Kamailio's DMQ RPC names
+(C{dmq.list_nodes}, C{dmq.remove}, ...), and Prometheus metrics at
+C{GET /metrics}.
+
+Every node has an L{RPCMethods} table (L{dmq.tap.DMQNodeService.rpc}),
+whether or not it serves it.  A peer adds its own methods there::
+
+    node.rpc.addMethod("htable.sets", setString, "Set a string value: table key value")
+
+A method takes its parameters by position or, under their Python names, by
+name; returns a JSON value or a L{Deferred} of one; and refuses a call by
+raising L{RPCError}, which is answered as Kamailio answers C{rpc->fault()}:
+a JSON-RPC error with code C{500} (or the code given) and the message.
+
+The parts: L{dmq.control.jsonrpc}, the method table and JSON-RPC itself;
+L{dmq.control.endpoint}, the HTTP resources and the service serving them;
+L{dmq.control.methods}, the C{dmq.*} methods.
+"""
+
+from dmq.control.endpoint import MAX_REQUEST, ControlResource, ControlService
+from dmq.control.jsonrpc import (
+    APPLICATION_ERROR,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    JSONRPC,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    RPCMethod,
+    RPCMethods,
+)
+from dmq.control.methods import addDMQMethods
+from dmq.interfaces import RPCError
+
+__all__ = [
+    "RPCError",
+    "RPCMethod",
+    "RPCMethods",
+    "JSONRPC",
+    "ControlResource",
+    "ControlService",
+    "addDMQMethods",
+    "MAX_REQUEST",
+    "PARSE_ERROR",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "INVALID_PARAMS",
+    "INTERNAL_ERROR",
+    "APPLICATION_ERROR",
+]

@@ -1,0 +1,236 @@
+# -*- test-case-name: dmq.test.test_control -*-
+"""
+The control endpoint over HTTP: L{ControlResource}, which answers JSON-RPC
+at C{POST /RPC} from an L{RPCMethods} table and Prometheus metrics at
+C{GET /metrics}, and L{ControlService}, which serves it on a stream server
+endpoint and closes its connections on stop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import List, Optional
+
+from twisted.application import service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web import resource, server
+
+from dmq.control.jsonrpc import INVALID_REQUEST, JSONRPC, RPCMethods, encodeError
+
+__all__ = ["ControlResource", "ControlService", "MAX_REQUEST"]
+
+MAX_REQUEST = 1024 * 1024
+"""
+The largest JSON-RPC request body read, in bytes.
+"""
+
+
+class _RPCResource(resource.Resource):
+    """
+    C{POST /RPC}: one JSON-RPC request (or batch) per HTTP request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, methods: RPCMethods) -> None:
+        resource.Resource.__init__(self)
+        self._jsonrpc = JSONRPC(methods)
+
+    def render_POST(self, request: server.Request) -> object:
+        data = request.content.read(MAX_REQUEST + 1)
+        if len(data) > MAX_REQUEST:
+            d = succeed(encodeError(None, INVALID_REQUEST, f"Invalid Request: larger than {MAX_REQUEST} bytes"))
+        else:
+            d = self._jsonrpc.handle(data)
+        gone: List[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(body: Optional[bytes]) -> None:
+            if gone:
+                return
+            if body is None:
+                request.setResponseCode(204)
+            else:
+                request.setHeader(b"content-type", b"application/json")
+                request.write(body + b"\n")
+            request.finish()
+
+        d.addCallback(answer)
+        return server.NOT_DONE_YET
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"POST a JSON-RPC 2.0 request here.\n"
+
+
+class _MetricsResource(resource.Resource):
+    """
+    C{GET /metrics}: the Prometheus text exposition of a registry.
+    """
+
+    isLeaf = True
+
+    def __init__(self, registry) -> None:
+        resource.Resource.__init__(self)
+        self._registry = registry
+
+    def render_GET(self, request: server.Request) -> bytes:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self._registry)
+
+
+class ControlResource(resource.Resource):
+    """
+    The root of the control endpoint: C{/RPC} and C{/metrics}.
+    """
+
+    def __init__(self, methods: RPCMethods, registry) -> None:
+        resource.Resource.__init__(self)
+        self.putChild(b"RPC", _RPCResource(methods))
+        self.putChild(b"metrics", _MetricsResource(registry))
+
+
+class _Connections(WrappingFactory):
+    """
+    A factory that knows its open connections, to close them on stop.
+    """
+
+    def __init__(self, wrappedFactory) -> None:
+        WrappingFactory.__init__(self, wrappedFactory)
+        self._whenEmpty: List[Deferred] = []
+
+    def unregisterProtocol(self, p) -> None:
+        WrappingFactory.unregisterProtocol(self, p)
+        if not self.protocols:
+            waiting, self._whenEmpty = self._whenEmpty, []
+            for d in waiting:
+                d.callback(None)
+
+    def closeAll(self) -> Deferred:
+        """
+        Close every connection.
+
+        @return: a L{Deferred} that fires when none is left.
+        """
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._whenEmpty.append(d)
+        for protocol in list(self.protocols):
+            protocol.transport.abortConnection()
+        return d
+
+
+class ControlService(service.Service):
+    """
+    Serve a L{ControlResource} on a stream server endpoint.
+
+    A listening address that is not a loopback address is logged as a
+    warning: the endpoint has no authentication, and whoever reaches it can
+    change the node list and send on the bus.
+
+    @ivar port: the listening port once listening, else C{None}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, endpoint: IStreamServerEndpoint, root: resource.Resource, description: str = "") -> None:
+        self._endpoint = endpoint
+        site = server.Site(root)
+        site.noisy = False
+        self._factory = _Connections(site)
+        self._factory.noisy = False
+        self._listening: Optional[Deferred] = None
+        self.description = description
+        self.port = None
+
+    def startService(self) -> None:
+        """
+        Listen.  A failure to listen that is known at once (the port is
+        taken) is raised, so that a node does not start without the control
+        endpoint it was asked for.
+        """
+        service.Service.startService(self)
+        synchronous = True
+        failures: List[Failure] = []
+
+        def failed(failure: Failure) -> None:
+            self._listening = None
+            if synchronous:
+                failures.append(failure)
+            else:
+                self._cannotListen(failure)
+
+        self._listening = self._endpoint.listen(self._factory)
+        self._listening.addCallbacks(self._listen, failed)
+        synchronous = False
+        if failures:
+            service.Service.stopService(self)
+            failures[0].raiseException()
+
+    def _listen(self, port) -> None:
+        self._listening = None
+        self.port = port
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        self._log.info(
+            "Control endpoint {endpoint} listening on {address}: POST /RPC, GET /metrics",
+            endpoint=self.description,
+            address=_describe(address),
+        )
+        if host is not None and not _isLoopback(host):
+            self._log.warn(
+                "Control endpoint {endpoint} listens on {host}, not a loopback address: "
+                "anyone who reaches it can change the node list and send on the bus",
+                endpoint=self.description,
+                host=host,
+            )
+
+    def _cannotListen(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            # Stopped before listening.
+            return
+        self._log.error(
+            "Control endpoint {endpoint} cannot listen: {error}",
+            endpoint=self.description,
+            error=failure.getErrorMessage(),
+        )
+
+    def stopService(self) -> Deferred:
+        """
+        Stop listening and close the open connections.
+
+        @return: a L{Deferred} that fires when the port and the connections
+            are gone.
+        """
+        service.Service.stopService(self)
+        if self._listening is not None:
+            self._listening.cancel()
+        port, self.port = self.port, None
+        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
+        return DeferredList([stopped, self._factory.closeAll()], consumeErrors=True)
+
+
+def _isLoopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # "": every interface.
+        return False
+
+
+def _describe(address: object) -> str:
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    return str(address)

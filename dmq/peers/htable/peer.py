@@ -1,0 +1,419 @@
+# -*- test-case-name: dmq.test.test_htable -*-
+"""
+L{HTablePeer}: replicated hash tables, and the bus peer that replicates
+them.  It applies the messages L{decode} reads to its L{HTableStore},
+and holds the replication and sync policy: local changes are broadcast,
+changes from the bus are applied and never sent again, a sync request is
+answered with a dump, and with C{initSync} one node is asked on joining.
+
+See C{doc/design.md} (the htable peer) for the whole design.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Optional, Set, Tuple, Union
+
+import attr
+from twisted.application import service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dmq import sip
+from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
+from dmq.node import Node, NodeStatus
+from dmq.peers.htable.spec import MATCH_NAME, TableSpec, Value
+from dmq.peers.htable.store import Change, HTableStore
+from dmq.peers.htable.wire import (
+    CONTENT_TYPE,
+    BadCell,
+    BadMessage,
+    Cell,
+    Cells,
+    DeleteCell,
+    Message,
+    RemoveMatching,
+    SetCell,
+    SetExpire,
+    SyncRequest,
+    decode,
+    encode,
+    encodeCells,
+)
+
+__all__ = ["PEER_ID", "HTablePeer"]
+
+PEER_ID = "htable"
+
+
+class _Failed(Exception):
+    """
+    A message we answer C{500}, as Kamailio does when a replay fails; the
+    argument says why.
+    """
+
+
+@attr.define
+class _Joins:
+    """
+    Tells, from the nodes the bus reports active one by one, when we have
+    joined the bus: when no other node it reported is still active (at
+    first, or after losing every node).
+    """
+
+    _reported: Set[Node] = attr.Factory(set)
+
+    def joined(self, node: Node, active: Set[Node]) -> bool:
+        """
+        @param node: the node the bus reports active now.
+        @param active: the nodes but the local one that are active now.
+        @return: whether no other node reported is among C{active}.
+        """
+        # The bus tells us when a node becomes active, not when it stops
+        # being so: forget the nodes that are no longer active now.
+        self._reported.discard(node)
+        self._reported &= active
+        alone = not self._reported
+        self._reported.add(node)
+        return alone
+
+
+@implementer(IDMQPeer)
+class HTablePeer(service.Service):
+    """
+    Replicated hash tables, and the bus peer that replicates them.
+
+    Register it on the bus and start it (it is a Service: its only timer is
+    the periodic purge of expired cells, stopped by L{stopService})::
+
+        peer = HTablePeer(reactor, node.bus, [parseTableSpec(
+            "kdmq=>size=8;autoexpire=0;dmqreplicate=1")], initSync=True)
+        node.bus.registerPeer(peer)
+        peer.setServiceParent(node)
+
+    Reading never touches the network.  Each change applies at once, and
+    returns a L{Deferred} that fires, when the change was broadcast, with
+    the L{IDMQBus.broadcast} result (each target node's final response);
+    with C{{}} for a table without C{dmqreplicate}.  It never fails: sending
+    is best effort, as in Kamailio.
+
+    Expired cells are dropped when next read or changed, and by a purge
+    every C{purgeInterval} seconds.  Expiry is per node and never sent.
+
+    @ivar peerId: the channel name, C{"htable"} by default.
+    @ivar initSync: whether to ask for the tables when joining the bus.
+    """
+
+    _log = Logger()
+
+    description = "htable: replicated hash tables (Kamailio's htable DMQ)"
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        bus: IDMQBus,
+        tables: Iterable[Union[TableSpec, str]],
+        peerId: str = PEER_ID,
+        initSync: bool = False,
+        purgeInterval: float = 20.0,
+    ) -> None:
+        """
+        @param clock: the source of time; cell expiry is in its seconds,
+            taken as Unix time on the wire.
+        @param bus: the bus to send on.
+        @param tables: the tables, as L{TableSpec}s or as Kamailio specs.
+        @param peerId: the channel name (Kamailio master's C{dmq_peer_id}).
+        @param initSync: ask for the tables on joining (Kamailio's
+            C{dmq_init_sync}).
+        @param purgeInterval: seconds between purges of expired cells
+            (Kamailio's C{timer_interval}, 20 by default).
+
+        @raise ValueError: for two tables of one name, or a bad spec.
+        """
+        if purgeInterval <= 0:
+            raise ValueError("purgeInterval must be positive")
+        self._clock = clock
+        self._bus = bus
+        self.peerId = peerId
+        self.initSync = initSync
+        self._purgeInterval = purgeInterval
+        self._store = HTableStore(clock, tables)
+        self._purger: Optional[LoopingCall] = None
+        self._joins = _Joins()
+
+    # Service
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if any(self._store.spec(name).autoexpire for name in self._store.tables()):
+            self._purger = LoopingCall(self.purgeExpired)
+            self._purger.clock = self._clock
+            self._purger.start(self._purgeInterval, now=False).addErrback(
+                lambda f: self._log.failure("htable purge failed", f)
+            )
+
+    def stopService(self) -> Deferred:
+        """
+        Stop the purge timer.
+
+        @return: a L{Deferred} that has fired: nothing else is left running.
+        """
+        service.Service.stopService(self)
+        self._joins = _Joins()
+        if self._purger is not None:
+            if self._purger.running:
+                self._purger.stop()
+            self._purger = None
+        return succeed(None)
+
+    # Reading, as the store reads
+
+    def tables(self) -> List[str]:
+        """
+        @return: the table names, in the order they were declared.
+        """
+        return self._store.tables()
+
+    def spec(self, table: str) -> TableSpec:
+        """
+        @return: the L{TableSpec} of C{table}.
+        @raise NoSuchTable: when it is not declared.
+        """
+        return self._store.spec(table)
+
+    def get(self, table: str, key: str) -> Optional[Value]:
+        """
+        @return: the value of cell C{key} of C{table}, or C{None}.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        return self._store.get(table, key)
+
+    def expiresAt(self, table: str, key: str) -> Optional[float]:
+        """
+        @return: when cell C{key} expires, in clock time, or C{None}.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        return self._store.expiresAt(table, key)
+
+    def items(self, table: str) -> List[Tuple[str, Value]]:
+        """
+        @return: the C{(key, value)} pairs of C{table}, in Kamailio's order.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        return self._store.items(table)
+
+    # Changing, as the store changes (with its exceptions), then replicating
+
+    def set(self, table: str, key: str, value: Value) -> Deferred:
+        """
+        Set cell C{key} of C{table} to C{value}, a str or a 32-bit int
+        (L{HTableStore.set}), and replicate it.
+        """
+        self._store.set(table, key, value, "local")
+        return self._replicate(SetCell(table, key, value))
+
+    def setExpire(self, table: str, key: str, seconds: int) -> Deferred:
+        """
+        Make cell C{key} expire C{seconds} from now, never when 0 or less
+        (L{HTableStore.setExpire}: only on a table with C{autoexpire}), and
+        replicate that.
+        """
+        self._store.setExpire(table, key, seconds)
+        return self._replicate(SetExpire(table, key, seconds))
+
+    def delete(self, table: str, key: str) -> Deferred:
+        """
+        Delete cell C{key} of C{table}, and replicate that (whether it
+        existed here or not: it may exist elsewhere).
+        """
+        self._store.delete(table, key, "local")
+        return self._replicate(DeleteCell(table, key))
+
+    def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred:
+        """
+        Remove the cells whose name or string value matches C{pattern}
+        (L{HTableStore.removeMatching}), and replicate that.  Kamailio
+        receivers apply only C{how} C{"re"} and C{"sw"}.
+        """
+        self._store.removeMatching(table, how, pattern, mode, "local")
+        return self._replicate(RemoveMatching(table, how, pattern, mode))
+
+    def purgeExpired(self) -> None:
+        """
+        Drop every expired cell now (the purge timer calls this).
+        """
+        self._store.purgeExpired()
+
+    def subscribe(self, callback: Callable[[Change], object]) -> Callable[[], None]:
+        """
+        Call C{callback} with a L{Change} after each change to any cell,
+        whatever its origin.  Exceptions it raises are logged and ignored.
+
+        @return: a function that cancels the subscription.
+        """
+        return self._store.subscribe(callback)
+
+    # Sync
+
+    def requestSync(self, node: Optional[Node] = None, table: Optional[str] = None) -> Deferred:
+        """
+        Ask C{node}, or every active node, for the cells of every replicated
+        table (or of C{table}): Kamailio's C{htable.dmqsync}.  The cells
+        arrive as their own requests, applied as they come.
+
+        @return: a L{Deferred} that fires with the final response of
+            C{node} (C{None} if it could not be sent), or with the broadcast
+            result.
+        """
+        return self._send(encode(SyncRequest(table or None)), node, "sync request")
+
+    def syncBodies(self, table: Optional[str] = None) -> List[bytes]:
+        """
+        The bodies of the C{cells} requests a sync dump sends now: every
+        live cell of every replicated table (or of C{table}), the last
+        declared table first, each in Kamailio's order, in bodies of at
+        most L{MAX_SYNC_BODY<dmq.peers.htable.wire.MAX_SYNC_BODY>} octets (see
+        L{encodeCells}).
+        """
+        cells = []
+        for name in reversed(self._store.tables()):
+            if not self._store.spec(name).dmqreplicate or (table and name != table):
+                continue
+            for key, value, expireAt in self._store.cells(name):
+                cells.append(Cell(name, key, value, 0 if expireAt is None else int(expireAt)))
+        return encodeCells(cells)
+
+    def _sendSync(self, node: Optional[Node], table: Optional[str]) -> None:
+        bodies = self.syncBodies(table)
+        self._log.info(
+            "Sending {cells} octets of htable cells in {count} messages to {node}",
+            cells=sum(len(b) for b in bodies),
+            count=len(bodies),
+            node=node if node is not None else "every active node",
+        )
+        for body in bodies:
+            self._send(body, node, "sync dump")
+
+    # IDMQPeer
+
+    def nodeAdded(self, node: Node) -> None:
+        """
+        With C{initSync}, ask C{node} for the tables when no other node we
+        were told of is still active: we just joined, or rejoined after
+        losing every node.
+        """
+        if not self.initSync:
+            return
+        active = {n for n in self._bus.nodes() if not n.local and n.status is NodeStatus.ACTIVE}
+        if self._joins.joined(node, active):
+            self._log.info("Asking {node} for the htables", node=node)
+            self.requestSync(node)
+
+    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+        """
+        Apply a change, a sync dump, or answer a sync request: C{200}; a
+        body L{decode} refuses is answered C{400} with its reason, a change
+        to an unknown table or a bad pattern C{500}, as by Kamailio.
+        """
+        sender = node if node is not None else sip.fromURI(request)
+        try:
+            self._apply(decode(request.body), node)
+        except BadMessage as e:
+            self._log.warn(
+                "Bad htable message from {sender}: {detail}; answered 400",
+                sender=sender,
+                detail=e.detail or "not a JSON object",
+                body=request.body[:200],
+            )
+            return PeerResponse(400, e.reason)
+        except _Failed as e:
+            self._log.warn(
+                "htable message from {sender} failed: {detail}; answered 500",
+                sender=sender,
+                detail=e.args[0],
+            )
+            return PeerResponse(500, "Server Internal Error")
+        return PeerResponse(200, "OK")
+
+    def _apply(self, message: Message, node: Optional[Node]) -> None:
+        """
+        Apply a message from the bus: its changes are labelled
+        C{"replicated"} or C{"sync"} and never sent on.
+
+        @raise _Failed: for an unknown table or a pattern the store refuses.
+        """
+        if isinstance(message, Cells):
+            self._receiveCells(message)
+            return
+        if isinstance(message, SyncRequest):
+            self._sendSync(node, message.table)
+            return
+        if message.table not in self._store:
+            raise _Failed(f"no table {message.table!r}")
+        if isinstance(message, SetCell):
+            self._store.set(message.table, message.key, message.value, "replicated")
+        elif isinstance(message, SetExpire):
+            # Kamailio ignores expiry changes to a table without autoexpire.
+            if self._store.spec(message.table).autoexpire:
+                self._store.setExpire(message.table, message.key, message.seconds)
+        elif isinstance(message, DeleteCell):
+            self._store.delete(message.table, message.key, "replicated")
+        else:
+            try:
+                self._store.removeMatching(
+                    message.table, message.how, message.pattern, message.mode, "replicated"
+                )
+            except ValueError as e:
+                raise _Failed(str(e)) from None
+
+    def _receiveCells(self, message: Cells) -> None:
+        now = int(self._clock.seconds())
+        skipped = 0
+        for cell in message.cells:
+            if isinstance(cell, BadCell):
+                detail = cell.detail
+            elif cell.table not in self._store:
+                detail = f"a cell of unknown table {cell.table!r}"
+            else:
+                # expire is absolute; when it is 0 or past, Kamailio gives
+                # the cell the table's default expiry.
+                expireAt = float(cell.expire) if cell.expire - now > 0 else None
+                self._store.set(cell.table, cell.key, cell.value, "sync", expireAt)
+                continue
+            skipped += 1
+            self._log.warn("Skipped a synced htable cell: {detail}", detail=detail)
+        self._log.info(
+            "Applied {count} synced htable cells",
+            count=len(message.cells) - skipped,
+            skipped=skipped,
+        )
+
+    # Sending
+
+    def _replicate(self, message: Union[SetCell, SetExpire, DeleteCell, RemoveMatching]) -> Deferred:
+        if not self._store.spec(message.table).dmqreplicate:
+            return succeed({})
+        return self._send(encode(message), None, "replication")
+
+    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred:
+        """
+        Send C{body} to C{node}, or to every active node; C{what} names it
+        in the warning logged when it cannot be sent.
+        """
+        if node is None:
+            d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
+        else:
+            d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
+
+        def failed(failure):
+            # The bus fails a send only when it cannot send at all (stopped,
+            # full): not a bug, and Kamailio does not retry either.
+            self._log.warn(
+                "htable {what} could not be sent: {error}",
+                what=what,
+                error=failure.getErrorMessage(),
+            )
+
+        return d.addErrback(failed)

@@ -1,0 +1,242 @@
+# -*- test-case-name: dmq.test.test_jobqueue -*-
+"""
+Tests for L{dmq.jobqueue}, on a L{Clock}.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull
+
+
+class Outcomes:
+    """
+    Records how the Deferreds given by L{KeyedJobQueue.submit} end.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[tuple] = []
+
+    def watch(self, name: str, d: Deferred) -> Deferred:
+        d.addCallbacks(
+            lambda result: self.events.append((name, result)),
+            lambda failure: self.events.append((name, failure.type)),
+        )
+        return d
+
+
+class KeyedJobQueueTests(SynchronousTestCase):
+    """
+    Tests for L{KeyedJobQueue}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
+        self.outcomes = Outcomes()
+        self.started: List[str] = []
+        self.pending: dict = {}
+        self.cancelled: List[str] = []
+
+    def job(self, name: str):
+        """
+        A job that records its start and returns a Deferred to fire by hand.
+        """
+
+        def work():
+            self.started.append(name)
+            d = self.pending[name] = Deferred(lambda d: self.cancelled.append(name))
+            return d
+
+        return work
+
+    def submit(self, key, name: str) -> Deferred:
+        return self.outcomes.watch(name, self.queue.submit(key, self.job(name)))
+
+    def test_immediateValue(self) -> None:
+        """
+        A job that returns a value has its Deferred fired at once, and
+        leaves no timer.
+        """
+        d = self.queue.submit("k", lambda: 42)
+        self.assertEqual(self.successResultOf(d), 42)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_deferredResult(self) -> None:
+        """
+        A job that returns a Deferred ends when it fires.
+        """
+        self.submit("k", "a")
+        self.assertEqual(self.outcomes.events, [])
+        self.pending["a"].callback("done")
+        self.assertEqual(self.outcomes.events, [("a", "done")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_coroutine(self) -> None:
+        """
+        A job may be a coroutine function.
+        """
+        waiting: Deferred = Deferred()
+
+        async def work():
+            return await waiting
+
+        d = self.queue.submit("k", work)
+        self.assertNoResult(d)
+        waiting.callback("done")
+        self.assertEqual(self.successResultOf(d), "done")
+
+    def test_failures(self) -> None:
+        """
+        A job that raises, or whose Deferred fails, fails its Deferred with
+        that error.
+        """
+
+        def broken():
+            raise ZeroDivisionError()
+
+        self.failureResultOf(self.queue.submit("a", broken), ZeroDivisionError)
+        self.submit("b", "b")
+        self.pending["b"].errback(KeyError("x"))
+        self.assertEqual(self.outcomes.events, [("b", KeyError)])
+        self.assertEqual(self.queue.depth, 0)
+
+    def test_oneAtATimePerKey(self) -> None:
+        """
+        The jobs of one key run one at a time, in order, while another
+        key's job runs beside them.
+        """
+        self.submit("k", "k1")
+        self.submit("k", "k2")
+        self.submit("j", "j1")
+        self.assertEqual(self.started, ["k1", "j1"])
+        self.assertEqual(self.queue.depth, 1)
+        self.pending["k1"].callback(None)
+        self.assertEqual(self.started, ["k1", "j1", "k2"])
+        self.assertEqual(self.queue.depth, 0)
+
+    def test_numWorkers(self) -> None:
+        """
+        At most C{numWorkers} jobs run at once; keys then take turns in the
+        order they became ready.
+        """
+        self.submit("a", "a1")
+        self.submit("b", "b1")
+        self.submit("a", "a2")
+        self.submit("c", "c1")
+        self.assertEqual(self.started, ["a1", "b1"])
+        self.pending["b1"].callback(None)
+        # "a" had a job waiting first, but "a1" still runs.
+        self.assertEqual(self.started, ["a1", "b1", "c1"])
+        self.pending["a1"].callback(None)
+        self.assertEqual(self.started, ["a1", "b1", "c1", "a2"])
+
+    def test_maxQueue(self) -> None:
+        """
+        Once C{maxQueue} jobs wait, a job that cannot start at once is
+        refused; one that can start at once is still taken.
+        """
+        queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=1, timeout=10.0)
+        queue.submit("a", self.job("a1"))
+        queue.submit("a", self.job("a2"))
+        self.assertFalse(queue.accepts("a"))
+        self.assertRaises(QueueFull, queue.submit, "a", self.job("a3"))
+        self.assertTrue(queue.accepts("b"))
+        queue.submit("b", self.job("b1"))
+        self.assertFalse(queue.accepts("c"))
+        self.assertEqual(self.started, ["a1", "b1"])
+        self.assertEqual(queue.depth, 1)
+
+    def test_noQueue(self) -> None:
+        """
+        With C{maxQueue} 0, only jobs that can start at once are taken.
+        """
+        queue = KeyedJobQueue(self.clock, numWorkers=1, maxQueue=0, timeout=10.0)
+        self.assertTrue(queue.accepts("a"))
+        queue.submit("a", self.job("a1"))
+        self.assertFalse(queue.accepts("b"))
+
+    def test_allTimeOut(self) -> None:
+        """
+        Jobs whose time is up fail with L{JobTimedOut}, in turn: the one
+        running, then the one that started in its place.
+        """
+        self.submit("k", "k1")
+        self.submit("k", "k2")
+        self.clock.advance(10)
+        self.assertEqual(self.outcomes.events, [("k1", JobTimedOut), ("k2", JobTimedOut)])
+        self.assertEqual(self.started, ["k1", "k2"])
+        self.assertEqual(self.queue.depth, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_runningJobTimesOut(self) -> None:
+        """
+        A running job whose time is up fails with L{JobTimedOut}, its
+        Deferred is cancelled, and the key's next job starts; what the job
+        does afterwards is ignored.
+        """
+        self.submit("k", "k1")
+        self.clock.advance(5)
+        self.submit("k", "k2")
+        self.clock.advance(5)
+        self.assertEqual(self.outcomes.events, [("k1", JobTimedOut)])
+        self.assertEqual(self.cancelled, ["k1"])
+        self.assertEqual(self.started, ["k1", "k2"])
+        self.pending["k2"].callback("ok")
+        self.assertEqual(self.outcomes.events, [("k1", JobTimedOut), ("k2", "ok")])
+
+    def test_deadlinesOutOfOrder(self) -> None:
+        """
+        When the deadline of a waiting job fires before that of the job of
+        its key that runs (equal times fire in any order), the waiting one
+        fails and the running one is unharmed.
+        """
+        self.submit("k", "k1")
+        self.submit("k", "k2")
+        first, second = self.clock.getDelayedCalls()
+        func, args, kw = second.func, second.args, second.kw
+        second.cancel()
+        func(*args, **kw)
+        self.assertEqual(self.outcomes.events, [("k2", JobTimedOut)])
+        self.assertEqual(self.queue.depth, 0)
+        self.pending["k1"].callback("ok")
+        self.assertEqual(self.outcomes.events, [("k2", JobTimedOut), ("k1", "ok")])
+        self.assertEqual(self.started, ["k1"])
+
+    def test_whenIdle(self) -> None:
+        """
+        L{KeyedJobQueue.whenIdle} fires at once on an idle queue, else once
+        no job runs or waits.
+        """
+        self.successResultOf(self.queue.whenIdle())
+        self.submit("k", "k1")
+        self.submit("k", "k2")
+        idle = self.queue.whenIdle()
+        self.pending["k1"].callback(None)
+        self.assertNoResult(idle)
+        self.pending["k2"].callback(None)
+        self.successResultOf(idle)
+
+    def test_whenIdleAfterTimeouts(self) -> None:
+        """
+        Jobs that time out count as ended for L{KeyedJobQueue.whenIdle}.
+        """
+        self.submit("a", "a1")
+        self.submit("a", "a2")
+        idle = self.queue.whenIdle()
+        self.clock.advance(10)
+        self.successResultOf(idle)
+
+    def test_arguments(self) -> None:
+        """
+        A queue needs a worker, a queue size that is not negative and a
+        positive timeout.
+        """
+        self.assertRaises(ValueError, KeyedJobQueue, self.clock, 0, 1, 1.0)
+        self.assertRaises(ValueError, KeyedJobQueue, self.clock, 1, -1, 1.0)
+        self.assertRaises(ValueError, KeyedJobQueue, self.clock, 1, 1, 0)
