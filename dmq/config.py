@@ -373,6 +373,12 @@ class NodeConfig:
         "Fetch the htable peer's replicated tables from the bus on joining (Kamailio's htable dmq_init_sync).",
         flag=True,
     )
+    dialog: bool = _setting(
+        "dialog", False, _boolean,
+        "Serve the dialog peer: keep the calls that Kamailio's dialog module replicates (enable_dmq=1), "
+        "readable with dlg.list, and give them back to a Kamailio node that asks (sync).",
+        flag=True,
+    )
     peers: Tuple[Tuple[str, object], ...] = _setting(
         "peer", (), _namedPeer,
         "A peer to register, by dotted name: an IDMQPeer provider, or a callable that makes one "
