@@ -257,6 +257,8 @@ class DialogInteropTests(TestCase):
         self.assertEqual(
             DialogRPC(node.dialog, reactor).statsActive(), (yield kamailio.rpc("dlg.stats_active"))
         )
+        theirs = yield kamailio.rpc("dlg.dlg_list", "call-1@test", "a-call-1")
+        self.assertEqual(shared(DialogRPC(node.dialog, reactor).dlgList("call-1@test", "a-call-1")), shared(theirs))
 
         yield ua.hangUp("call-1@test")
         yield waitFor(lambda: changes and changes[-1][0] == "removed", timeout=30, interval=0.1,

@@ -37,6 +37,12 @@ INVITE_UPDATE = (
     b'\\"puid\\":\\"dlgp-6b0cbb1a-4e37-1\\"}]}","state":1}'
 )
 
+# 5.6.3, on a 180 with a To tag.
+EARLY = (
+    b'{"action":2,"h_entry":3816,"h_id":8497,"state":2,"start_ts":0,"lifetime":43200,'
+    b'"tag1":"a1","cseq1":"1","route_set1":"","contact1":"sip:alice@127.0.4.3:5070"}'
+)
+
 # 5.6.3, on the ACK.
 CONFIRMED = (
     b'{"action":2,"h_entry":3816,"h_id":8497,"state":4,"start_ts":1795996443,"lifetime":43200,'
@@ -97,6 +103,14 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual(
             decode(CONFIRMED),
             StateChange(DialogId(3816, 8497), DialogState.CONFIRMED, 1795996443, 43200, CALLER, CALLEE),
+        )
+
+    def test_early(self) -> None:
+        """
+        A change to early carries the caller's leg, its start and lifetime.
+        """
+        self.assertEqual(
+            decode(EARLY), StateChange(DialogId(3816, 8497), DialogState.EARLY, 0, 43200, CALLER)
         )
 
     def test_deleted(self) -> None:
@@ -242,6 +256,7 @@ class EncodeTests(SynchronousTestCase):
         """
         A state change is written byte for byte as Kamailio 5.6.3 writes it.
         """
+        self.assertEqual(encode(decode(EARLY)), EARLY)
         self.assertEqual(encode(decode(CONFIRMED)), CONFIRMED)
         deleted = b'{"action":2,"h_entry":3816,"h_id":8497,"state":5}'
         self.assertEqual(encode(decode(deleted)), deleted)
