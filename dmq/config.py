@@ -322,6 +322,11 @@ class NodeConfig:
         "Resolve notification addresses given by name to all their IPv4 and IPv6 addresses, each a seed.",
         flag=True,
     )
+    notifyRefresh: Optional[float] = _setting(
+        "notify_refresh", None, _number(),
+        "With --multi-notify, seconds between resolutions of the notification addresses' names, so that "
+        "new members behind a name are found after the join [default: the ping interval].",
+    )
     numWorkers: int = _setting("num_workers", 2, _number(1, True), "How many peer calls run at once.")
     pingInterval: float = _setting(
         "ping_interval", 60.0, _number(MIN_PING_INTERVAL), "Seconds between pings (minimum 1)."

@@ -305,6 +305,7 @@ def makeNodeService(
         peerId=config.notificationChannel,
         expandSeeds=expand,
         resolver=resolver,
+        refreshInterval=config.notifyRefresh or config.pingInterval,
     )
     node.bus.registerPeer(node.notification)
     node.notification.setServiceParent(node)
