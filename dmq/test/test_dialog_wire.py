@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 
+import attr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dmq.peers.dialog.wire import (
@@ -317,3 +320,80 @@ class EncodeTests(SynchronousTestCase):
         Anything else is a programming error.
         """
         self.assertRaises(TypeError, encode, object())
+
+
+_KEYS = (
+    "action", "h_entry", "h_id", "state", "init_ts", "start_ts", "lifetime", "callid", "from_uri",
+    "to_uri", "req_uri", "tag1", "cseq1", "route_set1", "contact1", "tag2", "cseq2", "route_set2",
+    "contact2", "vars", "profiles", "last_modified", "other",
+)
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 6), st.integers(), st.floats(allow_nan=False),
+    st.text(max_size=5),
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+_profiles = st.lists(
+    st.dictionaries(st.sampled_from(["name", "value", "puid", "expires", "flags", "x"]), _scalars, max_size=5),
+    max_size=3,
+).map(lambda entries: json.dumps({"profiles": entries}))
+_bodies = st.dictionaries(
+    st.sampled_from(_KEYS),
+    st.one_of(_values, _profiles, st.dictionaries(st.text(max_size=3), _scalars, max_size=3)),
+    max_size=12,
+).map(lambda fields: json.dumps(fields).encode())
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    Whatever a body holds, L{decode} gives a message or a L{BadMessage},
+    and what it gives is written back to the same message.
+    """
+
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_bodies)
+    def test_decodeNeverRaisesOtherwise(self, body: bytes) -> None:
+        """
+        Any JSON object of Kamailio's keys is a message or a L{BadMessage};
+        a message survives L{encode}, and a store takes it or says it does
+        not know the dialog.
+        """
+        from twisted.internet.task import Clock
+
+        from dmq.peers.dialog.store import DialogStore, UnknownDialog
+
+        try:
+            message = decode(body)
+        except BadMessage:
+            return
+        self.assertEqual(decode(encode(message)), _asWritten(message))
+        if not isinstance(message, SyncRequest):
+            try:
+                DialogStore(Clock()).apply(message)
+            except UnknownDialog:
+                pass
+
+
+def _asWritten(message):
+    """
+    What C{encode} keeps of C{message}: a state change's fields its state
+    does not carry are not written.
+    """
+    if isinstance(message, StateChange):
+        if message.state not in (DialogState.EARLY, DialogState.CONFIRMED):
+            return StateChange(message.id, message.state)
+        callee = (message.callee or Leg()) if message.state is DialogState.CONFIRMED else None
+        return StateChange(
+            message.id, message.state, message.startTS or 0, message.lifetime or 0,
+            message.caller if message.state is DialogState.EARLY or message.caller else None, callee,
+        )
+    if isinstance(message, Update):
+        if message.state is DialogState.CONFIRMED:
+            message = attr.evolve(message, callee=message.callee or Leg())
+        else:
+            message = attr.evolve(message, callee=None)
+        if message.state not in (DialogState.EARLY, DialogState.CONFIRMED):
+            message = attr.evolve(message, startTS=0, lifetime=0)
+    return message

@@ -66,11 +66,12 @@ class _Dump:
     """
     The dialogs being sent to one node for its sync request: at most
     C{window} requests in flight at once, so that a large store neither
-    floods the node nor fills our transaction table.
+    floods the node nor fills our transaction table.  Each dialog is
+    encoded when its turn comes: a dump holds references, not bodies.
     """
 
     node: Optional[Node]
-    bodies: Deque[bytes]
+    dialogs: Deque[Dialog]
     window: int
     inFlight: int = 0
     pumping: bool = False
@@ -240,23 +241,22 @@ class DialogPeer(service.Service):
         The bodies of the updates a sync dump sends now: one per dialog
         held, deleted ones left out, in Kamailio's order.
         """
-        return [
-            encode(dialog.toUpdate())
-            for dialog in self._store.dialogs()
-            if dialog.state is not DialogState.DELETED
-        ]
+        return [encode(dialog.toUpdate()) for dialog in self._dumped()]
+
+    def _dumped(self) -> List[Dialog]:
+        return [d for d in self._store.dialogs() if d.state is not DialogState.DELETED]
 
     def _startDump(self, node: Optional[Node]) -> None:
         if node in self._dumps:
             self._log.info("A dialog sync dump to {node} is under way already", node=node)
             return
-        bodies = self.syncBodies()
+        dialogs = self._dumped()
         self._log.info(
             "Sending {count} dialogs to {node}",
-            count=len(bodies),
+            count=len(dialogs),
             node=node if node is not None else "every active node",
         )
-        dump = _Dump(node, deque(bodies), self._syncWindow)
+        dump = _Dump(node, deque(dialogs), self._syncWindow)
         self._dumps[node] = dump
         self._pump(dump)
 
@@ -265,12 +265,13 @@ class DialogPeer(service.Service):
             # Stopped, or the loop below will see the free place.
             return
         dump.pumping = True
-        while dump.bodies and dump.inFlight < dump.window:
+        while dump.dialogs and dump.inFlight < dump.window:
             dump.inFlight += 1
-            d = self._send(dump.bodies.popleft(), dump.node, "sync dump")
+            body = encode(dump.dialogs.popleft().toUpdate())
+            d = self._send(body, dump.node, "sync dump")
             d.addBoth(self._sent, dump)
         dump.pumping = False
-        if not dump.bodies and not dump.inFlight:
+        if not dump.dialogs and not dump.inFlight:
             del self._dumps[dump.node]
 
     def _sent(self, result: object, dump: _Dump) -> None:
