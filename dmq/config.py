@@ -319,6 +319,11 @@ class NodeConfig:
         "Resolve notification addresses given by name to all their IPv4 and IPv6 addresses, each a seed.",
         flag=True,
     )
+    notifyRefresh: Optional[float] = _setting(
+        "notify_refresh", None, _number(),
+        "With --multi-notify, seconds between resolutions of the notification addresses' names, so that "
+        "new members behind a name are found after the join [default: the ping interval].",
+    )
     numWorkers: int = _setting("num_workers", 2, _number(1, True), "How many peer calls run at once.")
     pingInterval: float = _setting(
         "ping_interval", 60.0, _number(MIN_PING_INTERVAL), "Seconds between pings (minimum 1)."
@@ -368,6 +373,12 @@ class NodeConfig:
     htableInitSync: bool = _setting(
         "htable_init_sync", False, _boolean,
         "Fetch the htable peer's replicated tables from the bus on joining (Kamailio's htable dmq_init_sync).",
+        flag=True,
+    )
+    dialog: bool = _setting(
+        "dialog", False, _boolean,
+        "Serve the dialog peer: keep the calls that Kamailio's dialog module replicates (enable_dmq=1), "
+        "readable with dlg.list, and give them back to a Kamailio node that asks (sync).",
         flag=True,
     )
     peers: Tuple[Tuple[str, object], ...] = _setting(

@@ -157,6 +157,15 @@ class NodeManager(service.Service):
         self._seeds.add(uri, node)
         return node
 
+    def dropSeed(self, uri: URI) -> bool:
+        """
+        Stop taking C{uri} for a notification address (a name no longer gives
+        it): its node stays, and timeouts apply to it as to any other node.
+
+        @return: whether it was one.
+        """
+        return bool(self._seeds.discard(withoutStatus(uri)))
+
     # Queries
 
     def nodes(self) -> List[Node]:

@@ -13,8 +13,7 @@ L{NodeManager}, and merges the lists that come back.
 
 from __future__ import annotations
 
-import socket
-from typing import Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -31,11 +30,10 @@ from dmq.sender import SendOutcome
 from dmq.transaction import TransactionLayerStopped
 from dmq.nodelist import CONTENT_TYPE, parseNodeList
 
+if TYPE_CHECKING:
+    from dmq.discovery import Discovery
+
 __all__ = ["NotificationPeer", "CONTENT_TYPE"]
-
-# Kamailio expands a multi_notify address to at most 30 hosts.
-MAX_EXPANDED_SEEDS = 30
-
 
 # Max-Forwards of a join (the receiver passes it on once) and of a ping.
 JOIN_MAX_FORWARDS = 2
@@ -73,17 +71,29 @@ class NotificationPeer(service.Service):
         leaveTimeout: float = 2.0,
         expandSeeds: Sequence[sip.URI] = (),
         resolver: Optional[IResolver] = None,
+        refreshInterval: Optional[float] = None,
     ) -> None:
         """
         @param expandSeeds: notification addresses named by a host name, to
-            resolve (A and AAAA records) into one seed per address before each
-            join attempt: Kamailio's C{multi_notify}.
+            resolve (L{dmq.discovery}: SRV, A and AAAA records) into one seed
+            per address before each join attempt and every
+            C{refreshInterval} seconds: Kamailio's C{multi_notify}.
         @param resolver: the L{IResolver} that resolves them.
+        @param refreshInterval: seconds between resolutions of
+            C{expandSeeds} once started, or C{None} for none but the joins'.
         """
         if expandSeeds and resolver is None:
             raise ValueError("expanding notification addresses needs a resolver")
         self._expandSeeds = list(expandSeeds)
-        self._resolver = resolver
+        self._discovery: Optional[Discovery] = None
+        if self._expandSeeds:
+            # twisted.names comes with discovery: only nodes that resolve
+            # names (multi_notify) pay for it.
+            from dmq.discovery import Discovery
+
+            self._discovery = Discovery(
+                clock, resolver, self._expandSeeds, self._seedFound, self._seedLost, refreshInterval
+            )
         self._clock = clock
         self._bus = bus
         self._nodeManager = nodeManager
@@ -200,6 +210,8 @@ class NotificationPeer(service.Service):
         self.joined = False
         self._joinDelay = self._joinRetryInitial
         self._join()
+        if self._discovery is not None:
+            self._discovery.start()
 
     def _join(self) -> None:
         self._joinCall = None
@@ -211,37 +223,29 @@ class NotificationPeer(service.Service):
 
     def _expand(self) -> Deferred:
         """
-        Resolve every host name in C{expandSeeds} to its IPv4 and IPv6
-        addresses and add each as a seed.
+        Resolve every host name in C{expandSeeds} (L{Discovery.refresh}):
+        each new address is added as a seed, each address gone is a seed no
+        more.
         """
-        lookups = []
-        for uri in self._expandSeeds:
-            for lookup, extract in (
-                (self._resolver.lookupAddress, _ipv4),
-                (self._resolver.lookupIPV6Address, _ipv6),
-            ):
-                d = lookup(uri.host)
-                d.addCallback(self._addSeeds, uri, extract)
-                d.addErrback(
-                    lambda f, uri=uri: self._log.warn(
-                        "Could not resolve notification address {uri}: {error}",
-                        uri=uri.toString(),
-                        error=f.getErrorMessage(),
-                    )
-                )
-                lookups.append(d)
-        return DeferredList(lookups)
+        if self._discovery is None:
+            return succeed([])
+        return self._discovery.refresh()
 
-    def _addSeeds(self, result, uri: sip.URI, extract) -> None:
-        answers = result[0]
-        for address in _addresses(answers, extract)[:MAX_EXPANDED_SEEDS]:
-            node = self._nodeManager.addSeed(uri.replace(host=address))
-            if node is not None:
-                self._log.info(
-                    "Notification address {name} gave seed {node}",
-                    name=uri.toString(),
-                    node=node.uri.toString(),
-                )
+    def _seedFound(self, name: sip.URI, uri: sip.URI) -> None:
+        node = self._nodeManager.addSeed(uri)
+        if node is None:
+            return
+        self._log.info(
+            "Notification address {name} gave seed {node}",
+            name=name.toString(),
+            node=node.uri.toString(),
+        )
+        if self.joined and self.running:
+            # Found by a refresh: join it now rather than at the next ping.
+            self.announce([node], JOIN_MAX_FORWARDS)
+
+    def _seedLost(self, name: sip.URI, uri: sip.URI) -> None:
+        self._nodeManager.dropSeed(uri)
 
     def _announceJoin(self) -> None:
         targets = self._nodeManager.pingTargets()
@@ -278,6 +282,8 @@ class NotificationPeer(service.Service):
     def stopService(self) -> Deferred:
         service.Service.stopService(self)
         self._leaving = True
+        if self._discovery is not None:
+            self._discovery.stop()
         if self._joinCall is not None:
             self._joinCall.cancel()
             self._joinCall = None
@@ -298,32 +304,3 @@ class NotificationPeer(service.Service):
         leaving.addTimeout(self._leaveTimeout, self._clock)
         leaving.addErrback(lambda _: None)
         return leaving
-
-
-def _ipv4(record) -> Optional[str]:
-    # twisted.names is imported only where names are resolved (multi_notify):
-    # most nodes never resolve one.
-    from twisted.names import dns
-
-    return record.dottedQuad() if isinstance(record, dns.Record_A) else None
-
-
-def _ipv6(record) -> Optional[str]:
-    from twisted.names import dns
-
-    if isinstance(record, dns.Record_AAAA):
-        return socket.inet_ntop(socket.AF_INET6, record.address)
-    return None
-
-
-def _addresses(answers, extract) -> List[str]:
-    """
-    The addresses in C{answers} (resource records), in order, without
-    repeats; CNAMEs and other records are skipped.
-    """
-    found: List[str] = []
-    for answer in answers:
-        address = extract(answer.payload)
-        if address is not None and address not in found:
-            found.append(address)
-    return found

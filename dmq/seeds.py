@@ -40,6 +40,17 @@ class Seeds:
         """
         self._seeds.append((configured, node))
 
+    def discard(self, configured: URI) -> List[Node]:
+        """
+        Forget that C{configured} is a notification address (an address a
+        name no longer gives): its node is a seed no more.
+
+        @return: the nodes that were its seeds.
+        """
+        dropped = [seed for uri, seed in self._seeds if uri == configured]
+        self._seeds = [(uri, seed) for uri, seed in self._seeds if uri != configured]
+        return dropped
+
     def covers(self, node: Node) -> bool:
         """
         Whether C{node} is one of the seeds: their node, or one naming the

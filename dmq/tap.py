@@ -26,6 +26,7 @@ from dmq.control.methods import addDMQMethods
 from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager, ipLiteral, parseNodeAddress
+from dmq.peers.dialog import DialogPeer, DialogRPC
 from dmq.peers.htable import HTablePeer, HTableRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
@@ -174,6 +175,7 @@ class DMQNodeService(service.MultiService):
         self.handlerLatency = HandlerLatency()
         self.control: Optional[ControlService] = None
         self.htable: Optional[HTablePeer] = None
+        self.dialog: Optional[DialogPeer] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -313,6 +315,7 @@ def makeNodeService(
         peerId=config.notificationChannel,
         expandSeeds=expand,
         resolver=resolver,
+        refreshInterval=config.notifyRefresh or config.pingInterval,
     )
     node.bus.registerPeer(node.notification)
     node.notification.setServiceParent(node)
@@ -325,6 +328,11 @@ def makeNodeService(
         node.htable = HTablePeer(reactor, node.bus, config.htables, initSync=config.htableInitSync)
         node.addPeer(node.htable)
         for name, method in HTableRPC(node.htable).methods().items():
+            node.rpc.addMethod(name, method)
+    if config.dialog:
+        node.dialog = DialogPeer(reactor, node.bus)
+        node.addPeer(node.dialog)
+        for name, method in DialogRPC(node.dialog, reactor).methods().items():
             node.rpc.addMethod(name, method)
     for name, found in config.peers:
         _addNamedPeer(node, name, found)

@@ -22,7 +22,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq.interfaces", "dmq.transaction"),
     ("dmq.transport",),
     ("dmq.nodelist",),
-    ("dmq.forgotten", "dmq.liveness", "dmq.seeds"),
+    ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),
     ("dmq.node",),
     ("dmq.sender",),
