@@ -1014,8 +1014,9 @@ def sandboxNetwork(patch: Callable[[Any, str, Any], None], recorder: FailureReco
 
       - a UDP datagram to an IP address outside L{ALLOWED_NETWORKS} is not
         sent (the write returns as if it were) and is counted in
-        C{recorder.sandbox}; a write that Twisted refuses (a host name, an
-        address of the other family) still raises as it would;
+        C{recorder.sandbox} as C{"reply to <address>"} or C{"request to
+        <address>"}; a write that Twisted refuses (a host name, an address
+        of the other family) still raises as it would;
       - a name lookup of anything but a numeric address or C{localhost}
         fails as an unknown name does (C{gaierror}), after the same
         IDNA encoding the real lookup does first (so a label over 63
@@ -1032,7 +1033,8 @@ def sandboxNetwork(patch: Callable[[Any, str, Any], None], recorder: FailureReco
 
     def write(self: Any, datagram: bytes, addr: Optional[Tuple[str, int]] = None) -> Any:
         if addr is not None and isinstance(addr[0], str) and _isIPOfFamily(addr[0], self.addressFamily) and not _allowed(addr[0]):
-            recorder.sandbox[f"send to {addr[0]}"] += 1
+            what = "reply" if datagram.startswith(b"SIP/2.0 ") else "request"
+            recorder.sandbox[f"{what} to {addr[0]}"] += 1
             return None
         return realWrite(self, datagram, addr)
 

@@ -201,7 +201,8 @@ class SandboxTests(SynchronousTestCase):
         port.addressFamily = socket.AF_INET
         port._connectedAddr = None
         self.assertIsNone(port.write(b"x", ("10.0.0.1", 5060)))
-        self.assertEqual(self.recorder.sandbox["send to 10.0.0.1"], 1)
+        self.assertIsNone(port.write(b"SIP/2.0 200 OK\r\n", ("10.0.0.1", 5060)))
+        self.assertEqual(self.recorder.sandbox, {"request to 10.0.0.1": 1, "reply to 10.0.0.1": 1})
         self.assertRaises(error.InvalidAddressError, port.write, b"x", ("localhost", 5060))
 
 
