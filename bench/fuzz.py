@@ -25,7 +25,16 @@ every second to time how long it stalls.
 
 The nodes run in a sandbox (L{dmq.test.hostile.sandboxNetwork}): nothing
 they send leaves the loopback addresses of the fuzzer, and no host name is
-looked up in DNS; what the sandbox refused is reported.
+looked up in DNS; what the sandbox refused is reported (a reply refused is a
+reply sent somewhere else than where its request came from).  Each node may
+use C{--memory-limit} MB of address space (4096 by default), so that one
+that grows without bound fails instead of taking the machine.
+
+An HTTP input goes to a queue of 64 for 8 HTTP workers; when the control
+endpoints are so far behind that the queue is full, it is left out and
+counted (it still takes its time slot, and a jammed control endpoint does
+not hold the datagrams back), and further inputs are made until C{--count}
+were sent, unless C{--max-seconds} ends the run first.
 
 After C{--settle} idle seconds it reports:
 
@@ -97,6 +106,12 @@ def serveNode(options: argparse.Namespace) -> None:
     """
     recorder = hostile.FailureRecorder()
     hostile.sandboxNetwork(setattr, recorder)
+    if options.memory_limit:
+        # A node that grows without bound gets MemoryError, not the machine.
+        import resource
+
+        limit = options.memory_limit * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from twisted.internet import reactor as _reactor
     from twisted.internet.task import LoopingCall
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -124,6 +139,12 @@ def serveNode(options: argparse.Namespace) -> None:
     hostile.watchRPC(setattr, recorder)
 
     def dump() -> None:
+        if not reactor.running:
+            # The errors of the Deferreds dropped unhandled are logged when
+            # they are collected: now, while the recorder still listens.
+            import gc
+
+            gc.collect()
         partial = options.failures + ".part"
         with open(partial, "w", encoding="utf-8") as f:
             json.dump(recorder.report(), f)
@@ -160,8 +181,9 @@ class NodeProcess:
             f"--failures={self.failures}",
             f"--ping-interval={options.ping_interval}",
             f"--table={TABLE}",
+            f"--memory-limit={getattr(options, 'memory_limit', 4096)}",
         ] + [f"--other={other}" for other in others]
-        self.process = bus.Node(f"node {name}", argv, self.log, ROOT)
+        self.process = _busNode(f"node {name}", argv, self.log)
 
     @property
     def target(self) -> hostile.Target:
@@ -211,6 +233,19 @@ class NodeProcess:
         except OSError:
             pass
         return counts
+
+
+def _busNode(label: str, argv: Sequence[str], log: str) -> Any:
+    """
+    Start C{argv} as a L{bus.Node}, whose signature is C{(name, argv, log,
+    cwd)} or, in later versions of C{bench/bus.py}, C{(label, interpreter,
+    argv, log, cwd)}.
+    """
+    import inspect
+
+    if "interpreter" in inspect.signature(bus.Node).parameters:
+        return bus.Node(label=label, interpreter="-", argv=argv, log=log, cwd=ROOT)
+    return bus.Node(label, argv=argv, log=log, cwd=ROOT)
 
 
 def rss(pid: int) -> Optional[int]:
@@ -666,7 +701,7 @@ def fuzz(nodes: Sequence[NodeProcess], options: argparse.Namespace) -> Dict[str,
     started = time.monotonic()
     sentCount = 0
     lastReport = started
-    index = 0
+    index = skipped = 0
     while sentCount < options.count:
         one = generator.make(index)
         index += 1
@@ -674,7 +709,7 @@ def fuzz(nodes: Sequence[NodeProcess], options: argparse.Namespace) -> Dict[str,
         if now - started > options.max_seconds:
             break
         # Pace: input n goes at started + n / rate.
-        due = started + sentCount / options.rate
+        due = started + (sentCount + skipped) / options.rate
         while now < due:
             drain()
             probeNodes()
@@ -686,8 +721,10 @@ def fuzz(nodes: Sequence[NodeProcess], options: argparse.Namespace) -> Dict[str,
                 work.put_nowait((one, node))
             except queue.Full:
                 # The control endpoints answer slower than the rate: this
-                # input is left out (and counted), the datagrams go on.
+                # input is left out (and counted) but takes its time slot,
+                # and the datagrams go on.
                 tally.add("errors", "rpc input skipped: control endpoint backlog")
+                skipped += 1
                 continue
         else:
             try:
@@ -988,6 +1025,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--slow", type=int, default=50, help="slow HTTP connections to hold")
     parser.add_argument("--slow-seconds", type=float, default=60.0, help="how long to hold them at most")
     parser.add_argument("--http-timeout", type=float, default=10.0, help="seconds an HTTP answer may take")
+    parser.add_argument(
+        "--memory-limit", type=int, default=4096, metavar="MB",
+        help="the address space each node may use (RLIMIT_AS), so that a runaway node cannot take the machine; 0: none",
+    )
     parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds a node has to stop on SIGTERM before SIGKILL")
     parser.add_argument("--stall-limit", type=float, default=5.0, help="seconds after which a probe counts as unanswered")
     parser.add_argument("--huge-value", type=int, default=hostile.Limits().hugeValue, help="largest htable value, octets")
