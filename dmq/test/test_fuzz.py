@@ -306,6 +306,21 @@ class FuzzIntegrationTests(TestCase):
         self.addCleanup(port.stopListening)
         return self.waitFor(self.agree, 10, "the nodes did not list each other as active")
 
+    @defer.inlineCallbacks
+    def threadsDone(self):
+        """
+        Wait until the name lookups the nodes started in the reactor's
+        threads have ended and their results arrived, so that what they log
+        is this test's and not the next one's.
+        """
+        pool = reactor.getThreadPool()
+        for _ in range(100):
+            statistics = pool._team.statistics()
+            if not statistics.busyWorkerCount and not statistics.backloggedWorkCount:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        yield deferLater(reactor, 0.1, lambda: None)
+
     @staticmethod
     def stop(node) -> defer.Deferred:
         return node.stopService() if node.running else defer.succeed(None)
@@ -444,6 +459,7 @@ class FuzzIntegrationTests(TestCase):
         # errors of Deferreds the nodes dropped, logged when collected.
         for node in self.nodes:
             yield self.stop(node)
+        yield self.threadsDone()
         gc.collect()
         self.flushLoggedErrors()
         report = self.recorder.report()
