@@ -58,7 +58,8 @@ The exit code is 0 when all is well; otherwise the sum of 1 (tracebacks), 2
 active), 8 (fewer than C{--count} inputs sent within C{--max-seconds}).
 
 C{--show N} prints input C{N} of the seed and exits: any input of a run can
-be made again alone.  C{--json FILE} writes the whole report as JSON.  The
+be made again alone.  A datagram's branch and Call-ID carry its seed and
+number in hex, C{fz<seed>x<N>}: C{--show 0x<N>} makes it again.  C{--json FILE} writes the whole report as JSON.  The
 node logs stay in C{--workdir} (a new temporary folder by default; its name
 is printed).
 """
@@ -1039,7 +1040,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--workdir", help="where the node logs go (default: a new temporary folder)")
     parser.add_argument("--clean", action="store_true", help="delete the workdir at the end")
     parser.add_argument("--json", help="write the report as JSON to this file")
-    parser.add_argument("--show", type=int, metavar="N", help="print input N of the seed and exit")
+    parser.add_argument(
+        "--show", type=lambda text: int(text, 0), metavar="N",
+        help="print input N of the seed and exit (0x12341 for the input whose Call-ID is fz<seed>x12341)",
+    )
     # How this script runs itself as a node.
     parser.add_argument("--role", choices=["main", "node"], default="main", help=argparse.SUPPRESS)
     parser.add_argument("--host", help=argparse.SUPPRESS)

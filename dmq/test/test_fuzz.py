@@ -278,6 +278,9 @@ class FuzzIntegrationTests(TestCase):
 
     def setUp(self):
         self.recorder = FailureRecorder()
+        self.failedAlready = False
+        # Registered first, so run last: after the nodes are gone.
+        self.addCleanup(self.collectLeftovers)
         hostile.sandboxNetwork(self.patch, self.recorder, reactor)
         hostile.watchRPC(self.patch, self.recorder)
         globalLogPublisher.addObserver(self.recorder)
@@ -306,6 +309,18 @@ class FuzzIntegrationTests(TestCase):
         self.addCleanup(port.stopListening)
         return self.waitFor(self.agree, 10, "the nodes did not list each other as active")
 
+    def collectLeftovers(self) -> None:
+        """
+        Collect what the nodes left, so that the unhandled errors of their
+        dropped Deferreds are logged now, as this test's.  When the test has
+        failed already, they are more of the same bugs: flushed, so that the
+        expected failure stays the one report.
+        """
+        self.nodes = []
+        gc.collect()
+        if self.failedAlready:
+            self.flushLoggedErrors()
+
     @defer.inlineCallbacks
     def threadsDone(self):
         """
@@ -314,12 +329,17 @@ class FuzzIntegrationTests(TestCase):
         is this test's and not the next one's.
         """
         pool = reactor.getThreadPool()
-        for _ in range(100):
+        idle = 0
+        for _ in range(200):
             statistics = pool._team.statistics()
-            if not statistics.busyWorkerCount and not statistics.backloggedWorkCount:
+            busy = statistics.busyWorkerCount or statistics.backloggedWorkCount
+            idle = 0 if busy else idle + 1
+            if idle >= 10:
                 break
             yield deferLater(reactor, 0.05, lambda: None)
-        yield deferLater(reactor, 0.1, lambda: None)
+        for _ in range(3):
+            yield deferLater(reactor, 0.05, lambda: None)
+            gc.collect()
 
     @staticmethod
     def stop(node) -> defer.Deferred:
@@ -473,6 +493,8 @@ class FuzzIntegrationTests(TestCase):
             f"responder answered {self.responder.answered}; sandbox {report['sandbox']}; levels {report['levels']}"
         )
         if problems:
+            self.failedAlready = True
+            del a, b
             self.fail("\n".join(["", *problems, summary]))
 
     test_hostileInputs.todo = (  # type: ignore[attr-defined]
