@@ -11,6 +11,7 @@ import itertools
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -331,6 +332,42 @@ class SendEndedTests(SynchronousTestCase):
         self.assertIs(self.node.status, NodeStatus.DISABLED)
 
 
+def notify(cluster, node, body, maxForwards=1, sender=HOSTS[2]):
+    """
+    Have C{node} of C{cluster} receive a notification request with C{body}
+    from C{sender}, and return the messages sent in the next 0.4 s.
+    """
+    host = node.protocol.sentBy[0]
+    request = sip.Request(
+        "KDMQ",
+        sip.URI(host, 5060, "notification_peer"),
+        (
+            ("Via", f"SIP/2.0/UDP {sender}:5060;branch=z9hG4bK{len(cluster.network.sent)}x"),
+            ("To", f"<sip:notification_peer@{host}:5060>"),
+            ("From", f"<sip:notification_peer@{sender}:5060>;tag=1"),
+            ("CSeq", "10 KDMQ"),
+            ("Call-ID", f"c{len(cluster.network.sent)}@{sender}"),
+            ("Max-Forwards", str(maxForwards)),
+            ("Content-Type", "text/plain"),
+        ),
+        body,
+    )
+    sent = len(cluster.network.sent)
+    node.protocol.datagramReceived(sip.serialise(request), (sender, 5060))
+    # Less than T1, so that nothing is retransmitted yet.
+    cluster.network.run(0.4)
+    return [sip.parse(d.data) for d in cluster.network.sent[sent:]]
+
+
+def replies(messages, sender=HOSTS[2]):
+    """
+    The responses among C{messages} to what L{notify} sent as C{sender}.
+    """
+    return [
+        m for m in messages if isinstance(m, sip.Response) and m.callID.endswith(f"@{sender}")
+    ]
+
+
 class NotificationPeerTests(SynchronousTestCase):
     """
     What the notification peer does with one request.
@@ -343,25 +380,7 @@ class NotificationPeerTests(SynchronousTestCase):
         self.cluster.network.run(1)
 
     def notify(self, body, maxForwards=1, sender=HOSTS[2]):
-        request = sip.Request(
-            "KDMQ",
-            sip.URI(HOSTS[0], 5060, "notification_peer"),
-            (
-                ("Via", f"SIP/2.0/UDP {sender}:5060;branch=z9hG4bK{len(self.cluster.network.sent)}x"),
-                ("To", "<sip:notification_peer@127.0.0.11:5060>"),
-                ("From", f"<sip:notification_peer@{sender}:5060>;tag=1"),
-                ("CSeq", "10 KDMQ"),
-                ("Call-ID", f"c{len(self.cluster.network.sent)}@{sender}"),
-                ("Max-Forwards", str(maxForwards)),
-                ("Content-Type", "text/plain"),
-            ),
-            body,
-        )
-        sent = len(self.cluster.network.sent)
-        self.a.protocol.datagramReceived(sip.serialise(request), (sender, 5060))
-        # Less than T1, so that nothing is retransmitted yet.
-        self.cluster.network.run(0.4)
-        return [sip.parse(d.data) for d in self.cluster.network.sent[sent:]]
+        return notify(self.cluster, self.a, body, maxForwards, sender)
 
     def test_badLineSkipped(self):
         """
@@ -569,12 +588,24 @@ class ResolvingClock(Clock):
         self.lookups = []
 
     def resolve(self, name, timeout=None):
+        """
+        Resolve C{name}: to its address in C{names}; when that is an
+        exception, fail with it (a L{TypeError} is raised at once); when
+        C{None}, never answer.
+        """
         self.lookups.append(name)
-        if name in self.names:
-            return defer.succeed(self.names[name])
-        from twisted.internet.error import DNSLookupError
+        answer = self.names.get(name, KeyError)
+        if answer is KeyError:
+            from twisted.internet.error import DNSLookupError
 
-        return defer.fail(DNSLookupError(name))
+            return defer.fail(DNSLookupError(name))
+        if answer is None:
+            return defer.Deferred()
+        if isinstance(answer, TypeError):
+            raise answer
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
 
 
 class HostNameTests(SynchronousTestCase):
@@ -583,7 +614,15 @@ class HostNameTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.clock = ResolvingClock({"me.example": "127.0.0.11", "b.example": "127.0.0.12"})
+        self.clock = ResolvingClock(
+            {
+                "me.example": "127.0.0.11",
+                "b.example": "127.0.0.12",
+                "unicode.example": UnicodeError("label too long"),
+                "raises.example": TypeError("a resolver bug"),
+                "hangs.example": None,
+            }
+        )
         self.network = FakeNetwork(self.clock)
         self.a = makeNode(self.clock, self.network, HOSTS[0], pingInterval=5)
         self.b = makeNode(self.clock, self.network, HOSTS[1], seeds=[HOSTS[0]], pingInterval=5)
@@ -606,6 +645,35 @@ class HostNameTests(SynchronousTestCase):
         self.network.run(5)
         self.assertNotIn("ghost.invalid", statuses(self.a))
         self.assertNotIn(b"ghost.invalid", self.a.nodeManager.nodeListBody())
+
+    def test_anyResolverFailure(self):
+        """
+        Whatever the resolver does wrong (fails with any exception, raises,
+        never answers), the send ends with a local 408: the node is
+        disabled, then removed, as one that does not answer; each failure
+        is one warning without a traceback.
+        """
+        names = ["unicode.example", "raises.example", "hangs.example"]
+        body = b"".join(b"sip:%s:5060;status=active\r\n" % n.encode() for n in names)
+        with capturedLogs() as events:
+            self.a.nodeManager.merge(parseNodeList(body).entries)
+            self.network.run(6)
+            self.assertEqual(
+                [statuses(self.a).get(n) for n in names], ["disabled", "disabled", "active"]
+            )
+            self.network.run(5)
+            self.assertEqual(statuses(self.a), {HOSTS[1]: "active", "hangs.example": "active"})
+            # The name that never resolves is given the resolver's 32 s.
+            self.network.run(32)
+            self.assertEqual(statuses(self.a)["hangs.example"], "disabled")
+            self.network.run(5 + 32)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+        self.assertFalse(any("log_failure" in e for e in events))
+        # At most one a minute on each of a and b (a's list told b of the
+        # names before they failed), of the ten failed resolutions.
+        unresolved = [e for e in events if e.get("cause") == "unresolved"]
+        self.assertLessEqual(len(unresolved), 2 * 2)
+        self.assertGreaterEqual(len([n for n in self.clock.lookups if n in names]), 10)
 
     def test_nameOfOurselves(self):
         """
