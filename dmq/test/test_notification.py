@@ -695,3 +695,58 @@ class HostNameTests(SynchronousTestCase):
         self.network.run(6)
         self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
         self.assertEqual(self.clock.lookups.count("b.example"), 1)
+
+
+class HostileListTests(SynchronousTestCase):
+    """
+    Node lists made to break membership (issue 14, findings 1 and 2): each
+    bad line is refused before it is stored, counted and logged at most
+    once a minute per cause, and the bus goes on timing dead nodes out.
+    """
+
+    def setUp(self):
+        self.cluster = Cluster(self, pingInterval=5)
+        self.a = self.cluster.start(HOSTS[0])
+        self.b = self.cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        self.c = self.cluster.start(HOSTS[2], seeds=[HOSTS[0]])
+        self.cluster.network.run(10)
+        self.assertTrue(allActive([self.a, self.b, self.c]))
+
+    def notify(self, body, sender="127.0.0.99"):
+        """
+        Have C{a} receive C{body} from C{sender}: the replies to it.
+        """
+        return replies(notify(self.cluster, self.a, body, sender=sender), sender)
+
+    def assertKilledNodeRemoved(self):
+        """
+        Kill C{c} with no goodbye: the others disable it within one ping
+        interval plus Timer F, and remove it one more later.
+        """
+        crashNode(self.cluster.network, self.c)
+        self.cluster.network.run(5 + 32 + 0.1)
+        self.assertEqual(statuses(self.a).get(HOSTS[2]), "disabled")
+        self.cluster.network.run(5 + 32)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+        self.assertEqual(statuses(self.b), {HOSTS[0]: "active"})
+
+    def test_pingSurvivesAFailingTick(self):
+        """
+        A ping tick that fails is logged once (a bug, so with its
+        traceback), and the next ticks run: a node killed afterwards is
+        still timed out and removed.
+        """
+        announce = self.a.notification.announce
+        failed = []
+
+        def broken(*args, **kwargs):
+            if len(failed) < 3:
+                failed.append(args)
+                raise RuntimeError("broken announce")
+            return announce(*args, **kwargs)
+
+        self.patch(self.a.notification, "announce", broken)
+        self.cluster.network.run(16)
+        self.assertEqual(len(failed), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertKilledNodeRemoved()
