@@ -20,6 +20,7 @@ from dmq.sender import SendOutcome
 from dmq.node import NodeStatus
 from dmq.nodelist import parseNodeList
 from dmq.config import NodeConfig
+from dmq.metrics import nodeRegistry
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -697,6 +698,24 @@ class HostNameTests(SynchronousTestCase):
         self.assertEqual(self.clock.lookups.count("b.example"), 1)
 
 
+def membershipEvents(node):
+    """
+    The C{dmq_membership_events_total} counters of C{node}'s metrics:
+    C{{event: count}}.
+    """
+    found = {}
+    for family in nodeRegistry(node).collect():
+        for sample in family.samples:
+            if sample.name == "dmq_membership_events_total":
+                found[sample.labels["event"]] = sample.value
+    return found
+
+
+def overlongLabel(i):
+    # 64 characters: one more than a DNS label may have.
+    return f"x{i:03d}" + "y" * 60
+
+
 class HostileListTests(SynchronousTestCase):
     """
     Node lists made to break membership (issue 14, findings 1 and 2): each
@@ -730,6 +749,19 @@ class HostileListTests(SynchronousTestCase):
         self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
         self.assertEqual(statuses(self.b), {HOSTS[0]: "active"})
 
+    def test_nonASCIIParameter(self):
+        """
+        The datagram of finding 1, a line with C{transport=é}, is answered
+        C{200} with our list; the line is skipped and counted, and a node
+        killed afterwards still times out and is removed.
+        """
+        body = "sip:127.0.3.45:5060;transport=\u00e9;status=active\r\n".encode("utf-8")
+        [reply] = self.notify(body)
+        self.assertEqual(reply.code, 200)
+        self.assertNotIn("127.0.3.45", statuses(self.a))
+        self.assertEqual(membershipEvents(self.a).get("node_line_not_ascii"), 1)
+        self.assertKilledNodeRemoved()
+
     def test_pingSurvivesAFailingTick(self):
         """
         A ping tick that fails is logged once (a bug, so with its
@@ -750,3 +782,94 @@ class HostileListTests(SynchronousTestCase):
         self.assertEqual(len(failed), 3)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertKilledNodeRemoved()
+
+    def test_overlongLabels(self):
+        """
+        The datagram of finding 2: 127 lines (11.6 KB) whose host has a label
+        of 64 characters add no node and pass nothing on; a real node still
+        joins.
+        """
+        body = b"".join(
+            f"sip:{overlongLabel(i)}.example:5060;status=active\r\n".encode("ascii")
+            for i in range(127)
+        )
+        self.assertGreater(len(body), 11000)
+        with capturedLogs() as events:
+            messages = notify(self.cluster, self.a, body, maxForwards=2, sender="127.0.0.99")
+        [reply] = replies(messages, "127.0.0.99")
+        self.assertEqual(reply.code, 200)
+        passedOn = [m for m in messages if isinstance(m, sip.Request) and b"example" in m.body]
+        self.assertEqual(len(passedOn), 0)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active", HOSTS[2]: "active"})
+        self.assertEqual(membershipEvents(self.a).get("node_line_bad_host"), 127)
+        self.assertEqual(len([e for e in events if e["log_level"].name == "warn"]), 1)
+        d = self.cluster.start("127.0.0.14", seeds=[HOSTS[0]])
+        self.cluster.network.run(6)
+        self.assertTrue(allActive([self.a, self.b, self.c, d]))
+
+    def test_hugeLabels(self):
+        """
+        Lines with 4,700-character labels are refused as too long: our body
+        stays small, and our pings go on.
+        """
+        for start in (0, 7):
+            body = b"".join(
+                f"sip:{i}{'z' * 4700}.example:5060;status=active\r\n".encode("ascii")
+                for i in range(start, start + 7)
+            )
+            [reply] = self.notify(body)
+            self.assertEqual(reply.code, 200)
+        self.assertEqual(membershipEvents(self.a).get("node_line_too_long"), 14)
+        self.assertLess(len(self.a.nodeManager.nodeListBody()), 200)
+        self.assertKilledNodeRemoved()
+
+    def test_numericShorthand(self):
+        """
+        Host names that resolvers read as other addresses (C{127.1},
+        C{12}, C{0x7f000001}) are refused.
+        """
+        body = (
+            b"sip:127.1:5060;status=active\r\n"
+            b"sip:12:5060;status=active\r\n"
+            b"sip:0x7f000001:5060;status=active\r\n"
+        )
+        [reply] = self.notify(body)
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active", HOSTS[2]: "active"})
+        self.assertEqual(membershipEvents(self.a).get("node_line_bad_host"), 3)
+
+    def test_warningsRateLimited(self):
+        """
+        A flood of bad lines logs one warning per cause a minute, with no
+        traceback, and counts every line.
+        """
+        body = (
+            "sip:127.0.3.45:5060;transport=\u00e9;status=active\r\n"
+            f"sip:{overlongLabel(1)}:5060;status=active\r\n"
+            "sip:127.0.3.46:5060;status=bogus\r\n"
+            "sip:127.0.3.47:5060;transport=a%20b\r\n"
+        ).encode("utf-8")
+        with capturedLogs() as events:
+            for i in range(100):
+                self.notify(body, sender=f"127.0.1.{i}")
+        warnings = [e for e in events if e["log_level"].name in ("warn", "error", "critical")]
+        self.assertEqual(
+            sorted(e["cause"] for e in warnings),
+            ["nodeLine.badHost", "nodeLine.badParameter", "nodeLine.badStatus", "nodeLine.notAscii"],
+        )
+        self.assertFalse(any("log_failure" in e for e in events))
+        self.assertEqual(
+            {k: v for k, v in membershipEvents(self.a).items() if k.startswith("node_line")},
+            {
+                "node_line_not_ascii": 100,
+                "node_line_bad_host": 100,
+                "node_line_bad_status": 100,
+                "node_line_bad_parameter": 100,
+            },
+        )
+        self.cluster.clock.advance(60)
+        with capturedLogs() as events:
+            self.notify(body)
+        warnings = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 4)
+        self.assertIn("more like it not logged", warnings[0]["log_format"])
