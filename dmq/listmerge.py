@@ -9,14 +9,18 @@ tells its observers of the changes.  Why, in doc/design.md ("Membership").
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, List, Optional, Union
 
 import attr
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from dmq.forgotten import ForgottenIdentities
 from dmq.liveness import LivenessPolicy
+from dmq.nodeaddress import shown
 from dmq.nodelist import Node, NodeChange, NodeIdentity, NodeLine, NodeList, ipLiteral, nodeKey
+from dmq.ratelimit import RateLimitedWarnings
 from dmq.sip import URI
 
 __all__ = ["ListMerge"]
@@ -29,6 +33,10 @@ class ListMerge:
 
     @ivar maxNodes: the most nodes received lists may bring in, and the most
         lines of one list that are read.
+    @ivar statistics: what was refused, by cause: C{nodeListLinesIgnored}
+        (lines past C{maxNodes} in one list), C{nodesRefusedFull} (lines
+        naming a new node while C{maxNodes} are held).  Each cause is also
+        logged, at most once a minute.
     """
 
     _log = Logger()
@@ -37,7 +45,12 @@ class ListMerge:
     _liveness: LivenessPolicy
     _forgotten: ForgottenIdentities
     maxNodes: int
-    _overflowLogged: bool = False
+    _clock: IReactorTime
+    statistics: Counter[str] = attr.Factory(Counter)
+    _warnings: RateLimitedWarnings = attr.ib(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._warnings = RateLimitedWarnings(self._clock, self._log)
 
     def merge(
         self, lines: Iterable[NodeLine], sender: Union[Node, URI, None] = None
@@ -57,9 +70,11 @@ class ListMerge:
         """
         lines = list(lines)
         if len(lines) > self.maxNodes:
-            self._log.warn(
+            self.statistics["nodeListLinesIgnored"] += len(lines) - self.maxNodes
+            self._warnings.warn(
+                "nodeListTooLong",
                 "A node list from {sender} has {count} lines; reading the first {most}",
-                sender=sender,
+                sender=shown(str(sender), 80),
                 count=len(lines),
                 most=self.maxNodes,
             )
@@ -90,14 +105,13 @@ class ListMerge:
         Whether C{line}, naming no node we know, may add one.
         """
         if len(self._nodes) >= self.maxNodes + 1:
-            if not self._overflowLogged:
-                self._overflowLogged = True
-                self._log.warn(
-                    "Holding {most} nodes already, the most allowed: not adding "
-                    "{uri} (logged once)",
-                    most=self.maxNodes,
-                    uri=line.uri,
-                )
+            self.statistics["nodesRefusedFull"] += 1
+            self._warnings.warn(
+                "nodesRefusedFull",
+                "Holding {most} nodes already, the most allowed: not adding {uri}",
+                most=self.maxNodes,
+                uri=line.uri,
+            )
             return False
         identity = NodeIdentity.of(line.uri)
         forgotten = self._forgotten.find(identity)

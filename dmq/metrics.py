@@ -28,6 +28,8 @@ Metrics, all prefixed C{dmq_}:
     C{bad_requests} answered 400, C{unanswerable}, C{unmatched_responses},
     ...).
   - C{nodes{status}}: the other nodes by status.
+  - C{membership_events_total{event}}: node-list input refused or left out,
+    by cause (L{dmq.node.NodeManager.statistics}).
   - C{info{version,node}}.
 """
 
@@ -136,6 +138,10 @@ class NodeCollector(Collector):
         for status in NodeStatus:
             nodes.add_metric([status.value], sum(1 for n in others if n.status is status))
         yield nodes
+        yield _events(
+            "dmq_membership_events", "Node-list input refused or left out, by cause.",
+            node.nodeManager.statistics,
+        )
 
     def _requests(self, bus) -> Iterator[Metric]:
         registered = {peer.peerId for peer in bus.peers}

@@ -9,6 +9,7 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, List, Optional, Sequence, Union
 
 from twisted.application import service
@@ -21,21 +22,21 @@ from dmq.interfaces import INodeObserver
 from dmq.listmerge import ListMerge
 from dmq.liveness import LivenessDecision, LivenessPolicy
 from dmq.observers import Observers
+from dmq.nodeaddress import checkNodeURI
 from dmq.nodelist import (
-    NBODY_LIMIT,
     Node,
     NodeChange,
     NodeIdentity,
     NodeLine,
     NodeList,
     NodeStatus,
-    fitsKamailio,
     formatNodeList,
     ipLiteral,
     nodeKey,
     parseNodeAddress,
     withoutStatus,
 )
+from dmq.ownbody import OwnBody
 from dmq.seeds import Seeds
 from dmq.sip import URI
 
@@ -82,6 +83,11 @@ class NodeManager(service.Service):
     Parameters are named after Kamailio 6.1's module parameters.
 
     @ivar localNode: ourselves.
+    @ivar statistics: what membership refused or left out, by cause: the
+        lines of received lists that were skipped (counted by the
+        notification peer, as C{nodeLine<Cause>}), those ignored or refused
+        by the bounds (L{ListMerge.statistics}), and the lines left out of
+        our own bodies (L{OwnBody.statistics}).
     """
 
     _log = Logger()
@@ -129,10 +135,13 @@ class NodeManager(service.Service):
         self._forgotten = ForgottenIdentities(clock, tombstoneTime, max(maxNodes, 1))
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
         self._nodes = NodeList(self.localNode)
-        self._merge = ListMerge(self._nodes, self._liveness, self._forgotten, maxNodes)
+        self.statistics: Counter[str] = Counter()
+        self._body = OwnBody(clock, self.statistics)
+        self._merge = ListMerge(
+            self._nodes, self._liveness, self._forgotten, maxNodes, clock, self.statistics
+        )
         self._seeds = Seeds()
         self._observers: Observers[INodeObserver] = Observers("node")
-        self._bodyTooLarge = False
         for uri in seeds:
             self.addSeed(uri)
 
@@ -142,7 +151,10 @@ class NodeManager(service.Service):
         ourselves or a node already known.
 
         @return: the new node, or C{None} when none was added.
+        @raise ValueError: if C{uri} cannot name a node
+            (L{dmq.nodeaddress.checkNodeURI}).
         """
+        checkNodeURI(uri)
         uri = withoutStatus(uri)
         found = self._nodes.find(uri)
         if found is not None:
@@ -203,25 +215,10 @@ class NodeManager(service.Service):
 
     def nodeListBody(self) -> bytes:
         """
-        Our node list, to send or to answer with (L{NodeList.bodyLines}).
-        Logs a warning (once, until it fits again) when a Kamailio
-        node could not hold the list (L{dmq.nodelist.fitsKamailio}).
+        Our node list, to send or to answer with (L{NodeList.bodyLines}),
+        within what one datagram carries: see L{OwnBody.write}.
         """
-        lines = self._nodes.bodyLines()
-        body = formatNodeList(lines)
-        if fitsKamailio(body):
-            self._bodyTooLarge = False
-        elif not self._bodyTooLarge:
-            self._bodyTooLarge = True
-            self._log.warn(
-                "node list of {count} nodes ({size} bytes) is too large for "
-                "Kamailio's {limit}-byte buffer: Kamailio nodes will fail to "
-                "build theirs, and stop answering notifications",
-                count=len(lines),
-                size=len(body),
-                limit=NBODY_LIMIT,
-            )
-        return body
+        return self._body.write(self._nodes.bodyLines())
 
     def leavingBody(self) -> bytes:
         """
@@ -327,8 +324,10 @@ class NodeManager(service.Service):
         @param status: its status; by default the C{;status=} of C{uri}, or
             active.
         @raise NodeError: if the node (or ourselves) is already there.
-        @raise ValueError: if the C{;status=} of C{uri} is unknown.
+        @raise ValueError: if the C{;status=} of C{uri} is unknown, or
+            C{uri} cannot name a node (L{dmq.nodeaddress.checkNodeURI}).
         """
+        checkNodeURI(uri)
         if status is None:
             text = uri.parameter("status")
             status = NodeStatus.ACTIVE if text is None else NodeStatus.fromString(text)

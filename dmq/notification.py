@@ -26,9 +26,11 @@ from dmq import sip
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
+from dmq.nodeaddress import shown
+from dmq.nodelist import CONTENT_TYPE, parseNodeList
+from dmq.ratelimit import RateLimitedWarnings
 from dmq.sender import SendOutcome
 from dmq.transaction import TransactionLayerStopped
-from dmq.nodelist import CONTENT_TYPE, parseNodeList
 
 if TYPE_CHECKING:
     from dmq.discovery import Discovery
@@ -54,6 +56,10 @@ class NotificationPeer(service.Service):
 
     From its creation it tells the node manager the outcome of every send of
     the bus, on every channel (L{sendEnded}).
+
+    A bad line in a received list is skipped, counted in the node manager's
+    C{statistics} (as C{nodeLine<Cause>}, say C{nodeLineBadHost}) and
+    logged at most once a minute for each cause.
     """
 
     _log = Logger()
@@ -95,6 +101,7 @@ class NotificationPeer(service.Service):
                 clock, resolver, self._expandSeeds, self._seedFound, self._seedLost, refreshInterval
             )
         self._clock = clock
+        self._warnings = RateLimitedWarnings(clock, self._log)
         self._bus = bus
         self._nodeManager = nodeManager
         self.peerId = peerId
@@ -150,13 +157,21 @@ class NotificationPeer(service.Service):
 
     def _merge(self, body: bytes, sender: Optional[sip.URI], what: str) -> int:
         parsed = parseNodeList(body)
-        for error in parsed.errors:
-            self._log.warn(
-                "Skipped a bad node-list line in a {what} from {sender}: {error}",
-                what=what,
-                sender=sender,
-                error=error,
-            )
+        if parsed.errors:
+            statistics = self._nodeManager.statistics
+            first = {}
+            for cause, error in zip(parsed.causes, parsed.errors):
+                statistics["nodeLine" + cause[0].upper() + cause[1:]] += 1
+                first.setdefault(cause, error)
+            for cause, error in first.items():
+                self._warnings.warn(
+                    "nodeLine." + cause,
+                    "Skipped {count} bad node-list line(s) in a {what} from {sender}, such as {error}",
+                    count=len(parsed.errors),
+                    what=what,
+                    sender=shown(str(sender), 80),
+                    error=error,
+                )
         return self._nodeManager.merge(parsed.entries, sender=sender)
 
     # Sending our list
@@ -195,7 +210,8 @@ class NotificationPeer(service.Service):
         if failure.check(TransactionLayerStopped, CancelledError):
             # We are stopping: nothing to tell.
             return False
-        self._log.warn(
+        self._warnings.warn(
+            "notSent",
             "Could not send our node list to {node}: {error}",
             node=node.uri,
             error=failure.getErrorMessage(),

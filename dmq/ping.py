@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from dmq.node import Node, NodeManager
 from dmq.notification import JOIN_MAX_FORWARDS, PING_MAX_FORWARDS, NotificationPeer
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["PingService", "MIN_PING_INTERVAL"]
 
@@ -33,6 +34,10 @@ class PingService(service.Service):
     with Max-Forwards 2 instead, as Kamailio's does.  A node whose previous
     ping is still outstanding is not pinged again, so a dead node never has
     more than one ping in flight.
+
+    A tick that fails (a bug: nothing received should make one fail) is
+    logged, at most once a minute, and the next tick runs as usual: the
+    ping is what times dead nodes out, and must not stop.
 
     @ivar pingTimeout: seconds after which an unanswered ping counts as a
         timeout; C{None} for the transaction's own Timer F (32 s).  A shorter
@@ -58,12 +63,13 @@ class PingService(service.Service):
         self._nodeManager = nodeManager
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
+        self._warnings = RateLimitedWarnings(clock, self._log)
         self._loop: Optional[LoopingCall] = None
         self._outstanding: Dict[Node, Deferred] = {}
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self._loop = LoopingCall(self.ping)
+        self._loop = LoopingCall(self._tick)
         self._loop.clock = self._clock
         # The join already announces us; the first ping is one interval later.
         self._loop.start(self.pingInterval, now=False)
@@ -75,6 +81,13 @@ class PingService(service.Service):
         self._loop = None
         # The pings still in flight end with the bus's transactions.
         return succeed(None)
+
+    def _tick(self) -> None:
+        # A LoopingCall stops for good at the first exception.
+        try:
+            self.ping()
+        except Exception:
+            self._warnings.failure("pingTick", "A ping tick failed; the next one runs as usual")
 
     def ping(self) -> None:
         """

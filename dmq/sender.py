@@ -14,7 +14,7 @@ import random
 from typing import Callable, Optional
 
 import attr
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,9 +23,17 @@ from dmq import __version__, sip
 from dmq.node import NodeManager
 from dmq.nodelist import Node, NodeStatus, ipLiteral
 from dmq.observers import Observers
+from dmq.ratelimit import RateLimitedWarnings
 from dmq.transport import KDMQ
 
-__all__ = ["KDMQSender", "SendOutcome", "checkPeerId"]
+__all__ = ["KDMQSender", "SendOutcome", "checkPeerId", "RESOLVE_TIMEOUT"]
+
+RESOLVE_TIMEOUT = 32.0
+"""
+Seconds a host name has to resolve before the send ends as if the node had
+not answered: Timer F's default, so that a node whose name never resolves
+times out at most as late as one that never answers.
+"""
 
 
 def checkPeerId(peerId: object) -> str:
@@ -86,6 +94,7 @@ class KDMQSender:
             a host name; C{None} when only IP addresses are expected.
         """
         self._clock = clock
+        self._warnings = RateLimitedWarnings(clock, self._log)
         self._protocol = protocol
         self._nodeManager = nodeManager
         self._resolve = resolve
@@ -217,14 +226,17 @@ class KDMQSender:
         Kamailio keeps it.
 
         @return: a L{Deferred} firing with C{(ip, port)}, or with a local
-            C{408} response when the name does not resolve or names a node
-            known otherwise (ourselves, say): the node is then demoted and
-            removed like one that does not answer.
+            C{408} response when the name does not resolve (whatever the
+            resolver raised, or if it has not answered in
+            L{RESOLVE_TIMEOUT} seconds) or names a node known otherwise
+            (ourselves, say): the node is then demoted and removed like one
+            that does not answer.
         """
         host, port = node.address
         if ipLiteral(host) is not None or self._resolve is None:
             return succeed((host, port))
-        d = self._resolve(host)
+        d = maybeDeferred(self._resolve, host)
+        d.addTimeout(RESOLVE_TIMEOUT, self._clock)
 
         def resolved(ip: str):
             survivor = self._nodeManager.setResolvedIP(node, ipLiteral(ip) or ip)
@@ -238,15 +250,19 @@ class KDMQSender:
             return survivor.address
 
         def failed(failure: Failure):
-            self._log.warn(
+            self._warnings.warn(
+                "unresolved",
                 "Cannot resolve {host} for node {node}: {error}",
                 host=host,
                 node=node.uri.toString(),
-                error=failure.getErrorMessage(),
+                error=f"{failure.type.__name__}: {failure.getErrorMessage()}",
             )
             return sip.responseFor(request, 408, "Host Not Resolved")
 
-        d.addCallbacks(resolved, failed)
+        # Whatever goes wrong, the resolver or what we do with its answer,
+        # is the send's outcome: a node that cannot be reached times out.
+        d.addCallback(resolved)
+        d.addErrback(failed)
         return d
 
     def _sent(

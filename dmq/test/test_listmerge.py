@@ -42,7 +42,7 @@ class ListMergeTests(SynchronousTestCase):
         self.clock = Clock()
         self.nodes = NodeList(Node(uri("sip:127.0.0.1:5061"), local=True))
         self.forgotten = ForgottenIdentities(self.clock, 120.0, 8)
-        self.merger = ListMerge(self.nodes, LivenessPolicy(), self.forgotten, 4)
+        self.merger = ListMerge(self.nodes, LivenessPolicy(), self.forgotten, 4, self.clock)
 
     def add(self, text: str, status: NodeStatus = ACTIVE) -> Node:
         node = Node(uri(text), status)
@@ -105,6 +105,30 @@ class ListMergeTests(SynchronousTestCase):
         formats = [e["log_format"] for e in events]
         self.assertTrue(any("reading the first" in f for f in formats))
         self.assertTrue(any("the most allowed" in f for f in formats))
+        self.assertEqual(
+            self.merger.statistics, {"nodeListLinesIgnored": 4, "nodesRefusedFull": 1}
+        )
+
+    def test_boundsLoggedOnceAMinute(self) -> None:
+        """
+        However many lists overstep the bounds, each bound is logged once a
+        minute; every line left out is counted.
+        """
+        body = b"".join(b"sip:127.0.1.%d:5060;status=active\r\n" % i for i in range(1, 9))
+        with capturedLogs() as events:
+            for _ in range(50):
+                self.merger.merge(lines(body))
+        self.assertEqual([e["cause"] for e in events], ["nodeListTooLong"])
+        self.assertEqual(self.merger.statistics["nodeListLinesIgnored"], 50 * 4)
+        self.assertEqual(self.merger.statistics["nodesRefusedFull"], 0)
+        self.clock.advance(60)
+        with capturedLogs() as events:
+            self.merger.merge(lines(body))
+            self.merger.merge(lines(b"sip:127.0.2.1:5060;status=active\r\n"))
+        self.assertEqual(
+            sorted(e["cause"] for e in events if e["log_level"].name == "warn"),
+            ["nodeListTooLong", "nodesRefusedFull"],
+        )
 
     def test_ownSpellingAdopted(self) -> None:
         """

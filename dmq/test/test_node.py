@@ -24,8 +24,13 @@ from dmq.node import (
     NodeManager,
     NodeStatus,
 )
-from dmq.nodelist import NodeLine, NodeStatus as CodecNodeStatus, parseNodeList
-from dmq.sip import parseURI
+from dmq.nodelist import (
+    MAX_BODY_LENGTH,
+    NodeLine,
+    NodeStatus as CodecNodeStatus,
+    parseNodeList,
+)
+from dmq.sip import URI, parseURI
 
 ACTIVE = NodeStatus.ACTIVE
 NOT_ACTIVE = NodeStatus.NOT_ACTIVE
@@ -233,11 +238,11 @@ class ManagerBasicsTests(ManagerTestCase):
         manager = self.manager()
         # With our own line, 29 lines of 32 octets: the most that fit.
         for i in range(28):
-            manager.add(uri(f"sip:127.0.{i:03d}:5062"))
+            manager.add(uri(f"sip:n{i:03d}.xmpl:5062"))
         with capturedLogs() as events:
             manager.nodeListBody()
         self.assertEqual([e for e in events if e["log_level"].name == "warn"], [])
-        manager.add(uri("sip:127.0.100:5062"))
+        manager.add(uri("sip:n100.xmpl:5062"))
         with capturedLogs() as events:
             body = manager.nodeListBody()
             manager.nodeListBody()
@@ -245,11 +250,11 @@ class ManagerBasicsTests(ManagerTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["size"], len(body))
         self.assertEqual(warnings[0]["limit"], 1024)
-        manager.remove(uri("sip:127.0.100:5062"))
-        manager.remove(uri("sip:127.0.000:5062"))
+        manager.remove(uri("sip:n100.xmpl:5062"))
+        manager.remove(uri("sip:n000.xmpl:5062"))
         manager.nodeListBody()
-        manager.add(uri("sip:127.0.101:5062"))
-        manager.add(uri("sip:127.0.102:5062"))
+        manager.add(uri("sip:n101.xmpl:5062"))
+        manager.add(uri("sip:n102.xmpl:5062"))
         with capturedLogs() as events:
             manager.nodeListBody()
         self.assertEqual(len([e for e in events if e["log_level"].name == "warn"]), 1)
@@ -1253,6 +1258,79 @@ class BoundsTests(ManagerTestCase):
             ["127.0.1.1", "127.0.1.2", "127.0.1.3"],
         )
         self.assertTrue(any("reading the first" in e["log_format"] for e in events))
+
+    def test_unwritableNodeLeftOut(self) -> None:
+        """
+        A node no node-list line could carry (here one with a non-ASCII
+        transport, added by a caller that skipped the checks) is left out
+        of our body, counted and logged once; the body is still written.
+        """
+        manager = self.manager()
+        manager.add(uri("sip:127.0.0.1:5062"))
+        bad = URI(host="127.0.3.45", port=5060, parameters=(("transport", "\u00e9"),))
+        manager.merge([NodeLine(bad)])
+        self.assertEqual(len(manager.activeNodes()), 2)
+        with capturedLogs() as events:
+            body = manager.nodeListBody()
+            self.assertEqual(manager.nodeListBody(), body)
+        self.assertEqual(
+            body, b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5061;status=active\r\n"
+        )
+        self.assertEqual(manager.statistics["bodyLinesUnwritable"], 2)
+        self.assertEqual(len([e for e in events if e["log_level"].name == "warn"]), 1)
+
+    def test_bodyBudget(self) -> None:
+        """
+        However many nodes are held, our body stays within one datagram
+        (L{MAX_BODY_LENGTH}) and ends with our own line; what is left out
+        is counted and logged, once a minute.
+        """
+        manager = self.manager(maxNodes=300)
+        labels = ".".join(["a" * 62] * 4)
+        body = b"".join(
+            b"sip:n%03d%s:5060;status=active\r\n" % (i, labels[4:].encode()) for i in range(250)
+        )
+        self.assertEqual(manager.merge(lines(body)), 250)
+        with capturedLogs() as events:
+            ours = manager.nodeListBody()
+            manager.nodeListBody()
+        self.assertLessEqual(len(ours), MAX_BODY_LENGTH)
+        self.assertGreater(len(ours), MAX_BODY_LENGTH - 300)
+        self.assertTrue(ours.endswith(b"\r\nsip:127.0.0.1:5061;status=active\r\n"))
+        written = ours.count(b"\r\n") - 1
+        self.assertEqual(manager.statistics["bodyLinesOverBudget"], 2 * (250 - written))
+        self.assertEqual(len([e for e in events if e.get("cause") == "bodyLinesOverBudget"]), 1)
+
+    def test_defaultMaxNodesFitsTheBudget(self) -> None:
+        """
+        With the default C{maxNodes}, 128 nodes of the longest names a line
+        may carry make a body within the budget: nothing is left out.
+        """
+        manager = self.manager()
+        rest = "b" * 59 + "." + "b" * 63 + "." + "b" * 63 + "." + "b" * 61
+        hosts = [f"n{i:03d}{rest}" for i in range(128)]
+        self.assertEqual({len(host) for host in hosts}, {253})
+        body = b"".join(
+            f"sip:{host}:65535;status=active\r\n".encode("ascii") for host in hosts
+        )
+        self.assertEqual(manager.merge(lines(body)), 128)
+        ours = manager.nodeListBody()
+        self.assertEqual(ours.count(b"\r\n"), 129)
+        self.assertLessEqual(len(ours), MAX_BODY_LENGTH)
+        self.assertEqual(manager.statistics["bodyLinesOverBudget"], 0)
+
+    def test_addRefusesBadURIs(self) -> None:
+        """
+        L{NodeManager.add} and L{NodeManager.addSeed} refuse a URI that
+        cannot name a node, and store nothing.
+        """
+        manager = self.manager()
+        for text in ["sip:127.1:5060", "sip:" + "x" * 64 + ".example:5060"]:
+            self.assertRaises(ValueError, manager.add, uri(text))
+            self.assertRaises(ValueError, manager.addSeed, uri(text))
+        bad = URI(host="127.0.3.45", port=5060, parameters=(("transport", "\u00e9"),))
+        self.assertRaises(ValueError, manager.add, bad)
+        self.assertEqual(manager.pingTargets(), [])
 
     def test_ipv4MappedIsIPv4(self) -> None:
         """

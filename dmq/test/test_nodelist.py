@@ -12,16 +12,20 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from dmq.nodelist import (
+    MAX_BODY_LENGTH,
     NBODY_LIMIT,
+    EncodedNodeList,
     Node,
     NodeChange,
     NodeLine,
     NodeList,
     NodeStatus,
     ParsedNodeList,
+    encodeNodeList,
     fitsKamailio,
     formatNodeList,
     nodeKey,
+    parseNodeAddress,
     parseNodeList,
     withoutStatus,
 )
@@ -381,15 +385,17 @@ class ParseNodeListTests(SynchronousTestCase):
             ["line 1", "line 3", "line 4", "line 5"],
         )
 
-    def test_notUTF8(self) -> None:
+    def test_notASCII(self) -> None:
         """
-        A line that is not UTF-8 is skipped and reported.
+        A line that is not ASCII (UTF-8 or not) is skipped and reported.
         """
         parsed = parseNodeList(
             b"sip:10.0.0.1:5060;status=active\r\nsip:\xff\xfe:5060;status=active\r\n"
+            + "sip:127.0.3.45:5060;transport=\u00e9;status=active\r\n".encode("utf-8")
         )
         self.assertEqual(parsed.entries, [line("sip:10.0.0.1:5060")])
-        self.assertEqual(parsed.errors, ["line 2: not UTF-8"])
+        self.assertEqual(parsed.errors, ["line 2: not ASCII", "line 3: not ASCII"])
+        self.assertEqual(parsed.causes, ["notAscii", "notAscii"])
 
     def test_emptyPort(self) -> None:
         """
@@ -410,6 +416,214 @@ class ParseNodeListTests(SynchronousTestCase):
         self.assertEqual(entry.uri.port, 5060)
 
 
+# A DNS label one character too long, and a name of the longest length.
+LABEL64 = "a" * 64
+NAME253 = ".".join(["b" * 63, "c" * 63, "d" * 63, "e" * 61])
+
+
+class HostileLineTests(SynchronousTestCase):
+    """
+    L{parseNodeList} refuses every line we could not write back, resolve or
+    send to (issue 14): each is skipped with a reason and a cause.
+    """
+
+    def assertRefused(self, text: str, cause: str) -> None:
+        body = text.encode("utf-8") + b"\r\nsip:10.0.0.1:5060;status=active\r\n"
+        parsed = parseNodeList(body)
+        self.assertEqual(parsed.entries, [line("sip:10.0.0.1:5060")], text)
+        self.assertEqual(parsed.causes, [cause], text)
+        self.assertEqual(len(parsed.errors), 1)
+        self.assertTrue(parsed.errors[0].startswith("line 1: "), parsed.errors)
+        # Reasons quote a bounded part of the line.
+        self.assertLess(len(parsed.errors[0]), 250)
+
+    def test_nonASCIIParameter(self) -> None:
+        """
+        The line of finding 1 is refused.
+        """
+        self.assertRefused("sip:127.0.3.45:5060;transport=\u00e9;status=active", "notAscii")
+
+    def test_parametersOutsideTheGrammar(self) -> None:
+        """
+        Parameter names and values keep to RFC 3261's C{paramchar}, and a
+        transport is a token without escapes.
+        """
+        for text in [
+            "sip:10.0.0.2:5060;x=a b;status=active",
+            'sip:10.0.0.2:5060;x="q";status=active',
+            "sip:10.0.0.2:5060;x=%zz;status=active",
+            "sip:10.0.0.2:5060;transport=a%20b;status=active",
+            "sip:10.0.0.2:5060;transport=[x];status=active",
+            "sip:10.0.0.2:5060;transport;status=active",
+        ]:
+            self.assertRefused(text, "badParameter")
+
+    def test_headersOutsideTheGrammar(self) -> None:
+        """
+        URI headers, if any, keep to RFC 3261's grammar.
+        """
+        self.assertRefused("sip:10.0.0.2:5060;status=active?a b=c", "badHeaders")
+        self.assertRefused("sip:10.0.0.2:5060;status=active?abc", "badHeaders")
+
+    def test_badHosts(self) -> None:
+        """
+        A host is an IP literal or a DNS name: labels of letters, digits
+        and inner hyphens, 1 to 63 long, at most 253 in all, the last not
+        all digits, and nothing a resolver reads as an address.
+        """
+        for host in [
+            LABEL64,
+            f"x.{LABEL64}.example",
+            NAME253 + "f",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "127.1",
+            "12",
+            "10.0.0.256",
+            "127.0.0.01",
+            "0x7f000001",
+            "0x7f.1",
+        ]:
+            self.assertRefused(f"sip:{host}:5060;status=active", "badHost")
+        # SIP's own grammar has no underscore either.
+        self.assertRefused("sip:a_b.example:5060;status=active", "badUri")
+
+    def test_goodHosts(self) -> None:
+        """
+        IP literals and valid DNS names are read.
+        """
+        for host in [
+            "10.0.0.1",
+            "[2001:db8::1]",
+            "localhost",
+            "node-1.example.com",
+            "node-1.example.com.",
+            "a" * 63 + ".example",
+            NAME253,
+            "1x.example",
+        ]:
+            body = f"sip:{host}:5060;status=active\r\n".encode("ascii")
+            parsed = parseNodeList(body)
+            self.assertEqual(parsed.errors, [], host)
+            self.assertEqual(len(parsed.entries), 1)
+
+    def test_tooLong(self) -> None:
+        """
+        A line over 400 octets is refused without being parsed; its reason
+        does not quote it.
+        """
+        text = f"sip:{'z' * 4700}.example:5060;status=active"
+        self.assertRefused(text, "tooLong")
+        self.assertNotIn("zzz", parseNodeList(text.encode("ascii")).errors[0])
+        longest = f"sip:{NAME253}:65535;transport=tcp;status=not_active;" + "x" * 50
+        self.assertEqual(parseNodeList(longest.encode("ascii")).errors, [])
+
+    def test_badStatusQuotedBriefly(self) -> None:
+        """
+        An unknown status is quoted in its reason, cut short.
+        """
+        self.assertRefused("sip:10.0.0.2:5060;status=" + "q" * 300, "badStatus")
+
+
+class WriterTests(SynchronousTestCase):
+    """
+    L{formatNodeList} and L{encodeNodeList} never raise, never write a line
+    the reader would refuse, and keep within a budget.
+    """
+
+    def test_unwritableLinesLeftOut(self) -> None:
+        """
+        Lines whose host or transport no node list may carry (nodes made by
+        hand, past the checks) are left out, and said to be.
+        """
+        good = line("sip:10.0.0.1:5060")
+        bad = [
+            NodeLine(URI(host="127.0.3.45", port=5060, parameters=(("transport", "\u00e9"),))),
+            NodeLine(URI(host="127.0.3.45", port=5060, parameters=(("transport", "tcp\r\nx"),))),
+            NodeLine(URI(host=LABEL64, port=5060)),
+            NodeLine(URI(host="h\u00e9.example", port=5060)),
+            NodeLine(URI(host=NAME253, port=5060, parameters=(("transport", "t" * 200),))),
+        ]
+        encoded = encodeNodeList([bad[0], good, *bad[1:]])
+        self.assertEqual(
+            encoded, EncodedNodeList(b"sip:10.0.0.1:5060;status=active\r\n", bad, [])
+        )
+        self.assertEqual(formatNodeList(bad), b"")
+
+    def test_budget(self) -> None:
+        """
+        A line that would take the body past the budget is left out, and
+        the lines after it are still tried.
+        """
+        short = line("sip:10.0.0.1:5060")
+        long = line(f"sip:{NAME253}:5060")
+        size = len(formatNodeList([short]))
+        encoded = encodeNodeList([short, long, short], budget=2 * size + 1)
+        self.assertEqual(encoded.body, formatNodeList([short, short]))
+        self.assertEqual(encoded.overBudget, [long])
+        self.assertEqual(formatNodeList([short, long], budget=size), formatNodeList([short]))
+
+    def test_defaultBudget(self) -> None:
+        """
+        By default a body stays within L{MAX_BODY_LENGTH}, under what one
+        UDP datagram carries with our headers.
+        """
+        self.assertLess(MAX_BODY_LENGTH, 65507 - 4096)
+        entries = [line(f"sip:n{i:04d}{NAME253[5:]}:5060") for i in range(300)]
+        body = formatNodeList(entries)
+        self.assertLessEqual(len(body), MAX_BODY_LENGTH)
+        self.assertGreater(len(body), MAX_BODY_LENGTH - 300)
+
+    def test_writtenLinesReadBack(self) -> None:
+        """
+        Every line written reads back as the same line.
+        """
+        entries = [
+            line(f"sip:{NAME253}:65535;transport=tcp", NodeStatus.NOT_ACTIVE),
+            line("sip:[2001:db8::1]:5060"),
+            line("sip:10.0.0.5"),
+        ]
+        parsed = parseNodeList(formatNodeList(entries))
+        self.assertEqual(parsed.errors, [])
+        self.assertEqual(parsed.entries, entries)
+
+
+class ParseNodeAddressTests(SynchronousTestCase):
+    """
+    Tests for L{parseNodeAddress}, which checks the notification addresses
+    and the argument of C{dmq.add} as the node-list reader checks lines.
+    """
+
+    def test_good(self) -> None:
+        """
+        An IP literal or a DNS name, over UDP, is a node address.
+        """
+        for text in ["sip:10.0.0.1:5060", "sip:dmq.example", "sip:[::1]:5060;transport=udp"]:
+            self.assertEqual(parseNodeAddress(text), parseURI(text))
+
+    def test_refused(self) -> None:
+        """
+        What no node list may carry is refused, with a reason.
+        """
+        for text, reason in [
+            ("sip:127.1:5060", "not an IP address or a DNS name"),
+            ("sip:12", "not an IP address or a DNS name"),
+            (f"sip:{LABEL64}.example:5060", "longer than 63"),
+            ("sip:10.0.0.1:5060;transport=\u00e9", "not SIP's grammar"),
+            ("sip:10.0.0.1:5060;transport=a%41", "is not a token"),
+            ("sip:10.0.0.1:5060;x=\u00e9", "not SIP's grammar"),
+            (f"sip:{'z' * 4700}:5060", "longer than 400"),
+            ("sip:10.0.0.1:0", "port 0"),
+            ("sip:10.0.0.1;transport=tcp", "only UDP"),
+            ("sips:10.0.0.1", "only sip:"),
+            ("http://x", "not a SIP URI"),
+        ]:
+            error = self.assertRaises(ValueError, parseNodeAddress, text)
+            self.assertIn(reason, str(error), text)
+            self.assertLess(len(str(error)), 600)
+
+
 class FitsKamailioTests(SynchronousTestCase):
     """
     Tests for L{fitsKamailio}.
@@ -417,7 +631,7 @@ class FitsKamailioTests(SynchronousTestCase):
 
     def body(self, count: int) -> bytes:
         # Lines of 32 octets, the length of every captured line.
-        lines = [line(f"sip:127.0.{i:03d}:5062") for i in range(count)]
+        lines = [line(f"sip:n{i:03d}.xmpl:5062") for i in range(count)]
         body = formatNodeList(lines)
         self.assertEqual({len(x) for x in body.split(b"\r\n") if x}, {32})
         return body
@@ -450,10 +664,9 @@ class FitsKamailioTests(SynchronousTestCase):
         A single line longer than the buffer less 34 octets does not fit.
         """
         host = "n" * (NBODY_LIMIT - 34 - len("sip::5060;status=active") + 1)
-        body = formatNodeList([line(f"sip:{host}:5060")])
-        self.assertFalse(fitsKamailio(body))
-        body = formatNodeList([line(f"sip:{host[1:]}:5060")])
-        self.assertTrue(fitsKamailio(body))
+        # Longer than any line we write or read: as another node might.
+        self.assertFalse(fitsKamailio(f"sip:{host}:5060;status=active\r\n".encode("ascii")))
+        self.assertTrue(fitsKamailio(f"sip:{host[1:]}:5060;status=active\r\n".encode("ascii")))
 
 
 class NodeTests(SynchronousTestCase):

@@ -11,6 +11,7 @@ import itertools
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs
 from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -19,6 +20,7 @@ from dmq.sender import SendOutcome
 from dmq.node import NodeStatus
 from dmq.nodelist import parseNodeList
 from dmq.config import NodeConfig
+from dmq.metrics import nodeRegistry
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
 
@@ -331,6 +333,42 @@ class SendEndedTests(SynchronousTestCase):
         self.assertIs(self.node.status, NodeStatus.DISABLED)
 
 
+def notify(cluster, node, body, maxForwards=1, sender=HOSTS[2]):
+    """
+    Have C{node} of C{cluster} receive a notification request with C{body}
+    from C{sender}, and return the messages sent in the next 0.4 s.
+    """
+    host = node.protocol.sentBy[0]
+    request = sip.Request(
+        "KDMQ",
+        sip.URI(host, 5060, "notification_peer"),
+        (
+            ("Via", f"SIP/2.0/UDP {sender}:5060;branch=z9hG4bK{len(cluster.network.sent)}x"),
+            ("To", f"<sip:notification_peer@{host}:5060>"),
+            ("From", f"<sip:notification_peer@{sender}:5060>;tag=1"),
+            ("CSeq", "10 KDMQ"),
+            ("Call-ID", f"c{len(cluster.network.sent)}@{sender}"),
+            ("Max-Forwards", str(maxForwards)),
+            ("Content-Type", "text/plain"),
+        ),
+        body,
+    )
+    sent = len(cluster.network.sent)
+    node.protocol.datagramReceived(sip.serialise(request), (sender, 5060))
+    # Less than T1, so that nothing is retransmitted yet.
+    cluster.network.run(0.4)
+    return [sip.parse(d.data) for d in cluster.network.sent[sent:]]
+
+
+def replies(messages, sender=HOSTS[2]):
+    """
+    The responses among C{messages} to what L{notify} sent as C{sender}.
+    """
+    return [
+        m for m in messages if isinstance(m, sip.Response) and m.callID.endswith(f"@{sender}")
+    ]
+
+
 class NotificationPeerTests(SynchronousTestCase):
     """
     What the notification peer does with one request.
@@ -343,25 +381,7 @@ class NotificationPeerTests(SynchronousTestCase):
         self.cluster.network.run(1)
 
     def notify(self, body, maxForwards=1, sender=HOSTS[2]):
-        request = sip.Request(
-            "KDMQ",
-            sip.URI(HOSTS[0], 5060, "notification_peer"),
-            (
-                ("Via", f"SIP/2.0/UDP {sender}:5060;branch=z9hG4bK{len(self.cluster.network.sent)}x"),
-                ("To", "<sip:notification_peer@127.0.0.11:5060>"),
-                ("From", f"<sip:notification_peer@{sender}:5060>;tag=1"),
-                ("CSeq", "10 KDMQ"),
-                ("Call-ID", f"c{len(self.cluster.network.sent)}@{sender}"),
-                ("Max-Forwards", str(maxForwards)),
-                ("Content-Type", "text/plain"),
-            ),
-            body,
-        )
-        sent = len(self.cluster.network.sent)
-        self.a.protocol.datagramReceived(sip.serialise(request), (sender, 5060))
-        # Less than T1, so that nothing is retransmitted yet.
-        self.cluster.network.run(0.4)
-        return [sip.parse(d.data) for d in self.cluster.network.sent[sent:]]
+        return notify(self.cluster, self.a, body, maxForwards, sender)
 
     def test_badLineSkipped(self):
         """
@@ -569,12 +589,24 @@ class ResolvingClock(Clock):
         self.lookups = []
 
     def resolve(self, name, timeout=None):
+        """
+        Resolve C{name}: to its address in C{names}; when that is an
+        exception, fail with it (a L{TypeError} is raised at once); when
+        C{None}, never answer.
+        """
         self.lookups.append(name)
-        if name in self.names:
-            return defer.succeed(self.names[name])
-        from twisted.internet.error import DNSLookupError
+        answer = self.names.get(name, KeyError)
+        if answer is KeyError:
+            from twisted.internet.error import DNSLookupError
 
-        return defer.fail(DNSLookupError(name))
+            return defer.fail(DNSLookupError(name))
+        if answer is None:
+            return defer.Deferred()
+        if isinstance(answer, TypeError):
+            raise answer
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(answer)
 
 
 class HostNameTests(SynchronousTestCase):
@@ -583,7 +615,15 @@ class HostNameTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.clock = ResolvingClock({"me.example": "127.0.0.11", "b.example": "127.0.0.12"})
+        self.clock = ResolvingClock(
+            {
+                "me.example": "127.0.0.11",
+                "b.example": "127.0.0.12",
+                "unicode.example": UnicodeError("label too long"),
+                "raises.example": TypeError("a resolver bug"),
+                "hangs.example": None,
+            }
+        )
         self.network = FakeNetwork(self.clock)
         self.a = makeNode(self.clock, self.network, HOSTS[0], pingInterval=5)
         self.b = makeNode(self.clock, self.network, HOSTS[1], seeds=[HOSTS[0]], pingInterval=5)
@@ -607,6 +647,35 @@ class HostNameTests(SynchronousTestCase):
         self.assertNotIn("ghost.invalid", statuses(self.a))
         self.assertNotIn(b"ghost.invalid", self.a.nodeManager.nodeListBody())
 
+    def test_anyResolverFailure(self):
+        """
+        Whatever the resolver does wrong (fails with any exception, raises,
+        never answers), the send ends with a local 408: the node is
+        disabled, then removed, as one that does not answer; each failure
+        is one warning without a traceback.
+        """
+        names = ["unicode.example", "raises.example", "hangs.example"]
+        body = b"".join(b"sip:%s:5060;status=active\r\n" % n.encode() for n in names)
+        with capturedLogs() as events:
+            self.a.nodeManager.merge(parseNodeList(body).entries)
+            self.network.run(6)
+            self.assertEqual(
+                [statuses(self.a).get(n) for n in names], ["disabled", "disabled", "active"]
+            )
+            self.network.run(5)
+            self.assertEqual(statuses(self.a), {HOSTS[1]: "active", "hangs.example": "active"})
+            # The name that never resolves is given the resolver's 32 s.
+            self.network.run(32)
+            self.assertEqual(statuses(self.a)["hangs.example"], "disabled")
+            self.network.run(5 + 32)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+        self.assertFalse(any("log_failure" in e for e in events))
+        # At most one a minute on each of a and b (a's list told b of the
+        # names before they failed), of the ten failed resolutions.
+        unresolved = [e for e in events if e.get("cause") == "unresolved"]
+        self.assertLessEqual(len(unresolved), 2 * 2)
+        self.assertGreaterEqual(len([n for n in self.clock.lookups if n in names]), 10)
+
     def test_nameOfOurselves(self):
         """
         A name that resolves to our own address is dropped, and we never
@@ -627,3 +696,180 @@ class HostNameTests(SynchronousTestCase):
         self.network.run(6)
         self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
         self.assertEqual(self.clock.lookups.count("b.example"), 1)
+
+
+def membershipEvents(node):
+    """
+    The C{dmq_membership_events_total} counters of C{node}'s metrics:
+    C{{event: count}}.
+    """
+    found = {}
+    for family in nodeRegistry(node).collect():
+        for sample in family.samples:
+            if sample.name == "dmq_membership_events_total":
+                found[sample.labels["event"]] = sample.value
+    return found
+
+
+def overlongLabel(i):
+    # 64 characters: one more than a DNS label may have.
+    return f"x{i:03d}" + "y" * 60
+
+
+class HostileListTests(SynchronousTestCase):
+    """
+    Node lists made to break membership (issue 14, findings 1 and 2): each
+    bad line is refused before it is stored, counted and logged at most
+    once a minute per cause, and the bus goes on timing dead nodes out.
+    """
+
+    def setUp(self):
+        self.cluster = Cluster(self, pingInterval=5)
+        self.a = self.cluster.start(HOSTS[0])
+        self.b = self.cluster.start(HOSTS[1], seeds=[HOSTS[0]])
+        self.c = self.cluster.start(HOSTS[2], seeds=[HOSTS[0]])
+        self.cluster.network.run(10)
+        self.assertTrue(allActive([self.a, self.b, self.c]))
+
+    def notify(self, body, sender="127.0.0.99"):
+        """
+        Have C{a} receive C{body} from C{sender}: the replies to it.
+        """
+        return replies(notify(self.cluster, self.a, body, sender=sender), sender)
+
+    def assertKilledNodeRemoved(self):
+        """
+        Kill C{c} with no goodbye: the others disable it within one ping
+        interval plus Timer F, and remove it one more later.
+        """
+        crashNode(self.cluster.network, self.c)
+        self.cluster.network.run(5 + 32 + 0.1)
+        self.assertEqual(statuses(self.a).get(HOSTS[2]), "disabled")
+        self.cluster.network.run(5 + 32)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active"})
+        self.assertEqual(statuses(self.b), {HOSTS[0]: "active"})
+
+    def test_nonASCIIParameter(self):
+        """
+        The datagram of finding 1, a line with C{transport=é}, is answered
+        C{200} with our list; the line is skipped and counted, and a node
+        killed afterwards still times out and is removed.
+        """
+        body = "sip:127.0.3.45:5060;transport=\u00e9;status=active\r\n".encode("utf-8")
+        [reply] = self.notify(body)
+        self.assertEqual(reply.code, 200)
+        self.assertNotIn("127.0.3.45", statuses(self.a))
+        self.assertEqual(membershipEvents(self.a).get("node_line_not_ascii"), 1)
+        self.assertKilledNodeRemoved()
+
+    def test_pingSurvivesAFailingTick(self):
+        """
+        A ping tick that fails is logged once (a bug, so with its
+        traceback), and the next ticks run: a node killed afterwards is
+        still timed out and removed.
+        """
+        announce = self.a.notification.announce
+        failed = []
+
+        def broken(*args, **kwargs):
+            if len(failed) < 3:
+                failed.append(args)
+                raise RuntimeError("broken announce")
+            return announce(*args, **kwargs)
+
+        self.patch(self.a.notification, "announce", broken)
+        self.cluster.network.run(16)
+        self.assertEqual(len(failed), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertKilledNodeRemoved()
+
+    def test_overlongLabels(self):
+        """
+        The datagram of finding 2: 127 lines (11.6 KB) whose host has a label
+        of 64 characters add no node and pass nothing on; a real node still
+        joins.
+        """
+        body = b"".join(
+            f"sip:{overlongLabel(i)}.example:5060;status=active\r\n".encode("ascii")
+            for i in range(127)
+        )
+        self.assertGreater(len(body), 11000)
+        with capturedLogs() as events:
+            messages = notify(self.cluster, self.a, body, maxForwards=2, sender="127.0.0.99")
+        [reply] = replies(messages, "127.0.0.99")
+        self.assertEqual(reply.code, 200)
+        passedOn = [m for m in messages if isinstance(m, sip.Request) and b"example" in m.body]
+        self.assertEqual(len(passedOn), 0)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active", HOSTS[2]: "active"})
+        self.assertEqual(membershipEvents(self.a).get("node_line_bad_host"), 127)
+        self.assertEqual(len([e for e in events if e["log_level"].name == "warn"]), 1)
+        d = self.cluster.start("127.0.0.14", seeds=[HOSTS[0]])
+        self.cluster.network.run(6)
+        self.assertTrue(allActive([self.a, self.b, self.c, d]))
+
+    def test_hugeLabels(self):
+        """
+        Lines with 4,700-character labels are refused as too long: our body
+        stays small, and our pings go on.
+        """
+        for start in (0, 7):
+            body = b"".join(
+                f"sip:{i}{'z' * 4700}.example:5060;status=active\r\n".encode("ascii")
+                for i in range(start, start + 7)
+            )
+            [reply] = self.notify(body)
+            self.assertEqual(reply.code, 200)
+        self.assertEqual(membershipEvents(self.a).get("node_line_too_long"), 14)
+        self.assertLess(len(self.a.nodeManager.nodeListBody()), 200)
+        self.assertKilledNodeRemoved()
+
+    def test_numericShorthand(self):
+        """
+        Host names that resolvers read as other addresses (C{127.1},
+        C{12}, C{0x7f000001}) are refused.
+        """
+        body = (
+            b"sip:127.1:5060;status=active\r\n"
+            b"sip:12:5060;status=active\r\n"
+            b"sip:0x7f000001:5060;status=active\r\n"
+        )
+        [reply] = self.notify(body)
+        self.assertEqual(reply.code, 200)
+        self.assertEqual(statuses(self.a), {HOSTS[1]: "active", HOSTS[2]: "active"})
+        self.assertEqual(membershipEvents(self.a).get("node_line_bad_host"), 3)
+
+    def test_warningsRateLimited(self):
+        """
+        A flood of bad lines logs one warning per cause a minute, with no
+        traceback, and counts every line.
+        """
+        body = (
+            "sip:127.0.3.45:5060;transport=\u00e9;status=active\r\n"
+            f"sip:{overlongLabel(1)}:5060;status=active\r\n"
+            "sip:127.0.3.46:5060;status=bogus\r\n"
+            "sip:127.0.3.47:5060;transport=a%20b\r\n"
+        ).encode("utf-8")
+        with capturedLogs() as events:
+            for i in range(100):
+                self.notify(body, sender=f"127.0.1.{i}")
+        warnings = [e for e in events if e["log_level"].name in ("warn", "error", "critical")]
+        self.assertEqual(
+            sorted(e["cause"] for e in warnings),
+            ["nodeLine.badHost", "nodeLine.badParameter", "nodeLine.badStatus", "nodeLine.notAscii"],
+        )
+        self.assertFalse(any("log_failure" in e for e in events))
+        self.assertEqual(
+            {k: v for k, v in membershipEvents(self.a).items() if k.startswith("node_line")},
+            {
+                "node_line_not_ascii": 100,
+                "node_line_bad_host": 100,
+                "node_line_bad_status": 100,
+                "node_line_bad_parameter": 100,
+            },
+        )
+        self.cluster.clock.advance(60)
+        with capturedLogs() as events:
+            self.notify(body)
+        warnings = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 4)
+        self.assertIn("more like it not logged", warnings[0]["log_format"])
