@@ -27,7 +27,7 @@ from twisted.names import dns
 from twisted.names.error import DNSNameError
 
 from dmq.sip import URI
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["MAX_HOSTS", "Resolution", "srvName", "resolveName", "Discovery"]
 
