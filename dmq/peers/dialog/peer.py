@@ -36,7 +36,7 @@ from dmq.peers.dialog.wire import (
     decode,
     encode,
 )
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["PEER_ID", "DialogPeer"]
 
