@@ -217,7 +217,9 @@ class DMQNodeService(service.MultiService):
         if self.control is not None:
             raise ValueError("the control endpoint is served already")
         endpoint = endpoints.serverFromString(reactor, description)
-        self.control = ControlService(endpoint, ControlResource(self.rpc, self.metrics), description)
+        self.control = ControlService(
+            endpoint, ControlResource(self.rpc, self.metrics, reactor), description, clock=reactor
+        )
         self.control.setServiceParent(self)
         return self.control
 

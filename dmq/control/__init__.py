@@ -20,13 +20,21 @@ L{dmq.control.endpoint}, the HTTP resources and the service serving them;
 L{dmq.control.methods}, the C{dmq.*} methods.
 """
 
-from dmq.control.endpoint import MAX_REQUEST, ControlResource, ControlService
+from dmq.control.endpoint import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_REQUEST,
+    REQUEST_TIMEOUT,
+    ControlResource,
+    ControlService,
+)
 from dmq.control.jsonrpc import (
     APPLICATION_ERROR,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     JSONRPC,
+    MAX_BATCH,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RPCMethod,
@@ -44,6 +52,10 @@ __all__ = [
     "ControlService",
     "addDMQMethods",
     "MAX_REQUEST",
+    "MAX_BATCH",
+    "MAX_CONNECTIONS",
+    "IDLE_TIMEOUT",
+    "REQUEST_TIMEOUT",
     "PARSE_ERROR",
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
