@@ -25,7 +25,7 @@ the transport before the answer, as before.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Dict, Iterator, List, Optional, Set
+from typing import Callable, Dict, Iterator, Optional, Set
 
 import attr
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
