@@ -240,7 +240,9 @@ class JSONRPC:
 
     def _invalid(self, callId: object, message: str) -> Deferred:
         self.statistics["invalidRequests"] += 1
-        self._warnings.warn(message.partition(":")[2][:40], "Control: {message}", message=message)
+        # The message's first words say the cause; what follows may be
+        # the sender's.
+        self._warnings.warn(" ".join(message.split()[:5]), "Control: {message}", message=message)
         return succeed(encodeError(callId, INVALID_REQUEST, message))
 
     def _failed(self, failure: Failure, method: str, callId: object) -> bytes:

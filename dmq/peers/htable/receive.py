@@ -174,10 +174,13 @@ class Receiver:
         now = int(self._clock.seconds())
         skipped = 0
         for cell in message.cells:
+            # The causes of the rate limit are few: the details may name
+            # what the sender chose.
             if isinstance(cell, BadCell):
-                detail = cell.detail
+                # wire's details of bad cells are fixed words.
+                cause, detail = cell.detail, cell.detail
             elif cell.table not in self._store:
-                detail = f"a cell of unknown table {cell.table!r}"
+                cause, detail = "unknownTable", f"a cell of unknown table {cell.table[:40]!r}"
             else:
                 # expire is absolute; when it is 0 or past, Kamailio gives
                 # the cell the table's default expiry.
@@ -186,12 +189,14 @@ class Receiver:
                     checkFits(cell.table, cell.key, cell.value)
                     self._store.set(cell.table, cell.key, cell.value, "sync", expireAt)
                     continue
-                except (TableFull, ReplicationRefused) as e:
-                    detail = str(e)
+                except TableFull as e:
+                    cause, detail = "tableFull", str(e)
+                except ReplicationRefused as e:
+                    cause, detail = "tooLarge", str(e)
             skipped += 1
             self.statistics["skippedCells"] += 1
             self._warnings.warn(
-                f"skippedCell:{detail.partition(':')[0]}", "Skipped a synced htable cell: {detail}", detail=detail
+                f"skippedCell:{cause}", "Skipped a synced htable cell: {detail}", detail=detail
             )
         self._log.debug(
             "Applied {count} synced htable cells",
