@@ -316,7 +316,7 @@ def makeNodeService(
     if config.htables:
         # Replication leaves an eighth of the client transactions to the
         # membership peer and the others.
-        transactions, room = node.protocol.transactions, config.maxTransactions * 7 // 8
+        transactions, room = node.protocol.transactions, max(1, config.maxTransactions * 7 // 8)
         node.htable = HTablePeer(
             reactor, node.bus, config.htables, initSync=config.htableInitSync,
             maxCells=config.htableMaxCells, maxBytes=config.htableMaxBytes,
