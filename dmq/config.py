@@ -28,6 +28,7 @@ from dmq import sip
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, checkPeerId
 from dmq.interfaces import IDMQPeer
 from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
+from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
 from dmq.ping import MIN_PING_INTERVAL
 # Renamed: NodeConfig has fields of these names.
@@ -374,6 +375,16 @@ class NodeConfig:
         "htable_init_sync", False, _boolean,
         "Fetch the htable peer's replicated tables from the bus on joining (Kamailio's htable dmq_init_sync).",
         flag=True,
+    )
+    htableMaxCells: int = _setting(
+        "htable_max_cells", HTABLE_MAX_CELLS, _number(1, True),
+        "Cap on the cells of each htable; a set past it is refused (503 from the bus, an error from RPC). "
+        "Kamailio has none.",
+    )
+    htableMaxBytes: int = _setting(
+        "htable_max_bytes", HTABLE_MAX_BYTES, _number(1, True),
+        "Cap on the octets of keys and values of each htable (64 MiB); a set past it is refused as past "
+        "--htable-max-cells.",
     )
     dialog: bool = _setting(
         "dialog", False, _boolean,

@@ -30,6 +30,11 @@ Metrics, all prefixed C{dmq_}:
   - C{nodes{status}}: the other nodes by status.
   - C{membership_events_total{event}}: node-list input refused or left out,
     by cause (L{dmq.node.NodeManager.statistics}).
+  - C{htable_events_total{event}}: what the htable peer refused, skipped,
+    queued, sent again and dumped (L{dmq.peers.htable.HTablePeer.statistics}),
+    with C{htable_replication_pending} the changes waiting to be sent.
+  - C{control_events_total{event}}: what the control endpoint refused or
+    closed (L{dmq.control.ControlService.statistics}).
   - C{info{version,node}}.
 """
 
@@ -142,6 +147,16 @@ class NodeCollector(Collector):
             "dmq_membership_events", "Node-list input refused or left out, by cause.",
             node.nodeManager.statistics,
         )
+        htable = getattr(node, "htable", None)
+        if htable is not None:
+            yield _events("dmq_htable_events", "htable peer events, by name.", dict(htable.statistics))
+            yield GaugeMetricFamily(
+                "dmq_htable_replication_pending", "htable changes waiting to be sent.",
+                value=htable.replicationPending,
+            )
+        control = getattr(node, "control", None)
+        if control is not None:
+            yield _events("dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics))
 
     def _requests(self, bus) -> Iterator[Metric]:
         registered = {peer.peerId for peer in bus.peers}

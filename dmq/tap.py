@@ -229,7 +229,9 @@ class DMQNodeService(service.MultiService):
         from dmq.control.endpoint import ControlResource, ControlService
 
         endpoint = endpoints.serverFromString(reactor, description)
-        self.control = ControlService(endpoint, ControlResource(self.rpc, self.metrics), description)
+        self.control = ControlService(
+            endpoint, ControlResource(self.rpc, self.metrics, reactor), description, clock=reactor
+        )
         self.control.setServiceParent(self)
         return self.control
 
@@ -325,7 +327,14 @@ def makeNodeService(
     node.ping.setServiceParent(node)
     addDMQMethods(node.rpc, node)
     if config.htables:
-        node.htable = HTablePeer(reactor, node.bus, config.htables, initSync=config.htableInitSync)
+        # Replication leaves an eighth of the client transactions to the
+        # membership peer and the others.
+        transactions, room = node.protocol.transactions, max(1, config.maxTransactions * 7 // 8)
+        node.htable = HTablePeer(
+            reactor, node.bus, config.htables, initSync=config.htableInitSync,
+            maxCells=config.htableMaxCells, maxBytes=config.htableMaxBytes,
+            clientRoom=lambda: room - transactions.liveClientTransactions,
+        )
         node.addPeer(node.htable)
         for name, method in HTableRPC(node.htable).methods().items():
             node.rpc.addMethod(name, method)

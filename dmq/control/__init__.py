@@ -28,6 +28,7 @@ from dmq.control.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     JSONRPC,
+    MAX_BATCH,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RPCMethod,
@@ -39,7 +40,9 @@ from dmq.interfaces import RPCError
 # The HTTP side (dmq.control.endpoint, and with it twisted.web) is imported
 # when one of its names is first asked for, so that a node that serves no
 # control endpoint, yet has a method table, does not load an HTTP server.
-_ENDPOINT_NAMES = frozenset(["MAX_REQUEST", "ControlResource", "ControlService"])
+_ENDPOINT_NAMES = frozenset(
+    ["MAX_REQUEST", "MAX_CONNECTIONS", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "ControlResource", "ControlService"]
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -48,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(endpoint, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "RPCError",
@@ -58,6 +62,10 @@ __all__ = [
     "ControlService",
     "addDMQMethods",
     "MAX_REQUEST",
+    "MAX_BATCH",
+    "MAX_CONNECTIONS",
+    "IDLE_TIMEOUT",
+    "REQUEST_TIMEOUT",
     "PARSE_ERROR",
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",

@@ -4,30 +4,61 @@ The control endpoint over HTTP: L{ControlResource}, which answers JSON-RPC
 at C{POST /RPC} from an L{RPCMethods} table and Prometheus metrics at
 C{GET /metrics}, and L{ControlService}, which serves it on a stream server
 endpoint and closes its connections on stop.
+
+Nobody can hold the endpoint: a connection idle for L{IDLE_TIMEOUT}
+seconds is closed (Twisted's own timeout), and so is one that takes more
+than L{REQUEST_TIMEOUT} seconds to send a request, however it trickles;
+past L{MAX_CONNECTIONS} open connections a new one is closed at once.
+Each is counted, and warned of at most once a minute.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from typing import List, Optional
 
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from dmq.control.jsonrpc import INVALID_REQUEST, JSONRPC, RPCMethods, encodeError
+from dmq.transport import RateLimitedWarnings
 
-__all__ = ["ControlResource", "ControlService", "MAX_REQUEST"]
+__all__ = [
+    "ControlResource", "ControlService", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",
+]
 
 MAX_REQUEST = 1024 * 1024
 """
 The largest JSON-RPC request body read, in bytes.
 """
+
+IDLE_TIMEOUT = 30.0
+"""
+Seconds after which a connection that sends nothing is closed.
+"""
+
+REQUEST_TIMEOUT = 30.0
+"""
+Seconds a connection has to send a whole request, from its first byte.
+"""
+
+MAX_CONNECTIONS = 64
+"""
+The most connections open at once.
+"""
+
+
+def _reactor(clock: Optional[IReactorTime]) -> IReactorTime:
+    if clock is None:
+        from twisted.internet import reactor as clock  # type: ignore[no-redef]
+    return clock  # type: ignore[return-value]
 
 
 class _RPCResource(resource.Resource):
@@ -37,9 +68,9 @@ class _RPCResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, methods: RPCMethods) -> None:
+    def __init__(self, methods: RPCMethods, clock: IReactorTime, statistics: Counter) -> None:
         resource.Resource.__init__(self)
-        self._jsonrpc = JSONRPC(methods)
+        self._jsonrpc = JSONRPC(methods, clock, statistics)
 
     def render_POST(self, request: server.Request) -> object:
         data = request.content.read(MAX_REQUEST + 1)
@@ -91,22 +122,114 @@ class _MetricsResource(resource.Resource):
 class ControlResource(resource.Resource):
     """
     The root of the control endpoint: C{/RPC} and C{/metrics}.
+
+    @ivar statistics: what L{JSONRPC} counted.
     """
 
-    def __init__(self, methods: RPCMethods, registry) -> None:
+    def __init__(self, methods: RPCMethods, registry, clock: Optional[IReactorTime] = None) -> None:
+        """
+        @param clock: the clock of the rate limit on warnings; the global
+            reactor by default.
+        """
         resource.Resource.__init__(self)
-        self.putChild(b"RPC", _RPCResource(methods))
+        self.statistics: Counter = Counter()
+        self.putChild(b"RPC", _RPCResource(methods, _reactor(clock), self.statistics))
         self.putChild(b"metrics", _MetricsResource(registry))
+
+
+class _Guarded(ProtocolWrapper):
+    """
+    One connection, closed when a request takes too long to arrive: the
+    deadline starts with the connection and with the first byte of each
+    request, and ends when the request is whole.
+    """
+
+    factory: "_Connections"
+
+    def __init__(self, factory: "_Connections", wrappedProtocol) -> None:
+        ProtocolWrapper.__init__(self, factory, wrappedProtocol)
+        self._deadline: Optional[IDelayedCall] = None
+
+    def makeConnection(self, transport) -> None:
+        ProtocolWrapper.makeConnection(self, transport)
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        ProtocolWrapper.dataReceived(self, data)
+        if self._answering():
+            self._disarm()
+        else:
+            self._arm()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._disarm()
+        ProtocolWrapper.connectionLost(self, reason)
+
+    def _answering(self) -> bool:
+        # Twisted's HTTPChannel sets it from a whole request to its answer.
+        return bool(getattr(self.wrappedProtocol, "_handlingRequest", False))
+
+    def _arm(self) -> None:
+        if self._deadline is None and self.transport is not None:
+            self._deadline = self.factory.clock.callLater(self.factory.requestTimeout, self._tooSlow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _tooSlow(self) -> None:
+        self._deadline = None
+        if self._answering():
+            return
+        self.factory.tooSlow(self)
+        self.transport.abortConnection()
 
 
 class _Connections(WrappingFactory):
     """
-    A factory that knows its open connections, to close them on stop.
+    A factory that knows its open connections, to close them on stop, and
+    bounds them: how many, and how long each may take to send a request.
     """
 
-    def __init__(self, wrappedFactory) -> None:
+    protocol = _Guarded
+    _log = Logger()
+
+    def __init__(
+        self, wrappedFactory, clock: IReactorTime, maxConnections: int, requestTimeout: float, statistics: Counter
+    ) -> None:
         WrappingFactory.__init__(self, wrappedFactory)
         self._whenEmpty: List[Deferred] = []
+        self.clock = clock
+        self.requestTimeout = requestTimeout
+        self._maxConnections = maxConnections
+        self._statistics = statistics
+        self._warnings = RateLimitedWarnings(clock, self._log)
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self._maxConnections:
+            self._statistics["connectionsRefused"] += 1
+            self._warnings.warn(
+                "tooManyConnections",
+                "Control endpoint: {count} connections open, the most allowed: closed one from {address}",
+                count=len(self.protocols),
+                address=_describe(addr),
+            )
+            return None
+        return WrappingFactory.buildProtocol(self, addr)
+
+    def tooSlow(self, protocol: _Guarded) -> None:
+        """
+        C{protocol} is closed: it took too long to send a request.
+        """
+        self._statistics["slowRequests"] += 1
+        self._warnings.warn(
+            "slowRequest",
+            "Control endpoint: a connection from {address} sent no whole request within {timeout} s: closed",
+            address=_describe(protocol.getPeer()),
+            timeout=self.requestTimeout,
+        )
 
     def unregisterProtocol(self, p) -> None:
         WrappingFactory.unregisterProtocol(self, p)
@@ -139,15 +262,38 @@ class ControlService(service.Service):
     change the node list and send on the bus.
 
     @ivar port: the listening port once listening, else C{None}.
+    @ivar statistics: counters: C{connectionsRefused} (past
+        C{maxConnections}), C{slowRequests} (closed past
+        C{requestTimeout}), and those of the root's C{statistics} when it
+        has one (L{ControlResource}).
     """
 
     _log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint, root: resource.Resource, description: str = "") -> None:
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        root: resource.Resource,
+        description: str = "",
+        clock: Optional[IReactorTime] = None,
+        maxConnections: int = MAX_CONNECTIONS,
+        idleTimeout: float = IDLE_TIMEOUT,
+        requestTimeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        """
+        @param clock: where the timeouts run; the global reactor by default.
+        @param maxConnections: the most connections open at once.
+        @param idleTimeout: seconds after which a silent connection is
+            closed.
+        @param requestTimeout: seconds a connection has to send a whole
+            request.
+        """
+        clock = _reactor(clock)
         self._endpoint = endpoint
-        site = server.Site(root)
+        self.statistics: Counter = getattr(root, "statistics", None) or Counter()
+        site = server.Site(root, timeout=idleTimeout, reactor=clock)
         site.noisy = False
-        self._factory = _Connections(site)
+        self._factory = _Connections(site, clock, maxConnections, requestTimeout, self.statistics)
         self._factory.noisy = False
         self._listening: Optional[Deferred] = None
         self.description = description

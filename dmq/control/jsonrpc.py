@@ -4,6 +4,11 @@ JSON-RPC 2.0, transport aside: L{RPCMethods}, a node's table of methods by
 name, and L{JSONRPC}, which answers a request body (a call or a batch) from
 such a table as Kamailio's C{jsonrpcs} module answers, with the error codes
 of the specification and Kamailio's C{500} for a refused call.
+
+Bad input is an answer, never a traceback: text with a lone surrogate
+(C{"\\ud800"}, which JSON can spell but UTF-8 cannot) is an invalid request or
+invalid params, a batch holds at most L{MAX_BATCH} calls, and warnings
+are logged at most once a minute per cause.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dmq.interfaces import RPCError
+from dmq.transport import RateLimitedWarnings
 
 __all__ = [
     "RPCMethod",
@@ -31,6 +39,7 @@ __all__ = [
     "INVALID_PARAMS",
     "INTERNAL_ERROR",
     "APPLICATION_ERROR",
+    "MAX_BATCH",
 ]
 
 PARSE_ERROR = -32700
@@ -41,6 +50,11 @@ INTERNAL_ERROR = -32603
 APPLICATION_ERROR = 500
 """
 The code of a refused call: what Kamailio's modules pass to C{rpc->fault()}.
+"""
+
+MAX_BATCH = 100
+"""
+The most calls one batch may hold.
 """
 
 @attr.frozen
@@ -139,12 +153,28 @@ class JSONRPC:
     JSON-RPC 2.0 requests to an L{RPCMethods} table, transport aside: bytes
     in, bytes out.  Single calls and batches; a call without an C{id} is a
     notification and gets no answer.
+
+    @ivar statistics: counters of what was refused: C{parseErrors},
+        C{invalidRequests}, C{batchesTooLarge}, C{internalErrors}.
     """
 
     _log = Logger()
 
-    def __init__(self, methods: RPCMethods) -> None:
+    def __init__(
+        self, methods: RPCMethods, clock: Optional[IReactorTime] = None, statistics: Optional[Counter] = None
+    ) -> None:
+        """
+        @param clock: the clock of the rate limit on warnings; the global
+            reactor by default.
+        @param statistics: the counter to count in.
+        """
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self._methods = methods
+        self.statistics: Counter = statistics if statistics is not None else Counter()
+        self._clock = clock
+        self._warnings = RateLimitedWarnings(clock, self._log)
+        self._lastFailure: Dict[str, float] = {}
 
     def handle(self, data: bytes) -> Deferred:
         """
@@ -157,12 +187,18 @@ class JSONRPC:
         try:
             message = json.loads(data, parse_constant=_notJSON, parse_float=_finite)
         except (ValueError, RecursionError) as e:
-            self._log.warn("Control: JSON-RPC request is not JSON: {error}", error=str(e))
+            self.statistics["parseErrors"] += 1
+            self._warnings.warn("parseError", "Control: JSON-RPC request is not JSON: {error}", error=str(e))
             return succeed(encodeError(None, PARSE_ERROR, f"Parse error: {e}"))
         if not isinstance(message, list):
             return self._call(message)
         if not message:
-            return succeed(encodeError(None, INVALID_REQUEST, "Invalid Request: empty batch"))
+            return self._invalid(None, "Invalid Request: empty batch")
+        if len(message) > MAX_BATCH:
+            self.statistics["batchesTooLarge"] += 1
+            return self._invalid(
+                None, f"Invalid Request: a batch holds at most {MAX_BATCH} calls, not {len(message)}"
+            )
         d = DeferredList([self._call(one) for one in message])
         d.addCallback(_batch)
         return d
@@ -175,14 +211,20 @@ class JSONRPC:
             isinstance(callId, bool) or not isinstance(callId, (str, int, float))
         ):
             return self._invalid(None, "Invalid Request: id must be a string, a number or null")
+        if not _validText(callId):
+            return self._invalid(None, "Invalid Request: id is not valid Unicode (a lone surrogate)")
         if message.get("jsonrpc", "2.0") != "2.0":
             return self._invalid(callId, 'Invalid Request: jsonrpc must be "2.0"')
         method = message.get("method")
         if not isinstance(method, str):
             return self._invalid(callId, "Invalid Request: method must be a string")
+        if not _validText(method):
+            return self._invalid(callId, "Invalid Request: method is not valid Unicode (a lone surrogate)")
         params = message.get("params")
         if params is not None and not isinstance(params, (list, dict)):
             d = fail(RPCError(INVALID_PARAMS, "Invalid params: params must be an array or an object"))
+        elif not _validText(params):
+            d = fail(RPCError(INVALID_PARAMS, "Invalid params: a string is not valid Unicode (a lone surrogate)"))
         else:
             d = self._methods.call(method, params)
         d.addCallbacks(
@@ -197,17 +239,26 @@ class JSONRPC:
         return d
 
     def _invalid(self, callId: object, message: str) -> Deferred:
-        self._log.warn("Control: {message}", message=message)
+        self.statistics["invalidRequests"] += 1
+        # The message's first words say the cause; what follows may be
+        # the sender's.
+        self._warnings.warn(" ".join(message.split()[:5]), "Control: {message}", message=message)
         return succeed(encodeError(callId, INVALID_REQUEST, message))
 
     def _failed(self, failure: Failure, method: str, callId: object) -> bytes:
         if failure.check(RPCError):
             error = failure.value
-            self._log.info(
+            # An answer like any other: not worth a line each.
+            self._log.debug(
                 "Control: {method} refused: {message}", method=method, message=error.message
             )
             return encodeError(callId, error.code, error.message)
-        self._log.failure("Control: {method} failed", failure, method=method)
+        self.statistics["internalErrors"] += 1
+        # A bug: its traceback once a minute per method is enough.
+        now = self._clock.seconds()
+        if now - self._lastFailure.get(method, -60.0) >= 60.0:
+            self._lastFailure[method] = now
+            self._log.failure("Control: {method} failed", failure, method=method)
         return encodeError(callId, INTERNAL_ERROR, f"Internal error: {failure.getErrorMessage()}")
 
 
@@ -224,6 +275,28 @@ def _finite(text: str) -> float:
     return number
 
 
+def _validText(value: object) -> bool:
+    """
+    Whether every string in C{value} (a JSON value, keys included) encodes
+    to UTF-8: JSON's C{"\\ud800"} is a lone surrogate, which does not.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 def _batch(results: List[Tuple[bool, Optional[bytes]]]) -> Optional[bytes]:
     answers = [answer for _, answer in results if answer is not None]
     return b"[" + b",".join(answers) + b"]" if answers else None
@@ -231,11 +304,14 @@ def _batch(results: List[Tuple[bool, Optional[bytes]]]) -> Optional[bytes]:
 
 def _encode(response: Dict[str, Any]) -> bytes:
     try:
-        return json.dumps(
-            response, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        text = json.dumps(response, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TypeError(f"the result is not JSON: {e}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: JSON spells it as an escape.
+        return json.dumps(response, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def encodeError(callId: object, code: int, message: str) -> bytes:

@@ -79,6 +79,7 @@ class NodeConfigTests(SynchronousTestCase):
         self.assertIsNone(config.control)
         self.assertEqual(config.htables, ())
         self.assertIs(config.htableInitSync, False)
+        self.assertEqual((config.htableMaxCells, config.htableMaxBytes), (100000, 64 * 1024 * 1024))
         self.assertEqual(config.peers, ())
         self.assertEqual(config.bindAddress, ("127.0.0.1", 5060))
 
@@ -192,6 +193,10 @@ class OptionsConfigTests(SynchronousTestCase):
                 ["-s", "sip:127.0.0.11:5060", "--htable", "kdmq=>size=8;dmqreplicate=1", "--htable-init-sync"],
                 NodeConfig(serverAddress=local, htables=["kdmq=>size=8;dmqreplicate=1"], htableInitSync=True),
             ),
+            (
+                ["-s", "sip:127.0.0.11:5060", "--htable-max-cells", "500", "--htable-max-bytes", "1048576"],
+                NodeConfig(serverAddress=local, htableMaxCells=500, htableMaxBytes=1048576),
+            ),
         ]:
             self.assertEqual(parse(*arguments), expected, arguments)
 
@@ -287,6 +292,8 @@ class ParseSettingsTests(SynchronousTestCase):
         )
         error = self.assertRaises(usage.UsageError, parseSettings, {"num_workers": ("line 3", "none")})
         self.assertEqual(str(error), "line 3: 'none' is not a whole number")
+        error = self.assertRaises(usage.UsageError, parseSettings, {"htable_max_cells": ("line 4", "0")})
+        self.assertEqual(str(error), "line 4: must be at least 1, not 0")
 
     def test_together(self):
         """

@@ -8,14 +8,19 @@ clearly named integration tests, the endpoint over real loopback HTTP.
 from __future__ import annotations
 
 import json
+import random
+
+import attr
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
@@ -28,6 +33,8 @@ from dmq.control import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     JSONRPC,
+    MAX_BATCH,
+    MAX_CONNECTIONS,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     ControlResource,
@@ -163,7 +170,7 @@ class JSONRPCTests(SynchronousTestCase):
         methods.addMethod("test.bug", lambda: 1 / 0)
         methods.addMethod("test.bytes", lambda: b"not JSON")
         methods.addMethod("test.float", lambda name: [float(name)])
-        self.rpc = JSONRPC(methods)
+        self.rpc = JSONRPC(methods, Clock())
 
     def refuse(self):
         raise RPCError(404, "No such htable")
@@ -276,13 +283,15 @@ class JSONRPCTests(SynchronousTestCase):
     def test_nonFiniteResult(self):
         """
         A result holding C{NaN} or an infinity is not JSON: an internal
-        error, answered in strict JSON.
+        error, answered in strict JSON; its traceback is logged once a
+        minute per method, and each is counted.
         """
         for name in ["nan", "inf", "-inf"]:
             body = json.dumps(request("test.float", name)).encode()
             answer = strictJSON(self.successResultOf(self.rpc.handle(body)))
             self.assertEqual(answer["error"]["code"], INTERNAL_ERROR)
-        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 3)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        self.assertEqual(self.rpc.statistics["internalErrors"], 3)
 
     def test_notification(self):
         """
@@ -317,6 +326,222 @@ class JSONRPCTests(SynchronousTestCase):
             ],
         )
         self.assertIsNone(self.answer([{"jsonrpc": "2.0", "method": "test.echo", "params": [2]}]))
+
+
+class HostileInputTests(SynchronousTestCase):
+    """
+    Bad JSON-RPC input is an answer, never a traceback (issue 14).
+    """
+
+    def setUp(self):
+        methods = RPCMethods()
+        methods.addMethod("test.echo", lambda value: value)
+        self.rpc = JSONRPC(methods, Clock())
+
+    def answer(self, body):
+        return strictJSON(self.successResultOf(self.rpc.handle(body)))
+
+    def test_loneSurrogate(self):
+        """
+        A lone surrogate in params is invalid params; in the method, the id
+        or a params key, an invalid request or invalid params; logged once,
+        as a warning at most, without a traceback.
+        """
+        with capturedLogs() as events:
+            for body, code, callId in [
+                (b'{"jsonrpc":"2.0","method":"test.echo","params":["\\ud800"],"id":1}', INVALID_PARAMS, 1),
+                (b'{"jsonrpc":"2.0","method":"test.echo","params":{"value":["\\udfff x"]},"id":2}',
+                 INVALID_PARAMS, 2),
+                (b'{"jsonrpc":"2.0","method":"test.echo","params":{"\\ud800":1},"id":3}', INVALID_PARAMS, 3),
+                (b'{"jsonrpc":"2.0","method":"test.\\ud800","params":[1],"id":4}', INVALID_REQUEST, 4),
+                (b'{"jsonrpc":"2.0","method":"test.echo","params":[1],"id":"\\ud800"}', INVALID_REQUEST, None),
+                (b'[{"jsonrpc":"2.0","method":"test.echo","params":["\\ud800"],"id":5}]', INVALID_PARAMS, 5),
+            ]:
+                answer = self.answer(body)
+                if isinstance(answer, list):
+                    [answer] = answer
+                self.assertEqual((answer["error"]["code"], answer["id"]), (code, callId), body)
+        for event in events:
+            self.assertNotIn("log_failure", event)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        # A valid surrogate pair is text like any other.
+        answer = self.answer(b'{"jsonrpc":"2.0","method":"test.echo","params":["\\ud83d\\ude00"],"id":1}')
+        self.assertEqual(answer["result"], "\U0001f600")
+
+    def test_batchBound(self):
+        """
+        A batch of more than L{MAX_BATCH} calls is an invalid request, and
+        counted; one of L{MAX_BATCH} is answered.
+        """
+        self.assertEqual(MAX_BATCH, 100)
+        call = {"jsonrpc": "2.0", "method": "test.echo", "params": [1], "id": 1}
+        answer = self.answer(json.dumps([call] * 101).encode())
+        self.assertEqual(answer["error"]["code"], INVALID_REQUEST)
+        self.assertIn("at most 100 calls", answer["error"]["message"])
+        self.assertEqual(self.rpc.statistics["batchesTooLarge"], 1)
+        self.assertEqual(len(self.answer(json.dumps([call] * 100).encode())), 100)
+
+    def test_warningsRateLimited(self):
+        """
+        A thousand bad requests log one warning per cause.
+        """
+        with capturedLogs() as events:
+            for i in range(1000):
+                self.rpc.handle(b"{")
+                self.rpc.handle(b"5")
+        self.assertEqual(len(events), 2)
+        self.assertEqual(self.rpc.statistics["parseErrors"], 1000)
+
+
+def randomJSON(rng, depth=0):
+    """
+    A random JSON value, strings drawn to hurt: lone surrogates, NUL,
+    control characters, long text, and the names of a node's methods.
+    """
+    kind = rng.randrange(9) if depth < 4 else rng.choice((0, 1, 2, 3, 4, 4, 4, 4, 4, 4))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice([0, -1, 2**31, 2**63, -(2**70), 10**30, 7])
+    if kind == 3:
+        return rng.choice([0.5, -1e308, 1e-300, 3.0])
+    if kind == 4:
+        return rng.choice([
+            "", "kdmq", "local", "sip:127.0.0.12:5060", "sip:[::1]:5060", "\ud800", "a\x00b", "\r\n",
+            "é" * 100, "x" * 70000, "^(a+)+$", "a{99999999999}", "(" * 300, "active", "disabled", "htable",
+            "sip:127.0.0.1e9:5060;transport=é", "application/json", "[[:digit:]]+",
+        ])
+    if kind in (5, 6):
+        return [randomJSON(rng, depth + 1) for i in range(rng.randrange(5))]
+    return {rng.choice(["uri", "peer", "body", "value", "x", "\ud800"]): randomJSON(rng, depth + 1)
+            for i in range(rng.randrange(4))}
+
+
+class FuzzTests(SynchronousTestCase):
+    """
+    Random requests to every method of a node with an htable never get a
+    traceback, and every answer is strict JSON.
+    """
+
+    def test_fuzz(self):
+        """
+        Two thousand seeded random calls, and random bodies.
+        """
+        clock = Clock()
+        network = FakeNetwork(clock)
+        node = makeNode(clock, network, "127.0.0.11", htables=["kdmq=>size=8;dmqreplicate=1", "local=>size=4"])
+        self.addCleanup(lambda: (node.stopService(), network.run(70)))
+        rpc = JSONRPC(node.rpc, clock)
+        names = node.rpc.names() + ["nosuch", ""]
+        rng = random.Random(14)
+        with capturedLogs() as events:
+            for i in range(2000):
+                if rng.randrange(10) == 0:
+                    body = json.dumps(randomJSON(rng)).encode()
+                else:
+                    message = {"jsonrpc": "2.0", "method": rng.choice(names), "id": i}
+                    if rng.randrange(4):
+                        message["params"] = randomJSON(rng)
+                        if rng.randrange(3):
+                            # Mostly text, as the methods take.
+                            message["params"] = [
+                                randomJSON(rng, 4) if rng.randrange(4) else randomJSON(rng)
+                                for j in range(rng.randrange(5))
+                            ]
+                    body = json.dumps(message).encode()
+                if rng.randrange(20) == 0:
+                    body = bytes(rng.randrange(256) for j in range(rng.randrange(50)))
+                d = rpc.handle(body)
+                network.run(0.1)
+                answer = self.successResultOf(d)
+                if answer is not None:
+                    strictJSON(answer)
+            network.run(40)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ConnectionBoundsTests(SynchronousTestCase):
+    """
+    The control endpoint's connections on a L{Clock}: idle ones closed,
+    slow requests closed, too many refused.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        methods = RPCMethods()
+        methods.addMethod("test.echo", lambda value: value)
+        self.endpoint = _FakeEndpoint()
+        self.control = ControlService(
+            self.endpoint, ControlResource(methods, None, self.clock), "test", clock=self.clock
+        )
+        self.control.startService()
+        self.addCleanup(self.control.stopService)
+
+    def connect(self):
+        protocol = self.endpoint.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        if protocol is None:
+            return None, None
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        transport.abortConnection = lambda: protocol.connectionLost(Failure(ConnectionDone()))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_idle(self):
+        """
+        A connection that sends nothing is closed after 30 s.
+        """
+        protocol, transport = self.connect()
+        self.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(transport.disconnecting or not self.endpoint.factory.protocols)
+
+    def test_slowRequest(self):
+        """
+        A request trickled a byte every 10 s is closed 30 s after its first
+        byte, and counted.
+        """
+        protocol, transport = self.connect()
+        for byte in b"POST /RPC HTTP/1.1\r\n":
+            protocol.dataReceived(bytes([byte]))
+            self.clock.advance(10)
+            if not self.endpoint.factory.protocols:
+                break
+        self.assertEqual(self.endpoint.factory.protocols, {})
+        self.assertEqual(self.control.statistics["slowRequests"], 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_request(self):
+        """
+        A whole request is answered, and the connection kept open.
+        """
+        protocol, transport = self.connect()
+        body = json.dumps({"jsonrpc": "2.0", "method": "test.echo", "params": [1], "id": 1}).encode()
+        protocol.dataReceived(
+            b"POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.assertIn(b'"result":1', transport.value())
+        self.clock.advance(29)
+        self.assertEqual(len(self.endpoint.factory.protocols), 1)
+        self.assertEqual(self.control.statistics["slowRequests"], 0)
+
+    def test_tooMany(self):
+        """
+        Past 64 open connections, a new one is closed at once, and counted.
+        """
+        self.assertEqual(MAX_CONNECTIONS, 64)
+        opened = [self.connect() for i in range(64)]
+        self.assertTrue(all(p is not None for p, t in opened))
+        with capturedLogs() as events:
+            for i in range(10):
+                self.assertEqual(self.connect(), (None, None))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(self.control.statistics["connectionsRefused"], 10)
+        opened[0][0].connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.connect()[0])
 
 
 class Cluster:
@@ -613,6 +838,45 @@ def samples(registry):
     }
 
 
+class HostileInputMetricsTests(SynchronousTestCase):
+    """
+    What the htable peer and the control endpoint refuse is counted in the
+    node's metrics.
+    """
+
+    def test_counted(self):
+        """
+        A refused regular expression, a full table and a connection past
+        the cap show in C{dmq_htable_events_total} and
+        C{dmq_control_events_total}.
+        """
+        clock = Clock()
+        network = FakeNetwork(clock)
+        node = makeNode(clock, network, "127.0.0.11", htables=["kdmq=>dmqreplicate=1"], htableMaxCells=1)
+        self.addCleanup(node.stopService)
+        node.htable.set("kdmq", "a", 1)
+        request = sip.Request(
+            "KDMQ", sip.URI("127.0.0.11", 5060, user="htable"),
+            (("From", "<sip:htable@127.0.0.12:5060>;tag=1"), ("Call-ID", "1"), ("CSeq", "1 KDMQ")),
+            b'{"action":5,"htname":"kdmq","type":2,"strval":"(a+)+$","mode":0}',
+        )
+        self.assertEqual(node.htable.messageReceived(request, None).code, 500)
+        request = attr.evolve(request, body=b'{"action":2,"htname":"kdmq","cname":"b","type":0,"intval":1}')
+        self.assertEqual(node.htable.messageReceived(request, None).code, 503)
+        endpoint = _FakeEndpoint()
+        node.control = ControlService(
+            endpoint, ControlResource(node.rpc, node.metrics, clock), "test", clock=clock, maxConnections=0
+        )
+        node.control.startService()
+        self.assertIsNone(endpoint.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+        metrics = samples(node.metrics)
+        self.assertEqual(metrics[("dmq_htable_events_total", (("event", "patterns_refused"),))], 1)
+        self.assertEqual(metrics[("dmq_htable_events_total", (("event", "table_full"),))], 1)
+        self.assertEqual(metrics[("dmq_htable_replication_pending", ())], 0)
+        self.assertEqual(metrics[("dmq_control_events_total", (("event", "connections_refused"),))], 1)
+        node.control.stopService()
+
+
 class MetricsTests(SynchronousTestCase):
     """
     The metrics of a node, read from its counters when scraped.
@@ -733,6 +997,7 @@ class _FakeEndpoint:
         self.stopped = False
 
     def listen(self, factory):
+        self.factory = factory
         if self.error is not None:
             return defer.fail(self.error)
         return defer.succeed(self)

@@ -1,16 +1,21 @@
 # -*- test-case-name: dmq.test.test_htable_store -*-
 """
 Tests for L{dmq.peers.htable.store}: the tables on a L{Clock}, without a
-bus: values, expiry, removal by match and Kamailio's slot order.
+bus: values, expiry, removal by match and Kamailio's slot order, the caps
+on cells and octets; and for L{dmq.peers.htable.pattern}, the guard on the
+regular expressions of removals.
 """
 
 from __future__ import annotations
+
+import time
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dmq.peers.htable.spec import MATCH_NAME, MATCH_VALUE, coreCaseHash, parseTableSpec
-from dmq.peers.htable.store import MATCHES, Change, HTableStore, NoSuchTable
+from dmq.peers.htable.pattern import MAX_PATTERN_LENGTH, BadPattern, TooCostly, compilePattern
+from dmq.peers.htable.store import MATCHES, MAX_BYTES, MAX_CELLS, Change, HTableStore, NoSuchTable, TableFull
 
 KDMQ = "kdmq=>size=8;autoexpire=0;dmqreplicate=1"
 LOCAL = "local=>size=4;autoexpire=0"
@@ -405,3 +410,200 @@ class RemoveMatchingTests(StoreTestCase):
             self.changes,
             [Change("exp", "a1", 1, None, "expired"), Change("exp", "a2", 2, None, "local")],
         )
+
+
+class PatternGuardTests(SynchronousTestCase):
+    """
+    L{compilePattern} refuses the expressions Python's backtracking engine
+    could spend minutes on, fast and without a traceback, and takes the
+    ones Kamailio users write.
+    """
+
+    def assertRefused(self, pattern, words):
+        started = time.perf_counter()
+        e = self.assertRaises(BadPattern, compilePattern, pattern)
+        self.assertLess(time.perf_counter() - started, 0.1)
+        self.assertIn(words, str(e))
+        self.assertIsInstance(e, ValueError)
+
+    def test_hostile(self):
+        """
+        The three patterns of issue 14: exponential backtracking, a repeat
+        count that overflows, a thousand nested groups.
+        """
+        self.assertRefused("^(a+)+$", "nested quantifiers")
+        self.assertRefused("a{99999999999}", "repetition number is too large")
+        self.assertRefused("(" * 1000 + "a" + ")" * 1000, "at most 256 characters")
+
+    def test_refused(self):
+        """
+        Nested repeats and alternations in a repeat, deep nesting, large
+        counts, backreferences, lookarounds, syntax errors and long
+        patterns are refused.
+        """
+        for pattern, words in [
+            ("(a*)*b", "nested quantifiers"),
+            ("(a?b?)+c", "nested quantifiers"),
+            ("(x+x+)+y", "nested quantifiers"),
+            ("(a|ab)*c", "alternation inside a repeated group"),
+            ("(" * 20 + "a" + ")" * 20, "nested deeper than 16"),
+            ("a{101}", "at most 100"),
+            ("a{2,1000}", "at most 100"),
+            ("(a)\\1", "backreference"),
+            ("(?=a)", "lookaround"),
+            ("(?<!a)b", "lookaround"),
+            # Python 3.11 reads these as an atomic group and a possessive
+            # repeat; PyPy 3.9 does not read them: refused either way.
+            ("(?>a+)", ""),
+            ("a*+", ""),
+            ("[", "unterminated character set"),
+            ("a{5,3}", "min repeat greater than max repeat"),
+            ("x" * (MAX_PATTERN_LENGTH + 1), "at most 256 characters"),
+        ]:
+            self.assertRefused(pattern, words)
+
+    def test_ordinary(self):
+        """
+        Patterns Kamailio users write are taken and match as Kamailio's
+        C{REG_ICASE | REG_NEWLINE} expressions.
+        """
+        for pattern, text, found in [
+            ("^user_.*", "USER_alice", True),
+            ("^user_.*", "a_user_b", False),
+            ("[0-9]+$", "sip:alice@192.0.2.1", True),
+            ("[0-9]+$", "alice", False),
+            ("^[[:digit:]]+$", "12345", True),
+            ("^[[:alpha:]]+$", "Alice", True),
+            ("^[[:alnum:]._-]+@example\\.com$", "a.b-c@EXAMPLE.com", True),
+            ("^203\\.0\\.113\\.", "203.0.113.7", True),
+            ("(ab)+c", "xababc", True),
+            ("^(sip|tel):", "tel:+1", True),
+            ("a{2,5}", "baab", True),
+            ("^line 2$", "line 1\nline 2", True),
+            (".*foo.*", "afoob", True),
+            ("(a+)?b", "aab", True),
+        ]:
+            self.assertEqual(compilePattern(pattern).search(text), found, (pattern, text))
+
+    def test_cost(self):
+        """
+        The cost of a search grows with the text as the engine's worst case
+        does: linear without repeats or anchored, quadratic with one
+        unanchored repeat; a leading or trailing repeat that may match
+        nothing costs nothing.
+        """
+        text = "x" * 99
+        self.assertEqual(compilePattern("abc").cost(text), 100)
+        self.assertEqual(compilePattern("^abc").cost(text), 1)
+        self.assertEqual(compilePattern("^abc").cost("a\nb\nc"), 3)
+        self.assertEqual(compilePattern("[0-9]+$").cost(text), 100 * 100)
+        self.assertEqual(compilePattern("a.*b.*c").cost(text), 100 ** 3)
+        self.assertEqual(compilePattern(".*foo.*").cost(text), 100)
+        self.assertEqual(compilePattern("a{2,5}").cost(text), 100 * 4)
+        self.assertEqual(compilePattern("(ab|cd)x").cost(text), 100 * 2)
+
+
+class RemovalWorkTests(StoreTestCase):
+    """
+    A removal by regular expression adds up the cost of its searches
+    before removing anything, and is refused past its bound.
+    """
+
+    def test_hostileKeys(self):
+        """
+        The pattern of issue 14 over keys of 28 C{a}s is refused at once;
+        a quadratic pattern over long keys is refused as too costly, and
+        nothing is removed; over short keys it runs.
+        """
+        for n in range(20, 29):
+            self.store.set("kdmq", "a" * n, 1)
+        started = time.perf_counter()
+        self.assertRaises(BadPattern, self.store.removeMatching, "kdmq", "re", "^(a+)+$")
+        self.assertLess(time.perf_counter() - started, 0.1)
+        store = HTableStore(self.clock, [KDMQ], maxRemovalWork=10**6)
+        for i in range(10):
+            store.set("kdmq", "%d%s" % (i, "1" * 2000), i)
+        store.set("kdmq", "short1", 1)
+        e = self.assertRaises(TooCostly, store.removeMatching, "kdmq", "re", "[0-9]+$")
+        self.assertIn("nothing removed", str(e))
+        self.assertEqual(store.size("kdmq")[0], 11)
+        self.assertEqual(store.removeMatching("kdmq", "re", "^short"), ["short1"])
+
+    def test_defaultBound(self):
+        """
+        By default, a quadratic pattern over 60 KB of text in one cell (a
+        few seconds of backtracking) is refused; the same over a table of
+        ordinary keys is not.
+        """
+        self.store.set("kdmq", "k", "1" * 60000 + "x")
+        self.assertRaises(TooCostly, self.store.removeMatching, "kdmq", "re", "[0-9]+$", MATCH_VALUE)
+        store = HTableStore(self.clock, [KDMQ])
+        for i in range(10000):
+            store.set("kdmq", "user_%d@example.com" % i, i)
+        self.assertEqual(len(store.removeMatching("kdmq", "re", "[0-9]+$")), 0)
+        self.assertEqual(len(store.removeMatching("kdmq", "re", "^user_1.*")), 1111)
+
+
+class CapTests(SynchronousTestCase):
+    """
+    Each table holds at most C{maxCells} cells and C{maxBytes} octets of
+    keys and values; a change past either is refused with L{TableFull}
+    and changes nothing.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.store = HTableStore(self.clock, [KDMQ, EXPIRING], maxCells=3, maxBytes=100)
+        self.changes = []
+        self.store.subscribe(self.changes.append)
+
+    def test_defaults(self):
+        """
+        By default a table holds 100,000 cells and 64 MiB.
+        """
+        store = HTableStore(self.clock, [KDMQ])
+        self.assertEqual((store.maxCells, store.maxBytes), (MAX_CELLS, MAX_BYTES))
+        self.assertEqual((MAX_CELLS, MAX_BYTES), (100000, 64 * 1024 * 1024))
+
+    def test_cells(self):
+        """
+        A new cell past C{maxCells} is refused; changing one that exists
+        is not, and neither is a new one once a cell is deleted.
+        """
+        for key in "abc":
+            self.store.set("kdmq", key, 1)
+        e = self.assertRaises(TableFull, self.store.set, "kdmq", "d", 1)
+        self.assertIn("3 cells", str(e))
+        self.assertIsNone(self.store.get("kdmq", "d"))
+        self.store.set("kdmq", "a", 2)
+        self.store.delete("kdmq", "a")
+        self.store.set("kdmq", "d", 1)
+        self.assertEqual(self.store.size("kdmq"), (3, 3 + 3 * 4))
+
+    def test_bytes(self):
+        """
+        Keys and string values count their UTF-8 octets, integers 4; a
+        value that would pass C{maxBytes} is refused, the cell keeping
+        its value.
+        """
+        self.store.set("kdmq", "k", "\xe9" * 40)
+        self.assertEqual(self.store.size("kdmq"), (1, 81))
+        self.assertRaises(TableFull, self.store.set, "kdmq", "l", "x" * 19)
+        self.assertRaises(TableFull, self.store.set, "kdmq", "k", "x" * 100)
+        self.assertEqual(self.store.get("kdmq", "k"), "\xe9" * 40)
+        self.store.set("kdmq", "l", "x" * 18)
+        self.assertEqual(self.store.size("kdmq"), (2, 100))
+        self.store.removeMatching("kdmq", "sw", "k")
+        self.assertEqual(self.store.size("kdmq"), (1, 19))
+        self.assertEqual(self.store.size("exp"), (0, 0))
+
+    def test_expiredMakeRoom(self):
+        """
+        In a table with C{autoexpire}, expired cells are dropped to make
+        room before a change is refused.
+        """
+        for key in "abc":
+            self.store.set("exp", key, 1)
+        self.clock.advance(61)
+        self.store.set("exp", "d", 1)
+        self.assertEqual(self.store.size("exp"), (1, 5))

@@ -11,16 +11,23 @@ of this package does what.
 """
 
 from dmq.interfaces import RPCError
+from dmq.peers.htable.outbox import ReplicationRefused
+from dmq.peers.htable.pattern import BadPattern, TooCostly
 from dmq.peers.htable.peer import PEER_ID, HTablePeer
 from dmq.peers.htable.rpc import HTableRPC
 from dmq.peers.htable.spec import MATCH_NAME, MATCH_VALUE, TableSpec, coreCaseHash, parseTableSpec
-from dmq.peers.htable.store import Change, NoSuchTable
-from dmq.peers.htable.wire import CONTENT_TYPE, MAX_SYNC_BODY, Action
+from dmq.peers.htable.store import MAX_BYTES, MAX_CELLS, Change, NoSuchTable, TableFull
+from dmq.peers.htable.sync import MAX_DUMP_BYTES
+from dmq.peers.htable.wire import CONTENT_TYPE, MAX_BODY, MAX_SYNC_BODY, Action
 
 __all__ = [
     "PEER_ID",
     "CONTENT_TYPE",
     "MAX_SYNC_BODY",
+    "MAX_BODY",
+    "MAX_CELLS",
+    "MAX_BYTES",
+    "MAX_DUMP_BYTES",
     "Action",
     "MATCH_NAME",
     "MATCH_VALUE",
@@ -28,6 +35,10 @@ __all__ = [
     "parseTableSpec",
     "Change",
     "NoSuchTable",
+    "TableFull",
+    "ReplicationRefused",
+    "BadPattern",
+    "TooCostly",
     "HTablePeer",
     "RPCError",
     "HTableRPC",

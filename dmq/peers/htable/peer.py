@@ -1,17 +1,19 @@
 # -*- test-case-name: dmq.test.test_htable -*-
 """
 L{HTablePeer}: replicated hash tables, and the bus peer that replicates
-them.  It applies the messages L{decode} reads to its L{HTableStore},
-and holds the replication and sync policy: local changes are broadcast,
-changes from the bus are applied and never sent again, a sync request is
-answered with a dump, and with C{initSync} one node is asked on joining.
+them.  It holds the replication and sync policy: local changes are
+checked, applied to its L{HTableStore} and broadcast through its
+L{Outbox}; changes from the bus are applied by its L{Receiver} and never
+sent again; a sync request is answered with a dump (L{SyncDumps}); with
+C{initSync} one node is asked on joining.
 
-See C{doc/design.md} (the htable peer) for the whole design.
+See C{doc/design-htable.md} for the whole design.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Optional, Set, Tuple, Union
+from collections import Counter
+from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import attr
 from twisted.application import service
@@ -21,38 +23,30 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import Node, NodeStatus
-from dmq.peers.htable.spec import MATCH_NAME, TableSpec, Value
-from dmq.peers.htable.store import Change, HTableStore
+from dmq.peers.htable.outbox import Outbox, ReplicationRefused
+from dmq.peers.htable.receive import Receiver
+from dmq.peers.htable.spec import MATCH_NAME, TableSpec, Value, checkKey, checkValue
+from dmq.peers.htable.store import MATCHES, MAX_BYTES, MAX_CELLS, Change, HTableStore, TableFull
+from dmq.peers.htable.sync import MAX_DUMP_BYTES, SYNC_INTERVAL, SyncDumps
 from dmq.peers.htable.wire import (
     CONTENT_TYPE,
-    BadCell,
-    BadMessage,
+    MAX_BODY,
     Cell,
-    Cells,
     DeleteCell,
-    Message,
     RemoveMatching,
     SetCell,
     SetExpire,
     SyncRequest,
-    decode,
     encode,
-    encodeCells,
+    iterCells,
 )
+from dmq.transport import RateLimitedWarnings
 
 __all__ = ["PEER_ID", "HTablePeer"]
 
 PEER_ID = "htable"
-
-
-class _Failed(Exception):
-    """
-    A message we answer C{500}, as Kamailio does when a replay fails; the
-    argument says why.
-    """
 
 
 @attr.define
@@ -96,14 +90,24 @@ class HTablePeer(service.Service):
     Reading never touches the network.  Each change applies at once, and
     returns a L{Deferred} that fires, when the change was broadcast, with
     the L{IDMQBus.broadcast} result (each target node's final response);
-    with C{{}} for a table without C{dmqreplicate}.  It never fails: sending
-    is best effort, as in Kamailio.
+    with C{{}} for a table without C{dmqreplicate}.  It never fails.
+
+    Nothing accepted is dropped: a change is sent when the transaction
+    layer has room (L{Outbox}), and one that could not be sent is refused
+    before it is applied, with L{ReplicationRefused} (its request would not
+    fit one datagram, L{MAX_BODY<dmq.peers.htable.wire.MAX_BODY>}, or too
+    many changes wait already), or L{TableFull} (the table is at its cap
+    on cells or octets).  Sync dumps are paced and bounded (L{SyncDumps}).
 
     Expired cells are dropped when next read or changed, and by a purge
     every C{purgeInterval} seconds.  Expiry is per node and never sent.
 
     @ivar peerId: the channel name, C{"htable"} by default.
     @ivar initSync: whether to ask for the tables when joining the bus.
+    @ivar statistics: a L{Counter} of what was refused, skipped, queued
+        and sent again (see L{Outbox} and L{SyncDumps}, and
+        C{badMessages}, C{failedMessages}, C{tableFull}, C{tooLarge},
+        C{skippedCells}, C{patternsRefused}).
     """
 
     _log = Logger()
@@ -118,6 +122,11 @@ class HTablePeer(service.Service):
         peerId: str = PEER_ID,
         initSync: bool = False,
         purgeInterval: float = 20.0,
+        maxCells: int = MAX_CELLS,
+        maxBytes: int = MAX_BYTES,
+        clientRoom: Optional[Callable[[], int]] = None,
+        maxDumpBytes: int = MAX_DUMP_BYTES,
+        syncInterval: float = SYNC_INTERVAL,
     ) -> None:
         """
         @param clock: the source of time; cell expiry is in its seconds,
@@ -129,6 +138,14 @@ class HTablePeer(service.Service):
             C{dmq_init_sync}).
         @param purgeInterval: seconds between purges of expired cells
             (Kamailio's C{timer_interval}, 20 by default).
+        @param maxCells: the most cells one table holds.
+        @param maxBytes: the most octets of keys and values one table holds.
+        @param clientRoom: how many more client transactions the bus's
+            transaction layer would start now (its cap less its
+            C{liveClientTransactions}); C{None} when not known.
+        @param maxDumpBytes: the most octets one sync dump sends.
+        @param syncInterval: the fewest seconds between two dumps to one
+            node.
 
         @raise ValueError: for two tables of one name, or a bad spec.
         """
@@ -139,9 +156,16 @@ class HTablePeer(service.Service):
         self.peerId = peerId
         self.initSync = initSync
         self._purgeInterval = purgeInterval
-        self._store = HTableStore(clock, tables)
+        self._store = HTableStore(clock, tables, maxCells, maxBytes)
         self._purger: Optional[LoopingCall] = None
         self._joins = _Joins()
+        self.statistics: Counter = Counter()
+        self._warnings = RateLimitedWarnings(clock, self._log)
+        self._outbox = Outbox(clock, bus, peerId, CONTENT_TYPE, clientRoom, statistics=self.statistics)
+        self._dumps = SyncDumps(
+            clock, self._outbox, self._dumpBodies, maxDumpBytes, syncInterval, statistics=self.statistics
+        )
+        self._receiver = Receiver(clock, self._store, self._dumps, self.statistics, self._warnings, self._log)
 
     # Service
 
@@ -156,12 +180,15 @@ class HTablePeer(service.Service):
 
     def stopService(self) -> Deferred:
         """
-        Stop the purge timer.
+        Stop the purge timer, and forget the dumps and the changes not yet
+        sent (the bus is stopping).
 
         @return: a L{Deferred} that has fired: nothing else is left running.
         """
         service.Service.stopService(self)
         self._joins = _Joins()
+        self._dumps.stop()
+        self._outbox.stop()
         if self._purger is not None:
             if self._purger.running:
                 self._purger.stop()
@@ -204,41 +231,81 @@ class HTablePeer(service.Service):
         """
         return self._store.items(table)
 
+    def size(self, table: str) -> Tuple[int, int]:
+        """
+        @return: the cells of C{table} and their octets, against its caps.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        return self._store.size(table)
+
+    @property
+    def replicationPending(self) -> int:
+        """
+        How many changes (and dump bodies) wait for room to be sent.
+        """
+        return self._outbox.pending
+
     # Changing, as the store changes (with its exceptions), then replicating
 
     def set(self, table: str, key: str, value: Value) -> Deferred:
         """
         Set cell C{key} of C{table} to C{value}, a str or a 32-bit int
         (L{HTableStore.set}), and replicate it.
+
+        @raise TableFull: when the table is at its cap.
+        @raise ReplicationRefused: when the change cannot be replicated:
+            nothing is changed.
         """
+        self._store.spec(table)
+        checkKey(key)
+        checkValue(value)
+        body = self._prepare(SetCell(table, key, value))
         self._store.set(table, key, value, "local")
-        return self._replicate(SetCell(table, key, value))
+        return self._replicate(body)
 
     def setExpire(self, table: str, key: str, seconds: int) -> Deferred:
         """
         Make cell C{key} expire C{seconds} from now, never when 0 or less
         (L{HTableStore.setExpire}: only on a table with C{autoexpire}), and
         replicate that.
+
+        @raise ReplicationRefused: as L{set}.
         """
+        self._store.spec(table)
+        checkKey(key)
+        body = self._prepare(SetExpire(table, key, seconds))
         self._store.setExpire(table, key, seconds)
-        return self._replicate(SetExpire(table, key, seconds))
+        return self._replicate(body)
 
     def delete(self, table: str, key: str) -> Deferred:
         """
         Delete cell C{key} of C{table}, and replicate that (whether it
         existed here or not: it may exist elsewhere).
+
+        @raise ReplicationRefused: as L{set}.
         """
+        self._store.spec(table)
+        checkKey(key)
+        body = self._prepare(DeleteCell(table, key))
         self._store.delete(table, key, "local")
-        return self._replicate(DeleteCell(table, key))
+        return self._replicate(body)
 
     def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred:
         """
         Remove the cells whose name or string value matches C{pattern}
-        (L{HTableStore.removeMatching}), and replicate that.  Kamailio
-        receivers apply only C{how} C{"re"} and C{"sw"}.
+        (L{HTableStore.removeMatching}: a regular expression it refuses
+        raises L{BadPattern<dmq.peers.htable.pattern.BadPattern>} or
+        L{TooCostly<dmq.peers.htable.pattern.TooCostly>}, both
+        C{ValueError}s), and replicate that.  Kamailio receivers apply only
+        C{how} C{"re"} and C{"sw"}.
+
+        @raise ReplicationRefused: as L{set}.
         """
+        self._store.spec(table)
+        message = RemoveMatching(table, how, pattern, mode)
+        body = self._prepare(message if isinstance(pattern, str) and how in MATCHES else None)
         self._store.removeMatching(table, how, pattern, mode, "local")
-        return self._replicate(RemoveMatching(table, how, pattern, mode))
+        return self._replicate(body)
 
     def purgeExpired(self) -> None:
         """
@@ -267,7 +334,7 @@ class HTablePeer(service.Service):
             C{node} (C{None} if it could not be sent), or with the broadcast
             result.
         """
-        return self._send(encode(SyncRequest(table or None)), node, "sync request")
+        return self._outbox.send(encode(SyncRequest(table or None)), node, "sync request")
 
     def syncBodies(self, table: Optional[str] = None) -> List[bytes]:
         """
@@ -275,26 +342,18 @@ class HTablePeer(service.Service):
         live cell of every replicated table (or of C{table}), the last
         declared table first, each in Kamailio's order, in bodies of at
         most L{MAX_SYNC_BODY<dmq.peers.htable.wire.MAX_SYNC_BODY>} octets (see
-        L{encodeCells}).
+        L{encodeCells<dmq.peers.htable.wire.encodeCells>}).
         """
+        return list(self._dumpBodies(None if table is None else {table}))
+
+    def _dumpBodies(self, tables: Optional[Set[str]]) -> Iterator[bytes]:
         cells = []
         for name in reversed(self._store.tables()):
-            if not self._store.spec(name).dmqreplicate or (table and name != table):
+            if not self._store.spec(name).dmqreplicate or (tables and name not in tables):
                 continue
             for key, value, expireAt in self._store.cells(name):
                 cells.append(Cell(name, key, value, 0 if expireAt is None else int(expireAt)))
-        return encodeCells(cells)
-
-    def _sendSync(self, node: Optional[Node], table: Optional[str]) -> None:
-        bodies = self.syncBodies(table)
-        self._log.info(
-            "Sending {cells} octets of htable cells in {count} messages to {node}",
-            cells=sum(len(b) for b in bodies),
-            count=len(bodies),
-            node=node if node is not None else "every active node",
-        )
-        for body in bodies:
-            self._send(body, node, "sync dump")
+        return iterCells(cells)
 
     # IDMQPeer
 
@@ -313,107 +372,34 @@ class HTablePeer(service.Service):
 
     def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
         """
-        Apply a change, a sync dump, or answer a sync request: C{200}; a
-        body L{decode} refuses is answered C{400} with its reason, a change
-        to an unknown table or a bad pattern C{500}, as by Kamailio.
+        Apply a change, a sync dump, or answer a sync request (see
+        L{Receiver.messageReceived}).
         """
-        sender = node if node is not None else sip.fromURI(request)
-        try:
-            self._apply(decode(request.body), node)
-        except BadMessage as e:
-            self._log.warn(
-                "Bad htable message from {sender}: {detail}; answered 400",
-                sender=sender,
-                detail=e.detail or "not a JSON object",
-                body=request.body[:200],
-            )
-            return PeerResponse(400, e.reason)
-        except _Failed as e:
-            self._log.warn(
-                "htable message from {sender} failed: {detail}; answered 500",
-                sender=sender,
-                detail=e.args[0],
-            )
-            return PeerResponse(500, "Server Internal Error")
-        return PeerResponse(200, "OK")
-
-    def _apply(self, message: Message, node: Optional[Node]) -> None:
-        """
-        Apply a message from the bus: its changes are labelled
-        C{"replicated"} or C{"sync"} and never sent on.
-
-        @raise _Failed: for an unknown table or a pattern the store refuses.
-        """
-        if isinstance(message, Cells):
-            self._receiveCells(message)
-            return
-        if isinstance(message, SyncRequest):
-            self._sendSync(node, message.table)
-            return
-        if message.table not in self._store:
-            raise _Failed(f"no table {message.table!r}")
-        if isinstance(message, SetCell):
-            self._store.set(message.table, message.key, message.value, "replicated")
-        elif isinstance(message, SetExpire):
-            # Kamailio ignores expiry changes to a table without autoexpire.
-            if self._store.spec(message.table).autoexpire:
-                self._store.setExpire(message.table, message.key, message.seconds)
-        elif isinstance(message, DeleteCell):
-            self._store.delete(message.table, message.key, "replicated")
-        else:
-            try:
-                self._store.removeMatching(
-                    message.table, message.how, message.pattern, message.mode, "replicated"
-                )
-            except ValueError as e:
-                raise _Failed(str(e)) from None
-
-    def _receiveCells(self, message: Cells) -> None:
-        now = int(self._clock.seconds())
-        skipped = 0
-        for cell in message.cells:
-            if isinstance(cell, BadCell):
-                detail = cell.detail
-            elif cell.table not in self._store:
-                detail = f"a cell of unknown table {cell.table!r}"
-            else:
-                # expire is absolute; when it is 0 or past, Kamailio gives
-                # the cell the table's default expiry.
-                expireAt = float(cell.expire) if cell.expire - now > 0 else None
-                self._store.set(cell.table, cell.key, cell.value, "sync", expireAt)
-                continue
-            skipped += 1
-            self._log.warn("Skipped a synced htable cell: {detail}", detail=detail)
-        self._log.info(
-            "Applied {count} synced htable cells",
-            count=len(message.cells) - skipped,
-            skipped=skipped,
-        )
+        return self._receiver.messageReceived(request, node)
 
     # Sending
 
-    def _replicate(self, message: Union[SetCell, SetExpire, DeleteCell, RemoveMatching]) -> Deferred:
-        if not self._store.spec(message.table).dmqreplicate:
-            return succeed({})
-        return self._send(encode(message), None, "replication")
-
-    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred:
+    def _prepare(self, message: Union[SetCell, SetExpire, DeleteCell, RemoveMatching, None]) -> Optional[bytes]:
         """
-        Send C{body} to C{node}, or to every active node; C{what} names it
-        in the warning logged when it cannot be sent.
-        """
-        if node is None:
-            d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
-        else:
-            d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
+        The body that replicates C{message}, or C{None} when its table is
+        not replicated; checked before the change is applied.
 
-        def failed(failure):
-            # The bus fails a send only when it cannot send at all (stopped,
-            # full): not a bug, and Kamailio does not retry either.
-            self._log.warn(
-                "htable {what} could not be sent: {error}",
-                what=what,
-                error=failure.getErrorMessage(),
+        @raise ReplicationRefused: when it would not fit one datagram, or
+            the outbox is full.
+        """
+        if message is None or not self._store.spec(message.table).dmqreplicate:
+            return None
+        body = encode(message)
+        if len(body) > MAX_BODY:
+            self.statistics["replicationRefused"] += 1
+            raise ReplicationRefused(
+                f"the change's request would be {len(body)} octets, more than the {MAX_BODY} "
+                "one datagram carries"
             )
+        self._outbox.check(len(body))
+        return body
 
-        return d.addErrback(failed)
+    def _replicate(self, body: Optional[bytes]) -> Deferred:
+        if body is None:
+            return succeed({})
+        return self._outbox.send(body, None, "replication")

@@ -13,8 +13,10 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from dmq.interfaces import RPCError
+from dmq.peers.htable.outbox import ReplicationRefused
 from dmq.peers.htable.peer import HTablePeer
 from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, Value, coreCaseHash
+from dmq.peers.htable.store import TableFull
 from dmq.peers.htable.wire import TYPE_INT, TYPE_STR
 
 __all__ = ["HTableRPC", "RPCError"]
@@ -29,6 +31,15 @@ def _rpcText(value: object) -> Optional[str]:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def _refused(error: ReplicationRefused) -> RPCError:
+    """
+    The fault for a change refused because it could not be replicated: 413
+    when it is too large, 503 when too many wait (try again later).
+    """
+    code = 413 if "datagram" in str(error) else 503
+    return RPCError(code, f"Refused, nothing changed: {error}")
 
 
 class HTableRPC:
@@ -116,9 +127,21 @@ class HTableRPC:
         self._table(table)
         try:
             self._peer.set(table, key, value)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, TableFull) as e:
             raise RPCError(500, f"Failed to set the item: {e}") from None
-        return "Ok. Key set to new value."
+        except ReplicationRefused as e:
+            raise _refused(e) from None
+        return self._replicated("Ok. Key set to new value.")
+
+    def _replicated(self, answer: str) -> str:
+        """
+        Kamailio's C{answer} when the change was sent at once (or needs no
+        sending), and says so when it waits for room to be sent.
+        """
+        pending = self._peer.replicationPending
+        if pending:
+            return f"{answer[:-1]}; its replication is queued ({pending} waiting)."
+        return answer
 
     def delete(self, *params: object) -> str:
         """
@@ -128,8 +151,11 @@ class HTableRPC:
         self._table(table)
         if not key or self._peer.get(table, key) is None:
             raise RPCError(404, "Key not found in htable.")
-        self._peer.delete(table, key)
-        return "Ok. Key deleted."
+        try:
+            self._peer.delete(table, key)
+        except ReplicationRefused as e:
+            raise _refused(e) from None
+        return self._replicated("Ok. Key deleted.")
 
     def dump(self, *params: object) -> List[Dict[str, object]]:
         """

@@ -9,7 +9,6 @@ See C{doc/design.md} (the htable peer) for the whole design.
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import attr
@@ -29,8 +28,22 @@ from dmq.peers.htable.spec import (
     coreCaseHash,
     parseTableSpec,
 )
+from dmq.peers.htable.pattern import MAX_REMOVAL_WORK, TooCostly, compilePattern
 
-__all__ = ["MATCHES", "Change", "NoSuchTable", "HTableStore"]
+__all__ = ["MATCHES", "MAX_CELLS", "MAX_BYTES", "Change", "NoSuchTable", "TableFull", "HTableStore"]
+
+MAX_CELLS = 100_000
+"""
+The default cap on the cells of one table.  Kamailio has none (its tables
+grow until its shared memory is used up); ours are Python objects of a few
+hundred bytes each besides their key and value.
+"""
+
+MAX_BYTES = 64 * 1024 * 1024
+"""
+The default cap on the octets of one table's keys and values, UTF-8 (an
+integer counts 4).
+"""
 
 # How a removal matches, by the operator names of Kamailio's sht_rm_name():
 # a regular expression (searched), starts with, ends with, contains.
@@ -64,17 +77,47 @@ class NoSuchTable(LookupError):
     """
 
 
+class TableFull(Exception):
+    """
+    A change that would take a table past its cap on cells or on octets:
+    it is refused, and the table is left as it was.  The message says which.
+    """
+
+
+def cellSize(key: str, value: Value) -> int:
+    """
+    The octets a cell counts against its table's cap: its key's and its
+    string value's UTF-8, 4 for an integer value.
+    """
+    return len(key.encode("utf-8")) + (len(value.encode("utf-8")) if isinstance(value, str) else 4)
+
+
 @attr.define
 class _Cell:
     value: Value
     expireAt: Optional[float]
     hash: int
+    size: int
 
 
 @attr.define
 class _Table:
     spec: TableSpec
     cells: Dict[str, _Cell] = attr.Factory(dict)
+    # The octets of the cells (cellSize).
+    size: int = 0
+
+    def put(self, key: str, cell: _Cell) -> None:
+        old = self.cells.get(key)
+        if old is not None:
+            self.size -= old.size
+        self.cells[key] = cell
+        self.size += cell.size
+
+    def drop(self, key: str) -> _Cell:
+        cell = self.cells.pop(key)
+        self.size -= cell.size
+        return cell
 
     def ordered(self) -> List[Tuple[str, _Cell]]:
         """
@@ -85,49 +128,22 @@ class _Table:
         return sorted(self.cells.items(), key=lambda item: (item[1].hash & mask, item[1].hash))
 
 
-_POSIX_CLASSES = {
-    "[:alnum:]": "a-zA-Z0-9",
-    "[:alpha:]": "a-zA-Z",
-    "[:blank:]": " \\t",
-    "[:cntrl:]": "\\x00-\\x1f\\x7f",
-    "[:digit:]": "0-9",
-    "[:graph:]": "\\x21-\\x7e",
-    "[:lower:]": "a-z",
-    "[:print:]": "\\x20-\\x7e",
-    "[:punct:]": "!-/:-@\\[-`{-~",
-    "[:space:]": " \\t\\n\\r\\f\\v",
-    "[:upper:]": "A-Z",
-    "[:xdigit:]": "0-9A-Fa-f",
-}
-
-
-def _compilePattern(pattern: str) -> "re.Pattern[str]":
-    """
-    Compile a POSIX extended regular expression as Kamailio's C{REG_ICASE |
-    REG_NEWLINE}, its character classes translated.
-    """
-    for posix, python in _POSIX_CLASSES.items():
-        pattern = pattern.replace(posix, python)
-    return re.compile(pattern, re.IGNORECASE | re.MULTILINE)
-
-
-def _matcher(how: str, pattern: str) -> Callable[[str], bool]:
+def _matcher(how: str, pattern: str) -> Tuple[Callable[[str], bool], Optional[Callable[[str], int]]]:
     """
     @return: the test of a name or value against C{pattern}, matched as
-        C{how} says (one of L{MATCHES}).
-    @raise ValueError: for a bad regular expression.
+        C{how} says (one of L{MATCHES}), and for a regular expression the
+        cost of that test (L{Pattern.cost<dmq.peers.htable.pattern.Pattern.cost>}).
+    @raise ValueError: for a regular expression that is refused
+        (L{BadPattern<dmq.peers.htable.pattern.BadPattern>}).
     """
     if how == "re":
-        try:
-            compiled = _compilePattern(pattern)
-        except re.error as e:
-            raise ValueError(f"bad regular expression {pattern!r}: {e}") from None
-        return lambda text: compiled.search(text) is not None
+        compiled = compilePattern(pattern)
+        return compiled.search, compiled.cost
     if how == "sw":
-        return lambda text: text.startswith(pattern)
+        return (lambda text: text.startswith(pattern)), None
     if how == "ew":
-        return lambda text: text.endswith(pattern)
-    return lambda text: pattern in text
+        return (lambda text: text.endswith(pattern)), None
+    return (lambda text: pattern in text), None
 
 
 class HTableStore:
@@ -143,19 +159,37 @@ class HTableStore:
     caller gives.
 
     Keys and values are checked (L{checkKey}, L{checkValue}) on every
-    change.
+    change, and each table is capped: at most C{maxCells} cells and
+    C{maxBytes} octets of keys and values (L{cellSize}); a change past
+    either is refused with L{TableFull}.
     """
 
     _log = Logger()
 
-    def __init__(self, clock: IReactorTime, tables: Iterable[Union[TableSpec, str]]) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        tables: Iterable[Union[TableSpec, str]],
+        maxCells: int = MAX_CELLS,
+        maxBytes: int = MAX_BYTES,
+        maxRemovalWork: int = MAX_REMOVAL_WORK,
+    ) -> None:
         """
         @param clock: the source of time.
         @param tables: the tables, as L{TableSpec}s or as Kamailio specs.
+        @param maxCells: the most cells one table holds.
+        @param maxBytes: the most octets of keys and values one table holds.
+        @param maxRemovalWork: the most work one removal by regular
+            expression may do (see L{dmq.peers.htable.pattern}).
 
         @raise ValueError: for two tables of one name, or a bad spec.
         """
+        if maxCells < 1 or maxBytes < 1:
+            raise ValueError("maxCells and maxBytes must be positive")
         self._clock = clock
+        self.maxCells = maxCells
+        self.maxBytes = maxBytes
+        self._maxRemovalWork = maxRemovalWork
         self._tables: Dict[str, _Table] = {}
         for table in tables:
             spec = parseTableSpec(table) if isinstance(table, str) else table
@@ -210,6 +244,15 @@ class HTableStore:
         """
         return [(key, value) for key, value, expireAt in self.cells(table)]
 
+    def size(self, table: str) -> Tuple[int, int]:
+        """
+        @return: the cells of C{table} and their octets (L{cellSize}),
+            expired ones not yet dropped included.
+        @raise NoSuchTable: when C{table} is not declared.
+        """
+        t = self._table(table)
+        return len(t.cells), t.size
+
     def cells(self, table: str) -> List[Tuple[str, Value, Optional[float]]]:
         """
         @return: the C{(key, value, expireAt)} of each live cell of
@@ -241,24 +284,48 @@ class HTableStore:
         @raise TypeError: for a key that is not a str, a value that is
             neither int nor str.
         @raise ValueError: for an empty key or an int beyond 32 bits.
+        @raise TableFull: when the cell would take the table past its cap
+            on cells or octets.
         """
         t = self._table(table)
         checkKey(key)
         checkValue(value)
         cell = self._live(t, key)
+        size = cellSize(key, value)
+        self._checkRoom(t, cell, size)
         if expireAt is None or not t.spec.autoexpire:
             if cell is None or t.spec.updateexpire:
                 expireAt = self._defaultExpiry(t)
             else:
                 expireAt = cell.expireAt
-        if cell is None:
-            t.cells[key] = _Cell(value, expireAt, coreCaseHash(key))
-            self._notify(Change(table, key, None, value, origin))
-        else:
-            old = cell.value
-            cell.value = value
-            cell.expireAt = expireAt
-            self._notify(Change(table, key, old, value, origin))
+        t.put(key, _Cell(value, expireAt, coreCaseHash(key), size))
+        self._notify(Change(table, key, None if cell is None else cell.value, value, origin))
+
+    def checkRoom(self, table: str, key: str, value: Value) -> None:
+        """
+        Check that L{set} would not take C{table} past its caps.
+
+        @raise NoSuchTable: when C{table} is not declared.
+        @raise TableFull: when it would.
+        """
+        t = self._table(table)
+        self._checkRoom(t, self._live(t, key), cellSize(key, value))
+
+    def _checkRoom(self, t: _Table, cell: Optional[_Cell], size: int) -> None:
+        for attempt in (0, 1):
+            cells = len(t.cells) + (cell is None)
+            octets = t.size - (0 if cell is None else cell.size) + size
+            if cells <= self.maxCells and octets <= self.maxBytes:
+                return
+            if attempt == 0 and t.spec.autoexpire:
+                # Expired cells may make room.
+                self._purgeTable(t)
+        if cells > self.maxCells:
+            raise TableFull(f"table {t.spec.name!r} is full: {self.maxCells} cells, the most allowed")
+        raise TableFull(
+            f"table {t.spec.name!r} is full: {octets} octets of keys and values "
+            f"would pass the {self.maxBytes} allowed"
+        )
 
     def setExpire(self, table: str, key: str, seconds: int) -> None:
         """
@@ -297,7 +364,7 @@ class HTableStore:
         cell = self._live(t, key)
         if cell is None:
             return False
-        del t.cells[key]
+        t.drop(key)
         self._notify(Change(table, key, cell.value, None, origin))
         return True
 
@@ -317,7 +384,10 @@ class HTableStore:
         @return: the names of the cells removed, in slot order.
         @raise NoSuchTable: when C{table} is not declared.
         @raise ValueError: for an unknown C{how} or C{mode}, an empty
-            pattern or a bad regular expression.
+            pattern or a regular expression that is refused
+            (L{BadPattern<dmq.peers.htable.pattern.BadPattern>}), or
+            L{TooCostly<dmq.peers.htable.pattern.TooCostly>} when its
+            searches would do too much work: nothing is removed then.
         """
         t = self._table(table)
         if how not in MATCHES:
@@ -327,9 +397,10 @@ class HTableStore:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError("the pattern must be a non-empty str")
         checkText(pattern, "pattern")
-        matches = _matcher(how, pattern)
+        matches, cost = _matcher(how, pattern)
         self._purgeTable(t)
-        removed = []
+        texts = []
+        work = 0
         for key, cell in t.ordered():
             if mode == MATCH_NAME:
                 text = key
@@ -337,8 +408,18 @@ class HTableStore:
                 text = cell.value
             else:
                 continue
-            if matches(text):
-                del t.cells[key]
+            if cost is not None:
+                work += cost(text)
+                if work > self._maxRemovalWork:
+                    raise TooCostly(
+                        f"searching {pattern!r} through table {table!r} would take too long "
+                        f"(more than {self._maxRemovalWork} steps): nothing removed"
+                    )
+            texts.append((key, cell, text))
+        removed = []
+        for key, cell, text in texts:
+            if matches(text) and t.cells.get(key) is cell:
+                t.drop(key)
                 removed.append(key)
                 self._notify(Change(table, key, cell.value, None, origin))
         return removed
@@ -379,7 +460,7 @@ class HTableStore:
     def _live(self, table: _Table, key: str) -> Optional[_Cell]:
         cell = table.cells.get(key)
         if cell is not None and self._expired(cell):
-            del table.cells[key]
+            table.drop(key)
             self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
             return None
         return cell
@@ -389,7 +470,7 @@ class HTableStore:
             return
         for key, cell in list(table.cells.items()):
             if self._expired(cell) and table.cells.get(key) is cell:
-                del table.cells[key]
+                table.drop(key)
                 self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
 
     def _defaultExpiry(self, table: _Table) -> Optional[float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attr
 
@@ -22,6 +22,7 @@ from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, MATCH_NAME, MATCH_VALUE,
 __all__ = [
     "CONTENT_TYPE",
     "MAX_SYNC_BODY",
+    "MAX_BODY",
     "TYPE_STR",
     "TYPE_INT",
     "Action",
@@ -38,12 +39,21 @@ __all__ = [
     "decode",
     "encode",
     "encodeCells",
+    "iterCells",
 ]
 
 CONTENT_TYPE = "application/json"
 
 # Kamailio flushes a sync message once it reaches this size.
 MAX_SYNC_BODY = 60000
+
+MAX_BODY = 60000
+"""
+The largest body of a change we send or keep: one UDP datagram carries
+65,507 octets, and the SIP headers of our requests take well under the
+5,507 left.  A cell whose change fits also fits a sync body alone (its
+entry there is a few octets longer).
+"""
 
 # Kamailio's AVP_VAL_STR: the "type" of a string cell on the wire.
 TYPE_STR = 2
@@ -393,7 +403,15 @@ def encodeCells(cells: Iterable[Cell]) -> List[bytes]:
     alone), and always one more body after a full one, so that the last may
     be C{{"cells":[]}}.
     """
-    return _chunk([_encodeCell(cell) for cell in cells])
+    return list(iterCells(cells))
+
+
+def iterCells(cells: Iterable[Cell]) -> Iterator[bytes]:
+    """
+    L{encodeCells}, one body at a time: each cell is encoded when the body
+    that holds it is asked for.
+    """
+    return _chunk(_encodeCell(cell) for cell in cells)
 
 
 def _cellsBody(encoded: Sequence[bytes]) -> bytes:
@@ -403,30 +421,23 @@ def _cellsBody(encoded: Sequence[bytes]) -> bytes:
 _EMPTY_CELLS = len(_cellsBody([]))
 
 
-def _chunk(encoded: Sequence[bytes]) -> List[bytes]:
+def _chunk(encoded: Iterable[bytes]) -> Iterator[bytes]:
     """
     Group encoded cells into C{cells} bodies of at most L{MAX_SYNC_BODY}
     octets.  Like Kamailio, flush as soon as a body is full, and always
     flush once more at the end.
     """
-    bodies = []
     current: List[bytes] = []
     size = _EMPTY_CELLS
-
-    def flush() -> None:
-        nonlocal current, size
-        bodies.append(_cellsBody(current))
-        current = []
-        size = _EMPTY_CELLS
-
     for cell in encoded:
         added = len(cell) + (1 if current else 0)
         if current and size + added > MAX_SYNC_BODY:
-            flush()
+            yield _cellsBody(current)
+            current, size = [], _EMPTY_CELLS
             added = len(cell)
         current.append(cell)
         size += added
         if size >= MAX_SYNC_BODY:
-            flush()
-    flush()
-    return bodies
+            yield _cellsBody(current)
+            current, size = [], _EMPTY_CELLS
+    yield _cellsBody(current)
