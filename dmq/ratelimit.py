@@ -14,7 +14,25 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["RateLimitedWarnings"]
+__all__ = ["RateLimitedWarnings", "loggable"]
+
+
+def loggable(value: object) -> object:
+    """
+    C{value}, with any lone surrogate in it (which JSON's C{"\\ud800"} can
+    carry in) written as an escape: a UTF-8 log file cannot hold one, and
+    Twisted drops the event and disables the observer that tried.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _loggable(fields: Dict[str, object]) -> Dict[str, object]:
+    return {name: loggable(value) for name, value in fields.items()}
 
 
 class RateLimitedWarnings:
@@ -62,7 +80,7 @@ class RateLimitedWarnings:
             return
         if suppressed:
             format += " ({suppressed} more like it not logged)"
-        self._target.warn(format, cause=cause, suppressed=suppressed, **fields)
+        self._target.warn(format, cause=cause, suppressed=suppressed, **_loggable(fields))
 
     def failure(
         self, cause: str, format: str, failure: Optional[Failure] = None, **fields: object
@@ -77,4 +95,4 @@ class RateLimitedWarnings:
             return
         if suppressed:
             format += " ({suppressed} more like it not logged)"
-        self._target.failure(format, failure, cause=cause, suppressed=suppressed, **fields)
+        self._target.failure(format, failure, cause=cause, suppressed=suppressed, **_loggable(fields))

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from dmq.control.jsonrpc import INVALID_REQUEST, JSONRPC, RPCMethods, encodeError
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = [
     "ControlResource", "ControlService", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dmq.interfaces import RPCError
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings, loggable
 
 __all__ = [
     "RPCMethod",
@@ -250,7 +250,9 @@ class JSONRPC:
             error = failure.value
             # An answer like any other: not worth a line each.
             self._log.debug(
-                "Control: {method} refused: {message}", method=method, message=error.message
+                "Control: {method} refused: {message}",
+                method=loggable(method),
+                message=loggable(error.message),
             )
             return encodeError(callId, error.code, error.message)
         self.statistics["internalErrors"] += 1
@@ -258,7 +260,7 @@ class JSONRPC:
         now = self._clock.seconds()
         if now - self._lastFailure.get(method, -60.0) >= 60.0:
             self._lastFailure[method] = now
-            self._log.failure("Control: {method} failed", failure, method=method)
+            self._log.failure("Control: {method} failed", failure, method=loggable(method))
         return encodeError(callId, INTERNAL_ERROR, f"Internal error: {failure.getErrorMessage()}")
 
 

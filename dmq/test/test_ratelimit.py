@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from dmq.ratelimit import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings, loggable
 
 
 class RateLimitedWarningsTests(SynchronousTestCase):
@@ -65,3 +65,41 @@ class RateLimitedWarningsTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["suppressed"], 2)
         self.assertEqual(event["log_failure"].value.args, ("a bug",))
+
+
+class LoggableTests(SynchronousTestCase):
+    """
+    Tests for L{loggable}: what input puts in a log event can be written to
+    a UTF-8 log file.
+    """
+
+    def test_loneSurrogateEscaped(self) -> None:
+        """
+        A lone surrogate becomes its escape; the rest of the text stays.
+        """
+        self.assertEqual(loggable("m\ud800é"), "m\\ud800é")
+
+    def test_othersUnchanged(self) -> None:
+        """
+        Text that UTF-8 can hold, and values that are not text, are given back
+        as they are.
+        """
+        self.assertEqual(loggable("é ok"), "é ok")
+        self.assertEqual(loggable(3), 3)
+        self.assertIsNone(loggable(None))
+
+    def test_warningFieldsLoggable(self) -> None:
+        """
+        A rate-limited warning's fields go out loggable, so a UTF-8 file
+        observer writes the event instead of dropping it.
+        """
+        import io
+
+        from twisted.logger import eventAsText
+
+        warnings = RateLimitedWarnings(Clock(), Logger(namespace="dmq.test.ratelimit"))
+        with capturedLogs() as events:
+            warnings.warn("bad", "method {method}", method="\ud800x")
+        text = eventAsText(events[0], includeTimestamp=False)
+        io.TextIOWrapper(io.BytesIO(), encoding="utf-8").write(text)
+        self.assertIn("\\ud800x", text)

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from dmq.interfaces import IDMQBus
 from dmq.node import Node, NodeStatus
 from dmq.transaction import TransactionLimitExceeded
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["ReplicationRefused", "Outbox", "MAX_PENDING", "MAX_PENDING_BYTES", "MAX_IN_FLIGHT"]
 

@@ -42,7 +42,7 @@ from dmq.peers.htable.wire import (
     encode,
     iterCells,
 )
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["PEER_ID", "HTablePeer"]
 

@@ -37,7 +37,7 @@ from dmq.peers.htable.wire import (
     decode,
     encode,
 )
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["Receiver", "checkFits"]
 

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from dmq.node import Node
 from dmq.peers.htable.outbox import Outbox
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["SyncDumps", "MAX_DUMP_BYTES", "SYNC_INTERVAL", "SYNC_WINDOW", "MAX_DUMPS"]
 
