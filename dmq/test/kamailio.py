@@ -489,6 +489,8 @@ class KamailioNode:
     @ivar dmqProcess: handle KDMQ with C{dmq_process_message()} in the UDP
         receivers instead of C{dmq_handle_message()} (DMQ workers).
     @ivar kdmqLog: log one line per received KDMQ request.
+    @ivar defines: more C{-A} defines for the config template (C{"WITH_X"}
+        or C{"NAME=VALUE"}), e.g. C{("WITH_DIALOG",)}.
     @ivar debug: Kamailio's C{debug} level (2 is INFO, 3 is DEBUG).
     @ivar name: the node's log prefix; the address by default.
     @ivar startTimeout: seconds L{start} waits for RPC to answer.
@@ -508,6 +510,7 @@ class KamailioNode:
     frTimer: Optional[int] = None
     dmqProcess: bool = False
     kdmqLog: bool = False
+    defines: Tuple[str, ...] = attrs.field(default=(), converter=_toTuple)
     debug: int = 2
     name: str = attrs.field(
         default=attrs.Factory(lambda self: self.ip, takes_self=True)
@@ -668,6 +671,7 @@ class KamailioNode:
             defines.append("WITH_DMQ_PROCESS")
         if self.kdmqLog:
             defines.append("WITH_KDMQ_LOG")
+        defines += self.defines
         for define in defines:
             argv += ["-A", define]
         return argv
