@@ -27,6 +27,7 @@ from dmq.interfaces import IDMQPeer
 from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.htable import HTablePeer, HTableRPC
+from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
@@ -171,6 +172,7 @@ class DMQNodeService(service.MultiService):
         self.handlerLatency = HandlerLatency()
         self.control: Optional[ControlService] = None
         self.htable: Optional[HTablePeer] = None
+        self.usrloc: Optional[UsrlocPeer] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -315,6 +317,19 @@ def makeNodeService(
         node.htable = HTablePeer(reactor, node.bus, config.htables, initSync=config.htableInitSync)
         node.addPeer(node.htable)
         for name, method in HTableRPC(node.htable).methods().items():
+            node.rpc.addMethod(name, method)
+    # The usrloc peer (Kamailio's dmq_usrloc) and its ul.* RPC methods.
+    if config.usrloc:
+        node.usrloc = UsrlocPeer(
+            reactor,
+            node.bus,
+            sync=config.usrlocSync,
+            batchMsgContacts=config.usrlocBatchMsgContacts,
+            batchMsgSize=config.usrlocBatchMsgSize,
+            socketInfo=config.usrlocReplicateSocketInfo,
+        )
+        node.addPeer(node.usrloc)
+        for name, method in UsrlocRPC(node.usrloc, reactor).methods().items():
             node.rpc.addMethod(name, method)
     for name, found in config.peers:
         _addNamedPeer(node, name, found)

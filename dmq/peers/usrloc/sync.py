@@ -1,0 +1,117 @@
+# -*- test-case-name: dmq.test.test_usrloc_peer -*-
+"""
+The two halves of usrloc's sync: L{Joins} tells when we have joined the
+bus (and so should ask for the contacts), and L{Dump} sends a sync dump
+paced by the replies, so that a large one neither floods the transaction
+table nor blocks the reactor.
+
+See C{doc/peers.md} (usrloc) for the whole design.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Set
+
+import attr
+from twisted.internet.defer import Deferred
+
+from dmq.node import Node
+
+__all__ = ["Joins", "Dump"]
+
+
+@attr.define
+class Joins:
+    """
+    Tells, from the nodes the bus reports active one by one, when we have
+    joined the bus: when no other node it reported is still active (at
+    first, or after losing every node).
+    """
+
+    _reported: Set[Node] = attr.Factory(set)
+
+    def joined(self, node: Node, active: Set[Node]) -> bool:
+        """
+        @param node: the node the bus reports active now.
+        @param active: the nodes but the local one that are active now.
+        @return: whether no other node reported is among C{active}.
+        """
+        # The bus tells us when a node becomes active, not when it stops
+        # being so: forget the nodes that are no longer active now.
+        self._reported.discard(node)
+        self._reported &= active
+        alone = not self._reported
+        self._reported.add(node)
+        return alone
+
+
+class Dump:
+    """
+    One sync dump on its way: its bodies are sent as they are made, with at
+    most C{window} requests awaiting their replies at any time.
+
+    @ivar sent: how many bodies have been handed to C{send}.
+    @ivar done: a L{Deferred} that fires with C{sent} once every body has
+        been sent and answered (or could not be sent), or once cancelled.
+    """
+
+    def __init__(self, send: Callable[[bytes], Deferred], bodies: Iterator[bytes], window: int) -> None:
+        """
+        @param send: sends one body; its L{Deferred} fires (or fails) once
+            the request has ended.
+        @param bodies: the bodies, made lazily.
+        @param window: the most requests awaiting replies at once.
+        """
+        if window < 1:
+            raise ValueError("the window must be at least 1")
+        self._send = send
+        self._bodies: Optional[Iterator[bytes]] = bodies
+        self._window = window
+        self._waiting = 0
+        self._pumping = False
+        self.sent = 0
+        self.done: Deferred = Deferred()
+
+    def start(self) -> "Dump":
+        """
+        Send the first C{window} bodies now.
+
+        @return: this dump.
+        """
+        self._pump()
+        return self
+
+    def cancel(self) -> None:
+        """
+        Send nothing more; replies still awaited are ignored.
+        """
+        self._bodies = None
+        self._finish()
+
+    def _pump(self) -> None:
+        # A send whose Deferred fires at once re-enters through _ended:
+        # the loop here goes on instead of recursing.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._bodies is not None and self._waiting < self._window:
+                body = next(self._bodies, None)
+                if body is None:
+                    self._bodies = None
+                    break
+                self._waiting += 1
+                self.sent += 1
+                self._send(body).addBoth(self._ended)
+        finally:
+            self._pumping = False
+        if self._bodies is None and not self._waiting:
+            self._finish()
+
+    def _ended(self, result: object) -> None:
+        self._waiting -= 1
+        self._pump()
+
+    def _finish(self) -> None:
+        if not self.done.called:
+            self.done.callback(self.sent)
