@@ -13,7 +13,7 @@ See C{doc/peers.md} (usrloc) for the whole design.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import attr
 from twisted.application import service
@@ -26,24 +26,19 @@ from zope.interface import implementer
 from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
 from dmq.node import Node, NodeStatus
+from dmq.peers.usrloc.apply import BusChanges
 from dmq.peers.usrloc.contact import Contact
-from dmq.peers.usrloc.store import Change, StoreFull, UsrlocStore
-from dmq.peers.usrloc.sync import Dump, Joins
+from dmq.peers.usrloc.store import Change, UsrlocStore
+from dmq.peers.usrloc.sync import Dumps, Joins
 from dmq.peers.usrloc.wire import (
     CONTENT_TYPE,
     MAX_BATCH_CONTACTS,
     MAX_BATCH_SIZE,
     MAX_CONTACT_BODY,
     Action,
-    BadEntry,
     BadMessage,
-    Batch,
-    Message,
-    Nothing,
-    Remove,
     SocketInfo,
     SyncRequest,
-    Update,
     decode,
     encodeBatches,
     encodeContact,
@@ -139,8 +134,8 @@ class UsrlocPeer(service.Service):
             raise ValueError(f"batchMsgSize must be 1 to {MAX_BATCH_SIZE}")
         if socketInfo not in tuple(SocketInfo):
             raise ValueError("socketInfo must be 0, 1 or 2")
-        if purgeInterval <= 0 or dumpWindow < 1 or maxDumps < 1:
-            raise ValueError("purgeInterval, dumpWindow and maxDumps must be positive")
+        if purgeInterval <= 0:
+            raise ValueError("purgeInterval must be positive")
         self._clock = clock
         self._bus = bus
         self.peerId = peerId
@@ -149,14 +144,13 @@ class UsrlocPeer(service.Service):
         self.batchMsgSize = batchMsgSize
         self.socketInfo = SocketInfo(socketInfo)
         self._purgeInterval = purgeInterval
-        self._dumpWindow = dumpWindow
-        self._maxDumps = maxDumps
         self._store = UsrlocStore(clock, maxAoRs, maxContacts, maxContactsPerAoR)
         self._purger: Optional[LoopingCall] = None
         self._joins = Joins()
-        self._dumps: Dict[Optional[Node], Dump] = {}
+        self._dumps = Dumps(self._dumpBody, dumpWindow, maxDumps)
         self._warnings = RateLimitedWarnings(clock, self._log)
         self.statistics: Counter = Counter()
+        self._changes = BusChanges(self._store, self.statistics, self._warnings)
 
     # Service
 
@@ -176,8 +170,7 @@ class UsrlocPeer(service.Service):
         """
         service.Service.stopService(self)
         self._joins = Joins()
-        for dump in list(self._dumps.values()):
-            dump.cancel()
+        self._dumps.cancel()
         if self._purger is not None:
             if self._purger.running:
                 self._purger.stop()
@@ -298,32 +291,9 @@ class UsrlocPeer(service.Service):
 
         return encodeBatches(current(), self.batchMsgContacts, self.batchMsgSize, self.socketInfo)
 
-    def _startDump(self, node: Optional[Node]) -> bool:
-        """
-        Send a dump to C{node}, or to every active node.
-
-        @return: C{False} when too many dumps are on their way already.
-        """
-        if node in self._dumps:
-            # The dump on its way sends what the store holds when it gets there.
-            return True
-        if len(self._dumps) >= self._maxDumps:
-            return False
-        target = node if node is not None else "every active node"
-        self._log.info("Sending the usrloc contacts to {node}", node=target)
-
-        def send(body: bytes) -> Deferred:
-            self.statistics["dumpBodies"] += 1
-            return self._send(body, node, "sync dump")
-
-        def ended(sent: int) -> None:
-            self._dumps.pop(node, None)
-            self._log.info("Sent {sent} usrloc dump messages to {node}", sent=sent, node=target)
-
-        dump = self._dumps[node] = Dump(send, self.syncBodies(), self._dumpWindow)
-        dump.done.addCallback(ended)
-        dump.start()
-        return True
+    def _dumpBody(self, body: bytes, node: Optional[Node]) -> Deferred:
+        self.statistics["dumpBodies"] += 1
+        return self._send(body, node, "sync dump")
 
     # IDMQPeer
 
@@ -362,7 +332,7 @@ class UsrlocPeer(service.Service):
             return PeerResponse(400, e.reason)
         if isinstance(message, SyncRequest):
             self.statistics["syncRequests"] += 1
-            if not self._startDump(node):
+            if not self._dumps.start(node, self.syncBodies):
                 self.statistics["syncsRefused"] += 1
                 self._warnings.warn(
                     "usrloc sync refused",
@@ -372,46 +342,7 @@ class UsrlocPeer(service.Service):
                 )
                 return PeerResponse(503, "Service Unavailable")
             return PeerResponse(200, "OK")
-        entries = message.entries if isinstance(message, Batch) else (message,)
-        firstBad: Optional[BadEntry] = None
-        for entry in entries:
-            if isinstance(entry, BadEntry):
-                self.statistics["badEntries"] += 1
-                firstBad = firstBad or entry
-                self._warnings.warn(
-                    "usrloc bad entry",
-                    "Skipped entry {key} of a usrloc batch from {sender}: {detail}",
-                    key=entry.key,
-                    sender=sender,
-                    detail=entry.detail,
-                )
-            else:
-                self._apply(entry, sender)
-        if firstBad is not None:
-            return PeerResponse(400, f"Bad Request (entry {firstBad.key}: {firstBad.detail})")
-        return PeerResponse(200, "OK")
-
-    def _apply(self, message: Message, sender: object) -> None:
-        """
-        Apply one change from the bus, labelled C{"replicated"} so that it
-        is never sent on.  A contact that would pass a bound is dropped and
-        counted; Kamailio too answers C{200} when applying fails.
-        """
-        if isinstance(message, Update):
-            try:
-                self._store.save(message.contact, "replicated")
-            except StoreFull as e:
-                self.statistics["dropped"] += 1
-                self._warnings.warn(
-                    "usrloc store full",
-                    "Dropped a usrloc contact from {sender}: {detail}",
-                    sender=sender,
-                    detail=str(e),
-                )
-        elif isinstance(message, Remove):
-            self._store.remove(message.aor, message.ruid, "replicated")
-        else:
-            assert isinstance(message, Nothing), message
+        return self._changes.apply(message, sender)
 
     # Sending
 

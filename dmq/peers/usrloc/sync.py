@@ -1,23 +1,25 @@
 # -*- test-case-name: dmq.test.test_usrloc_peer -*-
 """
 The two halves of usrloc's sync: L{Joins} tells when we have joined the
-bus (and so should ask for the contacts), and L{Dump} sends a sync dump
-paced by the replies, so that a large one neither floods the transaction
-table nor blocks the reactor.
+bus (and so should ask for the contacts); L{Dump} sends a sync dump paced
+by the replies, so that a large one neither floods the transaction table
+nor blocks the reactor, and L{Dumps} keeps the dumps on their way within
+bounds.
 
 See C{doc/peers.md} (usrloc) for the whole design.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Set
+from typing import Callable, Dict, Iterator, Optional, Set
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from dmq.node import Node
 
-__all__ = ["Joins", "Dump"]
+__all__ = ["Joins", "Dump", "Dumps"]
 
 
 @attr.define
@@ -115,3 +117,61 @@ class Dump:
     def _finish(self) -> None:
         if not self.done.called:
             self.done.callback(self.sent)
+
+
+class Dumps:
+    """
+    The dumps on their way: one per target at most, and at most
+    C{maxDumps} in all.
+    """
+
+    _log = Logger()
+
+    def __init__(self, send: Callable[[bytes, Optional[Node]], Deferred], window: int, maxDumps: int) -> None:
+        """
+        @param send: sends one body to a node, or to every active node for
+            C{None}; its L{Deferred} fires once the request has ended.
+        @param window: each dump's L{Dump} window.
+        @param maxDumps: the most dumps on their way at once.
+        """
+        if window < 1 or maxDumps < 1:
+            raise ValueError("the window and maxDumps must be at least 1")
+        self._send = send
+        self._window = window
+        self._maxDumps = maxDumps
+        self._running: Dict[Optional[Node], Dump] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def start(self, node: Optional[Node], bodies: Callable[[], Iterator[bytes]]) -> bool:
+        """
+        Send a dump to C{node}, or to every active node for C{None}, unless
+        one is on its way to it already.
+
+        @param bodies: makes the dump's bodies, when it starts.
+        @return: C{False} when C{maxDumps} dumps are on their way already.
+        """
+        if node in self._running:
+            # The dump on its way sends what the store holds when it gets there.
+            return True
+        if len(self._running) >= self._maxDumps:
+            return False
+        target = node if node is not None else "every active node"
+        self._log.info("Sending the usrloc contacts to {node}", node=target)
+
+        def ended(sent: int) -> None:
+            self._running.pop(node, None)
+            self._log.info("Sent {sent} usrloc dump messages to {node}", sent=sent, node=target)
+
+        dump = self._running[node] = Dump(lambda body: self._send(body, node), bodies(), self._window)
+        dump.done.addCallback(ended)
+        dump.start()
+        return True
+
+    def cancel(self) -> None:
+        """
+        Stop every dump on its way.
+        """
+        for dump in list(self._running.values()):
+            dump.cancel()
