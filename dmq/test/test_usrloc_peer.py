@@ -285,6 +285,19 @@ class LocalTests(SynchronousTestCase):
         self.peer.save(alice(expires=NOW + 60))
         self.assertEqual(len(self.bus.sent), 1)
 
+    def test_saveSameURI(self):
+        """
+        A contact saved with the URI of one held, under another record id,
+        updates it, and is sent under its record id, as Kamailio would have
+        it.
+        """
+        self.peer.save(alice())
+        self.clock.advance(1)
+        self.peer.save(alice(ruid="other", cseq=2))
+        stored = alice(cseq=2, lastModified=NOW + 1)
+        self.assertEqual(self.peer.lookup("alice"), [stored])
+        self.assertEqual(self.bus.sent[-1][1], encodeContact(1, stored))
+
     def test_delete(self):
         """
         A deleted contact is broadcast as action 2 with all its fields; one

@@ -61,18 +61,19 @@ class SaveTests(SynchronousTestCase):
 
     def test_updateByURI(self):
         """
-        Else the contact with its URI is replaced (taking the new record
-        id), when its Call-ID differs or its CSeq is higher.
+        Else the contact with its URI is updated (keeping its record id, as
+        usrloc does), when its Call-ID differs or its CSeq is higher.
         """
         clock, store, changes = makeStore()
         old = contact(cseq=5, callID="c")
         store.save(old, "replicated")
         newer = contact(ruid="r2", cseq=6, callID="c")
-        self.assertEqual(store.save(newer, "replicated").previous, old)
+        change = store.save(newer, "replicated")
+        self.assertEqual((change.contact, change.previous), (contact(cseq=6, callID="c"), old))
         other = contact(ruid="r3", cseq=1, callID="d")
-        self.assertEqual(store.save(other, "replicated").previous, newer)
-        self.assertEqual(store.lookup("alice"), [other])
-        self.assertIsNone(store.find("alice", "r1"))
+        self.assertEqual(store.save(other, "replicated").previous, contact(cseq=6, callID="c"))
+        self.assertEqual(store.lookup("alice"), [contact(cseq=1, callID="d")])
+        self.assertIsNone(store.find("alice", "r2"))
 
     def test_staleCSeq(self):
         """
@@ -87,7 +88,7 @@ class SaveTests(SynchronousTestCase):
         self.assertEqual(store.lookup("alice"), [old])
         local = contact(ruid="r2", cseq=1, callID="c")
         self.assertEqual(store.save(local, "local").event, UPDATE)
-        self.assertEqual(store.lookup("alice"), [local])
+        self.assertEqual(store.lookup("alice"), [contact(cseq=1, callID="c")])
 
     def test_sameAgain(self):
         """
@@ -208,8 +209,8 @@ class ExpiryTests(SynchronousTestCase):
 
     def test_removedBeforeExpiry(self):
         """
-        A contact removed, or replaced under another record id, is not
-        expired again.
+        A contact removed, or updated through its URI to a later time, is not
+        expired at its former time.
         """
         clock, store, changes = makeStore()
         store.save(contact(expires=NOW + 10), "replicated")
@@ -219,7 +220,7 @@ class ExpiryTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(store.purgeExpired(), [])
         clock.advance(10)
-        self.assertEqual([c.ruid for c in store.purgeExpired()], ["r3"])
+        self.assertEqual([(c.ruid, c.callID) for c in store.purgeExpired()], [("r2", "y")])
 
     def test_heapBounded(self):
         """

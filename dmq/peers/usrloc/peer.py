@@ -226,8 +226,8 @@ class UsrlocPeer(service.Service):
     def save(self, contact: Contact) -> Deferred:
         """
         Add C{contact}, or update the one of its AoR with its record id (or
-        else its URI), stamped with the time now as its C{lastModified},
-        and replicate it (action 1).
+        else its URI, whose record id is kept), stamped with the time now as
+        its C{lastModified}, and replicate it (action 1).
 
         @raise StoreFull: when it would take the store past a bound.
         @raise ValueError: when its body would be over
@@ -237,9 +237,11 @@ class UsrlocPeer(service.Service):
         body = encodeContact(Action.UPDATE, contact, self.socketInfo)
         if len(body) > MAX_CONTACT_BODY:
             raise ValueError(f"the contact takes {len(body)} octets, over {MAX_CONTACT_BODY}")
-        if self._store.save(contact, "local") is None:
+        change = self._store.save(contact, "local")
+        if change is None:
             return succeed({})
-        return self._send(body, None, "replication")
+        # The contact of the same URI it updated keeps its ruid.
+        return self._send(encodeContact(Action.UPDATE, change.contact, self.socketInfo), None, "replication")
 
     def delete(self, aor: str, ruid: str) -> Deferred:
         """

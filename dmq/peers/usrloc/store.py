@@ -195,13 +195,14 @@ class UsrlocStore:
         """
         Add or update C{contact} as Kamailio's C{dmq_usrloc} applies an
         action 1: the contact of its AoR with its C{ruid} is replaced;
-        else the one with its contact URI, unless (for a change from the
-        bus) that one has the same Call-ID and a CSeq at least as high
-        (usrloc's "invalid cseq"); else it is added.
+        else the one with its contact URI, which keeps its C{ruid}, unless
+        (for a change from the bus) that one has the same Call-ID and a
+        CSeq at least as high (usrloc's "invalid cseq"); else it is added.
 
         @param origin: C{"local"} or C{"replicated"}, for the L{Change}.
-        @return: the L{Change}, or C{None} when nothing changed (the
-            same contact again, or a stale CSeq).
+        @return: the L{Change} (its C{contact} is the one now held), or
+            C{None} when nothing changed (the same contact again, or a
+            stale CSeq).
         @raise StoreFull: when a new contact or AoR would pass a bound.
         """
         record = self._records.get(contact.aor)
@@ -213,10 +214,12 @@ class UsrlocStore:
         i = record.find(contact.ruid)
         if i is None:
             i = next((n for n, c in enumerate(record.contacts) if c.uri == contact.uri), None)
-            if i is not None and origin != "local":
+            if i is not None:
                 old = record.contacts[i]
-                if old.callID == contact.callID and contact.cseq <= old.cseq:
+                if origin != "local" and old.callID == contact.callID and contact.cseq <= old.cseq:
                     return None
+                # usrloc updates the contact it found, which keeps its ruid.
+                contact = attr.evolve(contact, ruid=old.ruid)
         if i is None:
             self._checkRoom(record)
             return self._insert(record, contact, origin)
