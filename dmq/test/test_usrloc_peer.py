@@ -184,6 +184,19 @@ class ReceiveTests(SynchronousTestCase):
                 self.assertEqual(self.peer.messageReceived(request, None).code, 200)
         self.assertEqual(len(self.peer.contacts()), 9)
 
+    def test_capturedMatching(self):
+        """
+        Matched by its URI, a contact keeps its ruid; a stale CSeq is
+        ignored; the removal of a ruid not held does nothing: what the
+        captured Kamailio did (C{probe-matching.txt}).
+        """
+        seen = []
+        for request in usrlocRequests("probe-matching.txt", source="127.0.0.102:5060"):
+            if b'"zz"' in request.body:
+                self.assertEqual(self.peer.messageReceived(request, None).code, 200)
+                seen.append([(c.ruid, c.callID, c.q) for c in self.peer.lookup("zz")])
+        self.assertEqual(seen, [[("rA", "X", 0)], [("rA", "Y", 500)], [("rA", "Y", 500)], [("rA", "Y", 500)]])
+
     def test_badMessages(self):
         """
         What L{decode} refuses is answered C{400} with its reason, counted,
