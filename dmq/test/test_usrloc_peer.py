@@ -73,7 +73,8 @@ def makeRequest(body, sender=("127.0.0.101", 5060)):
 class FakeBus:
     """
     A bus that records what is sent; each send's Deferred is fired at once
-    with C{None}, or kept unfired in C{pending} when C{hold} is set.
+    with a C{200} (C{{}} for a broadcast), or kept unfired in C{pending}
+    when C{hold} is set.
     """
 
     def __init__(self, others=()):
@@ -101,7 +102,7 @@ class FakeBus:
 
     def send(self, peerId, body, node, contentType="text/plain", maxForwards=1):
         self.sent.append((peerId, body, node, contentType))
-        return self._outcome(None)
+        return self._outcome(sip.Response(200, "OK"))
 
     def broadcast(self, peerId, body, contentType="text/plain", exclude=None, maxForwards=1):
         self.sent.append((peerId, body, None, contentType))
@@ -471,6 +472,27 @@ class SyncTests(SynchronousTestCase):
         self.assertEqual(len(bus.sent), 2)
         self.assertEqual(len(peer._dumps), 0)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_deadAsker(self):
+        """
+        A dump to a node that stops answering (a C{408}) stops, and frees
+        its place; a broadcast dump does not stop for one node.
+        """
+        clock, bus, peer = makePeer(dumpWindow=2, maxDumps=1)
+        for i in range(5):
+            peer.save(Contact(f"u{i}", f"sip:u{i}@h"))
+        bus.sent.clear()
+        bus.hold = True
+        peer.messageReceived(makeRequest(b'{"action":3}'), self.k1)
+        d, _ = bus.pending.pop(0)
+        d.callback(sip.Response(408, "Request Timeout"))
+        self.assertEqual(len(peer._dumps), 0)
+        bus.release(len(bus.pending))
+        self.assertEqual(len(bus.sent), 2)
+        peer.messageReceived(makeRequest(b'{"action":3}'), None)
+        d, _ = bus.pending.pop(0)
+        d.callback({self.k1: sip.Response(408, "Request Timeout")})
+        self.assertEqual(len(bus.sent), 5)
 
     def test_joinSync(self):
         """

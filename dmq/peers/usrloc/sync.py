@@ -57,16 +57,25 @@ class Dump:
         been sent and answered (or could not be sent), or once cancelled.
     """
 
-    def __init__(self, send: Callable[[bytes], Deferred], bodies: Iterator[bytes], window: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], Deferred],
+        bodies: Iterator[bytes],
+        window: int,
+        hopeless: Callable[[object], bool] = lambda outcome: False,
+    ) -> None:
         """
         @param send: sends one body; its L{Deferred} fires (or fails) once
             the request has ended.
         @param bodies: the bodies, made lazily.
         @param window: the most requests awaiting replies at once.
+        @param hopeless: tells from a request's outcome that the target is
+            gone: the dump then stops.
         """
         if window < 1:
             raise ValueError("the window must be at least 1")
         self._send = send
+        self._hopeless = hopeless
         self._bodies: Optional[Iterator[bytes]] = bodies
         self._window = window
         self._waiting = 0
@@ -112,17 +121,31 @@ class Dump:
 
     def _ended(self, result: object) -> None:
         self._waiting -= 1
-        self._pump()
+        if self._hopeless(result):
+            self.cancel()
+        else:
+            self._pump()
 
     def _finish(self) -> None:
         if not self.done.called:
             self.done.callback(self.sent)
 
 
+def _never(outcome: object) -> bool:
+    return False
+
+
+def _targetGone(outcome: object) -> bool:
+    # A request to one node that timed out, or could not be sent: the rest
+    # of its dump would wait Timer F each window.
+    return outcome is None or getattr(outcome, "code", None) == 408
+
+
 class Dumps:
     """
     The dumps on their way: one per target at most, and at most
-    C{maxDumps} in all.
+    C{maxDumps} in all.  A dump to one node stops once one of its requests
+    times out or cannot be sent.
     """
 
     _log = Logger()
@@ -164,7 +187,9 @@ class Dumps:
             self._running.pop(node, None)
             self._log.info("Sent {sent} usrloc dump messages to {node}", sent=sent, node=target)
 
-        dump = self._running[node] = Dump(lambda body: self._send(body, node), bodies(), self._window)
+        dump = self._running[node] = Dump(
+            lambda body: self._send(body, node), bodies(), self._window, _targetGone if node else _never
+        )
         dump.done.addCallback(ended)
         dump.start()
         return True
