@@ -219,6 +219,27 @@ class ReceiveTests(SynchronousTestCase):
         [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual(warning["suppressed"], 2)
 
+    def test_hostileInputs(self):
+        """
+        Whatever a body holds, the answer is a 4xx whose reason phrase is
+        one short line a SIP response can carry.
+        """
+        for body in (
+            b'{"multi":{"a\\r\\nVia: x":{"action":9}}}',
+            b'{"multi":{"\xc3\xa9\\u0000":[]}}',
+            b'{"action":"\\r\\n' + b"x" * 5000 + b'"}',
+            b'{"action":1,"aor":"a","ruid":"r","c":"u","q":"\\r\\n"}',
+            b'{"action":1,"aor":"a\\u0000","ruid":"r","c":"u"}',
+            b'{"action":1,"aor":"\\ud800","ruid":"r","c":"u"}',
+            b'{"multi":{"1":{"action":1,"aor":"a","ruid":"r","c":"u","cseq":1e400}}}',
+        ):
+            with self.subTest(body=body[:40]):
+                request = makeRequest(body)
+                response = self.peer.messageReceived(request, None)
+                self.assertEqual(response.code, 400)
+                self.assertLess(len(response.reason), 120, response.reason)
+                sip.serialise(sip.responseFor(request, response.code, response.reason, toTag="t"))
+
     def test_batchWithBadEntry(self):
         """
         A batch's good entries are applied, its bad ones skipped and

@@ -377,6 +377,20 @@ class DecodeTests(SynchronousTestCase):
         self.assertEqual(decode(b'{"multi":{}}'), Batch())
         self.assertEqual(self.assertRaises(BadMessage, decode, b'{"multi":[]}').detail, "multi is not an object")
 
+    def test_shortReasons(self):
+        """
+        What a reason phrase shows of a received value is cut short.
+        """
+        for body in (
+            json.dumps({"action": "x" * 1000}),
+            json.dumps({"action": 1, "aor": "a", "ruid": "r", "c": "u", "expires": "9" * 1000}),
+            json.dumps({"action": 1, "aor": "a", "ruid": "r", "c": "u", "sock": "[" * 1000}),
+        ):
+            detail = self.assertRaises(BadMessage, decode, body.encode(), SocketInfo.SOCKET).detail
+            self.assertLess(len(detail), 80, detail)
+        [entry] = decode(json.dumps({"multi": {"k" * 1000: {"action": 9}}}).encode()).entries
+        self.assertEqual(entry, BadEntry("k" * 37 + "...", "unknown action 9"))
+
     def test_multiNotFirst(self):
         """
         As in Kamailio, only a first key C{multi} makes a batch.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
+import secrets
 from typing import Any
 
 import attr
@@ -41,13 +41,13 @@ Q_UNSPECIFIED = -1
 HASH_SIZE = 1024
 
 _ruids = itertools.count(1)
-_RUID_PREFIX = f"dmq-{int(time.time()):08x}-{os.getpid() & 0xFFFF:04x}"
+_RUID_PREFIX = f"dmq-{secrets.token_hex(4)}-{os.getpid() & 0xFFFF:04x}"
 
 
 def newRUID() -> str:
     """
     A fresh record id, unique in this process and unlikely to meet another
-    node's: C{dmq-<start time>-<pid>-<n>}, in the form of Kamailio's
+    node's: C{dmq-<random>-<pid>-<n>}, in the form of Kamailio's
     C{uloc-<time>-<pid>-<n>}.
     """
     return f"{_RUID_PREFIX}-{next(_ruids)}"

@@ -179,6 +179,17 @@ _SOCKET = re.compile(
 )
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _show(value: object) -> str:
+    """
+    C{value} as a reason phrase may show it: its repr, cut short.
+    """
+    return _cut(repr(value))
+
+
 def parseSocket(text: str) -> str:
     """
     Check a C{sock} value, a Kamailio socket C{[proto:]host[:port]}.
@@ -188,7 +199,7 @@ def parseSocket(text: str) -> str:
     """
     match = _SOCKET.match(text)
     if match is None or (match.group("port") and not 0 < int(match.group("port")) <= 65535):
-        raise ValueError(f"sock {text!r} is not proto:host:port")
+        raise ValueError(f"sock {_show(text)} is not proto:host:port")
     return text
 
 
@@ -235,7 +246,7 @@ def decode(body: bytes, socketInfo: int = SocketInfo.NONE) -> Message:
         entries = message["multi"]
         if not isinstance(entries, dict):
             raise BadMessage("multi is not an object")
-        return Batch(tuple(_decodeEntry(key, entry, socketInfo) for key, entry in entries.items()))
+        return Batch(tuple(_decodeEntry(_cut(key) if key.isprintable() else _show(key), entry, socketInfo) for key, entry in entries.items()))
     return _decodeAction(message, socketInfo)
 
 
@@ -256,7 +267,7 @@ def _decodeAction(fields: Dict[str, object], socketInfo: int) -> Message:
     if action is None:
         raise BadMessage("no action")
     if not _isInt(action) or action not in tuple(Action):
-        raise BadMessage(f"unknown action {action!r}")
+        raise BadMessage(f"unknown action {_show(action)}")
     if action == Action.NONE:
         return Nothing()
     if action == Action.SYNC:
@@ -268,7 +279,7 @@ def _decodeAction(fields: Dict[str, object], socketInfo: int) -> Message:
         value = fields.get(key, 0)
         low = Q_UNSPECIFIED if key == "q" else 0
         if not _isInt(value) or not low <= value <= (1000 if key == "q" else UINT32_MAX):  # type: ignore[operator]
-            raise BadMessage(f"bad {key} {value!r}")
+            raise BadMessage(f"bad {key} {_show(value)}")
         values[name] = value
     if socketInfo == SocketInfo.SOCKET and "sock" in fields:
         try:
