@@ -30,6 +30,7 @@ from dmq.interfaces import IDMQPeer
 from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
 from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
+from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
@@ -118,10 +119,12 @@ def _checkLocal(host: str) -> None:
         raise ValueError(f"{host} is not an address of this host ({e.strerror})") from None
 
 
-def _number(minimum: Optional[float] = None, integer: bool = False) -> Callable[[str], Any]:
+def _number(
+    minimum: Optional[float] = None, integer: bool = False, maximum: Optional[float] = None
+) -> Callable[[str], Any]:
     """
     A parser of a numeric value: at least C{minimum}, or positive when
-    C{minimum} is C{None}.
+    C{minimum} is C{None}; at most C{maximum} when given.
     """
 
     def parse(text: str):
@@ -136,6 +139,8 @@ def _number(minimum: Optional[float] = None, integer: bool = False) -> Callable[
             raise ValueError(f"must be positive, not {text}")
         if minimum is not None and value < minimum:
             raise ValueError(f"must be at least {minimum:g}, not {text}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum:g}, not {text}")
         return value
 
     return parse
@@ -392,6 +397,29 @@ class NodeConfig:
         "readable with dlg.list, and give them back to a Kamailio node that asks (sync).",
         flag=True,
     )
+    # The usrloc peer (Kamailio's dmq_usrloc).
+    usrloc: bool = _setting(
+        "usrloc", False, _boolean,
+        "Serve the usrloc peer: the registrations of a Kamailio cluster, replicated as dmq_usrloc does.",
+        flag=True,
+    )
+    usrlocSync: bool = _setting(
+        "usrloc_sync", True, _boolean, "1: fetch the usrloc contacts from the bus on joining (dmq_usrloc's sync)."
+    )
+    usrlocBatchMsgContacts: int = _setting(
+        "usrloc_batch_msg_contacts", 1, _number(1, True, MAX_BATCH_CONTACTS),
+        f"Contacts per usrloc sync dump message, 1 to {MAX_BATCH_CONTACTS}; over 1, multi messages "
+        "(dmq_usrloc's batch_msg_contacts).",
+    )
+    usrlocBatchMsgSize: int = _setting(
+        "usrloc_batch_msg_size", MAX_BATCH_SIZE, _number(1, True, MAX_BATCH_SIZE),
+        f"Octets per usrloc multi message, up to {MAX_BATCH_SIZE} (dmq_usrloc's batch_msg_size).",
+    )
+    usrlocReplicateSocketInfo: int = _setting(
+        "usrloc_replicate_socket_info", 0, _number(0, True, 2),
+        "Replicate a contact's socket: 0 no, 1 as sock (proto:host:port), 2 as sockname "
+        "(dmq_usrloc's replicate_socket_info).",
+    )
     peers: Tuple[Tuple[str, object], ...] = _setting(
         "peer", (), _namedPeer,
         "A peer to register, by dotted name: an IDMQPeer provider, or a callable that makes one "
@@ -510,6 +538,8 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
     taken = {config.notificationChannel: "the notification channel"}
     if config.htables:
         taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
+    if config.usrloc:
+        taken[USRLOC_PEER_ID] = "the usrloc peer (--usrloc)"
     for name, found in config.peers:
         if not IDMQPeer.providedBy(found):
             # A factory: its peer's id is known once it is called.

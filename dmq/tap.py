@@ -28,6 +28,7 @@ from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.dialog import DialogPeer, DialogRPC
 from dmq.peers.htable import HTablePeer, HTableRPC
+from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
@@ -176,6 +177,7 @@ class DMQNodeService(service.MultiService):
         self.control: Optional[ControlService] = None
         self.htable: Optional[HTablePeer] = None
         self.dialog: Optional[DialogPeer] = None
+        self.usrloc: Optional[UsrlocPeer] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -342,6 +344,19 @@ def makeNodeService(
         node.dialog = DialogPeer(reactor, node.bus)
         node.addPeer(node.dialog)
         for name, method in DialogRPC(node.dialog, reactor).methods().items():
+            node.rpc.addMethod(name, method)
+    # The usrloc peer (Kamailio's dmq_usrloc) and its ul.* RPC methods.
+    if config.usrloc:
+        node.usrloc = UsrlocPeer(
+            reactor,
+            node.bus,
+            sync=config.usrlocSync,
+            batchMsgContacts=config.usrlocBatchMsgContacts,
+            batchMsgSize=config.usrlocBatchMsgSize,
+            socketInfo=config.usrlocReplicateSocketInfo,
+        )
+        node.addPeer(node.usrloc)
+        for name, method in UsrlocRPC(node.usrloc, reactor).methods().items():
             node.rpc.addMethod(name, method)
     for name, found in config.peers:
         _addNamedPeer(node, name, found)
