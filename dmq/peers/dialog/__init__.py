@@ -4,7 +4,7 @@ The calls of a Kamailio cluster, as its dialog module replicates them over
 DMQ (C{modparam("dialog", "enable_dmq", 1)}, the peer C{dialog}): a
 read-mostly store of dialogs with their state changes (L{DialogPeer},
 L{DialogPeer.subscribe}), and Kamailio's reading C{dlg.*} RPC commands over
-it (L{DialogRPC}).  See C{doc/peers-dialog.md} for the wire format, where
+it (L{DialogRPC}).  See C{doc/peers.md} (dialog) for the wire format, where
 we differ from Kamailio and why, and which module of this package does
 what.
 """

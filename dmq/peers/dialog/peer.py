@@ -7,7 +7,7 @@ L{DialogStore}, answers sync requests with the dialogs it holds (so a
 Kamailio node that restarts gets them back), and asks one node for them
 when it joins.  It never makes dialogs of its own.
 
-See C{doc/peers-dialog.md} for the whole design.
+See C{doc/peers.md} (dialog) for the whole design.
 """
 
 from __future__ import annotations

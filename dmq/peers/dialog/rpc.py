@@ -4,7 +4,7 @@ Kamailio's dialog RPC commands that read (C{dlg.list}, C{dlg.dlg_list},
 C{dlg.stats_active}, C{dlg.profile_get_size}, C{dlg.profile_list}) over a
 L{DialogPeer}, for the control endpoint.
 
-See C{doc/peers-dialog.md} for the whole design.
+See C{doc/peers.md} (dialog) for the whole design.
 """
 
 from __future__ import annotations

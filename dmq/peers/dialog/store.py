@@ -6,7 +6,7 @@ applies it, states only ever moving forward; bounded, with expiry on an
 injected clock, and L{DialogChange} notifications.  It knows nothing of the
 bus, SIP or JSON.
 
-See C{doc/peers-dialog.md} for the whole design.
+See C{doc/peers.md} (dialog) for the whole design.
 """
 
 from __future__ import annotations

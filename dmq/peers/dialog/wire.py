@@ -5,7 +5,7 @@ turns one into a typed message (L{Update}, L{StateChange}, L{Remove},
 L{SyncRequest}) or refuses it with L{BadMessage}; L{encode} writes them as
 Kamailio does.  Every check of a received body is here.
 
-Pure, no I/O.  See C{doc/peers-dialog.md} for the format and where we
+Pure, no I/O.  See C{doc/peers.md} (dialog) for the format and where we
 differ from Kamailio.
 """
 
