@@ -7,7 +7,7 @@ To, Contact) and L{CSeq}, with their parsers.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 import attr
 
@@ -21,7 +21,8 @@ from dmq.sip.headers import (
     _lookup,
     _parseParameters,
 )
-from dmq.sip.uri import URI, _formatHost, _parseHostPort, parseURI
+from dmq.sip.memo import Memo
+from dmq.sip.uri import _URIS, URI, _formatHost, _parseHostPort
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -30,6 +31,7 @@ __all__ = [
     "CSeq",
     "parseVia",
     "parseNameAddress",
+    "parseCSeq",
 ]
 
 # The prefix of a Via branch made by an RFC 3261 element.
@@ -76,10 +78,26 @@ class Via:
     __str__ = toString
 
 
-_VIA = re.compile(
-    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(?:;(.*))?\Z",
-    re.DOTALL,
+_SENT_BY = re.compile(
+    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*\Z", re.DOTALL
 )
+
+
+def _parseSentBy(text: str) -> Tuple[str, str, Optional[int]]:
+    """
+    Parse the part of a Via value before its parameters, C{SIP/2.0/UDP
+    host:port}, into its transport (upper case), host and port.
+    """
+    match = _SENT_BY.match(text)
+    if match is None:
+        raise SIPParseError("Bad Via header")
+    transport, hostport = match.groups()
+    host, port = _parseHostPort(hostport, "Via")
+    return transport.upper(), host, port
+
+
+# The sent-bys met: a bus has one per node.
+_SENT_BYS: Memo[Tuple[str, str, Optional[int]]] = Memo(_parseSentBy)
 
 
 def parseVia(text: str) -> Via:
@@ -88,13 +106,12 @@ def parseVia(text: str) -> Via:
 
     @raise SIPParseError: if it is not one.
     """
-    match = _VIA.match(text)
-    if match is None:
-        raise SIPParseError("Bad Via header")
-    transport, hostport, params = match.groups()
-    host, port = _parseHostPort(hostport, "Via")
-    parameters = _parseParameters(params.strip(), "Via") if params is not None else ()
-    return Via(transport.upper(), host, port, parameters)
+    # Nothing before the parameters may hold a semicolon, so the first one
+    # starts them.
+    sentBy, semicolon, params = text.partition(";")
+    transport, host, port = _SENT_BYS[sentBy]
+    parameters = _parseParameters(params.strip(), "Via") if semicolon else ()
+    return Via(transport, host, port, parameters)
 
 
 @attr.frozen
@@ -167,11 +184,11 @@ def parseNameAddress(text: str) -> NameAddress:
         gt = text.find(">", lt)
         if gt < 0:
             raise SIPParseError("Unterminated <URI>")
-        uri = parseURI(text[lt + 1 : gt].strip())
+        uri = _URIS[text[lt + 1 : gt].strip()]
         rest = text[gt + 1 :].strip()
     else:
         uriText, semicolon, params = text.partition(";")
-        uri = parseURI(uriText.strip())
+        uri = _URIS[uriText.strip()]
         rest = semicolon + params
     if rest:
         if not rest.startswith(";"):
@@ -193,7 +210,13 @@ class CSeq:
     __str__ = toString
 
 
-def _parseCSeq(text: str) -> CSeq:
+def parseCSeq(text: str) -> CSeq:
+    """
+    Parse a CSeq value: a number below 2**31 and a method, with any blanks
+    around them.
+
+    @raise SIPParseError: if it is not one.
+    """
     parts = text.split()
     if (
         len(parts) != 2
@@ -203,3 +226,7 @@ def _parseCSeq(text: str) -> CSeq:
     ):
         raise SIPParseError("Bad CSeq header")
     return CSeq(int(parts[0]), parts[1])
+
+
+# The CSeqs met: Kamailio numbers every KDMQ request 10.
+_CSEQS: Memo[CSeq] = Memo(parseCSeq)

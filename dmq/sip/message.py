@@ -8,15 +8,15 @@ L{checkRequest}, L{responseFor}, L{newTag}, L{fromURI}.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import attr
 
 from dmq.sip.address import (
+    _CSEQS,
     CSeq,
     NameAddress,
     Via,
-    _parseCSeq,
     parseNameAddress,
     parseVia,
 )
@@ -27,6 +27,7 @@ from dmq.sip.headers import (
     _KNOWN_NAMES,
     canonicalName,
 )
+from dmq.sip.memo import Memo
 from dmq.sip.uri import URI
 
 __all__ = [
@@ -89,6 +90,12 @@ class _Message:
     """
     What requests and responses share: headers, a body, and parsed views of
     the headers every transaction needs.
+
+    A view is parsed on first use and kept; a malformed header raises
+    L{SIPParseError} when its view is read, and only then.  The values the
+    views parse from repeat across the messages of a bus, and the parsers
+    keep what they made of them (L{dmq.sip.memo}), so a view of a value met
+    before costs a dictionary lookup.
     """
 
     headers: Headers
@@ -100,15 +107,12 @@ class _Message:
         """
         name = canonicalName(name)
         if name in _KNOWN_NAMES:
-            for key, value in self.headers:
-                if key == name:
-                    return value
-        else:
-            # Unknown names keep the spelling they came with.
-            lowered = name.lower()
-            for key, value in self.headers:
-                if key.lower() == lowered:
-                    return value
+            return self._firstValues.get(name)
+        # Unknown names keep the spelling they came with.
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
         return None
 
     def headerValues(self, name: str) -> list[str]:
@@ -121,8 +125,21 @@ class _Message:
         lowered = name.lower()
         return [value for key, value in self.headers if key.lower() == lowered]
 
+    @_cachedProperty
+    def _firstValues(self) -> Dict[str, str]:
+        """
+        The first value of each header, by its name as stored: the head is
+        read once, and each view below finds its value with one lookup.
+        """
+        return dict(reversed(self.headers))
+
     def _required(self, name: str) -> str:
-        value = self.header(name)
+        """
+        The first value of the header with the canonical name C{name}.
+
+        @raise SIPParseError: when there is none.
+        """
+        value = self._firstValues.get(name)
         if value is None:
             raise SIPParseError(f"Missing {name} header")
         return value
@@ -134,10 +151,12 @@ class _Message:
 
         @raise SIPParseError: when there is none or one is malformed.
         """
-        values = self.headerValues("Via")
-        if not values:
-            raise SIPParseError("Missing Via header")
-        return tuple(parseVia(value) for value in values)
+        top = parseVia(self._required("Via"))
+        # The first value stands for every one when no name is repeated.
+        if len(self._firstValues) == len(self.headers):
+            return (top,)
+        values = [value for key, value in self.headers if key == "Via"]
+        return (top,) + tuple([parseVia(value) for value in values[1:]])
 
     @_cachedProperty
     def fromAddress(self) -> NameAddress:
@@ -156,20 +175,27 @@ class _Message:
 
     @_cachedProperty
     def cseq(self) -> CSeq:
-        return _parseCSeq(self._required("CSeq"))
+        return _CSEQS[self._required("CSeq")]
 
     @_cachedProperty
     def maxForwards(self) -> Optional[int]:
-        value = self.header("Max-Forwards")
+        value = self._firstValues.get("Max-Forwards")
         if value is None:
             return None
-        if not _DIGITS.match(value) or int(value) > 255:
-            raise SIPParseError("Bad Max-Forwards header")
-        return int(value)
+        return _MAX_FORWARDS[value]
 
     @property
     def contentType(self) -> Optional[str]:
         return self.header("Content-Type")
+
+
+def _parseMaxForwards(value: str) -> int:
+    if not _DIGITS.match(value) or int(value) > 255:
+        raise SIPParseError("Bad Max-Forwards header")
+    return int(value)
+
+
+_MAX_FORWARDS: Memo[int] = Memo(_parseMaxForwards)
 
 
 @attr.frozen(slots=False)
@@ -234,21 +260,14 @@ def responseFor(
     request that failed L{checkRequest}.
     """
     copied: list[Tuple[str, str]] = []
+    tagged = toTag is not None and code != 100
     firstTo = True
     for name, value in request.headers:
-        if name in ("Via", "From", "Call-ID", "CSeq"):
+        if name in _COPIED:
             copied.append((name, value))
         elif name == "To":
-            if toTag is not None and code != 100:
-                try:
-                    # The first To is what request.to parses, and
-                    # checkRequest has parsed it already.
-                    to = request.to if firstTo else parseNameAddress(value)
-                except SIPParseError:
-                    pass
-                else:
-                    if to.tag is None:
-                        value = value + ";tag=" + toTag
+            if tagged:
+                value = _tagged(request, value, firstTo, toTag)  # type: ignore[arg-type]
             firstTo = False
             copied.append((name, value))
     copied.extend(headers)
@@ -258,6 +277,29 @@ def responseFor(
         tuple(copied),
         body,
     )
+
+
+# The headers a response copies from its request as they are (RFC 3261
+# §8.2.6.2); To is copied too, with a tag added.
+_COPIED = frozenset(["Via", "From", "Call-ID", "CSeq"])
+
+
+def _tagged(request: Request, value: str, first: bool, toTag: str) -> str:
+    """
+    The To value C{value} of C{request} with C{;tag=toTag} added, unless it
+    has a tag already or does not parse (a request that failed
+    L{checkRequest} is answered with its To as it is).
+
+    @param first: whether C{value} is the first To, which L{Request.to}
+        has parsed already when the request was checked.
+    """
+    try:
+        to = request.to if first else parseNameAddress(value)
+    except SIPParseError:
+        return value
+    if to.parameters and to.tag is not None:
+        return value
+    return value + ";tag=" + toTag
 
 
 def newTag() -> str:
