@@ -15,7 +15,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from dmq.sip import Request, Response, responseFor
-from dmq.transaction.base import Address, TransactionLayerStopped, TransactionState
+from dmq.transaction.base import (
+    Address,
+    MessageTooLarge,
+    TransactionLayerStopped,
+    TransactionState,
+)
 
 if TYPE_CHECKING:
     from dmq.transaction.layer import TransactionLayer
@@ -59,7 +64,7 @@ class _ClientTransaction:
         if interval is not None:
             self._interval = interval
             self._timerE = layer.callLater(interval, self._retransmit)
-        layer.transmit(self.data, self.destination, "request")
+        self._transmit()
 
     def _retransmit(self) -> None:
         """
@@ -72,7 +77,30 @@ class _ClientTransaction:
             self._interval = layer.T2
         self._timerE = layer.callLater(self._interval, self._retransmit)
         layer.count("retransmissionsSent")
-        layer.transmit(self.data, self.destination, "request")
+        self._transmit()
+
+    def _transmit(self) -> None:
+        """
+        Send the request.  When it cannot ever be sent to its destination,
+        end now with a local C{408} that says why, rather than sending in
+        vain until Timer F: whoever asked learns at once that the node is
+        out of reach, as if it had timed out.
+        """
+        reason = self._layer.transmit(self.data, self.destination, "request")
+        if reason is None:
+            return
+        self._end()
+        if reason == "Message Too Large":
+            self._layer.count("refusedTooLarge")
+            self.deferred.errback(
+                MessageTooLarge(
+                    f"{self.request.method} to {self.destination[0]}:"
+                    f"{self.destination[1]} not sent: the socket refused its"
+                    f" {len(self.data)} octets"
+                )
+            )
+        else:
+            self.deferred.callback(responseFor(self.request, 408, reason))
 
     def _timeout(self) -> None:
         """
