@@ -184,7 +184,13 @@ def main(argv: Sequence[str]) -> None:
         batch = requests(count, first)
         first += count
         total, counts = countCalls(lambda: run(protocol, batch))
-        print(f"{total / count:.1f} Python calls per request")
+        print(f"{total / count:.1f} Python calls per request; by file:")
+        byFile: collections.Counter = collections.Counter()
+        for (f, line, name), n in counts.items():
+            byFile[f] += n
+        for f, n in byFile.most_common():
+            print(f"  {n / count:6.2f}  {f}")
+        print("by function:")
         width = max(len(f"{f}:{line} {name}") for (f, line, name) in counts)
         for (f, line, name), n in counts.most_common(options.top):
             print(f"  {n / count:6.2f}  {f}:{line} {name}".ljust(width))

@@ -151,40 +151,45 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.statistics["sent"] += 1
 
     def datagramReceived(self, data: bytes, address: Address) -> None:
+        """
+        Parse and check a datagram, and hand it to the transaction layer;
+        answer C{400} or drop it when it is malformed (L{_malformed}).
+        Nothing is raised: an exception here is a bug, logged.
+        """
         self.statistics["received"] += 1
         try:
-            self._datagramReceived(data, address)
+            try:
+                message = sip.parse(data)
+            except sip.SIPParseError as e:
+                self._malformed(e, e.headers, address)
+                return
+            if isinstance(message, sip.Response):
+                self._responseReceived(message, address)
+                return
+            try:
+                sip.checkRequest(message)
+            except sip.SIPParseError as e:
+                self._malformed(e, message.headers, address)
+                return
+            if _needsStamp(message.via[0], address[0]):
+                message = _stampVia(message, address)
+            self.transactions.handleRequest(message, address)
         except Exception:
-            # A bug, not bad input: bad input is handled below without raising.
+            # A bug, not bad input: bad input is handled without raising.
             self.statistics["internalErrors"] += 1
             self._log.failure(
                 "Unexpected error handling a datagram from {address}", address=address
             )
 
-    def _datagramReceived(self, data: bytes, address: Address) -> None:
+    def _responseReceived(self, response: sip.Response, address: Address) -> None:
         try:
-            message = sip.parse(data)
+            response.via
+            response.cseq
         except sip.SIPParseError as e:
-            self._malformed(e, e.headers, address)
+            self._malformed(e, None, address)
             return
-        if isinstance(message, sip.Response):
-            try:
-                message.via
-                message.cseq
-            except sip.SIPParseError as e:
-                self._malformed(e, None, address)
-                return
-            if not self.transactions.handleResponse(message, address):
-                self.statistics["unmatchedResponses"] += 1
-            return
-        try:
-            sip.checkRequest(message)
-        except sip.SIPParseError as e:
-            self._malformed(e, message.headers, address)
-            return
-        if _needsStamp(message.via[0], address[0]):
-            message = _stampVia(message, address)
-        self.transactions.handleRequest(message, address)
+        if not self.transactions.handleResponse(response, address):
+            self.statistics["unmatchedResponses"] += 1
 
     def _malformed(
         self, error: sip.SIPParseError, headers: Optional[sip.Headers], address: Address

@@ -156,6 +156,13 @@ def parseNameAddress(text: str) -> NameAddress:
 
     @raise SIPParseError: if C{text} is neither.
     """
+    if ";" not in text:
+        # No tag: a value that comes again and again, as a To does.
+        return _UNTAGGED[text]
+    return _parseNameAddress(text)
+
+
+def _parseNameAddress(text: str) -> NameAddress:
     text = text.strip()
     displayName = None
     if text.startswith('"'):
@@ -197,6 +204,10 @@ def parseNameAddress(text: str) -> NameAddress:
     else:
         parameters = ()
     return NameAddress(uri, displayName, parameters)
+
+
+# The name-addrs without parameters met.
+_UNTAGGED: Memo[NameAddress] = Memo(_parseNameAddress)
 
 
 @attr.frozen

@@ -86,6 +86,16 @@ class _cachedProperty:
         return value
 
 
+class _FirstValues(dict):  # type: ignore[type-arg]
+    """
+    The first value of each header of a message, by name: looking up a
+    header that is not there raises L{SIPParseError} naming it.
+    """
+
+    def __missing__(self, name: str) -> str:
+        raise SIPParseError(f"Missing {name} header")
+
+
 class _Message:
     """
     What requests and responses share: headers, a body, and parsed views of
@@ -126,23 +136,12 @@ class _Message:
         return [value for key, value in self.headers if key.lower() == lowered]
 
     @_cachedProperty
-    def _firstValues(self) -> Dict[str, str]:
+    def _firstValues(self) -> _FirstValues:
         """
         The first value of each header, by its name as stored: the head is
         read once, and each view below finds its value with one lookup.
         """
-        return dict(reversed(self.headers))
-
-    def _required(self, name: str) -> str:
-        """
-        The first value of the header with the canonical name C{name}.
-
-        @raise SIPParseError: when there is none.
-        """
-        value = self._firstValues.get(name)
-        if value is None:
-            raise SIPParseError(f"Missing {name} header")
-        return value
+        return _FirstValues(reversed(self.headers))
 
     @_cachedProperty
     def via(self) -> Tuple[Via, ...]:
@@ -151,31 +150,32 @@ class _Message:
 
         @raise SIPParseError: when there is none or one is malformed.
         """
-        top = parseVia(self._required("Via"))
+        values = self._firstValues
+        top = parseVia(values["Via"])
         # The first value stands for every one when no name is repeated.
-        if len(self._firstValues) == len(self.headers):
+        if len(values) == len(self.headers):
             return (top,)
-        values = [value for key, value in self.headers if key == "Via"]
-        return (top,) + tuple([parseVia(value) for value in values[1:]])
+        rest = [value for key, value in self.headers if key == "Via"][1:]
+        return (top,) + tuple([parseVia(value) for value in rest])
 
     @_cachedProperty
     def fromAddress(self) -> NameAddress:
-        return parseNameAddress(self._required("From"))
+        return parseNameAddress(self._firstValues["From"])
 
     @_cachedProperty
     def to(self) -> NameAddress:
-        return parseNameAddress(self._required("To"))
+        return parseNameAddress(self._firstValues["To"])
 
     @_cachedProperty
     def callID(self) -> str:
-        value = self._required("Call-ID")
+        value = self._firstValues["Call-ID"]
         if not value or " " in value:
             raise SIPParseError("Bad Call-ID header")
         return value
 
     @_cachedProperty
     def cseq(self) -> CSeq:
-        return _CSEQS[self._required("CSeq")]
+        return _CSEQS[self._firstValues["CSeq"]]
 
     @_cachedProperty
     def maxForwards(self) -> Optional[int]:
@@ -230,17 +230,25 @@ def checkRequest(request: Request) -> None:
     """
     Check that C{request} has well-formed mandatory headers: Via (with a
     branch or not), From, To, Call-ID, a CSeq naming the request's method,
-    and a valid Max-Forwards when present.
+    and a valid Max-Forwards when present.  Their views (L{Request.via} and
+    the others) are parsed here, once, and kept.
 
     @raise SIPParseError: naming the first problem found.
     """
-    request.via
-    request.fromAddress
-    request.to
-    request.callID
-    if request.cseq.method != request.method:
+    fields = request.__dict__
+    for view in _CHECKED:
+        # What reading each view would do, without the descriptor's call.
+        if view.name not in fields:
+            fields[view.name] = view.function(request)
+    if fields["cseq"].method != request.method:
         raise SIPParseError("CSeq method does not match the request")
-    request.maxForwards
+
+
+# The views checkRequest parses, in the order it checks them.
+_CHECKED = [
+    _Message.__dict__[name]
+    for name in ["_firstValues", "via", "fromAddress", "to", "callID", "cseq", "maxForwards"]
+]
 
 
 def responseFor(

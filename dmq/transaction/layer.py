@@ -181,7 +181,8 @@ class TransactionLayer:
         if pending is not None:
             pending._retransmissionReceived()
             return
-        if self.liveServerTransactions >= self._maxTransactions and not self._evict():
+        live = len(self._pending) + len(self._answeredByKey)
+        if live >= self._maxTransactions and not self._evict():
             self.statistics["rejectedOverCapacity"] += 1
             self._warnings.warn(  # type: ignore[union-attr]
                 "serverCap",

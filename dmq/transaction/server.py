@@ -165,7 +165,7 @@ class ServerTransaction:
         """
         if code < 200:
             raise ValueError(f"reply() gives final responses, not {code}")
-        if self._refused(code, reason):
+        if (self.code is not None or self._ended) and self._refused(code, reason):
             return
         assert self.request is not None
         self._final(
