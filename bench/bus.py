@@ -58,8 +58,9 @@ the target (all its processes) and the generator used, as a share of one
 core, the target's CPU time per request answered (the figure that moves
 least when the machine is shared), and its memory before and after the load
 of that K: C{VmRSS} of its process, or for Kamailio the sum of the C{Pss}
-of its processes (each shared page counted once).  The first row of a target
-is taken with it at rest, having answered only the start-up probe.
+of its processes (each shared page counted once), in MB of 1000 of the kB
+that C{/proc} counts.  The first row of a target is taken with it at rest,
+having answered only the start-up probe.
 
 Everything binds loopback addresses only, every phase is bounded in time,
 and the processes started are stopped by their pid (they also die with this
@@ -658,7 +659,8 @@ def _ms(value: Optional[float]) -> str:
 
 
 def _mb(kB: Optional[int]) -> str:
-    return "-" if kB is None else f"{kB / 1024:.1f}"
+    # Thousands of /proc's kB, as "42 MB" for VmRSS 42,352 kB is meant.
+    return "-" if kB is None else f"{kB / 1000:.1f}"
 
 
 def _errors(result: Dict[str, Any]) -> str:

@@ -16,14 +16,12 @@ node.  A program that embeds a node builds a L{NodeConfig} itself::
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import socket
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import attr
-from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 from dmq import sip
@@ -34,11 +32,6 @@ from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpe
 from dmq.ping import MIN_PING_INTERVAL
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = [
     "NodeConfig", "ServerSocket", "Parameter", "PARAMETERS", "parseServerAddress", "parseServerSocket",
@@ -161,6 +154,10 @@ def _controlEndpoint(text: str) -> str:
     Check the syntax of a server endpoint description; the endpoint itself
     is made by L{dmq.tap.makeNodeService} with the reactor.
     """
+    # Imported here, as in dmq.tap: a node without a control endpoint has
+    # no use for Twisted's endpoint parsers.
+    from twisted.internet import endpoints
+
     try:
         endpoint = endpoints.serverFromString(_NoReactor(), text)
     except Exception as e:
@@ -411,6 +408,12 @@ def readConfigFile(path: str) -> Dict[str, Tuple[str, Any]]:
     @raise usage.UsageError: if the file cannot be read, is not TOML, or has
         a key that is not a parameter or a value of the wrong shape.
     """
+    # Only a node with a config file needs a TOML parser.
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.9 and 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -425,6 +428,8 @@ def readConfigFile(path: str) -> Dict[str, Tuple[str, Any]]:
         if parameter is None:
             if key in _KAMAILIO_ONLY:
                 raise usage.UsageError(f"{where}: a Kamailio parameter that dmq does not support")
+            import difflib
+
             close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise usage.UsageError(f"{where}: unknown parameter{hint}")

@@ -21,7 +21,6 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, succe
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
-from twisted.names import dns
 from zope.interface import implementer
 
 from dmq import sip
@@ -302,10 +301,16 @@ class NotificationPeer(service.Service):
 
 
 def _ipv4(record) -> Optional[str]:
+    # twisted.names is imported only where names are resolved (multi_notify):
+    # most nodes never resolve one.
+    from twisted.names import dns
+
     return record.dottedQuad() if isinstance(record, dns.Record_A) else None
 
 
 def _ipv6(record) -> Optional[str]:
+    from twisted.names import dns
+
     if isinstance(record, dns.Record_AAAA):
         return socket.inet_ntop(socket.AF_INET6, record.address)
     return None

@@ -20,7 +20,8 @@ L{dmq.control.endpoint}, the HTTP resources and the service serving them;
 L{dmq.control.methods}, the C{dmq.*} methods.
 """
 
-from dmq.control.endpoint import MAX_REQUEST, ControlResource, ControlService
+from typing import Any
+
 from dmq.control.jsonrpc import (
     APPLICATION_ERROR,
     INTERNAL_ERROR,
@@ -34,6 +35,19 @@ from dmq.control.jsonrpc import (
 )
 from dmq.control.methods import addDMQMethods
 from dmq.interfaces import RPCError
+
+# The HTTP side (dmq.control.endpoint, and with it twisted.web) is imported
+# when one of its names is first asked for, so that a node that serves no
+# control endpoint, yet has a method table, does not load an HTTP server.
+_ENDPOINT_NAMES = frozenset(["MAX_REQUEST", "ControlResource", "ControlService"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENDPOINT_NAMES:
+        from dmq.control import endpoint
+
+        return getattr(endpoint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "RPCError",
