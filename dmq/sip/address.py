@@ -100,12 +100,28 @@ def _parseSentBy(text: str) -> Tuple[str, str, Optional[int]]:
 _SENT_BYS: Memo[Tuple[str, str, Optional[int]]] = Memo(_parseSentBy)
 
 
+# The shape of nearly every Via on a bus, C{SIP/2.0/UDP host:port;branch=
+# token}, which the rest of parseVia would read the same way.
+_SIMPLE_VIA = re.compile(
+    r"(SIP/2\.0/[A-Za-z0-9\-.!%*_+`'~]+ [^;\s]+);branch=([A-Za-z0-9\-.!%*_+`'~]+)\Z"
+)
+
+
 def parseVia(text: str) -> Via:
     """
     Parse one Via value.
 
     @raise SIPParseError: if it is not one.
     """
+    simple = _SIMPLE_VIA.match(text)
+    if simple is not None:
+        sentBy, branch = simple.groups()
+        transport, host, port = _SENT_BYS[sentBy]
+        return Via(transport, host, port, (("branch", branch),))
+    return _parseVia(text)
+
+
+def _parseVia(text: str) -> Via:
     # Nothing before the parameters may hold a semicolon, so the first one
     # starts them.
     sentBy, semicolon, params = text.partition(";")
@@ -159,7 +175,16 @@ def parseNameAddress(text: str) -> NameAddress:
     if ";" not in text:
         # No tag: a value that comes again and again, as a To does.
         return _UNTAGGED[text]
+    tagged = _TAGGED.match(text)
+    if tagged is not None:
+        uriText, tag = tagged.groups()
+        return NameAddress(_URIS[uriText.strip()], None, (("tag", tag),))
     return _parseNameAddress(text)
+
+
+# The shape of nearly every From on a bus, C{<uri>;tag=token}, which
+# _parseNameAddress would read the same way.
+_TAGGED = re.compile(r"<([^<>]*)>;tag=([A-Za-z0-9\-.!%*_+`'~]+)\Z")
 
 
 def _parseNameAddress(text: str) -> NameAddress:

@@ -1700,6 +1700,13 @@ vias = st.builds(
     port=ports,
     parameters=parameters,
 )
+simpleVias = st.builds(
+    Via,
+    transport=tokens.map(str.upper),
+    host=hosts,
+    port=ports,
+    parameters=tokens.map(lambda branch: (("branch", branch),)),
+)
 lineText = st.text(
     st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"),
     max_size=20,
@@ -1709,6 +1716,12 @@ nameAddresses = st.builds(
     uri=uris(),
     displayName=st.none() | lineText,
     parameters=parameters,
+)
+
+taggedAddresses = st.builds(
+    NameAddress,
+    uri=uris(),
+    parameters=tokens.map(lambda tag: (("tag", tag),)),
 )
 
 # Names written canonically, as parse writes them: known names, and unknown
@@ -1883,6 +1896,30 @@ class PropertyTests(SynchronousTestCase):
         A Via survives L{Via.toString} then L{parseVia}.
         """
         self.assertEqual(parseVia(via.toString()), via)
+
+    @propertySettings
+    @given(st.one_of(vias, simpleVias))
+    def test_viaFastPath(self, via: Via) -> None:
+        """
+        L{parseVia} reads the usual shape of Via (one C{branch}) in one
+        match, to what its general path reads.
+        """
+        from dmq.sip.address import _parseVia
+
+        text = via.toString()
+        self.assertEqual(parseVia(text), _parseVia(text))
+
+    @propertySettings
+    @given(st.one_of(nameAddresses, taggedAddresses))
+    def test_nameAddressFastPaths(self, address: NameAddress) -> None:
+        """
+        L{parseNameAddress} reads the usual shapes (no parameters, or only a
+        tag) to what its general path reads.
+        """
+        from dmq.sip.address import _parseNameAddress
+
+        text = address.toString()
+        self.assertEqual(parseNameAddress(text), _parseNameAddress(text))
 
     @propertySettings
     @given(nameAddresses)
