@@ -58,7 +58,9 @@ class SIPDatagramProtocol(DatagramProtocol):
     @ivar transactions: the L{TransactionLayer}.
     @ivar statistics: a L{Counter} of what happened to datagrams:
         C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
-        C{unanswerable}, C{unmatchedResponses}, C{sendErrors}.
+        C{unanswerable}, C{unmatchedResponses}, C{internalErrors}.  A
+        datagram that could not be sent counts in the transaction layer's
+        C{sendErrors}.
     """
 
     _log = Logger()
@@ -100,7 +102,8 @@ class SIPDatagramProtocol(DatagramProtocol):
     def setHandler(self, method: str, handler: Optional[RequestHandler]) -> None:
         """
         Hand new requests of C{method} to C{handler}, which must answer each
-        through L{ServerTransaction.respond}; C{None} removes it.
+        through L{ServerTransaction.reply} or L{ServerTransaction.respond};
+        C{None} removes it.
         """
         if handler is None:
             self._handlers.pop(method, None)
@@ -112,7 +115,8 @@ class SIPDatagramProtocol(DatagramProtocol):
         Send C{request} in a new client transaction.
 
         @return: a L{Deferred} firing with the final L{sip.Response} (a local
-            C{408} on timeout); see L{TransactionLayer.request}.
+            C{408} on timeout, or at once when C{destination} cannot be sent
+            to); see L{TransactionLayer.request}.
         """
         return self.transactions.request(request, destination)
 
