@@ -208,9 +208,10 @@ class DMQBus(service.Service):
         def answer(
             code: int, reason: str, headers: Sequence[Tuple[str, str]] = (), body: bytes = b""
         ) -> None:
-            d.callback(
-                sip.responseFor(request, code, reason, headers, body, toTag=sip.newTag())
-            )
+            if not d.called:
+                d.callback(
+                    sip.responseFor(request, code, reason, headers, body, toTag=sip.newTag())
+                )
 
         self._dispatch(request, source, answer)
         return d

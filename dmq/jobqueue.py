@@ -15,7 +15,7 @@ from types import CoroutineType
 from typing import Callable, Deque, Dict, Hashable, Optional, Set
 
 import attr
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 

@@ -8,7 +8,7 @@ L{checkRequest}, L{responseFor}, L{newTag}, L{fromURI}.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import attr
 

@@ -19,7 +19,6 @@ request makes one:
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from typing import Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
@@ -29,29 +28,24 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from dmq.sip import (
-    MAGIC_COOKIE,
     Request,
     Response,
     SIPParseError,
     newTag,
-    serialise,
     serialiseReply,
 )
 from dmq.transaction.base import (
     _COUNTERS,
-    MAX_UDP_PAYLOAD,
     SEND_ERRORS,
     T1,
     T2,
     T4,
     Address,
-    MessageTooLarge,
     RateLimitedWarnings,
     TransactionLayerStopped,
-    TransactionLimitExceeded,
     sendFailure,
 )
-from dmq.transaction.client import _ClientTransaction
+from dmq.transaction.client import ClientTransactions
 from dmq.transaction.server import ServerTransaction, _serverKey, responseAddress
 
 __all__ = ["TransactionLayer"]
@@ -98,9 +92,7 @@ class TransactionLayer:
     statistics: Dict[str, int] = attrs.field(
         init=False, factory=lambda: dict.fromkeys(_COUNTERS, 0)
     )
-    _clients: Dict[Tuple[str, str], _ClientTransaction] = attrs.field(
-        init=False, factory=dict
-    )
+    _clientSide: ClientTransactions = attrs.field(init=False)
     # Server transactions with no final response yet, in the order they
     # came, which is the order they are abandoned in.
     _pending: Dict[Hashable, ServerTransaction] = attrs.field(init=False, factory=dict)
@@ -109,23 +101,32 @@ class TransactionLayer:
     _answeredByKey: Dict[Hashable, _Answered] = attrs.field(init=False, factory=dict)
     _answeredInOrder: Deque[_Answered] = attrs.field(init=False, factory=deque)
     _stopped: bool = attrs.field(default=False, init=False)
-    _via: str = attrs.field(init=False)
     _sweeper: Optional[IDelayedCall] = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         host, port = self._sentBy
         if ":" in host:
             host = f"[{host}]"
-        self._via = f"SIP/2.0/{self._transport.upper()} {host}:{port};branch="
         if self._warnings is None:
             self._warnings = RateLimitedWarnings(self._clock, self._log)
+        self._clientSide = ClientTransactions(
+            self,
+            self._clock,
+            f"SIP/2.0/{self._transport.upper()} {host}:{port};branch=",
+            self._reliable,
+            self._T1,
+            self._T2,
+            self._T4,
+            self._maxTransactions,
+            self._warnings,
+        )
 
     @property
     def liveClientTransactions(self) -> int:
         """
         How many client transactions exist, in any state but Terminated.
         """
-        return len(self._clients)
+        return self._clientSide.live
 
     @property
     def liveServerTransactions(self) -> int:
@@ -228,15 +229,7 @@ class TransactionLayer:
         @return: C{True} if it matched a transaction (which may have absorbed
             it as a duplicate), C{False} if it matched none.
         """
-        try:
-            key = (response.via[0].branch, response.cseq.method)
-        except SIPParseError:
-            return False
-        transaction = self._clients.get(key)  # type: ignore[arg-type]
-        if transaction is None:
-            return False
-        transaction.responseReceived(response)
-        return True
+        return self._clientSide.handleResponse(response)
 
     def request(self, request: Request, destination: Address) -> Deferred[Response]:
         """
@@ -260,49 +253,14 @@ class TransactionLayer:
             if the layer is or gets stopped first.  Cancelling it ends the
             transaction.
         """
-        where = f"{request.method} to {destination[0]}:{destination[1]} not sent"
         if self._stopped:
             return fail(
-                TransactionLayerStopped(f"The transaction layer is stopped: {where}")
-            )
-        if len(self._clients) >= self._maxTransactions:
-            self.statistics["refusedOverCapacity"] += 1
-            self._warnings.warn(  # type: ignore[union-attr]
-                "clientCap",
-                "{count} client transactions are live, the most allowed: "
-                "{method} to {destination} not sent",
-                count=len(self._clients),
-                method=request.method,
-                destination=destination,
-            )
-            return fail(
-                TransactionLimitExceeded(
-                    f"{len(self._clients)} client transactions are live, the most "
-                    f"allowed (maxTransactions={self._maxTransactions}): {where}"
+                TransactionLayerStopped(
+                    f"The transaction layer is stopped: {request.method} to "
+                    f"{destination[0]}:{destination[1]} not sent"
                 )
             )
-        branch = MAGIC_COOKIE + secrets.token_hex(8)
-        key = (branch, request.method)
-        while key in self._clients:
-            branch = MAGIC_COOKIE + secrets.token_hex(8)
-            key = (branch, request.method)
-        sent = attrs.evolve(
-            request, headers=(("Via", self._via + branch),) + request.headers
-        )
-        data = serialise(sent)
-        if len(data) > MAX_UDP_PAYLOAD and not self._reliable:
-            self.statistics["refusedTooLarge"] += 1
-            return fail(
-                MessageTooLarge(
-                    f"{len(data)} octets, more than one datagram carries"
-                    f" ({MAX_UDP_PAYLOAD}): {where}"
-                )
-            )
-        transaction = _ClientTransaction(self, key, sent, data, destination)
-        self._clients[key] = transaction
-        self.statistics["clientTransactions"] += 1
-        transaction.start()
-        return transaction.deferred
+        return self._clientSide.request(request, destination)
 
     def start(self) -> None:
         """
@@ -333,56 +291,10 @@ class TransactionLayer:
         self._answeredInOrder.clear()
         for server in pending:
             server._ended = True
-        for client in list(self._clients.values()):
-            client.stop()
+        self._clientSide.stop()
         return succeed(None)
 
     # What its transactions ask of the layer; nothing else needs these.
-
-    @property
-    def timerE(self) -> Optional[float]:
-        """
-        The first interval of Timer E, after which a client transaction sends
-        its request again: T1, or C{None} over a reliable transport, where
-        nothing is sent again.
-        """
-        return None if self._reliable else self._T1
-
-    @property
-    def T2(self) -> float:
-        """
-        The longest interval of Timer E.
-        """
-        return self._T2
-
-    @property
-    def timerF(self) -> float:
-        """
-        How long a client transaction waits for a final response: 64*T1.
-        """
-        return 64 * self._T1
-
-    @property
-    def timerK(self) -> float:
-        """
-        How long a completed client transaction absorbs duplicate responses:
-        T4, or no time over a reliable transport.
-        """
-        return 0.0 if self._reliable else self._T4
-
-    @property
-    def timerJ(self) -> float:
-        """
-        How long an answered server transaction answers retransmissions of its
-        request: 64*T1, or no time over a reliable transport.
-        """
-        return 0.0 if self._reliable else 64 * self._T1
-
-    def callLater(self, delay: float, f: Callable[[], None]) -> IDelayedCall:
-        """
-        Call C{f} after C{delay} seconds by the layer's clock.
-        """
-        return self._clock.callLater(delay, f)
 
     def count(self, counter: str) -> None:
         """
@@ -421,15 +333,6 @@ class TransactionLayer:
                 )
             return reason
         return None
-
-    def forgetClient(
-        self, key: Tuple[str, str], transaction: _ClientTransaction
-    ) -> None:
-        """
-        A client transaction ended: stop routing responses to it.
-        """
-        if self._clients.get(key) is transaction:
-            del self._clients[key]
 
     def _answered(self, transaction: ServerTransaction, data: bytes) -> None:
         """
