@@ -17,7 +17,9 @@ as they would be, and the ones due never fire, as in a node that answers
 faster than its timers run out.
 
 It prints the microseconds per request of the best round and of the median
-round (the garbage collector on, as in a real node), then, with C{--calls},
+round (the garbage collector on, as in a real node).  C{--bare} has the
+htable peer answer C{200} without reading the body, so that the figure is
+dmq's own path, without the peer's work.  With C{--calls},
 the Python function calls per request (counted with L{sys.setprofile}, so
 builtins and C methods aside) and the functions that make them, most first:
 the budget of the request path.  C{--profile FILE} writes a cProfile of one
@@ -92,9 +94,12 @@ def requests(count: int, first: int, keys: int = 1000) -> List[bytes]:
     return result
 
 
-def makeNode() -> Tuple[Any, CountingTransport]:
+def makeNode(bare: bool = False) -> Tuple[Any, CountingTransport]:
     """
     A started node with the htable peer, its protocol on a L{CountingTransport}.
+
+    @param bare: have the htable peer answer C{200} at once, without
+        reading the body.
     """
     from twisted.internet import reactor
 
@@ -111,6 +116,11 @@ def makeNode() -> Tuple[Any, CountingTransport]:
     transport = CountingTransport()
     node.protocol.makeConnection(transport)
     node.startService()
+    if bare:
+        from dmq.interfaces import PeerResponse
+
+        ok = PeerResponse(200, "OK")
+        node.htable.messageReceived = lambda request, sender: ok
     return node, transport
 
 
@@ -146,9 +156,12 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--calls", action="store_true", help="count Python calls per request")
     parser.add_argument("--top", type=int, default=40, help="functions listed with --calls")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of one round")
+    parser.add_argument(
+        "--bare", action="store_true", help="the htable peer answers 200 without reading"
+    )
     options = parser.parse_args(argv)
 
-    node, transport = makeNode()
+    node, transport = makeNode(options.bare)
     protocol = node.protocol
     first = 0
     # Warm up: the caches, the table's cells, the allocator.
@@ -168,7 +181,8 @@ def main(argv: Sequence[str]) -> None:
         f"{platform.python_implementation()} {platform.python_version()}:"
         f" {perRequest[0]:.1f} µs/request best of {options.rounds},"
         f" median {perRequest[len(perRequest) // 2]:.1f}"
-        f" (gc {'on' if gc.isenabled() else 'off'}; {options.requests} requests a round)"
+        f" (gc {'on' if gc.isenabled() else 'off'}; {options.requests} requests a round"
+        f"{'; the peer answers without reading' if options.bare else ''})"
     )
     if options.profile:
         import cProfile
