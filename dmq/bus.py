@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.logger import Logger
@@ -25,12 +25,12 @@ from zope.interface import implementer
 
 from dmq import __version__, sip
 from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
-from dmq.jobqueue import JobTimedOut, KeyedJobQueue
+from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull
 from dmq.node import NodeManager
 from dmq.nodelist import Node
 from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
-from dmq.transport import KDMQ
+from dmq.transport import KDMQ, RateLimitedWarnings
 
 __all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 
@@ -41,6 +41,13 @@ DEFAULT_NOTIFICATION_CHANNEL = "notification_peer"
 UNKNOWN_PEER = "_unknown"
 
 Address = Tuple[str, int]
+
+# How the bus answers a request: with the code, reason, headers and body of
+# the final response (a server transaction's reply, or the Deferred of
+# handleRequest).
+_Answer = Callable[[int, str, Sequence[Tuple[str, str]], bytes], None]
+
+_SERVER = ("Server", f"dmq/{__version__}")
 
 
 @implementer(IDMQBus, INodeObserver)
@@ -97,6 +104,7 @@ class DMQBus(service.Service):
         # One FIFO per (sender, peer): a node's requests to a peer are
         # handled in the order they came.
         self._jobs = KeyedJobQueue(clock, numWorkers, maxQueue, handlerTimeout)
+        self._warnings = RateLimitedWarnings(clock, self._log)
         self._sender = KDMQSender(clock, protocol, nodeManager, resolve)
         self._sender.addOutcomeObserver(self._countSent)
         self.notificationChannel = notificationChannel
@@ -185,118 +193,147 @@ class DMQBus(service.Service):
     # The way in
 
     def _transactionReceived(self, transaction: ServerTransaction) -> None:
-        request = transaction.request
-        d = self.handleRequest(request, transaction.source)
-        d.addCallback(transaction.respond)
-        d.addErrback(self._couldNotAnswer, transaction, request)
-
-    def _couldNotAnswer(self, failure: Failure, transaction: ServerTransaction, request) -> None:
         """
-        A bug kept the reply from going out: log it, and still answer.
+        A new KDMQ request came: hand it to its peer, and answer it with
+        what the peer answers.
         """
-        self._log.failure("Could not answer {request}", failure, request=request.uri)
-        if not transaction.answered:
-            transaction.respond(self._reply(request, 500, "Server Internal Error"))
+        self._dispatch(transaction.request, transaction.source, transaction.reply)
 
     def handleRequest(self, request: sip.Request, source: Address) -> Deferred:
         """
         Dispatch a KDMQ request to its peer; see L{IDMQBus.handleRequest}.
         """
+        d: Deferred = Deferred()
+
+        def answer(
+            code: int, reason: str, headers: Sequence[Tuple[str, str]] = (), body: bytes = b""
+        ) -> None:
+            if not d.called:
+                d.callback(
+                    sip.responseFor(request, code, reason, headers, body, toTag=sip.newTag())
+                )
+
+        self._dispatch(request, source, answer)
+        return d
+
+    def _dispatch(self, request: sip.Request, source: Address, answer: _Answer) -> None:
+        """
+        Hand C{request} to its peer, through the job queue, and give its
+        answer to C{answer}; answer requests that reach no peer at once.
+
+        This is the way of every request, and the usual one runs straight
+        through: a peer that answers at once, while nothing of its sender
+        waits for it, is called from here and answered from here, with no
+        L{Deferred} and no timer.  A peer that answers with a L{Deferred},
+        or a sender whose earlier requests still wait, takes the queue's
+        slower way.
+        """
         peerId = request.uri.user
-        if peerId is None:
-            return self._early(request, UNKNOWN_PEER, 400, "Missing Peer In Request-URI")
-        peer = self._peers.get(peerId)
+        peer = self._peers.get(peerId) if peerId is not None else None
         if peer is None:
-            return self._early(request, UNKNOWN_PEER, 404, "User Not Found")
+            if peerId is None:
+                self._early(answer, UNKNOWN_PEER, 400, "Missing Peer In Request-URI")
+            else:
+                self._early(answer, UNKNOWN_PEER, 404, "User Not Found")
+            return
         if not self.running:
-            return self._early(request, peerId, 503, "Shutting Down")
+            self._early(answer, peerId, 503, "Shutting Down")
+            return
         senderURI = sip.fromURI(request)
         node = self._nodeManager.find(senderURI) if senderURI is not None else None
         senderKey: Hashable = node if node is not None else (
             (senderURI.host, senderURI.port) if senderURI is not None else source
         )
-        key = (senderKey, peerId)
-        if not self._jobs.accepts(key):
-            self._log.warn(
+        if node is not None:
+            self._nodeManager.heardFrom(node)
+        arrived = self._clock.seconds()
+        try:
+            result = self._jobs.call(
+                (senderKey, peerId), peer.messageReceived, request, node
+            )
+        except QueueFull:
+            self._warnings.warn(
+                "queueFull",
                 "Queue full ({depth} waiting): answered 503 to {peer} from {source}",
                 depth=self._jobs.depth,
                 peer=peerId,
                 source=source,
             )
-            return self._early(request, peerId, 503, "Queue Full")
-        if node is not None:
-            self._nodeManager.heardFrom(node)
-        arrived = self._clock.seconds()
-        d = self._jobs.submit(key, lambda: peer.messageReceived(request, node))
-        d.addCallbacks(
-            self._answered,
+            self._early(answer, peerId, 503, "Queue Full")
+            return
+        # The queue's Deferreds are its own: a type check tells them apart.
+        if type(result) is not Deferred:
+            self._answer(result, answer, peer, arrived)
+            return
+        result.addCallbacks(
+            self._answer,
             self._failed,
-            callbackArgs=(request, peer, arrived),
-            errbackArgs=(request, peer, node, arrived),
+            callbackArgs=(answer, peer, arrived),
+            errbackArgs=(answer, peer, node, arrived),
         )
-        return d
+        result.addErrback(self._couldNotAnswer, answer, request)
 
-    def _answered(self, result: object, request: sip.Request, peer, arrived: float) -> sip.Response:
-        if not isinstance(result, PeerResponse):
+    def _answer(self, result: object, answer: _Answer, peer, arrived: float) -> None:
+        """
+        The peer answered C{result}: count it, and answer the request.
+        """
+        peerId = peer.peerId
+        if isinstance(result, PeerResponse):
+            code = result.code
+            reason = result.reason
+            body = result.body
+            headers = (
+                (("Content-Type", result.contentType), _SERVER)
+                if result.contentType
+                else (_SERVER,)
+            )
+        else:
             self._log.error(
                 "Peer {peer} answered {result!r}, not a PeerResponse",
-                peer=peer.peerId,
+                peer=peerId,
                 result=result,
             )
-            return self._respond(peer, arrived, self._reply(request, 500, "Peer Error"))
-        headers = [("Content-Type", result.contentType)] if result.contentType else []
-        return self._respond(
-            peer, arrived, self._reply(request, result.code, result.reason, headers, result.body)
-        )
+            code, reason, headers, body = 500, "Peer Error", (_SERVER,), b""
+        statistics = self.statistics
+        counter = ("in", peerId, code)
+        statistics[counter] = statistics.get(counter, 0) + 1
+        if self.latencyObserver is not None:
+            self.latencyObserver(peerId, self._clock.seconds() - arrived)
+        answer(code, reason, headers, body)
 
     def _failed(
-        self, failure: Failure, request: sip.Request, peer, node: Optional[Node], arrived: float
-    ) -> sip.Response:
+        self, failure: Failure, answer: _Answer, peer, node: Optional[Node], arrived: float
+    ) -> None:
         if failure.check(JobTimedOut):
             self._log.warn(
                 "Peer {peer} did not answer within {timeout} s; answered 500",
                 peer=peer.peerId,
                 timeout=self._jobs.timeout,
             )
-            return self._respond(peer, arrived, self._reply(request, 500, "Peer Timed Out"))
-        self._log.failure(
-            "Peer {peer} failed on a message from {sender}",
-            failure,
-            peer=peer.peerId,
-            sender=node.uri if node is not None else None,
-        )
-        return self._respond(peer, arrived, self._reply(request, 500, "Peer Error"))
+            reason = "Peer Timed Out"
+        else:
+            self._log.failure(
+                "Peer {peer} failed on a message from {sender}",
+                failure,
+                peer=peer.peerId,
+                sender=node.uri if node is not None else None,
+            )
+            reason = "Peer Error"
+        self._answer(PeerResponse(500, reason), answer, peer, arrived)
 
-    def _early(self, request: sip.Request, peerId: str, code: int, reason: str) -> Deferred:
+    def _couldNotAnswer(self, failure: Failure, answer: _Answer, request) -> None:
+        """
+        A bug kept the reply from going out: log it, and still answer.
+        """
+        self._log.failure("Could not answer {request}", failure, request=request.uri)
+        answer(500, "Server Internal Error", (_SERVER,), b"")
+
+    def _early(self, answer: _Answer, peerId: str, code: int, reason: str) -> None:
         """
         Answer a request that reaches no peer.
         """
         self._count("in", peerId, code)
-        return succeed(self._reply(request, code, reason))
-
-    def _respond(self, peer, arrived: float, response: sip.Response) -> sip.Response:
-        peerId = peer.peerId
-        self._count("in", peerId, response.code)
-        if self.latencyObserver is not None:
-            self.latencyObserver(peerId, self._clock.seconds() - arrived)
-        return response
-
-    def _reply(
-        self,
-        request: sip.Request,
-        code: int,
-        reason: str,
-        headers: Sequence[Tuple[str, str]] = (),
-        body: bytes = b"",
-    ) -> sip.Response:
-        return sip.responseFor(
-            request,
-            code,
-            reason,
-            headers=[*headers, ("Server", f"dmq/{__version__}")],
-            body=body,
-            toTag=sip.newTag(),
-        )
+        answer(code, reason, (_SERVER,), b"")
 
     def _count(self, direction: str, peerId: str, code: int) -> None:
         key = (direction, peerId, code)

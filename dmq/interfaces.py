@@ -149,9 +149,12 @@ class IDMQBus(Interface):
 
         @return: a L{Deferred} that fires with the final L{dmq.sip.Response}
             once the transaction has ended: the node's reply, or a locally made
-            C{408} when it never answered (after Timer F, 32 s by default).
-            It fails only when the request could not be sent at all (the bus
-            is stopped or full).
+            C{408} when it never answered (after Timer F, 32 s by default), or
+            at once when it cannot be reached at all (C{408 Unreachable
+            Address}: say, an IPv6 node from an IPv4 socket).  It fails only
+            when the request could not be sent to any node (the bus is stopped
+            or full, or the request does not fit in one datagram:
+            L{dmq.transaction.MessageTooLarge}).
 
         @raise ValueError: for a C{maxForwards} below 1.
         """

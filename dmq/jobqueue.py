@@ -15,7 +15,7 @@ from types import CoroutineType
 from typing import Callable, Deque, Dict, Hashable, Optional, Set
 
 import attr
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
@@ -43,21 +43,44 @@ class _Job:
     """
 
     key: Hashable
-    work: Callable[[], object]
+    work: Optional[Callable[[], object]]
     result: Deferred
     deadline: Optional[IDelayedCall] = None
     running: Optional[Deferred] = None
+
+
+def _isPlain(result: object) -> bool:
+    """
+    Whether a job's C{result} is its outcome already: not a L{Deferred}, a
+    L{Failure} or a coroutine.
+    """
+    kind = type(result)
+    plain = _plainTypes.get(kind)
+    if plain is None:
+        # Asked once per type: an isinstance of Deferred, an abstract
+        # class, is a Python call.
+        plain = _plainTypes[kind] = (
+            not issubclass(kind, (Deferred, Failure)) and kind is not CoroutineType
+        )
+    return plain
+
+
+# The types jobs have returned, and whether they are plain: as many as the
+# peers have kinds of answer.
+_plainTypes: Dict[type, bool] = {}
 
 
 class KeyedJobQueue:
     """
     Runs jobs, one key at a time each, C{numWorkers} at a time in all.
 
-    A job is a callable of no arguments that returns a value, a L{Deferred}
-    or a coroutine.  L{submit} gives a L{Deferred} that fires with its
-    result, or fails with its failure or with L{JobTimedOut}.  Keys take
-    turns: when a key's job ends, its next job queues behind the keys that
-    became ready meanwhile.
+    A job is a callable that returns a value, a L{Deferred} or a coroutine.
+    L{call} runs it at once when it can, and when it then returns a value,
+    that value is the outcome: no L{Deferred}, no timer (a job that answers
+    at once needs no deadline).  Otherwise, and always with L{submit}, the
+    outcome is a L{Deferred} that fires with the job's result, or fails with
+    its failure or with L{JobTimedOut}.  Keys take turns: when a key's job
+    ends, its next job queues behind the keys that became ready meanwhile.
     """
 
     def __init__(
@@ -83,9 +106,10 @@ class KeyedJobQueue:
         # running, in the order they became ready.
         self._waiting: Dict[Hashable, Deque[_Job]] = {}
         self._ready: Deque[Hashable] = deque()
+        # The keys with a job running, and how many run.
         self._busy: Set[Hashable] = set()
+        self._workers = 0
         self._queued = 0
-        self._running: Set[_Job] = set()
         self._idle: list[Deferred] = []
 
     @property
@@ -100,8 +124,47 @@ class KeyedJobQueue:
         Whether a job for C{key} would be taken now: it can start at once,
         or there is room for it to wait.
         """
-        canStartNow = len(self._running) < self._numWorkers and key not in self._busy
+        canStartNow = self._workers < self._numWorkers and key not in self._busy
         return canStartNow or self._queued < self._maxQueue
+
+    def call(self, key: Hashable, f: Callable[..., object], *args: object) -> object:
+        """
+        Run C{f(*args)} as a job of C{key}: now, when no job of C{key} runs
+        or waits and a worker is free, or else when its turn comes, as
+        L{submit} runs it.
+
+        @return: what C{f} returned, when it ran now and returned a plain
+            value; otherwise a L{Deferred}, as from L{submit}.
+        @raise QueueFull: when L{accepts} says no.
+        """
+        if (
+            self._workers >= self._numWorkers
+            or key in self._busy
+            or key in self._waiting
+        ):
+            return self.submit(key, lambda: f(*args))
+        # Nothing of key waits and a worker is free: run it now.
+        self._busy.add(key)
+        self._workers += 1
+        try:
+            result = f(*args)
+        except BaseException:
+            result = Failure()
+        if _plainTypes.get(type(result)) or _isPlain(result):
+            # Done already, as most jobs are: free the worker.
+            self._busy.discard(key)
+            self._workers -= 1
+            if key in self._waiting:
+                self._ready.append(key)
+            if self._ready:
+                self._pump()
+            if self._idle:
+                self._checkIdle()
+            return result
+        job = _Job(key, None, Deferred())
+        job.deadline = self._clock.callLater(self.timeout, self._timedOut, job)
+        self._follow(job, result)
+        return job.result
 
     def submit(self, key: Hashable, work: Callable[[], object]) -> Deferred:
         """
@@ -131,14 +194,14 @@ class KeyedJobQueue:
         """
         @return: a L{Deferred} that fires when no job runs or waits.
         """
-        if not self._running and not self._queued:
+        if not self._workers and not self._queued:
             return succeed(None)
         d: Deferred = Deferred()
         self._idle.append(d)
         return d
 
     def _pump(self) -> None:
-        while self._ready and len(self._running) < self._numWorkers:
+        while self._ready and self._workers < self._numWorkers:
             key = self._ready.popleft()
             queue = self._waiting[key]
             job = queue.popleft()
@@ -146,20 +209,27 @@ class KeyedJobQueue:
                 del self._waiting[key]
             self._queued -= 1
             self._busy.add(key)
+            self._workers += 1
             self._run(job)
 
     def _run(self, job: _Job) -> None:
-        self._running.add(job)
+        assert job.work is not None
         try:
             result = job.work()
         except BaseException:
-            d = fail()
+            result = Failure()
+        if _isPlain(result):
+            # Most jobs answer at once: no Deferred to build and run.
+            self._finish(result, job)
         else:
-            if not isinstance(result, (Deferred, Failure)) and type(result) is not CoroutineType:
-                # Most jobs answer at once: no Deferred to build and run.
-                self._finish(result, job)
-                return
-            d = maybeDeferred(lambda: result)
+            self._follow(job, result)
+
+    def _follow(self, job: _Job, result: object) -> None:
+        """
+        The running C{job} gave a L{Deferred}, a L{Failure} or a coroutine:
+        finish it when that has a result.
+        """
+        d = maybeDeferred(lambda: result)
         job.running = d
         d.addCallbacks(self._finish, self._finish, callbackArgs=(job,), errbackArgs=(job,))
 
@@ -189,8 +259,8 @@ class KeyedJobQueue:
         if job.deadline is not None:
             job.deadline.cancel()
             job.deadline = None
-        self._running.discard(job)
         self._busy.discard(job.key)
+        self._workers -= 1
         if job.key in self._waiting:
             self._ready.append(job.key)
         if isinstance(outcome, Failure):
@@ -201,7 +271,7 @@ class KeyedJobQueue:
         self._checkIdle()
 
     def _checkIdle(self) -> None:
-        if not self._running and not self._queued and self._idle:
+        if not self._workers and not self._queued and self._idle:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)

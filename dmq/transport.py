@@ -29,6 +29,7 @@ from dmq.transaction import (
     TransactionLayer,
     responseAddress,
 )
+from dmq.transaction.base import RateLimitedWarnings
 
 __all__ = ["SIPDatagramProtocol", "MAX_DATAGRAM", "KDMQ", "RateLimitedWarnings"]
 
@@ -44,34 +45,6 @@ Address = Tuple[str, int]
 RequestHandler = Callable[[ServerTransaction], None]
 
 
-class RateLimitedWarnings:
-    """
-    Log at most one warning per cause per C{interval} seconds, counting the
-    ones left out and reporting that count with the next one logged.
-    """
-
-    _log = Logger()
-
-    def __init__(self, clock: IReactorTime, log: Logger, interval: float = 60.0) -> None:
-        self._clock = clock
-        self._target = log
-        self._interval = interval
-        self._last: Dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def warn(self, cause: str, format: str, **fields: object) -> None:
-        now = self._clock.seconds()
-        last = self._last.get(cause)
-        if last is not None and now - last < self._interval:
-            self._suppressed[cause] += 1
-            return
-        self._last[cause] = now
-        suppressed = self._suppressed.pop(cause, 0)
-        if suppressed:
-            format += " ({suppressed} more like it not logged)"
-        self._target.warn(format, cause=cause, suppressed=suppressed, **fields)
-
-
 class SIPDatagramProtocol(DatagramProtocol):
     """
     SIP over one UDP socket.
@@ -85,7 +58,9 @@ class SIPDatagramProtocol(DatagramProtocol):
     @ivar transactions: the L{TransactionLayer}.
     @ivar statistics: a L{Counter} of what happened to datagrams:
         C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
-        C{unanswerable}, C{unmatchedResponses}, C{sendErrors}.
+        C{unanswerable}, C{unmatchedResponses}, C{internalErrors}.  A
+        datagram that could not be sent counts in the transaction layer's
+        C{sendErrors}.
     """
 
     _log = Logger()
@@ -121,12 +96,14 @@ class SIPDatagramProtocol(DatagramProtocol):
             T2=T2,
             T4=T4,
             maxTransactions=maxTransactions,
+            warnings=self._warnings,
         )
 
     def setHandler(self, method: str, handler: Optional[RequestHandler]) -> None:
         """
         Hand new requests of C{method} to C{handler}, which must answer each
-        through L{ServerTransaction.respond}; C{None} removes it.
+        through L{ServerTransaction.reply} or L{ServerTransaction.respond};
+        C{None} removes it.
         """
         if handler is None:
             self._handlers.pop(method, None)
@@ -138,7 +115,8 @@ class SIPDatagramProtocol(DatagramProtocol):
         Send C{request} in a new client transaction.
 
         @return: a L{Deferred} firing with the final L{sip.Response} (a local
-            C{408} on timeout); see L{TransactionLayer.request}.
+            C{408} on timeout, or at once when C{destination} cannot be sent
+            to); see L{TransactionLayer.request}.
         """
         return self.transactions.request(request, destination)
 
@@ -177,42 +155,54 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.statistics["sent"] += 1
 
     def datagramReceived(self, data: bytes, address: Address) -> None:
+        """
+        Parse and check a datagram, and hand it to the transaction layer;
+        answer C{400} or drop it when it is malformed (L{_malformed}).
+        Nothing is raised: an exception here is a bug, logged.
+        """
         self.statistics["received"] += 1
         try:
-            self._datagramReceived(data, address)
+            try:
+                message = sip.parse(data)
+            except sip.SIPParseError as e:
+                self._malformed(e, e.headers, address)
+                return
+            if isinstance(message, sip.Response):
+                self._responseReceived(message, address)
+                return
+            try:
+                sip.checkRequest(message)
+            except sip.SIPParseError as e:
+                self._malformed(e, message.headers, address)
+                return
+            if _needsStamp(message.via[0], address[0]):
+                message = _stampVia(message, address)
+            self.transactions.handleRequest(message, address)
         except Exception:
-            # A bug, not bad input: bad input is handled below without raising.
+            # A bug, not bad input: bad input is handled without raising.
             self.statistics["internalErrors"] += 1
             self._log.failure(
                 "Unexpected error handling a datagram from {address}", address=address
             )
 
-    def _datagramReceived(self, data: bytes, address: Address) -> None:
+    def _responseReceived(self, response: sip.Response, address: Address) -> None:
         try:
-            message = sip.parse(data)
+            response.via
+            response.cseq
         except sip.SIPParseError as e:
-            self._malformed(e, e.headers, address)
+            self._malformed(e, None, address)
             return
-        if isinstance(message, sip.Response):
-            try:
-                message.via
-                message.cseq
-            except sip.SIPParseError as e:
-                self._malformed(e, None, address)
-                return
-            if not self.transactions.handleResponse(message, address):
-                self.statistics["unmatchedResponses"] += 1
-            return
-        try:
-            sip.checkRequest(message)
-        except sip.SIPParseError as e:
-            self._malformed(e, message.headers, address)
-            return
-        self.transactions.handleRequest(_stampVia(message, address), address)
+        if not self.transactions.handleResponse(response, address):
+            self.statistics["unmatchedResponses"] += 1
 
     def _malformed(
         self, error: sip.SIPParseError, headers: Optional[sip.Headers], address: Address
     ) -> None:
+        """
+        Answer C{400} to a request that failed to parse or check, when it
+        can be addressed (from C{headers}, those read); drop anything else.
+        Either way, count it and warn once per cause a minute.
+        """
         self.statistics["malformed"] += 1
         if headers is not None and self._answerBadRequest(error.reason, headers, address):
             self._warnings.warn(
@@ -231,7 +221,8 @@ class SIPDatagramProtocol(DatagramProtocol):
     def _answerBadRequest(self, reason: str, headers: sip.Headers, address: Address) -> bool:
         """
         Answer C{400 reason} to a request that failed to parse or check,
-        statelessly, if its top Via can be read.
+        statelessly, if its top Via can be read, back where it came from
+        (L{responseAddress}): never to a host its Via names.
         """
         partial = sip.Request("INVALID", sip.URI("invalid"), headers)
         try:
@@ -241,48 +232,54 @@ class SIPDatagramProtocol(DatagramProtocol):
         if any(name == "CSeq" and value.endswith(" ACK") for name, value in headers):
             # ACK is never answered.
             return False
-        response = sip.responseFor(partial, 400, reason, toTag=sip.newTag())
-        try:
-            self._send(sip.serialise(response), responseAddress(topVia, address))
-        except OSError as e:
-            self.statistics["sendErrors"] += 1
-            self._warnings.warn("send", "Could not send to {address}: {error}", address=address, error=e)
+        if _needsStamp(topVia, address[0]):
+            partial = _stampVia(partial, address)
+        data = sip.serialiseReply(partial, 400, reason, toTag=sip.newTag())
+        if self.transactions.transmit(data, responseAddress(topVia, address), "response"):
             return False
         self.statistics["badRequests"] += 1
         return True
 
     def _requestReceived(self, transaction: ServerTransaction) -> None:
-        method = transaction.request.method
+        method = transaction.method
         handler = self._handlers.get(method)
         if handler is not None:
             handler(transaction)
         elif method == KDMQ:
-            transaction.respond(
-                sip.responseFor(transaction.request, 404, "User Not Found", toTag=sip.newTag())
-            )
+            transaction.reply(404, "User Not Found")
         else:
-            transaction.respond(
-                sip.responseFor(
-                    transaction.request,
-                    405,
-                    "Method Not Allowed",
-                    headers=[("Allow", ", ".join(sorted({KDMQ, *self._handlers})))],
-                    toTag=sip.newTag(),
-                )
+            transaction.reply(
+                405,
+                "Method Not Allowed",
+                headers=[("Allow", ", ".join(sorted({KDMQ, *self._handlers})))],
             )
+
+
+def _needsStamp(via: sip.Via, host: str) -> bool:
+    """
+    Whether the top Via C{via} of a request from C{host} needs stamping
+    (L{_stampVia}): its sent-by is not the source address, or it has a
+    C{received} or C{rport} its sender wrote.  Kamailio's Vias need none.
+    """
+    if via.host != host:
+        return True
+    for name, _ in via.parameters:
+        lowered = name.lower()
+        if lowered == "received" or lowered == "rport":
+            return True
+    return False
 
 
 def _stampVia(request: sip.Request, source: Address) -> sip.Request:
     """
-    Add C{received} (RFC 3261 §18.2.1) and fill in a bare C{rport} (RFC 3581)
-    on the top Via, so that replies go back where the request came from.
+    Stamp the top Via with where the request came from, so that replies go
+    back there and nowhere else: C{received} (RFC 3261 §18.2.1) when the
+    sent-by host is not the source address, and C{rport} (RFC 3581) set to
+    the source port when the Via has one.  A C{received} or an C{rport}
+    value the sender wrote itself is replaced, never believed.
     """
     via = request.via[0]
     host, port = source
-    needsReceived = via.host != host
-    needsRport = via.rport == ""
-    if not needsReceived and not needsRport:
-        return request
     parameters = []
     for name, value in via.parameters:
         lowered = name.lower()
@@ -291,7 +288,8 @@ def _stampVia(request: sip.Request, source: Address) -> sip.Request:
         if lowered == "rport":
             value = str(port)
         parameters.append((name, value))
-    parameters.append(("received", host))
+    if via.host != host:
+        parameters.append(("received", host))
     stamped = sip.Via(via.transport, via.host, via.port, tuple(parameters))
     headers = list(request.headers)
     for i, (name, _) in enumerate(headers):

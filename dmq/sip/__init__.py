@@ -31,10 +31,11 @@ from dmq.sip.address import (
     CSeq,
     NameAddress,
     Via,
+    parseCSeq,
     parseNameAddress,
     parseVia,
 )
-from dmq.sip.codec import parse, serialise
+from dmq.sip.codec import parse, serialise, serialiseReply
 from dmq.sip.headers import (
     SIP_VERSION,
     Headers,
@@ -72,7 +73,9 @@ __all__ = [
     "parseURI",
     "parseVia",
     "parseNameAddress",
+    "parseCSeq",
     "serialise",
+    "serialiseReply",
     "checkRequest",
     "responseFor",
     "newTag",

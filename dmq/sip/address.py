@@ -7,7 +7,7 @@ To, Contact) and L{CSeq}, with their parsers.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 import attr
 
@@ -21,7 +21,8 @@ from dmq.sip.headers import (
     _lookup,
     _parseParameters,
 )
-from dmq.sip.uri import URI, _formatHost, _parseHostPort, parseURI
+from dmq.sip.memo import Memo
+from dmq.sip.uri import _URIS, URI, _formatHost, _parseHostPort
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -30,6 +31,7 @@ __all__ = [
     "CSeq",
     "parseVia",
     "parseNameAddress",
+    "parseCSeq",
 ]
 
 # The prefix of a Via branch made by an RFC 3261 element.
@@ -76,9 +78,32 @@ class Via:
     __str__ = toString
 
 
-_VIA = re.compile(
-    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*(?:;(.*))?\Z",
-    re.DOTALL,
+_SENT_BY = re.compile(
+    r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^;\s]+)\s*\Z", re.DOTALL
+)
+
+
+def _parseSentBy(text: str) -> Tuple[str, str, Optional[int]]:
+    """
+    Parse the part of a Via value before its parameters, C{SIP/2.0/UDP
+    host:port}, into its transport (upper case), host and port.
+    """
+    match = _SENT_BY.match(text)
+    if match is None:
+        raise SIPParseError("Bad Via header")
+    transport, hostport = match.groups()
+    host, port = _parseHostPort(hostport, "Via")
+    return transport.upper(), host, port
+
+
+# The sent-bys met: a bus has one per node.
+_SENT_BYS: Memo[Tuple[str, str, Optional[int]]] = Memo(_parseSentBy)
+
+
+# The shape of nearly every Via on a bus, C{SIP/2.0/UDP host:port;branch=
+# token}, which the rest of parseVia would read the same way.
+_SIMPLE_VIA = re.compile(
+    r"(SIP/2\.0/[A-Za-z0-9\-.!%*_+`'~]+ [^;\s]+);branch=([A-Za-z0-9\-.!%*_+`'~]+)\Z"
 )
 
 
@@ -88,13 +113,21 @@ def parseVia(text: str) -> Via:
 
     @raise SIPParseError: if it is not one.
     """
-    match = _VIA.match(text)
-    if match is None:
-        raise SIPParseError("Bad Via header")
-    transport, hostport, params = match.groups()
-    host, port = _parseHostPort(hostport, "Via")
-    parameters = _parseParameters(params.strip(), "Via") if params is not None else ()
-    return Via(transport.upper(), host, port, parameters)
+    simple = _SIMPLE_VIA.match(text)
+    if simple is not None:
+        sentBy, branch = simple.groups()
+        transport, host, port = _SENT_BYS[sentBy]
+        return Via(transport, host, port, (("branch", branch),))
+    return _parseVia(text)
+
+
+def _parseVia(text: str) -> Via:
+    # Nothing before the parameters may hold a semicolon, so the first one
+    # starts them.
+    sentBy, semicolon, params = text.partition(";")
+    transport, host, port = _SENT_BYS[sentBy]
+    parameters = _parseParameters(params.strip(), "Via") if semicolon else ()
+    return Via(transport, host, port, parameters)
 
 
 @attr.frozen
@@ -139,6 +172,22 @@ def parseNameAddress(text: str) -> NameAddress:
 
     @raise SIPParseError: if C{text} is neither.
     """
+    if ";" not in text:
+        # No tag: a value that comes again and again, as a To does.
+        return _UNTAGGED[text]
+    tagged = _TAGGED.match(text)
+    if tagged is not None:
+        uriText, tag = tagged.groups()
+        return NameAddress(_URIS[uriText.strip()], None, (("tag", tag),))
+    return _parseNameAddress(text)
+
+
+# The shape of nearly every From on a bus, C{<uri>;tag=token}, which
+# _parseNameAddress would read the same way.
+_TAGGED = re.compile(r"<([^<>]*)>;tag=([A-Za-z0-9\-.!%*_+`'~]+)\Z")
+
+
+def _parseNameAddress(text: str) -> NameAddress:
     text = text.strip()
     displayName = None
     if text.startswith('"'):
@@ -167,11 +216,11 @@ def parseNameAddress(text: str) -> NameAddress:
         gt = text.find(">", lt)
         if gt < 0:
             raise SIPParseError("Unterminated <URI>")
-        uri = parseURI(text[lt + 1 : gt].strip())
+        uri = _URIS[text[lt + 1 : gt].strip()]
         rest = text[gt + 1 :].strip()
     else:
         uriText, semicolon, params = text.partition(";")
-        uri = parseURI(uriText.strip())
+        uri = _URIS[uriText.strip()]
         rest = semicolon + params
     if rest:
         if not rest.startswith(";"):
@@ -180,6 +229,10 @@ def parseNameAddress(text: str) -> NameAddress:
     else:
         parameters = ()
     return NameAddress(uri, displayName, parameters)
+
+
+# The name-addrs without parameters met.
+_UNTAGGED: Memo[NameAddress] = Memo(_parseNameAddress)
 
 
 @attr.frozen
@@ -193,7 +246,13 @@ class CSeq:
     __str__ = toString
 
 
-def _parseCSeq(text: str) -> CSeq:
+def parseCSeq(text: str) -> CSeq:
+    """
+    Parse a CSeq value: a number below 2**31 and a method, with any blanks
+    around them.
+
+    @raise SIPParseError: if it is not one.
+    """
     parts = text.split()
     if (
         len(parts) != 2
@@ -203,3 +262,7 @@ def _parseCSeq(text: str) -> CSeq:
     ):
         raise SIPParseError("Bad CSeq header")
     return CSeq(int(parts[0]), parts[1])
+
+
+# The CSeqs met: Kamailio numbers every KDMQ request 10.
+_CSEQS: Memo[CSeq] = Memo(parseCSeq)

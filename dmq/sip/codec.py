@@ -3,12 +3,13 @@
 The bytes codec: L{parse} reads one datagram as one L{Request} or L{Response}
 (line endings, folding, compact names, comma-joined list headers,
 Content-Length in octets) and L{serialise} writes one back, refusing anything
-L{parse} would not read the same way.
+L{parse} would not read the same way; L{serialiseReply} writes a request's
+response as L{serialise} would, without building it first.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 from dmq.sip.headers import (
     SIP_VERSION,
@@ -22,10 +23,10 @@ from dmq.sip.headers import (
     _splitOutside,
     canonicalName,
 )
-from dmq.sip.message import Message, Request, Response
-from dmq.sip.uri import _SIMPLE_URI, _simpleURI, parseURI
+from dmq.sip.message import REASONS, _COPIED, Message, Request, Response, _tagged
+from dmq.sip.uri import _URIS
 
-__all__ = ["parse", "serialise"]
+__all__ = ["parse", "serialise", "serialiseReply"]
 
 # The headers L{parse} does more with than append them.
 _SPECIAL_NAMES = _LIST_HEADERS | {"Content-Length"}
@@ -42,8 +43,9 @@ def parse(data: bytes) -> Message:
     the start line and headers is an error.  Octets past Content-Length are
     discarded; a body shorter than Content-Length is an error.  A message
     without Content-Length takes the rest of the datagram as its body.  The
-    Request-URI is parsed and checked here; the other structured headers are
-    parsed when first used (see L{dmq.sip.message.checkRequest}).
+    Request-URI is parsed and checked here (or found among those met
+    before); the other structured headers are parsed when first used (see
+    L{dmq.sip.message.checkRequest}).
 
     @raise SIPParseError: if C{data} is not a message we accept.  For a
         request, the exception carries the headers read so far.
@@ -155,21 +157,8 @@ def parse(data: bytes) -> Message:
             raise _error("Body shorter than Content-Length", headers, request)
         body = data[bodyStart:bodyEnd]
     if request:
-        # parseURI's fast path, inlined.
-        simple = _SIMPLE_URI.match(uriText)
-        if simple is not None:
-            scheme, user, host, portText = simple.groups()
-            if not portText:
-                return Request(
-                    method, _simpleURI(host, None, user, scheme), tuple(headers), body
-                )
-            port = int(portText)
-            if port <= 65535:
-                return Request(
-                    method, _simpleURI(host, port, user, scheme), tuple(headers), body
-                )
         try:
-            uri = parseURI(uriText)
+            uri = _URIS[uriText]
         except SIPParseError as e:
             raise _error(f"Bad Request-URI: {e.reason}", headers, True) from None
         return Request(method, uri, tuple(headers), body)
@@ -298,6 +287,49 @@ def serialise(message: Message) -> bytes:
         f"{head}\r\nContent-Length: {len(message.body)}\r\n\r\n".encode("utf-8")
         + message.body
     )
+
+
+def serialiseReply(
+    request: Request,
+    code: int,
+    reason: Optional[str] = None,
+    headers: Iterable[Tuple[str, str]] = (),
+    body: bytes = b"",
+    toTag: Optional[str] = None,
+) -> bytes:
+    """
+    The bytes of C{serialise(responseFor(request, code, reason, headers,
+    body, toTag))}, written straight from the request's own header values
+    with no L{Response} in between: how a server answers.  See
+    L{dmq.sip.message.responseFor} for what is copied.
+
+    @raise ValueError: when L{serialise} would.
+    """
+    if reason is None:
+        reason = REASONS.get(code, "Unknown")
+    if not 100 <= code <= 699 or "\x00" in reason:
+        raise ValueError(f"Bad status line {code!r} {reason!r}")
+    lines = [f"{SIP_VERSION} {code} {reason}"]
+    append = lines.append
+    tagged = toTag is not None and code != 100
+    firstTo = True
+    for name, value in request.headers:
+        if name in _COPIED:
+            append(f"{name}: {value}")
+        elif name == "To":
+            if tagged:
+                value = _tagged(request, value, firstTo, toTag)  # type: ignore[arg-type]
+            firstTo = False
+            append(f"To: {value}")
+    written = _WRITTEN_NAMES
+    for name, value in headers:
+        if name in written or _isWritten(name):
+            append(f"{name}: {value}")
+    head = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if head.count("\n") != breaks or head.count("\r") != breaks:
+        raise ValueError("CR or LF in the start line or a header of a SIP message")
+    return f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode("utf-8") + body
 
 
 # Header names that serialise writes (every name but Content-Length's), as

@@ -260,7 +260,7 @@ def _parseParameters(text: str, where: str) -> Parameters:
     for part in _splitOutside(text, ";") if '"' in text else text.split(";"):
         name, equals, value = part.partition("=")
         name = name.strip(" \t")
-        if not name or not _isToken(name):
+        if _TOKEN.match(name) is None:
             raise SIPParseError(f"Bad parameter in {where}")
         if equals:
             value = value.strip(" \t")

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Optional, Tuple, Union
 import attr
 
 from dmq.sip.address import (
+    _CSEQS,
     CSeq,
     NameAddress,
     Via,
-    _parseCSeq,
     parseNameAddress,
     parseVia,
 )
@@ -27,6 +27,7 @@ from dmq.sip.headers import (
     _KNOWN_NAMES,
     canonicalName,
 )
+from dmq.sip.memo import Memo
 from dmq.sip.uri import URI
 
 __all__ = [
@@ -85,10 +86,26 @@ class _cachedProperty:
         return value
 
 
+class _FirstValues(dict):  # type: ignore[type-arg]
+    """
+    The first value of each header of a message, by name: looking up a
+    header that is not there raises L{SIPParseError} naming it.
+    """
+
+    def __missing__(self, name: str) -> str:
+        raise SIPParseError(f"Missing {name} header")
+
+
 class _Message:
     """
     What requests and responses share: headers, a body, and parsed views of
     the headers every transaction needs.
+
+    A view is parsed on first use and kept; a malformed header raises
+    L{SIPParseError} when its view is read, and only then.  The values the
+    views parse from repeat across the messages of a bus, and the parsers
+    keep what they made of them (L{dmq.sip.memo}), so a view of a value met
+    before costs a dictionary lookup.
     """
 
     headers: Headers
@@ -100,15 +117,12 @@ class _Message:
         """
         name = canonicalName(name)
         if name in _KNOWN_NAMES:
-            for key, value in self.headers:
-                if key == name:
-                    return value
-        else:
-            # Unknown names keep the spelling they came with.
-            lowered = name.lower()
-            for key, value in self.headers:
-                if key.lower() == lowered:
-                    return value
+            return self._firstValues.get(name)
+        # Unknown names keep the spelling they came with.
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
         return None
 
     def headerValues(self, name: str) -> list[str]:
@@ -121,11 +135,13 @@ class _Message:
         lowered = name.lower()
         return [value for key, value in self.headers if key.lower() == lowered]
 
-    def _required(self, name: str) -> str:
-        value = self.header(name)
-        if value is None:
-            raise SIPParseError(f"Missing {name} header")
-        return value
+    @_cachedProperty
+    def _firstValues(self) -> _FirstValues:
+        """
+        The first value of each header, by its name as stored: the head is
+        read once, and each view below finds its value with one lookup.
+        """
+        return _FirstValues(reversed(self.headers))
 
     @_cachedProperty
     def via(self) -> Tuple[Via, ...]:
@@ -134,42 +150,52 @@ class _Message:
 
         @raise SIPParseError: when there is none or one is malformed.
         """
-        values = self.headerValues("Via")
-        if not values:
-            raise SIPParseError("Missing Via header")
-        return tuple(parseVia(value) for value in values)
+        values = self._firstValues
+        top = parseVia(values["Via"])
+        # The first value stands for every one when no name is repeated.
+        if len(values) == len(self.headers):
+            return (top,)
+        rest = [value for key, value in self.headers if key == "Via"][1:]
+        return (top,) + tuple([parseVia(value) for value in rest])
 
     @_cachedProperty
     def fromAddress(self) -> NameAddress:
-        return parseNameAddress(self._required("From"))
+        return parseNameAddress(self._firstValues["From"])
 
     @_cachedProperty
     def to(self) -> NameAddress:
-        return parseNameAddress(self._required("To"))
+        return parseNameAddress(self._firstValues["To"])
 
     @_cachedProperty
     def callID(self) -> str:
-        value = self._required("Call-ID")
+        value = self._firstValues["Call-ID"]
         if not value or " " in value:
             raise SIPParseError("Bad Call-ID header")
         return value
 
     @_cachedProperty
     def cseq(self) -> CSeq:
-        return _parseCSeq(self._required("CSeq"))
+        return _CSEQS[self._firstValues["CSeq"]]
 
     @_cachedProperty
     def maxForwards(self) -> Optional[int]:
-        value = self.header("Max-Forwards")
+        value = self._firstValues.get("Max-Forwards")
         if value is None:
             return None
-        if not _DIGITS.match(value) or int(value) > 255:
-            raise SIPParseError("Bad Max-Forwards header")
-        return int(value)
+        return _MAX_FORWARDS[value]
 
     @property
     def contentType(self) -> Optional[str]:
         return self.header("Content-Type")
+
+
+def _parseMaxForwards(value: str) -> int:
+    if not _DIGITS.match(value) or int(value) > 255:
+        raise SIPParseError("Bad Max-Forwards header")
+    return int(value)
+
+
+_MAX_FORWARDS: Memo[int] = Memo(_parseMaxForwards)
 
 
 @attr.frozen(slots=False)
@@ -204,17 +230,25 @@ def checkRequest(request: Request) -> None:
     """
     Check that C{request} has well-formed mandatory headers: Via (with a
     branch or not), From, To, Call-ID, a CSeq naming the request's method,
-    and a valid Max-Forwards when present.
+    and a valid Max-Forwards when present.  Their views (L{Request.via} and
+    the others) are parsed here, once, and kept.
 
     @raise SIPParseError: naming the first problem found.
     """
-    request.via
-    request.fromAddress
-    request.to
-    request.callID
-    if request.cseq.method != request.method:
+    fields = request.__dict__
+    for view in _CHECKED:
+        # What reading each view would do, without the descriptor's call.
+        if view.name not in fields:
+            fields[view.name] = view.function(request)
+    if fields["cseq"].method != request.method:
         raise SIPParseError("CSeq method does not match the request")
-    request.maxForwards
+
+
+# The views checkRequest parses, in the order it checks them.
+_CHECKED = [
+    _Message.__dict__[name]
+    for name in ["_firstValues", "via", "fromAddress", "to", "callID", "cseq", "maxForwards"]
+]
 
 
 def responseFor(
@@ -234,21 +268,14 @@ def responseFor(
     request that failed L{checkRequest}.
     """
     copied: list[Tuple[str, str]] = []
+    tagged = toTag is not None and code != 100
     firstTo = True
     for name, value in request.headers:
-        if name in ("Via", "From", "Call-ID", "CSeq"):
+        if name in _COPIED:
             copied.append((name, value))
         elif name == "To":
-            if toTag is not None and code != 100:
-                try:
-                    # The first To is what request.to parses, and
-                    # checkRequest has parsed it already.
-                    to = request.to if firstTo else parseNameAddress(value)
-                except SIPParseError:
-                    pass
-                else:
-                    if to.tag is None:
-                        value = value + ";tag=" + toTag
+            if tagged:
+                value = _tagged(request, value, firstTo, toTag)  # type: ignore[arg-type]
             firstTo = False
             copied.append((name, value))
     copied.extend(headers)
@@ -258,6 +285,29 @@ def responseFor(
         tuple(copied),
         body,
     )
+
+
+# The headers a response copies from its request as they are (RFC 3261
+# §8.2.6.2); To is copied too, with a tag added.
+_COPIED = frozenset(["Via", "From", "Call-ID", "CSeq"])
+
+
+def _tagged(request: Request, value: str, first: bool, toTag: str) -> str:
+    """
+    The To value C{value} of C{request} with C{;tag=toTag} added, unless it
+    has a tag already or does not parse (a request that failed
+    L{checkRequest} is answered with its To as it is).
+
+    @param first: whether C{value} is the first To, which L{Request.to}
+        has parsed already when the request was checked.
+    """
+    try:
+        to = request.to if first else parseNameAddress(value)
+    except SIPParseError:
+        return value
+    if to.parameters and to.tag is not None:
+        return value
+    return value + ";tag=" + toTag
 
 
 def newTag() -> str:

@@ -19,6 +19,7 @@ from dmq.sip.headers import (
     _lookup,
     _parseParameters,
 )
+from dmq.sip.memo import Memo
 
 __all__ = ["URI", "parseURI"]
 
@@ -244,3 +245,7 @@ def parseURI(text: str) -> URI:
         parameters=parameters,
         headers=headers,
     )
+
+
+# The URIs met, by text: Request-URIs, and the URIs of From and To.
+_URIS: Memo[URI] = Memo(parseURI)

@@ -172,6 +172,42 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual((response.code, response.reason, response.body), (200, "Fine", b"{}"))
         self.assertEqual(response.contentType, "application/json")
 
+    def test_answeredAtOnce(self):
+        """
+        A request to a peer that answers at once is answered as it arrives,
+        with no Deferred and no timer of the job queue's: the node's
+        delayed calls are the same before and after.
+        """
+        peer = RecordingPeer()
+        self.a.bus.registerPeer(peer)
+        request = self.b.bus.buildRequest("test", b"x", self.bus.find(1, 0))
+        data = sip.serialise(
+            sip.Request(
+                request.method,
+                request.uri,
+                (("Via", "SIP/2.0/UDP 127.0.0.12:5060;branch=z9hG4bKatonce"),)
+                + request.headers,
+                request.body,
+            )
+        )
+        # A first request, so that the transaction layer's one timer runs.
+        self.a.protocol.datagramReceived(data, ("127.0.0.12", 5060))
+        scheduled = []
+        callLater = self.bus.clock.callLater
+        self.patch(
+            self.bus.clock,
+            "callLater",
+            lambda *a, **k: scheduled.append(a[1]) or callLater(*a, **k),
+        )
+        sent = len(self.bus.network.sent)
+        self.a.protocol.datagramReceived(data.replace(b"atonce", b"again"), ("127.0.0.12", 5060))
+        self.assertEqual(len(peer.received), 2)
+        [reply] = self.bus.network.sent[sent:]
+        self.assertEqual(sip.parse(reply.data).code, 200)
+        self.assertEqual(sip.parse(reply.data).header("Server").split("/")[0], "dmq")
+        # The one timer made is the network's, carrying the reply.
+        self.assertEqual(scheduled, [self.bus.network._deliver])
+
     def test_unknownPeer(self):
         """
         A request for a peer nobody registered is answered C{404 User Not

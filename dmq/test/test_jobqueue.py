@@ -240,3 +240,103 @@ class KeyedJobQueueTests(SynchronousTestCase):
         self.assertRaises(ValueError, KeyedJobQueue, self.clock, 0, 1, 1.0)
         self.assertRaises(ValueError, KeyedJobQueue, self.clock, 1, -1, 1.0)
         self.assertRaises(ValueError, KeyedJobQueue, self.clock, 1, 1, 0)
+
+
+class CallTests(SynchronousTestCase):
+    """
+    Tests for L{KeyedJobQueue.call}: the way in for jobs that mostly answer
+    at once.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
+
+    def test_atOnce(self) -> None:
+        """
+        A job of an idle key that returns a value gives that value, not a
+        Deferred, and leaves no timer and no worker taken.
+        """
+        self.assertEqual(self.queue.call("k", lambda a, b: a + b, 40, 2), 42)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.successResultOf(self.queue.whenIdle())
+        self.assertTrue(self.queue.accepts("k"))
+
+    def test_behindItsKey(self) -> None:
+        """
+        A job whose key has a job running waits for it, in order, and its
+        outcome is a Deferred.
+        """
+        first: Deferred = Deferred()
+        order: List[str] = []
+        running = self.queue.call("k", lambda: first)
+        second = self.queue.call("k", lambda: order.append("second") or "two")
+        self.assertIsInstance(running, Deferred)
+        self.assertIsInstance(second, Deferred)
+        self.assertEqual(order, [])
+        first.callback("one")
+        self.assertEqual(self.successResultOf(running), "one")
+        self.assertEqual(self.successResultOf(second), "two")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noWorker(self) -> None:
+        """
+        With every worker taken, a job of another key waits as well.
+        """
+        blockers = [Deferred(), Deferred()]
+        for key, blocker in zip("ab", blockers):
+            self.queue.call(key, lambda blocker=blocker: blocker)
+        waiting = self.queue.call("c", lambda: "c")
+        self.assertNoResult(waiting)
+        blockers[0].callback(None)
+        self.assertEqual(self.successResultOf(waiting), "c")
+
+    def test_deferredTimesOut(self) -> None:
+        """
+        A job that answers with a Deferred must still finish within the
+        timeout, counted from the call.
+        """
+        d = self.queue.call("k", Deferred)
+        self.clock.advance(10)
+        self.failureResultOf(d, JobTimedOut)
+        self.successResultOf(self.queue.whenIdle())
+
+    def test_raises(self) -> None:
+        """
+        A job that raises gives a failed Deferred, and frees its worker.
+        """
+
+        def broken() -> None:
+            raise ZeroDivisionError()
+
+        self.failureResultOf(self.queue.call("k", broken), ZeroDivisionError)
+        self.assertEqual(self.queue.call("k", lambda: 1), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_full(self) -> None:
+        """
+        A job there is no room for is refused with L{QueueFull}.
+        """
+        blockers = [Deferred(), Deferred()]
+        for key, blocker in zip("ab", blockers):
+            self.queue.call(key, lambda blocker=blocker: blocker)
+        self.queue.call("c", lambda: None)
+        self.queue.call("d", lambda: None)
+        self.assertRaises(QueueFull, self.queue.call, "e", lambda: None)
+
+    def test_submittedDuringCall(self) -> None:
+        """
+        A job of the same key submitted while a called job runs waits for it.
+        """
+        order: List[str] = []
+
+        def work() -> str:
+            order.append("first")
+            later.append(self.queue.submit("k", lambda: order.append("second")))
+            order.append("first done")
+            return "one"
+
+        later: List[Deferred] = []
+        self.assertEqual(self.queue.call("k", work), "one")
+        self.successResultOf(later[0])
+        self.assertEqual(order, ["first", "first done", "second"])

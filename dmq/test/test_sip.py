@@ -1249,6 +1249,109 @@ class CheckRequestTests(SynchronousTestCase):
         self.assertIs(message.via, message.via)
         self.assertIs(message.fromAddress, message.fromAddress)
 
+    def test_everyViaChecked(self) -> None:
+        """
+        Every Via is parsed and checked, not only the top one, whether the
+        Vias are on lines of their own or joined by commas.
+        """
+        top = MANDATORY[0]
+        for vias in [
+            (top, "Via: SIP/2.0/UDP"),
+            (top + ", SIP/2.0/UDP",),
+            (top, "Via: SIP/2.0/UDP b:5060;branch=z9hG4bK2;;"),
+        ]:
+            message = parseRequest(request(*vias, *MANDATORY[1:]))
+            error = self.assertRaises(SIPParseError, checkRequest, message)
+            self.assertIn("Via", error.reason)
+        message = parseRequest(
+            request(top, "Via: SIP/2.0/UDP b:5070;branch=z9hG4bK2", *MANDATORY[1:])
+        )
+        checkRequest(message)
+        self.assertEqual([via.host for via in message.via], ["127.0.0.1", "b"])
+
+    def test_repeatedNamesOneVia(self) -> None:
+        """
+        A request with one Via and other headers repeated has one Via.
+        """
+        message = parseRequest(request(*MANDATORY, "Supported: a", "Supported: b"))
+        checkRequest(message)
+        self.assertEqual(len(message.via), 1)
+        self.assertEqual(message.headerValues("Supported"), ["a", "b"])
+        self.assertEqual(message.header("supported"), "a")
+
+
+class MemoTests(SynchronousTestCase):
+    """
+    Tests for L{dmq.sip.memo.Memo} and the parsers that keep what they made.
+    """
+
+    def test_parsedOnce(self) -> None:
+        """
+        A text is parsed once; later lookups give the same value.
+        """
+        from dmq.sip.memo import Memo
+
+        calls: List[str] = []
+
+        def parser(text: str) -> int:
+            calls.append(text)
+            return len(text)
+
+        memo = Memo(parser)
+        self.assertEqual((memo["ab"], memo["ab"], memo["abc"]), (2, 2, 3))
+        self.assertEqual(calls, ["ab", "abc"])
+
+    def test_failuresNotKept(self) -> None:
+        """
+        A text the parser refuses is refused again every time, and not kept.
+        """
+        from dmq.sip.memo import Memo
+
+        calls: List[str] = []
+
+        def parser(text: str) -> int:
+            calls.append(text)
+            raise SIPParseError("no")
+
+        memo = Memo(parser)
+        for _ in range(2):
+            self.assertRaises(SIPParseError, memo.__getitem__, "x")
+        self.assertEqual((calls, len(memo)), (["x", "x"], 0))
+
+    def test_bounded(self) -> None:
+        """
+        A full memo starts again from empty: made-up values cannot grow it.
+        """
+        from dmq.sip.memo import Memo
+
+        memo = Memo(str.upper, size=3)
+        for text in "abcdefg":
+            memo[text]
+        self.assertLessEqual(len(memo), 3)
+        self.assertEqual(memo["g"], "G")
+
+    def test_requestURIShared(self) -> None:
+        """
+        Requests with the same Request-URI, From or To URI share one parsed
+        L{URI}; values are the same as a parse of their own.
+        """
+        first = parseRequest(request(*MANDATORY))
+        second = parseRequest(request(*MANDATORY))
+        self.assertIs(first.uri, second.uri)
+        self.assertIs(first.to.uri, second.to.uri)
+        self.assertEqual(first.uri, parseURI("sip:notification_peer@127.0.0.1:5061"))
+
+    def test_badValuesStillRefused(self) -> None:
+        """
+        A bad value is refused however often it comes, and a good one
+        after it is read as it should be.
+        """
+        for _ in range(3):
+            self.assertRaises(SIPParseError, parse, request(startLine="KDMQ sip:h:99999 SIP/2.0"))
+            self.assertRaises(SIPParseError, parseVia, "SIP/2.0/UDP h:99999")
+            self.assertRaises(SIPParseError, sip.parseCSeq, "99999999999 KDMQ")
+        self.assertEqual(parseVia("SIP/2.0/UDP h:9;branch=b").port, 9)
+
 
 class BadInputTests(SynchronousTestCase):
     """
@@ -1597,6 +1700,13 @@ vias = st.builds(
     port=ports,
     parameters=parameters,
 )
+simpleVias = st.builds(
+    Via,
+    transport=tokens.map(str.upper),
+    host=hosts,
+    port=ports,
+    parameters=tokens.map(lambda branch: (("branch", branch),)),
+)
 lineText = st.text(
     st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"),
     max_size=20,
@@ -1606,6 +1716,12 @@ nameAddresses = st.builds(
     uri=uris(),
     displayName=st.none() | lineText,
     parameters=parameters,
+)
+
+taggedAddresses = st.builds(
+    NameAddress,
+    uri=uris(),
+    parameters=tokens.map(lambda tag: (("tag", tag),)),
 )
 
 # Names written canonically, as parse writes them: known names, and unknown
@@ -1782,12 +1898,66 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(parseVia(via.toString()), via)
 
     @propertySettings
+    @given(st.one_of(vias, simpleVias))
+    def test_viaFastPath(self, via: Via) -> None:
+        """
+        L{parseVia} reads the usual shape of Via (one C{branch}) in one
+        match, to what its general path reads.
+        """
+        from dmq.sip.address import _parseVia
+
+        text = via.toString()
+        self.assertEqual(parseVia(text), _parseVia(text))
+
+    @propertySettings
+    @given(st.one_of(nameAddresses, taggedAddresses))
+    def test_nameAddressFastPaths(self, address: NameAddress) -> None:
+        """
+        L{parseNameAddress} reads the usual shapes (no parameters, or only a
+        tag) to what its general path reads.
+        """
+        from dmq.sip.address import _parseNameAddress
+
+        text = address.toString()
+        self.assertEqual(parseNameAddress(text), _parseNameAddress(text))
+
+    @propertySettings
     @given(nameAddresses)
     def test_nameAddressRoundTrip(self, address: NameAddress) -> None:
         """
         A name-addr survives L{NameAddress.toString} then L{parseNameAddress}.
         """
         self.assertEqual(parseNameAddress(address.toString()), address)
+
+    @propertySettings
+    @given(
+        requests,
+        st.integers(0, 800),
+        st.none() | st.text(max_size=12),
+        st.lists(st.tuples(headerNames | st.text(max_size=6), lineText), max_size=3),
+        bodies,
+        st.none() | tokens,
+    )
+    def test_serialiseReply(
+        self,
+        message: Request,
+        code: int,
+        reason: object,
+        extras: List[Tuple[str, str]],
+        body: bytes,
+        toTag: object,
+    ) -> None:
+        """
+        L{sip.serialiseReply} writes what L{serialise} writes of
+        L{responseFor}'s response, and refuses what it refuses.
+        """
+        arguments = (message, code, reason, extras, body, toTag)
+        try:
+            expected = serialise(responseFor(*arguments))  # type: ignore[arg-type]
+        except ValueError:
+            self.assertRaises(ValueError, sip.serialiseReply, *arguments)
+        else:
+            self.assertEqual(sip.serialiseReply(*arguments), expected)  # type: ignore[arg-type]
 
     @propertySettings
     @given(st.one_of(requests, responses).flatmap(otherSpellings))

@@ -7,12 +7,16 @@ have gone out.
 
 from __future__ import annotations
 
+import errno
 import gc
+import socket
 import weakref
 from typing import Callable, List, Optional, Tuple
 
+import attr
 from hypothesis import given, settings, strategies as st
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
@@ -23,6 +27,7 @@ from dmq.sip import Request, Response, Via
 from dmq.transaction import (
     T1,
     T4,
+    MessageTooLarge,
     ServerTransaction,
     TransactionLayer,
     TransactionLayerStopped,
@@ -231,12 +236,45 @@ class ResponseAddressTests(SynchronousTestCase):
         via = Via("UDP", "10.0.0.1", 5060, (("rport", None),))
         self.assertEqual(responseAddress(via, ("10.0.0.1", 40001)), ("10.0.0.1", 40001))
 
-    def test_badRport(self) -> None:
+    def test_rportValueNotBelieved(self) -> None:
         """
-        A C{rport} value that is not a port is ignored.
+        With C{rport}, responses go to the source port, whatever value the
+        sender wrote (a port of someone else's, or none at all).
         """
-        via = Via("UDP", "10.0.0.1", 5070, (("rport", "99999"),))
-        self.assertEqual(responseAddress(via, ("10.0.0.1", 1)), ("10.0.0.1", 5070))
+        for value in ["99999", "6000", "x"]:
+            via = Via("UDP", "10.0.0.1", 5070, (("rport", value),))
+            self.assertEqual(responseAddress(via, ("10.0.0.1", 1)), ("10.0.0.1", 1))
+
+    def test_receivedNotBelieved(self) -> None:
+        """
+        Responses go to the source address, never to a C{received} the
+        sender wrote, nor to a sent-by host that is not the source: a
+        request cannot make us send to a third party.
+        """
+        for parameters in [(("received", "10.0.0.66"),), ()]:
+            via = Via("UDP", "10.0.0.66", 5070, parameters)
+            self.assertEqual(
+                responseAddress(via, ("10.0.0.1", 5070)), ("10.0.0.1", 5070)
+            )
+
+    def test_hostNotAnAddress(self) -> None:
+        """
+        A sent-by or C{received} that is not an IP address of ours to reach
+        (a name, an address of the other family, a number that is not an
+        address) is no obstacle: responses go to the source address.
+        """
+        for text in [
+            "SIP/2.0/UDP 127.0.0.1e9:5070",
+            "SIP/2.0/UDP localhost:5070",
+            "SIP/2.0/UDP [::1]:5070",
+            "SIP/2.0/UDP 10.0.0.1:5070;received=localhost",
+            "SIP/2.0/UDP 10.0.0.1:5070;received=[::1]",
+            "SIP/2.0/UDP 10.0.0.1:5070;received=127.0.0.1e9",
+        ]:
+            self.assertEqual(
+                responseAddress(sip.parseVia(text), ("10.0.0.1", 40000)),
+                ("10.0.0.1", 5070),
+            )
 
     def test_noPort(self) -> None:
         """
@@ -607,7 +645,8 @@ class ClientTransactionTests(LayerTestCase):
     def test_sendErrorInTimer(self) -> None:
         """
         A C{send} that always raises L{OSError} does not break Timer E, and
-        Timer F still ends the transaction with a C{408}.
+        Timer F still ends the transaction with a C{408}; each failure is
+        counted, and warned about once a minute.
         """
         observer = self.observeLogs()
         d = self.layer.request(outgoingRequest(), REMOTE)
@@ -616,18 +655,88 @@ class ClientTransactionTests(LayerTestCase):
         self.assertEqual(self.successResultOf(d).code, 408)
         self.assertEqual(self.layer.statistics["sendErrors"], 10)
         self.assertEqual(
-            len([e for e in observer if e["log_level"] == LogLevel.warn]), 10
+            len([e for e in observer if e["log_level"] == LogLevel.warn]), 1
         )
 
     def test_sendBug(self) -> None:
         """
         Any other exception from C{send} is a bug: it is logged with its
-        traceback, and does not escape either.
+        traceback, does not escape either, and ends the transaction at once
+        with a local C{408}, since sending again would only repeat it.
         """
         self.send.error = ZeroDivisionError()
         d = self.layer.request(outgoingRequest(), REMOTE)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, response.reason), (408, "Could Not Send"))
+        self.assertEqual(self.layer.liveClientTransactions, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unreachableAddress(self) -> None:
+        """
+        A request that cannot be sent to its destination at all (Twisted's
+        UDP port refuses an IPv6 address on an IPv4 socket, and a name; the
+        socket refuses an address of the other family) ends at once with a
+        local C{408 Unreachable Address}, without a traceback, one warning,
+        and nothing sent again.
+        """
+        for error in [
+            InvalidAddressError("::1", "IPv4 port write() called with IPv6 address"),
+            socket.gaierror(-9, "Address family for hostname not supported"),
+            OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol"),
+        ]:
+            self.makeLayer()
+            observer = self.observeLogs()
+            self.send.error = error
+            d = self.layer.request(outgoingRequest(), ("::1", 5060))
+            response = self.successResultOf(d)
+            self.assertEqual((response.code, response.reason), (408, "Unreachable Address"))
+            self.assertEqual(self.layer.liveClientTransactions, 0)
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+            self.assertEqual(self.layer.statistics["sendErrors"], 1)
+            self.assertEqual(self.layer.statistics["retransmissionsSent"], 0)
+            [warning] = [e for e in observer if e["log_level"] == LogLevel.warn]
+            self.assertNotIn("log_failure", warning)
+            self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_messageTooLong(self) -> None:
+        """
+        A request the socket refuses as too long fails at once with
+        L{MessageTooLarge}: no node is at fault, and sending again would
+        not help.
+        """
+        for error in [
+            MessageLengthError("message too long"),
+            OSError(errno.EMSGSIZE, "Message too long"),
+        ]:
+            self.makeLayer()
+            self.send.error = error
+            d = self.layer.request(outgoingRequest(), REMOTE)
+            self.failureResultOf(d, MessageTooLarge)
+            self.assertEqual(self.layer.liveClientTransactions, 0)
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+            self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_tooLargeForOneDatagram(self) -> None:
+        """
+        A request whose datagram would be longer than 65,507 octets, the
+        most one UDP datagram carries, fails at once with a clear error,
+        and nothing is sent.  One octet less is sent.
+        """
+        request = outgoingRequest()
+        via = ("Via", "SIP/2.0/UDP 127.0.0.12:5060;branch=z9hG4bK0123456789abcdef")
+        sized = attr.evolve(request, headers=(via,) + request.headers, body=b"x" * 10000)
+        # The rest of the datagram, with a five-digit Content-Length.
+        rest = len(sip.serialise(sized)) - 10000
+        fits = attr.evolve(request, body=b"x" * (65507 - rest))
+        d = self.layer.request(fits, REMOTE)
         self.assertNoResult(d)
+        self.assertEqual(len(self.send.datagrams[0]), 65507)
+        tooLarge = attr.evolve(request, body=fits.body + b"x")
+        failure = self.failureResultOf(self.layer.request(tooLarge, REMOTE), MessageTooLarge)
+        self.assertIn("65508 octets", failure.getErrorMessage())
+        self.assertEqual(len(self.send.sent), 1)
+        self.assertEqual(self.layer.statistics["refusedTooLarge"], 1)
 
     def test_callbackSendsAgain(self) -> None:
         """
@@ -953,6 +1062,48 @@ class ServerTransactionTests(LayerTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(self.layer.statistics["sendErrors"], 1)
 
+    def test_replyNotSent(self) -> None:
+        """
+        A reply the socket refuses (too long, say) is a counted drop with
+        one warning and no traceback; a retransmission of the request is
+        answered from the stored reply, and that failure is counted too.
+        """
+        observer = self.observeLogs()
+        self.makeLayer(lambda t: t.reply(200, "OK", body=b"x"))
+        self.send.error = MessageLengthError("message too long")
+        self.receive()
+        self.receive()
+        self.assertEqual(self.layer.statistics["sendErrors"], 2)
+        self.assertEqual(self.layer.statistics["responsesResent"], 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        warnings = [e for e in observer if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertNotIn("log_failure", warnings[0])
+
+    def test_reply(self) -> None:
+        """
+        L{ServerTransaction.reply} answers with what L{sip.responseFor}
+        would make, a fresh To tag added; it gives final responses only.
+        """
+        self.makeLayer(
+            lambda t: t.reply(202, headers=[("Server", "x")], body=b"ok")
+        )
+        request = self.receive()
+        [response] = self.send.messages()
+        assert isinstance(response, Response)
+        self.assertEqual((response.code, response.reason), (202, "Accepted"))
+        self.assertEqual(response.header("Server"), "x")
+        self.assertEqual(response.body, b"ok")
+        self.assertEqual(response.via, request.via)
+        self.assertIsNotNone(response.to.tag)
+        self.assertEqual(self.received[0].code, 202)
+        self.assertIsNone(self.received[0].response)
+        self.makeLayer(lambda t: t.reply(180))
+        self.receive()
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        [response] = self.send.messages()
+        self.assertEqual(response.code, 500)
+
     def test_abandoned(self) -> None:
         """
         A request that gets no final response within 64*T1 (when its client
@@ -973,13 +1124,47 @@ class ServerTransactionTests(LayerTestCase):
 
     def test_answerReplacesGuard(self) -> None:
         """
-        Once answered, only Timer J is pending.
+        Once answered, a transaction is no longer abandoned: Timer J, from
+        the answer, ends it.
         """
         request = self.receive()
         self.clock.advance(10)
         self.received[0].respond(sip.responseFor(request, 200, toTag="t"))
-        [call] = self.clock.getDelayedCalls()
-        self.assertEqual(call.getTime(), 10 + 64 * T1)
+        self.clock.advance(64 * T1 - 10)
+        self.assertEqual(self.layer.statistics["abandoned"], 0)
+        self.assertEqual(self.received[0].state, TransactionState.COMPLETED)
+        self.clock.advance(9.9)
+        self.assertEqual(self.layer.liveServerTransactions, 1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.layer.liveServerTransactions, 0)
+        self.assertEqual(self.received[0].state, TransactionState.TERMINATED)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_oneTimer(self) -> None:
+        """
+        However many requests are live, answered or not, one timer ends
+        them all, each on time (or at most T1/8 late, when it comes due
+        with others).
+        """
+        self.makeLayer(
+            lambda t: t.respond(sip.responseFor(t.request, 200, toTag="t"))
+            if t.request.callID.startswith("answer")
+            else None
+        )
+        for i in range(100):
+            self.receive(branch=f"z9hG4bKa{i}", callID=f"answer-{i}")
+            self.receive(branch=f"z9hG4bKp{i}", callID=f"pending-{i}")
+            self.clock.advance(0.01)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.layer.liveServerTransactions, 200)
+        self.clock.advance(64 * T1 - 1.5)
+        self.assertEqual(self.layer.liveServerTransactions, 200)
+        for _ in range(20):
+            self.clock.advance(0.1)
+            self.assertLessEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(self.layer.liveServerTransactions, 0)
+        self.assertEqual(self.layer.statistics["abandoned"], 100)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class StopTests(LayerTestCase):

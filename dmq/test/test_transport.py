@@ -6,6 +6,7 @@ Tests for L{dmq.transport}.
 from __future__ import annotations
 
 import random
+import socket
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
@@ -54,10 +55,28 @@ class RecordingDatagramTransport:
         pass
 
 
-def connectedProtocol(testCase):
+class IPv4PortTransport(RecordingDatagramTransport):
+    """
+    A L{RecordingDatagramTransport} that refuses what Twisted's IPv4 UDP
+    port refuses: a destination that is not an IPv4 address, and a
+    datagram longer than one can be.
+    """
+
+    def write(self, data, addr):
+        from twisted.internet.abstract import isIPAddress
+        from twisted.internet.error import InvalidAddressError, MessageLengthError
+
+        if not isIPAddress(addr[0]):
+            raise InvalidAddressError(addr[0], "not an IPv4 address")
+        if len(data) > 65507:
+            raise MessageLengthError("message too long")
+        RecordingDatagramTransport.write(self, data, addr)
+
+
+def connectedProtocol(testCase, transport=None):
     clock = Clock()
     protocol = SIPDatagramProtocol(clock, ("127.0.0.11", 5060))
-    transport = RecordingDatagramTransport()
+    transport = transport or RecordingDatagramTransport()
     protocol.makeConnection(transport)
     testCase.addCleanup(protocol.stop)
     return clock, protocol, transport
@@ -200,6 +219,94 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(via.rport, "40000")
         self.assertEqual(via.branch, "z9hG4bKabc.1")
 
+    def test_viaHostNotAnAddress(self):
+        """
+        A request whose Via names a host that is not an IPv4 address
+        (a number that is not one, a name, an IPv6 address) is answered at
+        its source address, with C{received} stamped; nothing is raised or
+        logged as an error.
+        """
+        for host in [b"127.0.0.1e9", b"localhost", b"[::1]"]:
+            clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
+            protocol.setHandler("KDMQ", lambda t: t.reply(200, "OK"))
+            request = KDMQ_REQUEST.replace(b"UDP 127.0.0.12:5060", b"UDP " + host + b":5070")
+            protocol.datagramReceived(request, SOURCE)
+            [(data, address)] = transport.written
+            self.assertEqual(address, ("127.0.0.12", 5070))
+            reply = sip.parse(data)
+            self.assertEqual(reply.code, 200)
+            self.assertEqual(reply.via[0].received, "127.0.0.12")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_receivedNotBelieved(self):
+        """
+        A C{received} or an C{rport} value the sender wrote is replaced by
+        where the request came from, and the reply goes there: not to a
+        third party, nor to a name or an address of the other family.
+        """
+        for parameters, port in [
+            (b";received=127.0.0.66", 5060),
+            (b";received=127.0.0.66;rport=7000", 40000),
+            (b";received=localhost", 5060),
+            (b";received=[::1]", 5060),
+            (b";received=127.0.0.1e9;rport", 40000),
+        ]:
+            clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
+            protocol.setHandler("KDMQ", lambda t: t.reply(200, "OK"))
+            request = KDMQ_REQUEST.replace(b";branch=", parameters + b";branch=")
+            protocol.datagramReceived(request, ("127.0.0.12", 40000))
+            [(data, address)] = transport.written
+            self.assertEqual(address, ("127.0.0.12", port))
+            via = sip.parse(data).via[0]
+            self.assertIsNone(via.received)
+            self.assertEqual(via.rport, None if port == 5060 else "40000")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_badRequestToSource(self):
+        """
+        The C{400} for a malformed request goes back to its source address,
+        not to the host its Via names.
+        """
+        for host in [b"127.0.0.66", b"localhost", b"[::1]"]:
+            clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
+            request = KDMQ_REQUEST.replace(
+                b"UDP 127.0.0.12:5060", b"UDP " + host + b":5060"
+            ).replace(b"CSeq: 10 KDMQ", b"CSeq: x KDMQ")
+            protocol.datagramReceived(request, SOURCE)
+            [(data, address)] = transport.written
+            self.assertEqual(address, SOURCE)
+            reply = sip.parse(data)
+            self.assertEqual((reply.code, reply.reason), (400, "Bad CSeq header"))
+            self.assertEqual(reply.via[0].received, "127.0.0.12")
+            self.assertEqual(protocol.statistics["badRequests"], 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_replyTooLong(self):
+        """
+        A reply too long for one datagram (to a request of 65,488 octets
+        that it copies most of) is a counted drop with one warning, and no
+        traceback.
+        """
+        clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol.setHandler(
+            "KDMQ", lambda t: t.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)
+        )
+        callID = b"c1@127.0.0.12"
+        padding = 65488 - len(KDMQ_REQUEST)
+        request = KDMQ_REQUEST.replace(callID, b"c" * padding + callID)
+        self.assertEqual(len(request), 65488)
+        for _ in range(2):
+            protocol.datagramReceived(request, SOURCE)
+        self.assertEqual(transport.written, [])
+        self.assertEqual(protocol.transactions.statistics["sendErrors"], 2)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        warnings = [e for e in events if e.get("log_namespace", "").startswith("dmq.")]
+        self.assertEqual(len(warnings), 1)
+        self.assertNotIn("log_failure", warnings[0])
+
     def test_capturedRequestsAnswered(self):
         """
         Every KDMQ request Kamailio sent in the captures is accepted and answered.
@@ -295,3 +402,64 @@ class LoopbackUDPIntegrationTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(response.body, body[::-1])
         self.assertEqual(len(body), 60000)
+
+    def listen(self, protocol):
+        host, port = protocol.sentBy
+        listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=MAX_DATAGRAM)
+        self.addCleanup(listening.stopListening)
+        self.addCleanup(protocol.stop)
+
+    @defer.inlineCallbacks
+    def test_unreachableNode(self):
+        """
+        A request to C{[::1]} from an IPv4 socket (a node line
+        C{sip:[::1]:5060}) ends at once with a local C{408}, logs no
+        traceback, and is not sent again.
+        """
+        client = SIPDatagramProtocol(reactor, ("127.0.0.12", 15060))
+        self.listen(client)
+        request = sip.Request(
+            "KDMQ",
+            sip.URI("::1", 5060, "notification_peer"),
+            (
+                ("To", "<sip:notification_peer@[::1]:5060>"),
+                ("From", "<sip:notification_peer@127.0.0.12:15060>;tag=c"),
+                ("CSeq", "10 KDMQ"),
+                ("Call-ID", "unreachable-1@127.0.0.12"),
+            ),
+        )
+        response = yield client.sendRequest(request, ("::1", 5060))
+        self.assertEqual((response.code, response.reason), (408, "Unreachable Address"))
+        self.assertEqual(client.transactions.liveClientTransactions, 0)
+        self.assertEqual(client.transactions.statistics["retransmissionsSent"], 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
+    def test_replyTooLong(self):
+        """
+        Over real sockets: a request of 65,488 octets arrives, and the
+        reply that copies it cannot be sent: a counted drop, no traceback.
+        """
+        server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
+        self.listen(server)
+        answered = defer.Deferred()
+
+        def handler(transaction):
+            transaction.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)
+            answered.callback(None)
+
+        server.setHandler("KDMQ", handler)
+        callID = b"c1@127.0.0.12"
+        request = KDMQ_REQUEST.replace(
+            b"127.0.0.11:5060", b"127.0.0.11:15060"
+        ).replace(b"127.0.0.12:5060", b"127.0.0.12:15061")
+        request = request.replace(callID, b"c" * (65488 - len(request)) + callID)
+        self.assertEqual(len(request), 65488)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.bind(("127.0.0.12", 15061))
+        sender.sendto(request, ("127.0.0.11", 15060))
+        yield answered
+        self.assertEqual(server.transactions.statistics["sendErrors"], 1)
+        self.assertEqual(server.statistics["sent"], 0)
+        self.assertEqual(self.flushLoggedErrors(), [])

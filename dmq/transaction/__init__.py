@@ -19,14 +19,16 @@ Nothing here touches a socket: bytes leave through an injected C{send}
 callable and time comes from an injected L{IReactorTime}.
 
 Import the names from here.  They live in L{dmq.transaction.base} (timer
-values, states, errors), L{dmq.transaction.server},
+values, states, errors, what a failed send means), L{dmq.transaction.server},
 L{dmq.transaction.client} and L{dmq.transaction.layer}.
 """
 
 from dmq.transaction.base import (
+    MAX_UDP_PAYLOAD,
     T1,
     T2,
     T4,
+    MessageTooLarge,
     TransactionLayerStopped,
     TransactionLimitExceeded,
     TransactionState,
@@ -41,6 +43,8 @@ __all__ = [
     "TransactionState",
     "TransactionLimitExceeded",
     "TransactionLayerStopped",
+    "MessageTooLarge",
+    "MAX_UDP_PAYLOAD",
     "ServerTransaction",
     "TransactionLayer",
     "responseAddress",

@@ -2,13 +2,22 @@
 """
 What client transactions, server transactions and their layer share: RFC
 3261's timer values, the states of a non-INVITE transaction, the errors a
-client transaction fails with, and the names of what the layer counts.
+client transaction fails with, the names of what the layer counts, what a
+failed send means (L{sendFailure}), and the rate-limited warnings the layer
+and the transport log bad input and failed sends with.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
+from collections import Counter
 from enum import Enum
-from typing import Tuple
+from typing import Dict, Optional, Tuple
+
+from twisted.internet.error import InvalidAddressError, MessageLengthError
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 __all__ = [
     "T1",
@@ -18,6 +27,11 @@ __all__ = [
     "TransactionState",
     "TransactionLimitExceeded",
     "TransactionLayerStopped",
+    "MessageTooLarge",
+    "MAX_UDP_PAYLOAD",
+    "RateLimitedWarnings",
+    "SEND_ERRORS",
+    "sendFailure",
 ]
 
 T1 = 0.5
@@ -30,6 +44,12 @@ T4 = 5.0
 """RFC 3261 Timer T4: how long a message may linger in the network."""
 
 Address = Tuple[str, int]
+
+MAX_UDP_PAYLOAD = 65507
+"""
+The most octets one UDP datagram carries over IPv4 (65,535 less the IP and
+UDP headers): a request longer than this cannot be sent at all.
+"""
 
 # Every counter in TransactionLayer.statistics, so that a metrics page shows
 # zeros rather than nothing.
@@ -47,6 +67,7 @@ _COUNTERS = (
     "abandoned",
     "handlerErrors",
     "sendErrors",
+    "refusedTooLarge",
     "acksIgnored",
 )
 
@@ -78,3 +99,71 @@ class TransactionLayerStopped(Exception):
     The transaction layer was stopped while this transaction was pending, or
     before it was asked to start one.
     """
+
+
+class MessageTooLarge(ValueError):
+    """
+    A request was refused because its datagram would be longer than one
+    datagram can be (L{MAX_UDP_PAYLOAD}), or than the socket would send.
+    """
+
+
+# Errors of a send that sending again cannot mend: the destination is not
+# an address this socket can reach.
+_NO_ADDRESS = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EINVAL, errno.EDESTADDRREQ)
+
+SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
+"""
+What a socket's send raises when the datagram cannot go (Twisted's UDP port
+raises the last two for a name or an address of the other family, and for
+a datagram too long); anything else from a send is a bug.
+"""
+
+
+def sendFailure(error: BaseException) -> Optional[str]:
+    """
+    Whether a send that raised C{error} is worth trying again.
+
+    @return: C{None} when sending again may work (the network or the
+        socket's buffer may recover); else why it never can, fit to be a
+        reason phrase: C{"Message Too Large"}, C{"Unreachable Address"} (an
+        address this socket cannot send to, such as an IPv6 address for an
+        IPv4 socket, or a name), or C{"Could Not Send"} (a bug in the send).
+    """
+    if isinstance(error, MessageLengthError) or (
+        isinstance(error, OSError) and error.errno == errno.EMSGSIZE
+    ):
+        return "Message Too Large"
+    if isinstance(error, (InvalidAddressError, socket.gaierror)) or (
+        isinstance(error, OSError) and error.errno in _NO_ADDRESS
+    ):
+        return "Unreachable Address"
+    if isinstance(error, OSError):
+        return None
+    return "Could Not Send"
+
+
+class RateLimitedWarnings:
+    """
+    Log at most one warning per cause per C{interval} seconds, counting the
+    ones left out and reporting that count with the next one logged.
+    """
+
+    def __init__(self, clock: IReactorTime, log: Logger, interval: float = 60.0) -> None:
+        self._clock = clock
+        self._target = log
+        self._interval = interval
+        self._last: Dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def warn(self, cause: str, format: str, **fields: object) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(cause)
+        if last is not None and now - last < self._interval:
+            self._suppressed[cause] += 1
+            return
+        self._last[cause] = now
+        suppressed = self._suppressed.pop(cause, 0)
+        if suppressed:
+            format += " ({suppressed} more like it not logged)"
+        self._target.warn(format, cause=cause, suppressed=suppressed, **fields)

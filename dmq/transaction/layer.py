@@ -2,13 +2,25 @@
 """
 L{TransactionLayer}: the non-INVITE transactions of one transport.  It routes
 requests and responses to their transactions, starts new ones, bounds how many
-are live, ends answered server transactions on Timer J, and stops them all.
+are live, ends them on their timers, and stops them all.
+
+Server transactions are kept as light as a busy node needs, since every
+request makes one:
+
+  - one dictionary of the pending ones (no final response yet), by key,
+    and one of the answered ones, whose entries are only the reply's bytes,
+    its address and the time Timer J ends them: what answers a
+    retransmission;
+  - one timer, the sweeper, for all of them: every pending transaction
+    waits the same 64*T1 to be abandoned, and every answered one the same
+    Timer J, so each table is in the order its entries expire, and the
+    sweeper only ever looks at their heads.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Callable, Dict, Hashable, List, Optional, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -16,27 +28,31 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from dmq.sip import (
-    MAGIC_COOKIE,
     Request,
     Response,
     SIPParseError,
     newTag,
-    responseFor,
-    serialise,
+    serialiseReply,
 )
 from dmq.transaction.base import (
     _COUNTERS,
+    SEND_ERRORS,
     T1,
     T2,
     T4,
     Address,
+    RateLimitedWarnings,
     TransactionLayerStopped,
-    TransactionLimitExceeded,
+    sendFailure,
 )
-from dmq.transaction.client import _ClientTransaction
+from dmq.transaction.client import ClientTransactions
 from dmq.transaction.server import ServerTransaction, _serverKey, responseAddress
 
 __all__ = ["TransactionLayer"]
+
+# An answered server transaction: when Timer J ends it, its key, and the
+# final response's bytes and address.
+_Answered = Tuple[float, Hashable, bytes, Address]
 
 
 @attrs.define(eq=False)
@@ -54,9 +70,10 @@ class TransactionLayer:
         answered C{503}), C{evicted} (answered server transactions forgotten
         before Timer J to make room for new requests),
         C{refusedOverCapacity} (outgoing requests failed with
-        L{TransactionLimitExceeded}), C{abandoned} (server transactions given
-        no final response within 64*T1), C{handlerErrors}, C{sendErrors},
-        C{acksIgnored}.
+        L{TransactionLimitExceeded}), C{refusedTooLarge} (outgoing requests
+        failed with L{MessageTooLarge}), C{abandoned} (server transactions
+        given no final response within 64*T1), C{handlerErrors},
+        C{sendErrors} (datagrams that could not be sent), C{acksIgnored}.
     """
 
     _log = Logger()
@@ -71,43 +88,52 @@ class TransactionLayer:
     _T2: float = T2
     _T4: float = T4
     _maxTransactions: int = 10000
+    _warnings: Optional[RateLimitedWarnings] = None
     statistics: Dict[str, int] = attrs.field(
         init=False, factory=lambda: dict.fromkeys(_COUNTERS, 0)
     )
-    _clients: Dict[Tuple[str, str], _ClientTransaction] = attrs.field(
-        init=False, factory=dict
-    )
-    _servers: Dict[Hashable, ServerTransaction] = attrs.field(init=False, factory=dict)
-    # The answered ones among them, oldest first (what can be evicted), each
-    # with the time its Timer J ends it.
-    _completedServers: Dict[Hashable, Tuple[float, ServerTransaction]] = attrs.field(
-        init=False, factory=dict
-    )
+    _clientSide: ClientTransactions = attrs.field(init=False)
+    # Server transactions with no final response yet, in the order they
+    # came, which is the order they are abandoned in.
+    _pending: Dict[Hashable, ServerTransaction] = attrs.field(init=False, factory=dict)
+    # Answered ones, by key, and in the order Timer J ends them (the oldest
+    # is also the one evicted to make room).
+    _answeredByKey: Dict[Hashable, _Answered] = attrs.field(init=False, factory=dict)
+    _answeredInOrder: Deque[_Answered] = attrs.field(init=False, factory=deque)
     _stopped: bool = attrs.field(default=False, init=False)
-    _via: str = attrs.field(init=False)
-    # One timer ends every completed server transaction whose Timer J is
-    # due: they all wait as long, so _completedServers is in expiry order.
     _sweeper: Optional[IDelayedCall] = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         host, port = self._sentBy
         if ":" in host:
             host = f"[{host}]"
-        self._via = f"SIP/2.0/{self._transport.upper()} {host}:{port};branch="
+        if self._warnings is None:
+            self._warnings = RateLimitedWarnings(self._clock, self._log)
+        self._clientSide = ClientTransactions(
+            self,
+            self._clock,
+            f"SIP/2.0/{self._transport.upper()} {host}:{port};branch=",
+            self._reliable,
+            self._T1,
+            self._T2,
+            self._T4,
+            self._maxTransactions,
+            self._warnings,
+        )
 
     @property
     def liveClientTransactions(self) -> int:
         """
         How many client transactions exist, in any state but Terminated.
         """
-        return len(self._clients)
+        return self._clientSide.live
 
     @property
     def liveServerTransactions(self) -> int:
         """
         How many server transactions exist, in any state but Terminated.
         """
-        return len(self._servers)
+        return len(self._pending) + len(self._answeredByKey)
 
     def handleRequest(self, request: Request, source: Address) -> None:
         """
@@ -121,9 +147,10 @@ class TransactionLayer:
         raises, the error is logged and the request answered C{500} unless it
         was answered already.  A transaction given no final response within
         64*T1 is abandoned, since its client has given up by then.  Over the
-        transaction cap, a new request is
-        answered C{503} without a transaction.  ACK is ignored, as is
-        everything once the layer is stopped.
+        transaction cap, the oldest answered transaction is forgotten to
+        make room, and when there is none the new request is answered C{503}
+        without a transaction.  ACK is ignored, as is everything once the
+        layer is stopped.
 
         @param request: the request, with C{received} and C{rport} already
             on its top Via.
@@ -138,34 +165,48 @@ class TransactionLayer:
             key = _serverKey(request)
             address = responseAddress(request.via[0], source)
         except SIPParseError as e:
-            self._log.warn(
+            self._warnings.warn(  # type: ignore[union-attr]
+                "unmatchable",
                 "Dropped a request from {source} that cannot be matched: {error}",
                 source=source,
                 error=e.reason,
             )
             return
-        existing = self._servers.get(key)
-        if existing is not None:
-            existing._retransmissionReceived()
+        answered = self._answeredByKey.get(key)
+        if answered is not None:
+            self.statistics["retransmissionsAbsorbed"] += 1
+            self.statistics["responsesResent"] += 1
+            self.transmit(answered[2], answered[3], "response")
             return
-        if len(self._servers) >= self._maxTransactions and not self._evictCompleted():
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending._retransmissionReceived()
+            return
+        live = len(self._pending) + len(self._answeredByKey)
+        if live >= self._maxTransactions and not self._evict():
             self.statistics["rejectedOverCapacity"] += 1
-            self._log.warn(
+            self._warnings.warn(  # type: ignore[union-attr]
+                "serverCap",
                 "{count} server transactions are live, the most allowed: "
                 "answered {method} from {source} with 503",
-                count=len(self._servers),
+                count=self.liveServerTransactions,
                 method=request.method,
                 source=source,
             )
-            response = responseFor(
-                request, 503, "Service Unavailable", toTag=newTag()
+            self.transmit(
+                serialiseReply(request, 503, "Service Unavailable", toTag=newTag()),
+                address,
+                "response",
             )
-            self.transmit(serialise(response), address, "response")
             return
-        transaction = ServerTransaction(request, source, self, key, address)
-        self._servers[key] = transaction
+        abandonAfter = 64 * self._T1
+        transaction = ServerTransaction(
+            request, source, self, key, address, self._clock.seconds() + abandonAfter
+        )
+        self._pending[key] = transaction
         self.statistics["serverTransactions"] += 1
-        transaction._start()
+        if self._sweeper is None:
+            self._sweeper = self._clock.callLater(abandonAfter, self._sweep)
         try:
             self._requestReceived(transaction)
         except Exception:
@@ -176,11 +217,7 @@ class TransactionLayer:
                 source=source,
             )
             if not transaction.answered:
-                transaction.respond(
-                    responseFor(
-                        request, 500, "Server Internal Error", toTag=newTag()
-                    )
-                )
+                transaction.reply(500, "Server Internal Error")
 
     def handleResponse(self, response: Response, source: Address) -> bool:
         """
@@ -192,15 +229,7 @@ class TransactionLayer:
         @return: C{True} if it matched a transaction (which may have absorbed
             it as a duplicate), C{False} if it matched none.
         """
-        try:
-            key = (response.via[0].branch, response.cseq.method)
-        except SIPParseError:
-            return False
-        transaction = self._clients.get(key)  # type: ignore[arg-type]
-        if transaction is None:
-            return False
-        transaction.responseReceived(response)
-        return True
+        return self._clientSide.handleResponse(response)
 
     def request(self, request: Request, destination: Address) -> Deferred[Response]:
         """
@@ -213,10 +242,14 @@ class TransactionLayer:
         @param request: the request, without our Via.
         @param destination: the C{(host, port)} to send it to.
         @return: a L{Deferred} that fires with the final response, or with a
-            locally made C{408 Request Timeout} when none came within Timer F
-            (64*T1).  Provisional responses do not fire it.  It fails with
-            L{TransactionLimitExceeded} at once, sending nothing, when too many
-            client transactions are live, and with L{TransactionLayerStopped}
+            locally made C{408}: C{408 Request Timeout} when none came
+            within Timer F (64*T1), C{408 Unreachable Address} at once when
+            the request cannot be sent to C{destination} at all (an address
+            of the other family than our socket's, say).  Provisional
+            responses do not fire it.  It fails at once, sending nothing,
+            with L{TransactionLimitExceeded} when too many client
+            transactions are live, with L{MessageTooLarge} when the request
+            does not fit in one datagram, and with L{TransactionLayerStopped}
             if the layer is or gets stopped first.  Cancelling it ends the
             transaction.
         """
@@ -227,37 +260,7 @@ class TransactionLayer:
                     f"{destination[0]}:{destination[1]} not sent"
                 )
             )
-        if len(self._clients) >= self._maxTransactions:
-            self.statistics["refusedOverCapacity"] += 1
-            self._log.warn(
-                "{count} client transactions are live, the most allowed: "
-                "{method} to {destination} not sent",
-                count=len(self._clients),
-                method=request.method,
-                destination=destination,
-            )
-            return fail(
-                TransactionLimitExceeded(
-                    f"{len(self._clients)} client transactions are live, the most "
-                    f"allowed (maxTransactions={self._maxTransactions}): "
-                    f"{request.method} to {destination[0]}:{destination[1]} not sent"
-                )
-            )
-        branch = MAGIC_COOKIE + secrets.token_hex(8)
-        key = (branch, request.method)
-        while key in self._clients:
-            branch = MAGIC_COOKIE + secrets.token_hex(8)
-            key = (branch, request.method)
-        sent = attrs.evolve(
-            request, headers=(("Via", self._via + branch),) + request.headers
-        )
-        transaction = _ClientTransaction(
-            self, key, sent, serialise(sent), destination
-        )
-        self._clients[key] = transaction
-        self.statistics["clientTransactions"] += 1
-        transaction.start()
-        return transaction.deferred
+        return self._clientSide.request(request, destination)
 
     def start(self) -> None:
         """
@@ -282,69 +285,16 @@ class TransactionLayer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        servers: List[ServerTransaction] = list(self._servers.values())
-        self._servers.clear()
-        self._completedServers.clear()
-        for server in servers:
-            server._stop()
-        for client in list(self._clients.values()):
-            client.stop()
+        pending: List[ServerTransaction] = list(self._pending.values())
+        self._pending.clear()
+        self._answeredByKey.clear()
+        self._answeredInOrder.clear()
+        for server in pending:
+            server._ended = True
+        self._clientSide.stop()
         return succeed(None)
 
     # What its transactions ask of the layer; nothing else needs these.
-
-    @property
-    def timerE(self) -> Optional[float]:
-        """
-        The first interval of Timer E, after which a client transaction sends
-        its request again: T1, or C{None} over a reliable transport, where
-        nothing is sent again.
-        """
-        return None if self._reliable else self._T1
-
-    @property
-    def T2(self) -> float:
-        """
-        The longest interval of Timer E.
-        """
-        return self._T2
-
-    @property
-    def timerF(self) -> float:
-        """
-        How long a client transaction waits for a final response: 64*T1.
-        """
-        return 64 * self._T1
-
-    @property
-    def timerK(self) -> float:
-        """
-        How long a completed client transaction absorbs duplicate responses:
-        T4, or no time over a reliable transport.
-        """
-        return 0.0 if self._reliable else self._T4
-
-    @property
-    def timerJ(self) -> float:
-        """
-        How long an answered server transaction answers retransmissions of its
-        request: 64*T1, or no time over a reliable transport.
-        """
-        return 0.0 if self._reliable else 64 * self._T1
-
-    @property
-    def abandonAfter(self) -> float:
-        """
-        How long a server transaction may wait for its final response: 64*T1,
-        by when its client has given up.
-        """
-        return 64 * self._T1
-
-    def callLater(self, delay: float, f: Callable[[], None]) -> IDelayedCall:
-        """
-        Call C{f} after C{delay} seconds by the layer's clock.
-        """
-        return self._clock.callLater(delay, f)
 
     def count(self, counter: str) -> None:
         """
@@ -352,68 +302,70 @@ class TransactionLayer:
         """
         self.statistics[counter] += 1
 
-    def transmit(self, data: bytes, address: Address, what: str) -> None:
+    def transmit(self, data: bytes, address: Address, what: str) -> Optional[str]:
         """
-        Send C{data}; a failure is logged, not raised, since a retransmission
-        may still get through and Timer F ends the transaction anyway.
+        Send C{data}.  A failure is counted and logged, never raised: as a
+        warning once per cause a minute when the socket refused it, with its
+        traceback when the send itself is broken.
 
         @param what: C{"request"} or C{"response"}, for the log.
+        @return: C{None} when it was sent, or when sending again may work;
+            otherwise why it never can (see L{sendFailure}).
         """
         try:
             self._send(data, address)
-        except OSError as e:
+        except Exception as e:
             self.statistics["sendErrors"] += 1
-            self._log.warn(
-                "Could not send a {what} to {address}: {error}",
-                what=what,
-                address=address,
-                error=e,
-            )
-        except Exception:
-            self.statistics["sendErrors"] += 1
-            self._log.failure(
-                "Unexpected error sending a {what} to {address}",
-                what=what,
-                address=address,
-            )
+            reason = sendFailure(e)
+            if isinstance(e, SEND_ERRORS):
+                self._warnings.warn(  # type: ignore[union-attr]
+                    f"send {what}: {reason or type(e).__name__}",
+                    "Could not send a {what} to {address}: {error}",
+                    what=what,
+                    address=address,
+                    error=e,
+                )
+            else:
+                self._log.failure(
+                    "Unexpected error sending a {what} to {address}",
+                    what=what,
+                    address=address,
+                )
+            return reason
+        return None
 
-    def keepCompleted(self, key: Hashable, transaction: ServerTransaction) -> bool:
+    def _answered(self, transaction: ServerTransaction, data: bytes) -> None:
         """
-        Keep C{transaction}, which has just given its final response, so that
-        it answers retransmissions of its request until its Timer J ends it,
-        unless it is evicted earlier to make room.
+        C{transaction} gave its final response, C{data}: from now on an
+        entry of the answered table answers its retransmissions, until
+        Timer J (at once over a reliable transport).  Send it.
+        """
+        key = transaction._key
+        if self._pending.get(key) is transaction:
+            del self._pending[key]
+        address = transaction._address
+        if self._reliable:
+            if not self._pending and self._sweeper is not None:
+                # Nothing left to time.
+                self._sweeper.cancel()
+                self._sweeper = None
+        else:
+            timerJ = 64 * self._T1
+            entry = (self._clock.seconds() + timerJ, key, data, address)
+            self._answeredByKey[key] = entry
+            self._answeredInOrder.append(entry)
+            transaction._entry = entry
+            if self._sweeper is None:
+                self._sweeper = self._clock.callLater(timerJ, self._sweep)
+        self.transmit(data, address, "response")
 
-        @return: C{False} when there is no Timer J (over a reliable
-            transport): the transaction is to end now.
+    def _isCompleted(self, key: Hashable, entry: _Answered) -> bool:
         """
-        timerJ = self.timerJ
-        if timerJ <= 0:
-            return False
-        self._completedServers[key] = (self._clock.seconds() + timerJ, transaction)
-        if self._sweeper is None:
-            self._sweeper = self._clock.callLater(timerJ, self._sweep)
-        return True
+        Whether C{entry} still answers the retransmissions of C{key}.
+        """
+        return self._answeredByKey.get(key) is entry
 
-    def forgetClient(
-        self, key: Tuple[str, str], transaction: _ClientTransaction
-    ) -> None:
-        """
-        A client transaction ended: stop routing responses to it.
-        """
-        if self._clients.get(key) is transaction:
-            del self._clients[key]
-
-    def forgetServer(self, key: Hashable, transaction: ServerTransaction) -> None:
-        """
-        A server transaction ended: a request with its key starts a new one.
-        """
-        if self._servers.get(key) is transaction:
-            del self._servers[key]
-        entry = self._completedServers.get(key)
-        if entry is not None and entry[1] is transaction:
-            del self._completedServers[key]
-
-    def _evictCompleted(self) -> bool:
+    def _evict(self) -> bool:
         """
         Make room by forgetting the oldest server transaction that has been
         answered already: it only waits on Timer J to absorb retransmissions,
@@ -422,25 +374,62 @@ class TransactionLayer:
 
         @return: whether one was forgotten.
         """
-        if not self._completedServers:
-            return False
-        key, (_, transaction) = next(iter(self._completedServers.items()))
-        transaction._stop()
-        self.forgetServer(key, transaction)
-        self.statistics["evicted"] += 1
-        return True
+        byKey = self._answeredByKey
+        inOrder = self._answeredInOrder
+        while inOrder:
+            entry = inOrder.popleft()
+            if byKey.get(entry[1]) is entry:
+                del byKey[entry[1]]
+                self.statistics["evicted"] += 1
+                return True
+        return False
 
     def _sweep(self) -> None:
         """
-        Timer J: end every answered server transaction whose time is up, and
-        wait for the next one.
+        Abandon the pending server transactions whose time is up, end the
+        answered ones whose Timer J is, and wait for the next to come due.
+        Those due at nearly the same time are swept together: the next
+        sweep is at least T1/8 away.
         """
         self._sweeper = None
         now = self._clock.seconds()
-        completed = self._completedServers
-        while completed:
-            expiresAt, transaction = next(iter(completed.values()))
-            if expiresAt > now:
-                self._sweeper = self._clock.callLater(expiresAt - now, self._sweep)
-                return
-            transaction._terminate()
+        abandoned = []
+        for transaction in self._pending.values():
+            if transaction._deadline > now:
+                break
+            abandoned.append(transaction)
+        for transaction in abandoned:
+            self._abandon(transaction)
+        byKey = self._answeredByKey
+        inOrder = self._answeredInOrder
+        while inOrder and inOrder[0][0] <= now:
+            entry = inOrder.popleft()
+            if byKey.get(entry[1]) is entry:
+                del byKey[entry[1]]
+        due = []
+        for oldest in self._pending.values():
+            due.append(oldest._deadline)
+            break
+        if inOrder:
+            due.append(inOrder[0][0])
+        if due:
+            self._sweeper = self._clock.callLater(
+                max(min(due) - now, self._T1 / 8), self._sweep
+            )
+
+    def _abandon(self, transaction: ServerTransaction) -> None:
+        """
+        No final response came in time: forget C{transaction}.
+        """
+        del self._pending[transaction._key]
+        transaction._ended = True
+        self.statistics["abandoned"] += 1
+        self._warnings.warn(  # type: ignore[union-attr]
+            "abandoned",
+            "No final response to {method} from {source} within {seconds} s: "
+            "transaction abandoned",
+            method=transaction.method,
+            source=transaction.source,
+            seconds=64 * self._T1,
+        )
+
