@@ -30,7 +30,8 @@ from dmq.node import NodeManager
 from dmq.nodelist import Node
 from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
-from dmq.transport import KDMQ, RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
+from dmq.transport import KDMQ
 
 __all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 

@@ -49,7 +49,7 @@ from dmq.nodeaddress import (
     shown,
     withoutStatus,
 )
-from dmq.sip import SIPParseError, parseURI
+from dmq.sip import URI, SIPParseError, parseURI
 
 __all__ = [
     "NodeStatus",

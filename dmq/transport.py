@@ -29,7 +29,7 @@ from dmq.transaction import (
     TransactionLayer,
     responseAddress,
 )
-from dmq.transaction.base import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["SIPDatagramProtocol", "MAX_DATAGRAM", "KDMQ", "RateLimitedWarnings"]
 

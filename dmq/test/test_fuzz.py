@@ -497,10 +497,6 @@ class FuzzIntegrationTests(TestCase):
             del a, b
             self.fail("\n".join(["", *problems, summary]))
 
-    test_hostileInputs.todo = (  # type: ignore[attr-defined]
-        "issue 14: hostile input still gets tracebacks and wedges membership; remove once the fixes land"
-    )
-
 
 def _rpcRequest(method: str, params: List[Any]) -> bytes:
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode()

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections import Counter
 from enum import Enum
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 from twisted.internet.error import InvalidAddressError, MessageLengthError
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = [
     "T1",
@@ -142,28 +141,3 @@ def sendFailure(error: BaseException) -> Optional[str]:
         return None
     return "Could Not Send"
 
-
-class RateLimitedWarnings:
-    """
-    Log at most one warning per cause per C{interval} seconds, counting the
-    ones left out and reporting that count with the next one logged.
-    """
-
-    def __init__(self, clock: IReactorTime, log: Logger, interval: float = 60.0) -> None:
-        self._clock = clock
-        self._target = log
-        self._interval = interval
-        self._last: Dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def warn(self, cause: str, format: str, **fields: object) -> None:
-        now = self._clock.seconds()
-        last = self._last.get(cause)
-        if last is not None and now - last < self._interval:
-            self._suppressed[cause] += 1
-            return
-        self._last[cause] = now
-        suppressed = self._suppressed.pop(cause, 0)
-        if suppressed:
-            format += " ({suppressed} more like it not logged)"
-        self._target.warn(format, cause=cause, suppressed=suppressed, **fields)

@@ -14,7 +14,7 @@ from typing import Counter, Optional, Union
 from dmq.interfaces import PeerResponse
 from dmq.peers.usrloc.store import StoreFull, UsrlocStore
 from dmq.peers.usrloc.wire import BadEntry, Batch, Nothing, Remove, Update
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["BusChanges"]
 

@@ -44,7 +44,7 @@ from dmq.peers.usrloc.wire import (
     encodeContact,
     encodeSyncRequest,
 )
-from dmq.transport import RateLimitedWarnings
+from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["PEER_ID", "NoSuchContact", "UsrlocPeer"]
 
