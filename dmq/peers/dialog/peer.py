@@ -13,7 +13,7 @@ See C{doc/peers.md} (dialog) for the whole design.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Set
+from typing import Callable, Deque, Dict, List, Optional
 
 import attr
 from twisted.application import service
@@ -37,28 +37,11 @@ from dmq.peers.dialog.wire import (
     encode,
 )
 from dmq.ratelimit import RateLimitedWarnings
+from dmq.peers.joins import Joins
 
 __all__ = ["PEER_ID", "DialogPeer"]
 
 PEER_ID = "dialog"
-
-
-@attr.define
-class _Joins:
-    """
-    Tells, from the nodes the bus reports active one by one, when we have
-    joined the bus: when no other node it reported is still active (at
-    first, or after losing every node).  The htable peer's rule.
-    """
-
-    _reported: Set[Node] = attr.Factory(set)
-
-    def joined(self, node: Node, active: Set[Node]) -> bool:
-        self._reported.discard(node)
-        self._reported &= active
-        alone = not self._reported
-        self._reported.add(node)
-        return alone
 
 
 @attr.define
@@ -138,7 +121,7 @@ class DialogPeer(service.Service):
         self._syncWindow = syncWindow
         self._store = DialogStore(clock, maxDialogs, deletedKeep)
         self._purger: Optional[LoopingCall] = None
-        self._joins = _Joins()
+        self._joins = Joins()
         self._dumps: Dict[Optional[Node], _Dump] = {}
         self._warnings = RateLimitedWarnings(clock, self._log)
         self.statistics: Dict[str, int] = dict.fromkeys(
@@ -162,7 +145,7 @@ class DialogPeer(service.Service):
         @return: a L{Deferred} that has fired: nothing else is left running.
         """
         service.Service.stopService(self)
-        self._joins = _Joins()
+        self._joins = Joins()
         self._dumps.clear()
         if self._purger is not None:
             if self._purger.running:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
-import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -43,35 +42,11 @@ from dmq.peers.htable.wire import (
     iterCells,
 )
 from dmq.ratelimit import RateLimitedWarnings
+from dmq.peers.joins import Joins
 
 __all__ = ["PEER_ID", "HTablePeer"]
 
 PEER_ID = "htable"
-
-
-@attr.define
-class _Joins:
-    """
-    Tells, from the nodes the bus reports active one by one, when we have
-    joined the bus: when no other node it reported is still active (at
-    first, or after losing every node).
-    """
-
-    _reported: Set[Node] = attr.Factory(set)
-
-    def joined(self, node: Node, active: Set[Node]) -> bool:
-        """
-        @param node: the node the bus reports active now.
-        @param active: the nodes but the local one that are active now.
-        @return: whether no other node reported is among C{active}.
-        """
-        # The bus tells us when a node becomes active, not when it stops
-        # being so: forget the nodes that are no longer active now.
-        self._reported.discard(node)
-        self._reported &= active
-        alone = not self._reported
-        self._reported.add(node)
-        return alone
 
 
 @implementer(IDMQPeer)
@@ -158,7 +133,7 @@ class HTablePeer(service.Service):
         self._purgeInterval = purgeInterval
         self._store = HTableStore(clock, tables, maxCells, maxBytes)
         self._purger: Optional[LoopingCall] = None
-        self._joins = _Joins()
+        self._joins = Joins()
         self.statistics: Counter = Counter()
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._outbox = Outbox(clock, bus, peerId, CONTENT_TYPE, clientRoom, statistics=self.statistics)
@@ -186,7 +161,7 @@ class HTablePeer(service.Service):
         @return: a L{Deferred} that has fired: nothing else is left running.
         """
         service.Service.stopService(self)
-        self._joins = _Joins()
+        self._joins = Joins()
         self._dumps.stop()
         self._outbox.stop()
         if self._purger is not None:

@@ -29,7 +29,8 @@ from dmq.node import Node, NodeStatus
 from dmq.peers.usrloc.apply import BusChanges
 from dmq.peers.usrloc.contact import Contact
 from dmq.peers.usrloc.store import Change, UsrlocStore
-from dmq.peers.usrloc.sync import Dumps, Joins
+from dmq.peers.joins import Joins
+from dmq.peers.usrloc.sync import Dumps
 from dmq.peers.usrloc.wire import (
     CONTENT_TYPE,
     MAX_BATCH_CONTACTS,

@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_usrloc_peer -*-
 """
-The two halves of usrloc's sync: L{Joins} tells when we have joined the
-bus (and so should ask for the contacts); L{Dump} sends a sync dump paced
+The sending half of usrloc's sync (when to ask is L{dmq.peers.joins.Joins}):
+L{Dump} sends a sync dump paced
 by the replies, so that a large one neither floods the transaction table
 nor blocks the reactor, and L{Dumps} keeps the dumps on their way within
 bounds.
@@ -11,40 +11,14 @@ See C{doc/peers.md} (usrloc) for the whole design.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, Optional, Set
+from typing import Callable, Dict, Iterator, Optional
 
-import attr
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dmq.node import Node
 
-__all__ = ["Joins", "Dump", "Dumps"]
-
-
-@attr.define
-class Joins:
-    """
-    Tells, from the nodes the bus reports active one by one, when we have
-    joined the bus: when no other node it reported is still active (at
-    first, or after losing every node).
-    """
-
-    _reported: Set[Node] = attr.Factory(set)
-
-    def joined(self, node: Node, active: Set[Node]) -> bool:
-        """
-        @param node: the node the bus reports active now.
-        @param active: the nodes but the local one that are active now.
-        @return: whether no other node reported is among C{active}.
-        """
-        # The bus tells us when a node becomes active, not when it stops
-        # being so: forget the nodes that are no longer active now.
-        self._reported.discard(node)
-        self._reported &= active
-        alone = not self._reported
-        self._reported.add(node)
-        return alone
+__all__ = ["Dump", "Dumps"]
 
 
 class Dump:
