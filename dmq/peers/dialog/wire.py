@@ -16,6 +16,7 @@ import json
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
+from dmq.peers.badmessage import BadMessage
 
 __all__ = [
     "CONTENT_TYPE",
@@ -111,26 +112,6 @@ class Profile:
     puid: str = ""
     expires: int = 0
     flags: int = 0
-
-
-class BadMessage(Exception):
-    """
-    A body we answer C{400}.
-
-    @ivar detail: what is wrong, for the reason phrase; C{None} when the
-        body is not a JSON object at all.
-    """
-
-    def __init__(self, detail: Optional[str] = None) -> None:
-        Exception.__init__(self, detail)
-        self.detail = detail
-
-    @property
-    def reason(self) -> str:
-        """
-        The reason phrase of the C{400}: C{"Bad Request (detail)"}.
-        """
-        return f"Bad Request ({self.detail})" if self.detail else "Bad Request"
 
 
 @attr.frozen

@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import attr
 
 from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, MATCH_NAME, MATCH_VALUE, Value, checkText
+from dmq.peers.badmessage import BadMessage
 
 __all__ = [
     "CONTENT_TYPE",
@@ -88,26 +89,6 @@ _HOW = {int(action): how for how, action in _REMOVALS.items()}
 
 # The actions a message may carry (NONE is not one).
 _ACTIONS = frozenset(int(action) for action in Action if action)
-
-
-class BadMessage(Exception):
-    """
-    A body we answer C{400}.
-
-    @ivar detail: what is wrong, for the reason phrase; C{None} when the
-        body is not a JSON object at all.
-    """
-
-    def __init__(self, detail: Optional[str] = None) -> None:
-        Exception.__init__(self, detail)
-        self.detail = detail
-
-    @property
-    def reason(self) -> str:
-        """
-        The reason phrase of the C{400}: C{"Bad Request (detail)"}.
-        """
-        return f"Bad Request ({self.detail})" if self.detail else "Bad Request"
 
 
 @attr.frozen

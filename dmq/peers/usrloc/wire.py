@@ -15,11 +15,12 @@ from __future__ import annotations
 import enum
 import json
 import re
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Tuple, Union
 
 import attr
 
 from dmq.peers.usrloc.contact import Q_UNSPECIFIED, UINT32_MAX, Contact, checkText
+from dmq.peers.badmessage import BadMessage
 
 __all__ = [
     "CONTENT_TYPE",
@@ -75,26 +76,6 @@ class SocketInfo(enum.IntEnum):
     SOCKET = 1
     #: C{"sockname":"name"} (Kamailio 5.7 and later).
     SOCKNAME = 2
-
-
-class BadMessage(Exception):
-    """
-    A body we answer C{400}.
-
-    @ivar detail: what is wrong, for the reason phrase; C{None} when the
-        body is not a JSON object at all.
-    """
-
-    def __init__(self, detail: Optional[str] = None) -> None:
-        Exception.__init__(self, detail)
-        self.detail = detail
-
-    @property
-    def reason(self) -> str:
-        """
-        The reason phrase of the C{400}: C{"Bad Request (detail)"}.
-        """
-        return f"Bad Request ({self.detail})" if self.detail else "Bad Request"
 
 
 @attr.frozen
