@@ -16,7 +16,7 @@ import json
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
-from dmq.peers.badmessage import BadMessage
+from dmq.peers.jsonbody import BadMessage, decodeObject
 
 __all__ = [
     "CONTENT_TYPE",
@@ -178,14 +178,6 @@ class SyncRequest:
 Message = Union[Update, StateChange, Remove, SyncRequest]
 
 
-def _rejectConstant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-# Kamailio 5.6 writes an update's caller fields twice (its update falls
-# through into the state change): the last of a repeated key counts, as
-# in Kamailio, and that is what a dict of the pairs keeps.
-_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
 
 _NUMBERS = ("action", "h_entry", "h_id", "init_ts", "start_ts", "state", "lifetime", "last_modified")
 _TEXTS = (
@@ -208,7 +200,7 @@ def decode(body: bytes) -> Message:
         that is not Kamailio's profiles document, or more than
         L{MAX_VARIABLES} variables or L{MAX_PROFILES} profiles.
     """
-    message = _object(body)
+    message = decodeObject(body)
     if not message:
         raise BadMessage()
     for key in _NUMBERS:
@@ -263,16 +255,6 @@ def decode(body: bytes) -> Message:
     )
 
 
-def _object(body: bytes) -> Dict[str, object]:
-    if not body:
-        raise BadMessage()
-    try:
-        message = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise BadMessage() from None
-    if not isinstance(message, dict):
-        raise BadMessage()
-    return message
 
 
 def _isInt(value: object) -> bool:
@@ -323,7 +305,7 @@ def _profiles(value: object) -> Tuple[Profile, ...]:
     if value is None:
         return ()
     try:
-        document = _object(value.encode("utf-8"))  # type: ignore[union-attr]
+        document = decodeObject(value.encode("utf-8"))  # type: ignore[union-attr]
     except BadMessage:
         raise BadMessage("profiles is not a JSON object") from None
     entries = document.get("profiles", [])

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import attr
 
 from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, MATCH_NAME, MATCH_VALUE, Value, checkText
-from dmq.peers.badmessage import BadMessage
+from dmq.peers.jsonbody import BadMessage, decodeObject
 
 __all__ = [
     "CONTENT_TYPE",
@@ -191,12 +191,6 @@ def _isInt(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _rejectConstant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-# json.loads with any keyword builds a new decoder (and its scanner) per call.
-_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
 
 
 def decode(body: bytes) -> Message:
@@ -211,13 +205,8 @@ def decode(body: bytes) -> Message:
         bits, text with NUL.  The entries of a sync dump are not refused:
         the bad ones are L{BadCell}s.
     """
-    if not body:
-        raise BadMessage()
-    try:
-        message = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise BadMessage() from None
-    if not isinstance(message, dict) or not message:
+    message = decodeObject(body)
+    if not message:
         raise BadMessage()
     if next(iter(message)) == "cells":
         cells = message["cells"]

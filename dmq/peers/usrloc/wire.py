@@ -20,7 +20,7 @@ from typing import Dict, Iterable, Iterator, List, Tuple, Union
 import attr
 
 from dmq.peers.usrloc.contact import Q_UNSPECIFIED, UINT32_MAX, Contact, checkText
-from dmq.peers.badmessage import BadMessage
+from dmq.peers.jsonbody import BadMessage, decodeObject
 
 __all__ = [
     "CONTENT_TYPE",
@@ -188,12 +188,6 @@ def _isInt(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _rejectConstant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-# json.loads with any keyword builds a new decoder (and its scanner) per call.
-_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
 
 
 def decode(body: bytes, socketInfo: int = SocketInfo.NONE) -> Message:
@@ -214,13 +208,8 @@ def decode(body: bytes, socketInfo: int = SocketInfo.NONE) -> Message:
         L{MAX_CONTACT_BODY}.  The entries of a batch are not refused one
         by one: the bad ones are L{BadEntry}s.
     """
-    if not body:
-        raise BadMessage()
-    try:
-        message = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
-        raise BadMessage() from None
-    if not isinstance(message, dict) or not message:
+    message = decodeObject(body)
+    if not message:
         raise BadMessage()
     # Kamailio looks at the first key only.
     if next(iter(message)) == "multi":

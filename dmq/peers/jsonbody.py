@@ -1,0 +1,62 @@
+# -*- test-case-name: dmq.test.test_htable_wire -*-
+"""
+The JSON bodies of the shipped peers (htable, usrloc, dialog): reading one
+into an object (L{decodeObject}), and L{BadMessage}, what their wire modules
+raise for a body they answer C{400}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Optional
+
+__all__ = ["BadMessage", "decodeObject"]
+
+
+class BadMessage(Exception):
+    """
+    A body we answer C{400}.
+
+    @ivar detail: what is wrong, for the reason phrase; C{None} when the
+        body is not a JSON object at all.
+    """
+
+    def __init__(self, detail: Optional[str] = None) -> None:
+        Exception.__init__(self, detail)
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """
+        The reason phrase of the C{400}: C{"Bad Request (detail)"}.
+        """
+        return f"Bad Request ({self.detail})" if self.detail else "Bad Request"
+
+
+def _rejectConstant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+# json.loads with any keyword builds a new decoder (and its scanner) per call.
+# A repeated key keeps its last value, as in Kamailio (Kamailio 5.6's dialog
+# module writes some keys twice).
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+
+
+def decodeObject(body: bytes) -> Dict[str, object]:
+    """
+    Read C{body} as a JSON object, as Kamailio's peers read theirs.
+
+    @raise BadMessage: (with no detail) when C{body} is empty, not UTF-8,
+        not JSON (C{NaN} and C{Infinity} included, or nested too deep), or
+        not an object.
+    """
+    if not body:
+        raise BadMessage()
+    try:
+        message = _DECODER.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise BadMessage() from None
+    if not isinstance(message, dict):
+        raise BadMessage()
+    return message
