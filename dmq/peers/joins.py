@@ -6,11 +6,11 @@ ask one node for a sync: the rule the three share, in one place.
 
 from __future__ import annotations
 
-from typing import Set
+from typing import Iterable, Set
 
 import attr
 
-from dmq.node import Node
+from dmq.node import Node, NodeStatus
 
 __all__ = ["Joins"]
 
@@ -25,12 +25,13 @@ class Joins:
 
     _reported: Set[Node] = attr.Factory(set)
 
-    def joined(self, node: Node, active: Set[Node]) -> bool:
+    def joined(self, node: Node, nodes: Iterable[Node]) -> bool:
         """
         @param node: the node the bus reports active now.
-        @param active: the nodes but the local one that are active now.
-        @return: whether no other node reported is among C{active}.
+        @param nodes: the bus's nodes now (L{dmq.interfaces.IDMQBus.nodes}).
+        @return: whether no other node reported is among the active ones.
         """
+        active = {n for n in nodes if not n.local and n.status is NodeStatus.ACTIVE}
         # The bus tells us when a node becomes active, not when it stops
         # being so: forget the nodes that are no longer active now.
         self._reported.discard(node)

@@ -42,3 +42,18 @@ class JoinsTests(SynchronousTestCase):
         joins.joined(a, {a})
         self.assertTrue(joins.joined(b, {b}))
         self.assertTrue(joins.joined(b, {b}))
+
+    def test_onlyActiveOthersCount(self) -> None:
+        """
+        Of the bus's nodes, only the active ones other than the local node
+        keep an earlier report alive: a node reported before and now
+        disabled, or the local node, do not.
+        """
+        from dmq.node import NodeStatus
+
+        joins = Joins()
+        local = Node(parseURI("sip:127.0.0.10:5060"), local=True)
+        a, b = _node("127.0.0.11"), _node("127.0.0.12")
+        self.assertTrue(joins.joined(a, [local, a]))
+        a.status = NodeStatus.DISABLED
+        self.assertTrue(joins.joined(b, [local, a, b]))

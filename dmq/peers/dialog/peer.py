@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
-from dmq.node import Node, NodeStatus
+from dmq.node import Node
 from dmq.peers.dialog.store import Dialog, DialogChange, DialogStore, StoreFull, UnknownDialog
 from dmq.peers.dialog.wire import (
     CONTENT_TYPE,
@@ -271,8 +271,7 @@ class DialogPeer(service.Service):
         """
         if not self.initSync:
             return
-        active = {n for n in self._bus.nodes() if not n.local and n.status is NodeStatus.ACTIVE}
-        if self._joins.joined(node, active):
+        if self._joins.joined(node, self._bus.nodes()):
             self._log.info("Asking {node} for its dialogs", node=node)
             self.requestSync(node)
 

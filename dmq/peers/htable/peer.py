@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
-from dmq.node import Node, NodeStatus
+from dmq.node import Node
 from dmq.peers.htable.outbox import Outbox, ReplicationRefused
 from dmq.peers.htable.receive import Receiver
 from dmq.peers.htable.spec import MATCH_NAME, TableSpec, Value, checkKey, checkValue
@@ -340,8 +340,7 @@ class HTablePeer(service.Service):
         """
         if not self.initSync:
             return
-        active = {n for n in self._bus.nodes() if not n.local and n.status is NodeStatus.ACTIVE}
-        if self._joins.joined(node, active):
+        if self._joins.joined(node, self._bus.nodes()):
             self._log.info("Asking {node} for the htables", node=node)
             self.requestSync(node)
 

@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from dmq import sip
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
-from dmq.node import Node, NodeStatus
+from dmq.node import Node
 from dmq.peers.usrloc.apply import BusChanges
 from dmq.peers.usrloc.contact import Contact
 from dmq.peers.usrloc.store import Change, UsrlocStore
@@ -308,8 +308,7 @@ class UsrlocPeer(service.Service):
         """
         if not self.sync:
             return
-        active = {n for n in self._bus.nodes() if not n.local and n.status is NodeStatus.ACTIVE}
-        if self._joins.joined(node, active):
+        if self._joins.joined(node, self._bus.nodes()):
             self._log.info("Asking {node} for the usrloc contacts", node=node)
             self.requestSync(node)
 
