@@ -217,7 +217,9 @@ class UsrlocInteropTests(TestCase):
             (carol.uri, carol.ruid, carol.callID, 7, "Zoë's phone", carol.path, -1,
              ours.lookup("carol")[0].lastModified),
         )
-        self.assertIn(theirs["Expires"], (59, 60))
+        # Kamailio counts Expires against its own second-resolution clock,
+        # read at another moment than ours: one second either way of 60.
+        self.assertIn(theirs["Expires"], (59, 60, 61))
 
         yield ours.save(Contact("carol", carol.uri, carol.ruid, callID="c1@192.0.2.20", cseq=8, q=500,
                                 expires=now + 90))
