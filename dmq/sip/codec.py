@@ -9,7 +9,7 @@ response as L{serialise} would, without building it first.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from dmq.sip.headers import (
     SIP_VERSION,
@@ -208,7 +208,7 @@ def _appendList(
     append: Callable[[Tuple[str, str]], None],
     name: str,
     value: str,
-    headers: list,
+    headers: List[Tuple[str, str]],
     request: bool,
 ) -> None:
     """
@@ -243,7 +243,7 @@ def _unfold(lines: list[str], request: bool) -> list[str]:
     return result
 
 
-def _error(reason: str, headers: list, request: bool) -> SIPParseError:
+def _error(reason: str, headers: List[Tuple[str, str]], request: bool) -> SIPParseError:
     return SIPParseError(reason, tuple(headers) if request else None)
 
 

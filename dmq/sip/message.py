@@ -8,7 +8,7 @@ L{checkRequest}, L{responseFor}, L{newTag}, L{fromURI}.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generic, Iterable, Optional, Tuple, TypeVar, Union, overload
 
 import attr
 
@@ -62,7 +62,10 @@ REASONS = {
 }
 
 
-class _cachedProperty:
+_T = TypeVar("_T")
+
+
+class _cachedProperty(Generic[_T]):
     """
     Like L{functools.cached_property}: compute an attribute on first use and
     keep it in the instance's C{__dict__}, even on a frozen attrs class.
@@ -70,13 +73,21 @@ class _cachedProperty:
     cost as much as the parsing it guards.
     """
 
-    def __init__(self, function: Callable[[Any], Any]) -> None:
+    def __init__(self, function: Callable[[Any], _T]) -> None:
         self.function = function
         self.name = function.__name__
         self.__doc__ = function.__doc__
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: Optional[type] = None) -> _cachedProperty[_T]:
+        ...
+
+    @overload
+    def __get__(self, instance: object, owner: Optional[type] = None) -> _T:
+        ...
 
     def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
         if instance is None:
@@ -86,7 +97,7 @@ class _cachedProperty:
         return value
 
 
-class _FirstValues(dict):  # type: ignore[type-arg]
+class _FirstValues(Dict[str, str]):
     """
     The first value of each header of a message, by name: looking up a
     header that is not there raises L{SIPParseError} naming it.
