@@ -118,6 +118,7 @@ class ClientTransactions:
             key = (response.via[0].branch, response.cseq.method)
         except SIPParseError:
             return False
+        # A Via without a branch (None) is no key of ours: get() misses.
         transaction = self._clients.get(key)  # type: ignore[arg-type]
         if transaction is None:
             return False

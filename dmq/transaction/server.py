@@ -30,7 +30,7 @@ from dmq.sip import (
 from dmq.transaction.base import Address, TransactionState
 
 if TYPE_CHECKING:
-    from dmq.transaction.layer import TransactionLayer
+    from dmq.transaction.layer import TransactionLayer, _Answered
 
 __all__ = ["ServerTransaction", "responseAddress"]
 
@@ -119,7 +119,7 @@ class ServerTransaction:
         # retransmission in Proceeding.
         self._provisional: Optional[bytes] = None
         # Once answered, the layer's entry that answers retransmissions.
-        self._entry: Optional[tuple] = None
+        self._entry: Optional[_Answered] = None
         # Abandoned, or the layer stopped.
         self._ended = False
 
