@@ -8,10 +8,14 @@ implements to hear from the node manager of nodes coming and going.
 
 from __future__ import annotations
 
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
 import attr
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
-from dmq.sip import isHeaderValue
+from dmq.sip import Request, Response, isHeaderValue
 
 __all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "RPCError"]
 
@@ -50,6 +54,12 @@ class PeerResponse:
             raise ValueError(f"not a one-line content type: {self.contentType!r}")
 
 
+#: A L{dmq.nodelist.Node}.  That module is in a layer above this one, and the
+#: layout test counts imports under TYPE_CHECKING too, so the interfaces name
+#: the type in their docstrings and leave it to the implementers here.
+_Node = Any
+
+
 class RPCError(Exception):
     """
     A control RPC method refused a call, as Kamailio's C{rpc->fault(ctx, code,
@@ -81,7 +91,9 @@ class IDMQPeer(Interface):
 
     description = Attribute("A short description, for listings.")
 
-    def messageReceived(request, node):
+    def messageReceived(
+        request: Request, node: _Node | None
+    ) -> PeerResponse | Deferred[PeerResponse]:
         """
         A KDMQ request for this peer arrived.  It is handed over once, even
         when the sender retransmits it.
@@ -99,7 +111,7 @@ class IDMQPeer(Interface):
             that has not fired within the bus's handler timeout.
         """
 
-    def nodeAdded(node):
+    def nodeAdded(node: _Node) -> object:
         """
         A node became active on the bus: the hook to bring it up to date (sync
         on join).  Called once each time a remote node becomes active, never
@@ -118,27 +130,29 @@ class IDMQBus(Interface):
 
     localNode = Attribute("The L{dmq.nodelist.Node} of this process.")
 
-    def nodes():
+    def nodes() -> List[_Node]:
         """
         @return: every node this node knows, the local one first.
         @rtype: L{list} of L{dmq.nodelist.Node}
         """
 
-    def registerPeer(peer):
+    def registerPeer(peer: IDMQPeer) -> None:
         """
         Register an L{IDMQPeer}.
 
         @raise ValueError: when a peer with the same C{peerId} is registered.
         """
 
-    def unregisterPeer(peerId):
+    def unregisterPeer(peerId: str) -> None:
         """
         Unregister the peer named C{peerId}; requests for it then get C{404}.
 
         @raise KeyError: when no such peer is registered.
         """
 
-    def send(peerId, body, node, contentType="text/plain", maxForwards=1):
+    def send(
+        peerId: str, body: bytes, node: _Node, contentType: str = "text/plain", maxForwards: int = 1
+    ) -> Deferred[Response]:
         """
         Send one KDMQ request to one node.
 
@@ -159,7 +173,13 @@ class IDMQBus(Interface):
         @raise ValueError: for a C{maxForwards} below 1.
         """
 
-    def broadcast(peerId, body, contentType="text/plain", exclude=None, maxForwards=1):
+    def broadcast(
+        peerId: str,
+        body: bytes,
+        contentType: str = "text/plain",
+        exclude: _Node | Sequence[_Node] | None = None,
+        maxForwards: int = 1,
+    ) -> Deferred[Dict[_Node, Union[Response, Failure]]]:
         """
         Send one KDMQ request to every active node but the local one and
         C{exclude}.
@@ -172,7 +192,7 @@ class IDMQBus(Interface):
             the L{Failure} that kept the request from being sent.
         """
 
-    def handleRequest(request, source):
+    def handleRequest(request: Request, source: Tuple[str, int]) -> Deferred[Response]:
         """
         Handle a KDMQ request that arrived some other way, as Kamailio's
         C{dmq_handle_message} does: for a host SIP application that owns the
@@ -193,7 +213,7 @@ class INodeObserver(Interface):
     node.
     """
 
-    def nodeActivated(node):
+    def nodeActivated(node: _Node) -> None:
         """
         C{node} became active: it was added as active, or moved to active
         from another status.  Called once per such transition.
@@ -201,7 +221,7 @@ class INodeObserver(Interface):
         @type node: L{dmq.nodelist.Node}
         """
 
-    def nodeDeactivated(node):
+    def nodeDeactivated(node: _Node) -> None:
         """
         C{node} stopped being active: it became C{not_active} or
         C{disabled}, or an active node was removed.
