@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import CoroutineType
-from typing import Callable, Deque, Dict, Hashable, Optional, Set
+from typing import Callable, Deque, Dict, Hashable, List, Optional, Set
 
 import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -44,9 +44,9 @@ class _Job:
 
     key: Hashable
     work: Optional[Callable[[], object]]
-    result: Deferred
+    result: Deferred[object]
     deadline: Optional[IDelayedCall] = None
-    running: Optional[Deferred] = None
+    running: Optional[Deferred[object]] = None
 
 
 def _isPlain(result: object) -> bool:
@@ -110,7 +110,7 @@ class KeyedJobQueue:
         self._busy: Set[Hashable] = set()
         self._workers = 0
         self._queued = 0
-        self._idle: list[Deferred] = []
+        self._idle: List[Deferred[None]] = []
 
     @property
     def depth(self) -> int:
@@ -166,7 +166,7 @@ class KeyedJobQueue:
         self._follow(job, result)
         return job.result
 
-    def submit(self, key: Hashable, work: Callable[[], object]) -> Deferred:
+    def submit(self, key: Hashable, work: Callable[[], object]) -> Deferred[object]:
         """
         Run C{work} when no other job of C{key} runs and a worker is free.
 
@@ -190,13 +190,13 @@ class KeyedJobQueue:
         self._pump()
         return job.result
 
-    def whenIdle(self) -> Deferred:
+    def whenIdle(self) -> Deferred[None]:
         """
         @return: a L{Deferred} that fires when no job runs or waits.
         """
         if not self._workers and not self._queued:
             return succeed(None)
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._idle.append(d)
         return d
 

@@ -430,7 +430,7 @@ class NodeManager(service.Service):
         """
         Stop.  Nothing to cancel: tombstones expire lazily, by the clock.
         """
-        service.Service.stopService(self)  # type: ignore[no-untyped-call]
+        service.Service.stopService(self)
         return succeed(None)
 
     # Internals

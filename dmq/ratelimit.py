@@ -95,4 +95,6 @@ class RateLimitedWarnings:
             return
         if suppressed:
             format += " ({suppressed} more like it not logged)"
-        self._target.failure(format, failure, cause=cause, suppressed=suppressed, **_loggable(fields))
+        # mypy takes **fields for failure()'s level argument too; the
+        # callers pass log fields only.
+        self._target.failure(format, failure, cause=cause, suppressed=suppressed, **_loggable(fields))  # type: ignore[arg-type]

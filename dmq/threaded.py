@@ -26,6 +26,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Optional
 
+from twisted.internet.interfaces import IReactorFromThreads
+
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -33,7 +35,9 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from dmq.interfaces import IDMQPeer
+from dmq.interfaces import IDMQPeer, PeerResponse
+from dmq.nodelist import Node
+from dmq.sip import Request
 
 __all__ = ["ThreadedPeer", "threadedPeer"]
 
@@ -49,7 +53,9 @@ class ThreadedPeer:
 
     _log = Logger()
 
-    def __init__(self, peer, reactor, pool: ThreadPool, threads: Optional[int] = None) -> None:
+    def __init__(
+        self, peer: IDMQPeer, reactor: IReactorFromThreads, pool: ThreadPool, threads: Optional[int] = None
+    ) -> None:
         """
         @param peer: the blocking peer; it provides L{IDMQPeer} but its methods
             return plain values.
@@ -66,13 +72,13 @@ class ThreadedPeer:
         self.peerId = peer.peerId
         self.description = peer.description
 
-    def messageReceived(self, request, node) -> Deferred:
+    def messageReceived(self, request: Request, node: Optional[Node]) -> Deferred[PeerResponse]:
         return self._call(self._peer.messageReceived, request, node)
 
-    def nodeAdded(self, node) -> Deferred:
+    def nodeAdded(self, node: Node) -> Deferred[object]:
         return self._call(self._peer.nodeAdded, node)
 
-    def _call(self, f: Callable[..., Any], *args: object) -> Deferred:
+    def _call(self, f: Callable[..., Any], *args: object) -> Deferred[Any]:
         """
         Call C{f(*args)} in the pool once there is a place for it.
 
@@ -84,12 +90,12 @@ class ThreadedPeer:
         cancelled = threading.Event()
         waiting = self._places.acquire()
 
-        def cancel(result: Deferred) -> None:
+        def cancel(result: Deferred[Any]) -> None:
             cancelled.set()
             # Does nothing once the place is taken.
             waiting.cancel()
 
-        result: Deferred = Deferred(cancel)
+        result: Deferred[Any] = Deferred(cancel)
 
         def inThread() -> object:
             if cancelled.is_set():
@@ -116,12 +122,14 @@ class ThreadedPeer:
         return result
 
 
-def threadedPeer(peer, reactor, threads: int = 2) -> ThreadedPeer:
+def threadedPeer(peer: IDMQPeer, reactor: Any, threads: int = 2) -> ThreadedPeer:
     """
     Wrap C{peer} in a L{ThreadedPeer} with a pool of its own of C{threads}
     threads (use the bus's C{numWorkers}), started now and stopped when the
     reactor shuts down.
     """
+    # reactor: an IReactorCore and an IReactorFromThreads both, which a type
+    # annotation cannot say.
     pool = ThreadPool(minthreads=0, maxthreads=threads, name=f"dmq-peer-{peer.peerId}")
     pool.start()
     reactor.addSystemEventTrigger("during", "shutdown", pool.stop)

@@ -110,7 +110,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         else:
             self._handlers[method] = handler
 
-    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred:
+    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred[sip.Response]:
         """
         Send C{request} in a new client transaction.
 
@@ -126,7 +126,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         """
         self.transactions.start()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         """
         End every transaction; see L{TransactionLayer.stop}.
         """
