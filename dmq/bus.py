@@ -14,7 +14,7 @@ node to one peer reach that peer in the order they arrived.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -31,7 +31,7 @@ from dmq.nodelist import Node
 from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
 from dmq.ratelimit import RateLimitedWarnings
-from dmq.transport import KDMQ
+from dmq.transport import KDMQ, SIPDatagramProtocol
 
 __all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 
@@ -69,13 +69,13 @@ class DMQBus(service.Service):
     def __init__(
         self,
         clock: IReactorTime,
-        protocol,
+        protocol: SIPDatagramProtocol,
         nodeManager: NodeManager,
         numWorkers: int = 2,
         maxQueue: int = 1024,
         handlerTimeout: float = 10.0,
         notificationChannel: str = DEFAULT_NOTIFICATION_CHANNEL,
-        resolve: Optional[Callable[[str], Deferred]] = None,
+        resolve: Optional[Callable[[str], Deferred[str]]] = None,
     ) -> None:
         """
         @param protocol: the SIP transport (a L{dmq.transport.SIPDatagramProtocol}
@@ -109,7 +109,7 @@ class DMQBus(service.Service):
         self._sender = KDMQSender(clock, protocol, nodeManager, resolve)
         self._sender.addOutcomeObserver(self._countSent)
         self.notificationChannel = notificationChannel
-        self._peers: Dict[str, object] = OrderedDict()
+        self._peers: Dict[str, IDMQPeer] = OrderedDict()
         self.statistics: Dict[Tuple[str, str, int], int] = {}
         self.latencyObserver: Optional[Callable[[str, float], None]] = None
 
@@ -125,7 +125,7 @@ class DMQBus(service.Service):
         return self._jobs.depth
 
     @property
-    def peers(self) -> List[object]:
+    def peers(self) -> List[IDMQPeer]:
         """
         The registered peers, in registration order.
         """
@@ -140,7 +140,7 @@ class DMQBus(service.Service):
         self._protocol.setHandler(KDMQ, self._transactionReceived)
         self._nodeManager.addObserver(self)
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """
         Stop taking requests (new ones are answered C{503 Shutting Down}),
         let the ones accepted finish (each is bounded by the handler timeout),
@@ -153,16 +153,15 @@ class DMQBus(service.Service):
         service.Service.stopService(self)
         self._nodeManager.removeObserver(self)
         d = self._jobs.whenIdle()
-        d.addCallback(self._stopped)
-        return d
+        return d.addCallback(self._stopped)
 
-    def _stopped(self, ignored: object) -> Deferred:
+    def _stopped(self, ignored: object) -> Deferred[None]:
         self._protocol.setHandler(KDMQ, None)
         return self._protocol.stop()
 
     # Peers
 
-    def registerPeer(self, peer) -> None:
+    def registerPeer(self, peer: IDMQPeer) -> None:
         if not IDMQPeer.providedBy(peer):
             raise TypeError(f"{peer!r} does not provide IDMQPeer")
         peerId = checkPeerId(peer.peerId)
@@ -179,7 +178,9 @@ class DMQBus(service.Service):
         """
         for peer in list(self._peers.values()):
             d = maybeDeferred(peer.nodeAdded, node)
-            d.addErrback(
+            # The lambda's default argument (the loop's peer, bound now) is
+            # more than addErrback's ParamSpec overloads can match.
+            d.addErrback(  # type: ignore[call-overload]
                 lambda f, peer=peer: self._log.failure(
                     "Peer {peer} failed in nodeAdded({node})",
                     f,
@@ -198,13 +199,15 @@ class DMQBus(service.Service):
         A new KDMQ request came: hand it to its peer, and answer it with
         what the peer answers.
         """
+        # A new transaction's request is there until it is answered.
+        assert transaction.request is not None
         self._dispatch(transaction.request, transaction.source, transaction.reply)
 
-    def handleRequest(self, request: sip.Request, source: Address) -> Deferred:
+    def handleRequest(self, request: sip.Request, source: Address) -> Deferred[sip.Response]:
         """
         Dispatch a KDMQ request to its peer; see L{IDMQBus.handleRequest}.
         """
-        d: Deferred = Deferred()
+        d: Deferred[sip.Response] = Deferred()
 
         def answer(
             code: int, reason: str, headers: Sequence[Tuple[str, str]] = (), body: bytes = b""
@@ -237,6 +240,7 @@ class DMQBus(service.Service):
             else:
                 self._early(answer, UNKNOWN_PEER, 404, "User Not Found")
             return
+        assert peerId is not None  # a peer was found by it
         if not self.running:
             self._early(answer, peerId, 503, "Shutting Down")
             return
@@ -274,7 +278,7 @@ class DMQBus(service.Service):
         )
         result.addErrback(self._couldNotAnswer, answer, request)
 
-    def _answer(self, result: object, answer: _Answer, peer, arrived: float) -> None:
+    def _answer(self, result: object, answer: _Answer, peer: IDMQPeer, arrived: float) -> None:
         """
         The peer answered C{result}: count it, and answer the request.
         """
@@ -303,7 +307,7 @@ class DMQBus(service.Service):
         answer(code, reason, headers, body)
 
     def _failed(
-        self, failure: Failure, answer: _Answer, peer, node: Optional[Node], arrived: float
+        self, failure: Failure, answer: _Answer, peer: IDMQPeer, node: Optional[Node], arrived: float
     ) -> None:
         if failure.check(JobTimedOut):
             self._log.warn(
@@ -322,7 +326,7 @@ class DMQBus(service.Service):
             reason = "Peer Error"
         self._answer(PeerResponse(500, reason), answer, peer, arrived)
 
-    def _couldNotAnswer(self, failure: Failure, answer: _Answer, request) -> None:
+    def _couldNotAnswer(self, failure: Failure, answer: _Answer, request: sip.Request) -> None:
         """
         A bug kept the reply from going out: log it, and still answer.
         """
@@ -363,7 +367,7 @@ class DMQBus(service.Service):
         contentType: str = "text/plain",
         maxForwards: int = 1,
         timeout: Optional[float] = None,
-    ) -> Deferred:
+    ) -> Deferred[sip.Response]:
         """
         Send to one node; see L{IDMQBus.send} and L{KDMQSender.send}.
         """
@@ -377,7 +381,7 @@ class DMQBus(service.Service):
         exclude: Optional[object] = None,
         maxForwards: int = 1,
         includeInactive: bool = False,
-    ) -> Deferred:
+    ) -> Deferred[Dict[Node, Union[sip.Response, Failure]]]:
         """
         Send to every active node but ourselves and C{exclude}; see
         L{IDMQBus.broadcast} and L{KDMQSender.broadcast}.

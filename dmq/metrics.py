@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -55,8 +55,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from dmq import __version__
-from dmq.bus import UNKNOWN_PEER
+from dmq.bus import UNKNOWN_PEER, DMQBus
 from dmq.node import NodeStatus
+from dmq.transaction import TransactionLayer
 
 __all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS"]
 
@@ -115,7 +116,9 @@ class NodeCollector(Collector):
     Reads a node's counters at scrape time.
     """
 
-    def __init__(self, node) -> None:
+    # node: Any, because DMQNodeService lives in dmq.tap, a layer above
+    # (the layout test counts imports under TYPE_CHECKING too).
+    def __init__(self, node: Any) -> None:
         """
         @param node: a L{dmq.tap.DMQNodeService}: its C{bus}, C{protocol},
             C{nodeManager} and C{handlerLatency} are read.
@@ -162,7 +165,7 @@ class NodeCollector(Collector):
         if control is not None:
             yield _events("dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics))
 
-    def _requests(self, bus) -> Iterator[Metric]:
+    def _requests(self, bus: DMQBus) -> Iterator[Metric]:
         registered = {peer.peerId for peer in bus.peers}
         families = {
             "in": CounterMetricFamily(
@@ -181,11 +184,11 @@ class NodeCollector(Collector):
                 peerId = UNKNOWN_PEER
             key = (direction, peerId, str(code))
             counts[key] = counts.get(key, 0) + count
-        for (direction, peerId, code), count in sorted(counts.items()):
-            families[direction].add_metric([peerId, code], count)
+        for (direction, peerId, label), count in sorted(counts.items()):
+            families[direction].add_metric([peerId, label], count)
         yield from families.values()
 
-    def _transactions(self, layer) -> Iterator[Metric]:
+    def _transactions(self, layer: TransactionLayer) -> Iterator[Metric]:
         statistics = dict(layer.statistics)
         started = CounterMetricFamily(
             "dmq_transactions_started", "SIP transactions started.", labels=["kind"]
@@ -212,7 +215,7 @@ class NodeCollector(Collector):
             "dmq_transaction_events", "Other SIP transaction events, by name.", statistics
         )
 
-    def _datagrams(self, statistics) -> Iterator[Metric]:
+    def _datagrams(self, statistics: Mapping[str, int]) -> Iterator[Metric]:
         statistics = dict(statistics)
         for name, key, doc in [
             ("dmq_datagrams_received", "received", "UDP datagrams received."),
@@ -230,7 +233,7 @@ def _events(name: str, doc: str, statistics: Dict[str, int]) -> CounterMetricFam
     return family
 
 
-def nodeRegistry(node) -> CollectorRegistry:
+def nodeRegistry(node: Any) -> CollectorRegistry:
     """
     A registry of its own for C{node}'s metrics.
     """

@@ -13,13 +13,14 @@ L{NodeManager}, and merges the lists that come back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
 
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dmq import sip
@@ -93,6 +94,7 @@ class NotificationPeer(service.Service):
         self._expandSeeds = list(expandSeeds)
         self._discovery: Optional[Discovery] = None
         if self._expandSeeds:
+            assert resolver is not None  # checked above; for mypy
             # twisted.names comes with discovery: only nodes that resolve
             # names (multi_notify) pay for it.
             from dmq.discovery import Discovery
@@ -110,7 +112,7 @@ class NotificationPeer(service.Service):
         self._leaveTimeout = leaveTimeout
         self._joinDelay = joinRetryInitial
         self._joinCall: Optional[IDelayedCall] = None
-        self._joining: Optional[Deferred] = None
+        self._joining: Optional[Deferred[int]] = None
         self._leaving = False
         self.joined = False
         bus.addOutcomeObserver(self.sendEnded)
@@ -159,7 +161,7 @@ class NotificationPeer(service.Service):
         parsed = parseNodeList(body)
         if parsed.errors:
             statistics = self._nodeManager.statistics
-            first = {}
+            first: Dict[str, str] = {}
             for cause, error in zip(parsed.causes, parsed.errors):
                 statistics["nodeLine" + cause[0].upper() + cause[1:]] += 1
                 first.setdefault(cause, error)
@@ -178,7 +180,7 @@ class NotificationPeer(service.Service):
 
     def announce(
         self, targets: Iterable[Node], maxForwards: int, timeout: Optional[float] = None
-    ) -> Deferred:
+    ) -> Deferred[int]:
         """
         Send our node list to each of C{targets} and merge the lists they
         answer with.
@@ -190,15 +192,12 @@ class NotificationPeer(service.Service):
             C{200}, once every exchange has ended.
         """
         body = self._nodeManager.nodeListBody()
-        deferreds = []
+        deferreds: List[Deferred[bool]] = []
         for node in targets:
             d = self._bus.send(self.peerId, body, node, CONTENT_TYPE, maxForwards, timeout=timeout)
-            d.addCallback(self._answered, node)
-            d.addErrback(self._notSent, node)
-            deferreds.append(d)
+            deferreds.append(d.addCallback(self._answered, node).addErrback(self._notSent, node))
         result = DeferredList(deferreds)
-        result.addCallback(lambda results: sum(1 for ok, value in results if ok and value))
-        return result
+        return result.addCallback(lambda results: sum(1 for ok, value in results if ok and value))
 
     def _answered(self, response: sip.Response, node: Node) -> bool:
         if response.code != 200:
@@ -206,7 +205,7 @@ class NotificationPeer(service.Service):
         self._merge(response.body, node.uri, "reply")
         return True
 
-    def _notSent(self, failure, node: Node) -> bool:
+    def _notSent(self, failure: Failure, node: Node) -> bool:
         if failure.check(TransactionLayerStopped, CancelledError):
             # We are stopping: nothing to tell.
             return False
@@ -237,7 +236,7 @@ class NotificationPeer(service.Service):
         else:
             self._announceJoin()
 
-    def _expand(self) -> Deferred:
+    def _expand(self) -> Deferred[List[sip.URI]]:
         """
         Resolve every host name in C{expandSeeds} (L{Discovery.refresh}):
         each new address is added as a seed, each address gone is a seed no
@@ -295,7 +294,9 @@ class NotificationPeer(service.Service):
         self._joinCall = self._clock.callLater(self._joinDelay, self._join)
         self._joinDelay = min(self._joinDelay * 2, self._joinRetryMax)
 
-    def stopService(self) -> Deferred:
+    # Any: it fires with None or with the DeferredList's results, which
+    # nobody reads; the service parent only waits for it.
+    def stopService(self) -> Deferred[Any]:
         service.Service.stopService(self)
         self._leaving = True
         if self._discovery is not None:

@@ -65,7 +65,7 @@ class PingService(service.Service):
         self.pingTimeout = pingTimeout
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._loop: Optional[LoopingCall] = None
-        self._outstanding: Dict[Node, Deferred] = {}
+        self._outstanding: Dict[Node, Deferred[int]] = {}
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -74,7 +74,7 @@ class PingService(service.Service):
         # The join already announces us; the first ping is one interval later.
         self._loop.start(self.pingInterval, now=False)
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         service.Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()

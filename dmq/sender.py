@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Callable, Optional
+from typing import Callable, Dict, Iterable, Optional, Protocol, Set, Tuple, Union, cast
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -73,6 +73,17 @@ class SendOutcome:
     response: sip.Response
 
 
+class _RequestSender(Protocol):
+    """
+    What L{KDMQSender} sends through: the C{sendRequest} of
+    L{dmq.transport.SIPDatagramProtocol}, or a test's fake.
+    """
+
+    def sendRequest(
+        self, request: sip.Request, destination: Tuple[str, int]
+    ) -> Deferred[sip.Response]: ...
+
+
 class KDMQSender:
     """
     Sends KDMQ requests to the nodes a L{NodeManager} holds.
@@ -83,9 +94,9 @@ class KDMQSender:
     def __init__(
         self,
         clock: IReactorTime,
-        protocol,
+        protocol: _RequestSender,
         nodeManager: NodeManager,
-        resolve: Optional[Callable[[str], Deferred]] = None,
+        resolve: Optional[Callable[[str], Deferred[str]]] = None,
     ) -> None:
         """
         @param protocol: the SIP transport: anything with the C{sendRequest}
@@ -161,7 +172,7 @@ class KDMQSender:
         contentType: str = "text/plain",
         maxForwards: int = 1,
         timeout: Optional[float] = None,
-    ) -> Deferred:
+    ) -> Deferred[sip.Response]:
         """
         Send to one node; see L{dmq.interfaces.IDMQBus.send}.
 
@@ -170,8 +181,9 @@ class KDMQSender:
         """
         request = self.buildRequest(peerId, body, node, contentType, maxForwards)
         statusAtSend = node.status
-        d = self._address(node, request)
-        d.addCallback(
+        # The chain's result changes type as it goes: each step is named.
+        address = self._address(node, request)
+        d: Deferred[sip.Response] = address.addCallback(
             lambda address: address
             if isinstance(address, sip.Response)
             else self._protocol.sendRequest(request, address)
@@ -184,8 +196,7 @@ class KDMQSender:
                     request, 408, "Request Timeout"
                 ),
             )
-        d.addCallback(self._sent, node, peerId, statusAtSend)
-        return d
+        return d.addCallback(self._sent, node, peerId, statusAtSend)
 
     def broadcast(
         self,
@@ -195,7 +206,7 @@ class KDMQSender:
         exclude: Optional[object] = None,
         maxForwards: int = 1,
         includeInactive: bool = False,
-    ) -> Deferred:
+    ) -> Deferred[Dict[Node, Union[sip.Response, Failure]]]:
         """
         Send to every active node but ourselves and C{exclude}; see
         L{dmq.interfaces.IDMQBus.broadcast}.
@@ -212,14 +223,15 @@ class KDMQSender:
             self.send(peerId, body, node, contentType, maxForwards) for node in targets
         ]
         d = DeferredList(deferreds, consumeErrors=True)
-        d.addCallback(
+        return d.addCallback(
             lambda results: {
                 node: value for node, (ok, value) in zip(targets, results)
             }
         )
-        return d
 
-    def _address(self, node: Node, request: sip.Request) -> Deferred:
+    def _address(
+        self, node: Node, request: sip.Request
+    ) -> Deferred[Union[Tuple[str, int], sip.Response]]:
         """
         Where to send C{request} for C{node}: its address, once its host name
         (if it has one) is resolved.  The first address found is kept, as
@@ -238,7 +250,7 @@ class KDMQSender:
         d = maybeDeferred(self._resolve, host)
         d.addTimeout(RESOLVE_TIMEOUT, self._clock)
 
-        def resolved(ip: str):
+        def resolved(ip: str) -> Union[Tuple[str, int], sip.Response]:
             survivor = self._nodeManager.setResolvedIP(node, ipLiteral(ip) or ip)
             if survivor is not node:
                 self._log.info(
@@ -249,21 +261,21 @@ class KDMQSender:
                 return sip.responseFor(request, 408, "Same As Another Node")
             return survivor.address
 
-        def failed(failure: Failure):
+        def failed(failure: Failure) -> sip.Response:
             self._warnings.warn(
                 "unresolved",
                 "Cannot resolve {host} for node {node}: {error}",
                 host=host,
                 node=node.uri.toString(),
-                error=f"{failure.type.__name__}: {failure.getErrorMessage()}",
+                # A Failure made from an exception always has its type.
+                error=f"{failure.type.__name__}: {failure.getErrorMessage()}",  # type: ignore[union-attr]
             )
             return sip.responseFor(request, 408, "Host Not Resolved")
 
         # Whatever goes wrong, the resolver or what we do with its answer,
         # is the send's outcome: a node that cannot be reached times out.
-        d.addCallback(resolved)
-        d.addErrback(failed)
-        return d
+        resolving: Deferred[Union[Tuple[str, int], sip.Response]] = d.addCallback(resolved)
+        return resolving.addErrback(failed)
 
     def _sent(
         self, response: sip.Response, node: Node, peerId: str, statusAtSend: NodeStatus
@@ -279,12 +291,13 @@ def _checkMaxForwards(maxForwards: int) -> None:
         raise ValueError("maxForwards must be at least 1: Kamailio refuses Max-Forwards: 0")
 
 
-def _asSet(exclude: object) -> set:
+def _asSet(exclude: object) -> Set[Node]:
     if exclude is None:
         return set()
     if isinstance(exclude, Node):
         return {exclude}
-    return set(exclude)  # type: ignore[call-overload]
+    # Anything else is a sequence of nodes, as IDMQBus.broadcast says.
+    return set(cast(Iterable[Node], exclude))
 
 
 def _peerURI(peerId: str, node: sip.URI) -> sip.URI:
