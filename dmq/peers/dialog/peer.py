@@ -13,7 +13,7 @@ See C{doc/peers.md} (dialog) for the whole design.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import attr
 from twisted.application import service
@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dmq import sip
@@ -138,7 +139,7 @@ class DialogPeer(service.Service):
             lambda f: self._log.failure("dialog purge failed", f)
         )
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[object]:
         """
         Stop the purge timer and the sync dumps being sent.
 
@@ -208,7 +209,7 @@ class DialogPeer(service.Service):
 
     # Sync
 
-    def requestSync(self, node: Optional[Node] = None) -> Deferred:
+    def requestSync(self, node: Optional[Node] = None) -> Deferred[object]:
         """
         Ask C{node}, or every active node, for its dialogs: they arrive as
         updates, applied as they come.
@@ -275,7 +276,7 @@ class DialogPeer(service.Service):
             self._log.info("Asking {node} for its dialogs", node=node)
             self.requestSync(node)
 
-    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+    def messageReceived(self, request: sip.Request, node: Optional[Node]) -> PeerResponse:
         """
         Apply an update, a state change or a removal, or answer a sync
         request with our dialogs: C{200}.  A body L{decode} refuses is
@@ -321,17 +322,19 @@ class DialogPeer(service.Service):
 
     # Sending
 
-    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred:
+    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred[object]:
         """
         Send C{body} to C{node}, or to every active node; C{what} names it
         in the warning logged when it cannot be sent.
         """
+        # Any: a Response, or a broadcast's Responses by node.
+        d: Deferred[Any]
         if node is None:
             d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
         else:
             d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             # The bus fails a send only when it cannot send at all (stopped,
             # full): not a bug, and Kamailio does not retry either.
             self._warnings.warn(

@@ -260,7 +260,9 @@ class DialogStore:
             fields["profiles"] = ()
             if dialog.state is not DialogState.DELETED:
                 fields["endTS"] = int(self._clock.seconds())
-        return attr.evolve(dialog, **fields)
+        # fields holds Dialog's own names with values of their types, which
+        # a Dict[str, object] cannot tell mypy.
+        return attr.evolve(dialog, **fields)  # type: ignore[arg-type]
 
     def _replace(self, entry: _Entry, dialog: Dialog) -> None:
         previous = entry.dialog

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
 from dmq.peers.jsonbody import BadMessage, decodeObject
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10; annotations only
+
 
 __all__ = [
     "CONTENT_TYPE",
@@ -200,7 +204,8 @@ def decode(body: bytes) -> Message:
         that is not Kamailio's profiles document, or more than
         L{MAX_VARIABLES} variables or L{MAX_PROFILES} profiles.
     """
-    message = decodeObject(body)
+    # Any: each value's type is checked, key by key, before it is used.
+    message: Dict[str, Any] = decodeObject(body)
     if not message:
         raise BadMessage()
     for key in _NUMBERS:
@@ -257,14 +262,14 @@ def decode(body: bytes) -> Message:
 
 
 
-def _isInt(value: object) -> bool:
+def _isInt(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _uint(value: object, key: str) -> int:
-    if not _isInt(value) or not 0 <= value <= UINT32_MAX:  # type: ignore[operator]
+    if not _isInt(value) or not 0 <= value <= UINT32_MAX:
         raise BadMessage(f"{key} is not an unsigned 32-bit integer")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _text(value: object, key: str) -> str:
@@ -296,7 +301,7 @@ def _variables(value: object) -> Tuple[Tuple[str, str], ...]:
     return tuple(value.items())
 
 
-def _profiles(value: object) -> Tuple[Profile, ...]:
+def _profiles(value: Optional[str]) -> Tuple[Profile, ...]:
     """
     Kamailio sends a dialog's profiles as a JSON document in a string:
     C{{"profiles":[{"name","value","puid","expires","flags"}, ...]}}.
@@ -305,7 +310,7 @@ def _profiles(value: object) -> Tuple[Profile, ...]:
     if value is None:
         return ()
     try:
-        document = decodeObject(value.encode("utf-8"))  # type: ignore[union-attr]
+        document = decodeObject(value.encode("utf-8"))
     except BadMessage:
         raise BadMessage("profiles is not a JSON object") from None
     entries = document.get("profiles", [])

@@ -21,7 +21,7 @@ L{ReplicationRefused}.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -66,7 +66,7 @@ class _Send:
     # The node to send to; None: every active node, or those of targets.
     node: Optional[Node]
     what: str
-    result: Deferred
+    result: Deferred[object]
     # For a broadcast sent again: the nodes still to send to, and what the
     # others answered.
     targets: Optional[List[Node]] = None
@@ -97,7 +97,7 @@ class Outbox:
         maxPendingBytes: int = MAX_PENDING_BYTES,
         maxInFlight: int = MAX_IN_FLIGHT,
         retryDelay: float = 0.5,
-        statistics: Optional[Counter] = None,
+        statistics: Optional[Counter[str]] = None,
     ) -> None:
         """
         @param clientRoom: how many more client transactions the transaction
@@ -116,7 +116,7 @@ class Outbox:
         self._maxPendingBytes = maxPendingBytes
         self._maxInFlight = maxInFlight
         self._retryDelay = retryDelay
-        self.statistics: Counter = statistics if statistics is not None else Counter()
+        self.statistics: Counter[str] = statistics if statistics is not None else Counter()
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._waiting: Deque[_Send] = deque()
         self._waitingBytes = 0
@@ -157,7 +157,7 @@ class Outbox:
                 "replicated, the most allowed: try again later"
             )
 
-    def send(self, body: bytes, node: Optional[Node], what: str) -> Deferred:
+    def send(self, body: bytes, node: Optional[Node], what: str) -> Deferred[object]:
         """
         Send C{body} to C{node}, or to every active node, as soon as there
         is room.
@@ -242,6 +242,8 @@ class Outbox:
     def _start(self, item: _Send) -> None:
         self._inFlight += 1
         contentType = self._contentType
+        # Any: a Response, or a broadcast's Responses by node.
+        d: Deferred[Any]
         if item.node is not None:
             d = maybeDeferred(self._bus.send, self._peerId, item.body, item.node, contentType=contentType)
         elif item.targets is None:

@@ -39,11 +39,13 @@ import warnings
 from typing import Any, List, Tuple
 
 try:
-    from re import _compiler as _sre_compile, _constants as _sre_constants, _parser as _sre_parse
+    # typeshed has no stubs for re's private modules (the sre_* ones below
+    # are the same code): mypy sees them as Any.
+    from re import _compiler as _sre_compile, _constants as _sre_constants, _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # PyPy 3.9, CPython before 3.11
-    import sre_compile as _sre_compile  # type: ignore[no-redef]
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+    import sre_compile as _sre_compile
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parse
 
 __all__ = [
     "MAX_PATTERN_LENGTH",

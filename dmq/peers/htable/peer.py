@@ -42,6 +42,7 @@ from dmq.peers.htable.wire import (
     iterCells,
 )
 from dmq.ratelimit import RateLimitedWarnings
+from dmq.sip import Request
 from dmq.peers.joins import Joins
 
 __all__ = ["PEER_ID", "HTablePeer"]
@@ -134,7 +135,7 @@ class HTablePeer(service.Service):
         self._store = HTableStore(clock, tables, maxCells, maxBytes)
         self._purger: Optional[LoopingCall] = None
         self._joins = Joins()
-        self.statistics: Counter = Counter()
+        self.statistics: Counter[str] = Counter()
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._outbox = Outbox(clock, bus, peerId, CONTENT_TYPE, clientRoom, statistics=self.statistics)
         self._dumps = SyncDumps(
@@ -153,7 +154,7 @@ class HTablePeer(service.Service):
                 lambda f: self._log.failure("htable purge failed", f)
             )
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[object]:
         """
         Stop the purge timer, and forget the dumps and the changes not yet
         sent (the bus is stopping).
@@ -222,7 +223,7 @@ class HTablePeer(service.Service):
 
     # Changing, as the store changes (with its exceptions), then replicating
 
-    def set(self, table: str, key: str, value: Value) -> Deferred:
+    def set(self, table: str, key: str, value: Value) -> Deferred[object]:
         """
         Set cell C{key} of C{table} to C{value}, a str or a 32-bit int
         (L{HTableStore.set}), and replicate it.
@@ -238,7 +239,7 @@ class HTablePeer(service.Service):
         self._store.set(table, key, value, "local")
         return self._replicate(body)
 
-    def setExpire(self, table: str, key: str, seconds: int) -> Deferred:
+    def setExpire(self, table: str, key: str, seconds: int) -> Deferred[object]:
         """
         Make cell C{key} expire C{seconds} from now, never when 0 or less
         (L{HTableStore.setExpire}: only on a table with C{autoexpire}), and
@@ -252,7 +253,7 @@ class HTablePeer(service.Service):
         self._store.setExpire(table, key, seconds)
         return self._replicate(body)
 
-    def delete(self, table: str, key: str) -> Deferred:
+    def delete(self, table: str, key: str) -> Deferred[object]:
         """
         Delete cell C{key} of C{table}, and replicate that (whether it
         existed here or not: it may exist elsewhere).
@@ -265,7 +266,7 @@ class HTablePeer(service.Service):
         self._store.delete(table, key, "local")
         return self._replicate(body)
 
-    def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred:
+    def removeMatching(self, table: str, how: str, pattern: str, mode: int = MATCH_NAME) -> Deferred[object]:
         """
         Remove the cells whose name or string value matches C{pattern}
         (L{HTableStore.removeMatching}: a regular expression it refuses
@@ -299,7 +300,7 @@ class HTablePeer(service.Service):
 
     # Sync
 
-    def requestSync(self, node: Optional[Node] = None, table: Optional[str] = None) -> Deferred:
+    def requestSync(self, node: Optional[Node] = None, table: Optional[str] = None) -> Deferred[object]:
         """
         Ask C{node}, or every active node, for the cells of every replicated
         table (or of C{table}): Kamailio's C{htable.dmqsync}.  The cells
@@ -344,7 +345,7 @@ class HTablePeer(service.Service):
             self._log.info("Asking {node} for the htables", node=node)
             self.requestSync(node)
 
-    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+    def messageReceived(self, request: Request, node: Optional[Node]) -> PeerResponse:
         """
         Apply a change, a sync dump, or answer a sync request (see
         L{Receiver.messageReceived}).
@@ -373,7 +374,7 @@ class HTablePeer(service.Service):
         self._outbox.check(len(body))
         return body
 
-    def _replicate(self, body: Optional[bytes]) -> Deferred:
+    def _replicate(self, body: Optional[bytes]) -> Deferred[object]:
         if body is None:
             return succeed({})
         return self._outbox.send(body, None, "replication")

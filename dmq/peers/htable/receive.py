@@ -75,7 +75,7 @@ class Receiver:
         clock: IReactorTime,
         store: HTableStore,
         dumps: SyncDumps,
-        statistics: Counter,
+        statistics: Counter[str],
         warnings: RateLimitedWarnings,
         log: Logger,
     ) -> None:
@@ -92,7 +92,7 @@ class Receiver:
         self._warnings = warnings
         self._log = log
 
-    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+    def messageReceived(self, request: sip.Request, node: Optional[Node]) -> PeerResponse:
         """
         Apply a change, a sync dump, or answer a sync request: C{200}.  A
         body L{decode} refuses is answered C{400} with its reason; a change
@@ -119,7 +119,7 @@ class Receiver:
         return PeerResponse(200, "OK")
 
     def _refused(
-        self, request, node: Optional[Node], cause: str, code: int, reason: str, detail: str
+        self, request: sip.Request, node: Optional[Node], cause: str, code: int, reason: str, detail: str
     ) -> PeerResponse:
         self.statistics[cause] += 1
         self._warnings.warn(

@@ -91,7 +91,7 @@ class SyncDumps:
         interval: float = SYNC_INTERVAL,
         window: int = SYNC_WINDOW,
         maxDumps: int = MAX_DUMPS,
-        statistics: Optional[Counter] = None,
+        statistics: Optional[Counter[str]] = None,
     ) -> None:
         """
         @param bodies: makes the bodies of a dump of the given tables (all
@@ -104,7 +104,7 @@ class SyncDumps:
         self._interval = interval
         self._window = window
         self._maxDumps = maxDumps
-        self.statistics: Counter = statistics if statistics is not None else Counter()
+        self.statistics: Counter[str] = statistics if statistics is not None else Counter()
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._running: Dict[Target, _Dump] = {}
         # Targets owed a dump, with the tables asked for (None: all).

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import attr
 
 from dmq.peers.htable.spec import INT32_MAX, INT32_MIN, MATCH_NAME, MATCH_VALUE, Value, checkText
 from dmq.peers.jsonbody import BadMessage, decodeObject
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # Python 3.10; annotations only
+
 
 __all__ = [
     "CONTENT_TYPE",
@@ -187,7 +191,7 @@ class Cells:
 Message = Union[SetCell, SetExpire, DeleteCell, RemoveMatching, SyncRequest, Cells]
 
 
-def _isInt(value: object) -> bool:
+def _isInt(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -283,9 +287,9 @@ def _value(message: Mapping[str, object], what: str) -> Value:
     The typed value of a set-cell message or a synced cell.
     """
     kind = message.get("type", TYPE_INT)
-    if not _isInt(kind) or not INT32_MIN <= kind <= INT32_MAX:  # type: ignore[operator]
+    if not _isInt(kind) or not INT32_MIN <= kind <= INT32_MAX:
         raise BadMessage(f"{what} with a bad type")
-    if kind & TYPE_STR:  # type: ignore[operator]
+    if kind & TYPE_STR:
         value = message.get("strval")
         if not isinstance(value, str):
             raise BadMessage(f"{what} of type 2 without strval")
@@ -294,9 +298,9 @@ def _value(message: Mapping[str, object], what: str) -> Value:
     value = message.get("intval")
     if not _isInt(value):
         raise BadMessage(f"{what} of type 0 without intval")
-    if not INT32_MIN <= value <= INT32_MAX:  # type: ignore[operator]
+    if not INT32_MIN <= value <= INT32_MAX:
         raise BadMessage(f"{what} with an intval beyond 32 bits")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _dumps(obj: object) -> bytes:

@@ -13,7 +13,7 @@ See C{doc/peers.md} (usrloc) for the whole design.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import attr
 from twisted.application import service
@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dmq import sip
@@ -150,7 +151,7 @@ class UsrlocPeer(service.Service):
         self._joins = Joins()
         self._dumps = Dumps(self._dumpBody, dumpWindow, maxDumps)
         self._warnings = RateLimitedWarnings(clock, self._log)
-        self.statistics: Counter = Counter()
+        self.statistics: Counter[str] = Counter()
         self._changes = BusChanges(self._store, self.statistics, self._warnings)
 
     # Service
@@ -163,7 +164,7 @@ class UsrlocPeer(service.Service):
             lambda f: self._log.failure("usrloc purge failed", f)
         )
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[object]:
         """
         Stop the purge timer and any dump in progress.
 
@@ -205,7 +206,7 @@ class UsrlocPeer(service.Service):
         """
         return aor in self._store
 
-    def records(self):
+    def records(self) -> List[Tuple[str, int, List[Contact]]]:
         """
         @return: what L{UsrlocStore.records} returns: C{(aor, hash,
             contacts)} per AoR, expired contacts not yet purged included.
@@ -224,7 +225,7 @@ class UsrlocPeer(service.Service):
 
     # Changing, then replicating
 
-    def save(self, contact: Contact) -> Deferred:
+    def save(self, contact: Contact) -> Deferred[object]:
         """
         Add C{contact}, or update the one of its AoR with its record id (or
         else its URI, whose record id is kept), stamped with the time now as
@@ -244,7 +245,7 @@ class UsrlocPeer(service.Service):
         # The contact of the same URI it updated keeps its ruid.
         return self._send(encodeContact(Action.UPDATE, change.contact, self.socketInfo), None, "replication")
 
-    def delete(self, aor: str, ruid: str) -> Deferred:
+    def delete(self, aor: str, ruid: str) -> Deferred[object]:
         """
         Remove the contact C{ruid} of C{aor}, and replicate that (action 2,
         with the whole contact, as Kamailio sends it).
@@ -266,7 +267,7 @@ class UsrlocPeer(service.Service):
 
     # Sync
 
-    def requestSync(self, node: Optional[Node] = None) -> Deferred:
+    def requestSync(self, node: Optional[Node] = None) -> Deferred[object]:
         """
         Ask C{node}, or every active node, for its contacts (C{{"action":3}}).
         They arrive as their own requests, applied as they come.
@@ -294,7 +295,7 @@ class UsrlocPeer(service.Service):
 
         return encodeBatches(current(), self.batchMsgContacts, self.batchMsgSize, self.socketInfo)
 
-    def _dumpBody(self, body: bytes, node: Optional[Node]) -> Deferred:
+    def _dumpBody(self, body: bytes, node: Optional[Node]) -> Deferred[object]:
         self.statistics["dumpBodies"] += 1
         return self._send(body, node, "sync dump")
 
@@ -312,7 +313,7 @@ class UsrlocPeer(service.Service):
             self._log.info("Asking {node} for the usrloc contacts", node=node)
             self.requestSync(node)
 
-    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+    def messageReceived(self, request: sip.Request, node: Optional[Node]) -> PeerResponse:
         """
         Apply a change or a batch, or answer a sync request with a dump:
         C{200}; a body L{decode} refuses, or a batch with a bad entry (the
@@ -348,17 +349,19 @@ class UsrlocPeer(service.Service):
 
     # Sending
 
-    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred:
+    def _send(self, body: bytes, node: Optional[Node], what: str) -> Deferred[object]:
         """
         Send C{body} to C{node}, or to every active node; C{what} names it
         in the warning logged when it cannot be sent.
         """
+        # Any: a Response, or a broadcast's Responses by node.
+        d: Deferred[Any]
         if node is None:
             d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
         else:
             d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             # The bus fails a send only when it cannot send at all (stopped,
             # full): not a bug, and Kamailio does not retry either.
             self._warnings.warn(

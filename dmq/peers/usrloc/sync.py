@@ -33,7 +33,7 @@ class Dump:
 
     def __init__(
         self,
-        send: Callable[[bytes], Deferred],
+        send: Callable[[bytes], Deferred[object]],
         bodies: Iterator[bytes],
         window: int,
         hopeless: Callable[[object], bool] = lambda outcome: False,
@@ -55,7 +55,7 @@ class Dump:
         self._waiting = 0
         self._pumping = False
         self.sent = 0
-        self.done: Deferred = Deferred()
+        self.done: Deferred[int] = Deferred()
 
     def start(self) -> "Dump":
         """
@@ -124,7 +124,7 @@ class Dumps:
 
     _log = Logger()
 
-    def __init__(self, send: Callable[[bytes, Optional[Node]], Deferred], window: int, maxDumps: int) -> None:
+    def __init__(self, send: Callable[[bytes, Optional[Node]], Deferred[object]], window: int, maxDumps: int) -> None:
         """
         @param send: sends one body to a node, or to every active node for
             C{None}; its L{Deferred} fires once the request has ended.
