@@ -127,7 +127,7 @@ def _number(
     C{minimum} is C{None}; at most C{maximum} when given.
     """
 
-    def parse(text: str):
+    def parse(text: str) -> Union[int, float]:
         kind = "a whole number" if integer else "a number"
         try:
             value = int(text) if integer else float(text)
@@ -217,7 +217,8 @@ def _configScalar(value: object) -> Optional[str]:
         return "1" if value else "0"
     if isinstance(value, (int, float, str)):
         return str(value)
-    kind = {list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    kinds: Dict[type, str] = {list: "an array", dict: "a table"}
+    kind = kinds.get(type(value), type(value).__name__)
     raise ValueError(f"expected a string or a number, not {kind}")
 
 
@@ -434,7 +435,8 @@ class NodeConfig:
         """
         if self.serverSocket is not None:
             return (self.serverSocket.host, self.serverSocket.port)
-        return (self.serverAddress.host, self.serverAddress.port)
+        # parseServerAddress refuses a serverAddress without a port.
+        return (self.serverAddress.host, self.serverAddress.port)  # type: ignore[return-value]
 
 
 # The table: the settings in the order of NodeConfig's fields, each knowing its field.
@@ -545,7 +547,7 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
             # A factory: its peer's id is known once it is called.
             continue
         try:
-            peerId = checkPeerId(found.peerId)  # type: ignore[attr-defined]
+            peerId = checkPeerId(found.peerId)
         except ValueError as e:
             raise usage.UsageError(f"{origin['peer']}: {name}: bad peer id: {e}") from None
         if peerId in taken:

@@ -16,7 +16,7 @@ It knows nothing of nodes.
 from __future__ import annotations
 
 import socket
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -25,6 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.error import DNSNameError
+from twisted.python.failure import Failure
 
 from dmq.sip import URI
 from dmq.ratelimit import RateLimitedWarnings
@@ -33,6 +34,9 @@ __all__ = ["MAX_HOSTS", "Resolution", "srvName", "resolveName", "Discovery"]
 
 # Kamailio expands a multi_notify address to at most 30 hosts.
 MAX_HOSTS = 30
+
+#: What an IResolver lookup fires with: answers, authority, additional.
+_Records = Tuple[List[dns.RRHeader], List[dns.RRHeader], List[dns.RRHeader]]
 
 
 @attr.frozen
@@ -85,7 +89,7 @@ class _Lookups:
     complete: bool = True
     errors: List[str] = attr.Factory(list)
 
-    def lookup(self, method: str, name: str) -> Deferred:
+    def lookup(self, method: str, name: str) -> Deferred[List[object]]:
         """
         Look C{name} up with the resolver's C{method}.
 
@@ -93,24 +97,26 @@ class _Lookups:
             none when the name does not exist or the lookup failed (which
             makes the resolution incomplete).
         """
+        d: Deferred[_Records]
         try:
             d = getattr(self._resolver, method)(name)
         except Exception as e:
             d = Deferred()
             d.errback(e)
 
-        def answered(result: Tuple[list, list, list]) -> List[object]:
+        def answered(result: _Records) -> List[object]:
             return [answer.payload for answer in result[0]]
 
-        def failed(failure) -> List[object]:
+        def failed(failure: Failure) -> List[object]:
             if not failure.check(DNSNameError):
                 self.complete = False
-                self.errors.append(f"{method} {name}: {failure.getErrorMessage() or failure.type.__name__}")
+                # A Failure made from an exception always has its type.
+                self.errors.append(f"{method} {name}: {failure.getErrorMessage() or failure.type.__name__}")  # type: ignore[union-attr]
             return []
 
         return d.addCallbacks(answered, failed)
 
-    def addresses(self, name: str) -> Deferred:
+    def addresses(self, name: str) -> Deferred[List[str]]:
         """
         @return: a L{Deferred} firing with the IPv4 then the IPv6 addresses
             of C{name}, in order, CNAMEs and other records skipped.
@@ -118,7 +124,7 @@ class _Lookups:
         v4 = self.lookup("lookupAddress", name)
         v6 = self.lookup("lookupIPV6Address", name)
 
-        def collect(results: list) -> List[str]:
+        def collect(results: List[Tuple[bool, List[object]]]) -> List[str]:
             found: List[str] = []
             for (_, payloads), extract in zip(results, (_ipv4, _ipv6)):
                 for payload in payloads:
@@ -130,7 +136,7 @@ class _Lookups:
         return DeferredList([v4, v6]).addCallback(collect)
 
 
-def resolveName(resolver: IResolver, uri: URI, maxHosts: int = MAX_HOSTS) -> Deferred:
+def resolveName(resolver: IResolver, uri: URI, maxHosts: int = MAX_HOSTS) -> Deferred[Resolution]:
     """
     Resolve the host name of C{uri} to the node URIs behind it, as Kamailio's
     C{get_dmq_host_list()} does with C{multi_notify}: the SRV records of
@@ -144,17 +150,19 @@ def resolveName(resolver: IResolver, uri: URI, maxHosts: int = MAX_HOSTS) -> Def
     lookups = _Lookups(resolver)
     own = lookups.addresses(uri.host)
 
-    def targets(payloads: List[object]) -> Deferred:
+    def targets(payloads: List[object]) -> Deferred[List[Tuple[bool, List[Tuple[str, int]]]]]:
         records = [p for p in payloads if isinstance(p, dns.Record_SRV)]
         records = [r for r in records if uri.port is None or r.port == uri.port]
         records.sort(key=lambda r: (r.priority, -r.weight))
-        found = []
+        found: List[Deferred[List[Tuple[str, int]]]] = []
         for record in records:
             target = record.target.name.decode("ascii", "replace").rstrip(".")
             if target:
                 # "." is "no service here" (RFC 2782).
                 found.append(
-                    lookups.addresses(target).addCallback(
+                    # The lambda's default argument (this record's port) is
+                    # more than addCallback's ParamSpec overloads can match.
+                    lookups.addresses(target).addCallback(  # type: ignore[call-overload]
                         lambda addresses, port=record.port: [(a, port) for a in addresses]
                     )
                 )
@@ -162,7 +170,8 @@ def resolveName(resolver: IResolver, uri: URI, maxHosts: int = MAX_HOSTS) -> Def
 
     srv = lookups.lookup("lookupService", srvName(uri.host)).addCallback(targets)
 
-    def assemble(results: list) -> Resolution:
+    # Any: the SRV targets' pairs, then the name's own addresses.
+    def assemble(results: List[Tuple[bool, Any]]) -> Resolution:
         (_, perTarget), (_, addresses) = results
         hosts: List[Tuple[str, Optional[int]]] = [
             pair for _, pairs in perTarget for pair in pairs
@@ -175,7 +184,8 @@ def resolveName(resolver: IResolver, uri: URI, maxHosts: int = MAX_HOSTS) -> Def
                 uris.append(found)
         return Resolution(tuple(uris[:maxHosts]), lookups.complete, tuple(lookups.errors))
 
-    return DeferredList([srv, own]).addCallback(assemble)
+    both: List[Deferred[Any]] = [srv, own]
+    return DeferredList(both).addCallback(assemble)
 
 
 class Discovery:
@@ -221,7 +231,7 @@ class Discovery:
         self._known: Dict[URI, Dict[URI, None]] = {name: {} for name in self.names}
         self._loop: Optional[LoopingCall] = None
         self._running = False
-        self._waiters: List[Deferred] = []
+        self._waiters: List[Deferred[List[URI]]] = []
         self._warnings = RateLimitedWarnings(clock, self._log)
 
     def known(self, name: URI) -> List[URI]:
@@ -231,7 +241,7 @@ class Discovery:
         """
         return list(self._known.get(name, ()))
 
-    def refresh(self) -> Deferred:
+    def refresh(self) -> Deferred[List[URI]]:
         """
         Resolve every name now (or wait for the resolution under way), and
         tell C{found} and C{lost} what changed.
@@ -240,7 +250,7 @@ class Discovery:
             has been resolved; it never fails.
         """
         if self._running:
-            waiter: Deferred = Deferred()
+            waiter: Deferred[List[URI]] = Deferred()
             self._waiters.append(waiter)
             return waiter
         if not self.names:
@@ -258,7 +268,7 @@ class Discovery:
 
         return d.addBoth(done)
 
-    def _apply(self, results: list) -> List[URI]:
+    def _apply(self, results: List[Tuple[bool, Resolution]]) -> List[URI]:
         new: List[URI] = []
         for name, (_, resolution) in zip(self.names, results):
             new += self._update(name, resolution)
