@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IProtocol,
+    IReactorTime,
+    IStreamServerEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -29,6 +38,9 @@ from twisted.web import resource, server
 
 from dmq.control.jsonrpc import INVALID_REQUEST, JSONRPC, RPCMethods, encodeError
 from dmq.ratelimit import RateLimitedWarnings
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
     "ControlResource", "ControlService", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",
@@ -57,7 +69,7 @@ The most connections open at once.
 
 def _reactor(clock: Optional[IReactorTime]) -> IReactorTime:
     if clock is None:
-        from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        from twisted.internet import reactor as clock
     return clock  # type: ignore[return-value]
 
 
@@ -68,12 +80,14 @@ class _RPCResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, methods: RPCMethods, clock: IReactorTime, statistics: Counter) -> None:
+    def __init__(self, methods: RPCMethods, clock: IReactorTime, statistics: Counter[str]) -> None:
         resource.Resource.__init__(self)
         self._jsonrpc = JSONRPC(methods, clock, statistics)
 
     def render_POST(self, request: server.Request) -> object:
-        data = request.content.read(MAX_REQUEST + 1)
+        # A whole request (as render_POST is given) has its content.
+        data = request.content.read(MAX_REQUEST + 1)  # type: ignore[union-attr]
+        d: Deferred[Optional[bytes]]
         if len(data) > MAX_REQUEST:
             d = succeed(encodeError(None, INVALID_REQUEST, f"Invalid Request: larger than {MAX_REQUEST} bytes"))
         else:
@@ -108,7 +122,7 @@ class _MetricsResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         resource.Resource.__init__(self)
         self._registry = registry
 
@@ -126,13 +140,15 @@ class ControlResource(resource.Resource):
     @ivar statistics: what L{JSONRPC} counted.
     """
 
-    def __init__(self, methods: RPCMethods, registry, clock: Optional[IReactorTime] = None) -> None:
+    def __init__(
+        self, methods: RPCMethods, registry: CollectorRegistry, clock: Optional[IReactorTime] = None
+    ) -> None:
         """
         @param clock: the clock of the rate limit on warnings; the global
             reactor by default.
         """
         resource.Resource.__init__(self)
-        self.statistics: Counter = Counter()
+        self.statistics: Counter[str] = Counter()
         self.putChild(b"RPC", _RPCResource(methods, _reactor(clock), self.statistics))
         self.putChild(b"metrics", _MetricsResource(registry))
 
@@ -146,11 +162,11 @@ class _Guarded(ProtocolWrapper):
 
     factory: "_Connections"
 
-    def __init__(self, factory: "_Connections", wrappedProtocol) -> None:
+    def __init__(self, factory: "_Connections", wrappedProtocol: IProtocol) -> None:
         ProtocolWrapper.__init__(self, factory, wrappedProtocol)
         self._deadline: Optional[IDelayedCall] = None
 
-    def makeConnection(self, transport) -> None:
+    def makeConnection(self, transport: ITransport) -> None:
         ProtocolWrapper.makeConnection(self, transport)
         self._arm()
 
@@ -161,7 +177,7 @@ class _Guarded(ProtocolWrapper):
         else:
             self._arm()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         ProtocolWrapper.connectionLost(self, reason)
 
@@ -184,7 +200,8 @@ class _Guarded(ProtocolWrapper):
         if self._answering():
             return
         self.factory.tooSlow(self)
-        self.transport.abortConnection()
+        # A TCP (or TLS) transport, which can abort.
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
 
 class _Connections(WrappingFactory):
@@ -197,17 +214,21 @@ class _Connections(WrappingFactory):
     _log = Logger()
 
     def __init__(
-        self, wrappedFactory, clock: IReactorTime, maxConnections: int, requestTimeout: float, statistics: Counter
+        self, wrappedFactory: server.Site, clock: IReactorTime, maxConnections: int, requestTimeout: float, statistics: Counter[str]
     ) -> None:
-        WrappingFactory.__init__(self, wrappedFactory)
-        self._whenEmpty: List[Deferred] = []
+        # mypy cannot bind the generic WrappingFactory's self in this
+        # explicit base class call.
+        WrappingFactory.__init__(self, wrappedFactory)  # type: ignore[arg-type]
+        self._whenEmpty: List[Deferred[None]] = []
         self.clock = clock
         self.requestTimeout = requestTimeout
         self._maxConnections = maxConnections
         self._statistics = statistics
         self._warnings = RateLimitedWarnings(clock, self._log)
 
-    def buildProtocol(self, addr):
+    # IProtocolFactory lets buildProtocol refuse a connection with None;
+    # WrappingFactory's annotation leaves that out.
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ProtocolWrapper]:  # type: ignore[override]
         if len(self.protocols) >= self._maxConnections:
             self._statistics["connectionsRefused"] += 1
             self._warnings.warn(
@@ -227,18 +248,20 @@ class _Connections(WrappingFactory):
         self._warnings.warn(
             "slowRequest",
             "Control endpoint: a connection from {address} sent no whole request within {timeout} s: closed",
-            address=_describe(protocol.getPeer()),
+            # ProtocolWrapper.getPeer is unannotated.
+            address=_describe(protocol.getPeer()),  # type: ignore[no-untyped-call]
             timeout=self.requestTimeout,
         )
 
-    def unregisterProtocol(self, p) -> None:
-        WrappingFactory.unregisterProtocol(self, p)
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        # As in __init__: an explicit base class call mypy cannot bind.
+        WrappingFactory.unregisterProtocol(self, p)  # type: ignore[arg-type]
         if not self.protocols:
             waiting, self._whenEmpty = self._whenEmpty, []
             for d in waiting:
                 d.callback(None)
 
-    def closeAll(self) -> Deferred:
+    def closeAll(self) -> Deferred[None]:
         """
         Close every connection.
 
@@ -246,7 +269,7 @@ class _Connections(WrappingFactory):
         """
         if not self.protocols:
             return succeed(None)
-        d: Deferred = Deferred()
+        d: Deferred[None] = Deferred()
         self._whenEmpty.append(d)
         for protocol in list(self.protocols):
             protocol.transport.abortConnection()
@@ -290,14 +313,14 @@ class ControlService(service.Service):
         """
         clock = _reactor(clock)
         self._endpoint = endpoint
-        self.statistics: Counter = getattr(root, "statistics", None) or Counter()
+        self.statistics: Counter[str] = getattr(root, "statistics", None) or Counter()
         site = server.Site(root, timeout=idleTimeout, reactor=clock)
         site.noisy = False
         self._factory = _Connections(site, clock, maxConnections, requestTimeout, self.statistics)
         self._factory.noisy = False
-        self._listening: Optional[Deferred] = None
+        self._listening: Optional[Deferred[IListeningPort]] = None
         self.description = description
-        self.port = None
+        self.port: Optional[IListeningPort] = None
 
     def startService(self) -> None:
         """
@@ -323,7 +346,7 @@ class ControlService(service.Service):
             service.Service.stopService(self)
             failures[0].raiseException()
 
-    def _listen(self, port) -> None:
+    def _listen(self, port: IListeningPort) -> None:
         self._listening = None
         self.port = port
         address = port.getHost()
@@ -351,7 +374,7 @@ class ControlService(service.Service):
             error=failure.getErrorMessage(),
         )
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[List[Tuple[bool, Any]]]:
         """
         Stop listening and close the open connections.
 
@@ -362,7 +385,8 @@ class ControlService(service.Service):
         if self._listening is not None:
             self._listening.cancel()
         port, self.port = self.port, None
-        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
+        # Any: stopListening may give a Deferred or None.
+        stopped: Deferred[Any] = maybeDeferred(port.stopListening) if port is not None else succeed(None)
         return DeferredList([stopped, self._factory.closeAll()], consumeErrors=True)
 
 

@@ -17,7 +17,7 @@ import inspect
 import json
 import math
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 import attr
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
@@ -127,7 +127,7 @@ class RPCMethods:
     def get(self, name: str) -> Optional[RPCMethod]:
         return self._methods.get(name)
 
-    def call(self, name: str, params: Union[None, List[Any], Dict[str, Any]]) -> Deferred:
+    def call(self, name: str, params: Union[None, List[Any], Dict[str, Any]]) -> Deferred[Any]:
         """
         Call method C{name} with C{params}.
 
@@ -161,7 +161,7 @@ class JSONRPC:
     _log = Logger()
 
     def __init__(
-        self, methods: RPCMethods, clock: Optional[IReactorTime] = None, statistics: Optional[Counter] = None
+        self, methods: RPCMethods, clock: Optional[IReactorTime] = None, statistics: Optional[Counter[str]] = None
     ) -> None:
         """
         @param clock: the clock of the rate limit on warnings; the global
@@ -169,14 +169,16 @@ class JSONRPC:
         @param statistics: the counter to count in.
         """
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            from twisted.internet import reactor
+
+            clock = reactor
         self._methods = methods
-        self.statistics: Counter = statistics if statistics is not None else Counter()
+        self.statistics: Counter[str] = statistics if statistics is not None else Counter()
         self._clock = clock
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._lastFailure: Dict[str, float] = {}
 
-    def handle(self, data: bytes) -> Deferred:
+    def handle(self, data: bytes) -> Deferred[Optional[bytes]]:
         """
         Answer one request body.
 
@@ -200,10 +202,9 @@ class JSONRPC:
                 None, f"Invalid Request: a batch holds at most {MAX_BATCH} calls, not {len(message)}"
             )
         d = DeferredList([self._call(one) for one in message])
-        d.addCallback(_batch)
-        return d
+        return d.addCallback(_batch)
 
-    def _call(self, message: object) -> Deferred:
+    def _call(self, message: object) -> Deferred[Optional[bytes]]:
         if not isinstance(message, dict):
             return self._invalid(None, "Invalid Request: a call is a JSON object")
         callId = message.get("id")
@@ -221,6 +222,8 @@ class JSONRPC:
         if not _validText(method):
             return self._invalid(callId, "Invalid Request: method is not valid Unicode (a lone surrogate)")
         params = message.get("params")
+        # Any: the method's result, then its answer's bytes.
+        d: Deferred[Any]
         if params is not None and not isinstance(params, (list, dict)):
             d = fail(RPCError(INVALID_PARAMS, "Invalid params: params must be an array or an object"))
         elif not _validText(params):
@@ -238,7 +241,7 @@ class JSONRPC:
             d.addCallback(lambda _: None)
         return d
 
-    def _invalid(self, callId: object, message: str) -> Deferred:
+    def _invalid(self, callId: object, message: str) -> Deferred[Optional[bytes]]:
         self.statistics["invalidRequests"] += 1
         # The message's first words say the cause; what follows may be
         # the sender's.
@@ -247,7 +250,7 @@ class JSONRPC:
 
     def _failed(self, failure: Failure, method: str, callId: object) -> bytes:
         if failure.check(RPCError):
-            error = failure.value
+            error = cast(RPCError, failure.value)
             # An answer like any other: not worth a line each.
             self._log.debug(
                 "Control: {method} refused: {message}",

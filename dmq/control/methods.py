@@ -8,7 +8,7 @@ L{RPCMethods} table.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, NoReturn, Tuple, TypeVar, Union
 
 import attr
 from twisted.internet.defer import Deferred
@@ -18,20 +18,23 @@ from dmq import sip
 from dmq.bus import checkPeerId
 from dmq.control.jsonrpc import APPLICATION_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, RPCMethods
 from dmq.interfaces import RPCError
-from dmq.node import NodeError, NodeStatus, parseNodeAddress
+from dmq.node import Node, NodeError, NodeStatus, parseNodeAddress
 
 __all__ = ["addDMQMethods"]
 
+_T = TypeVar("_T")
 
-def addDMQMethods(methods: RPCMethods, node) -> None:
+
+def addDMQMethods(methods: RPCMethods, node: Any) -> None:
     """
     Add the C{dmq.*} and C{system.*} methods for C{node} to C{methods}.
 
     @param node: a L{dmq.tap.DMQNodeService}; its C{nodeManager} and C{bus}
         are used.
     """
+    # node: Any, because DMQNodeService lives in dmq.tap, a layer above.
     dmq = _DMQMethods(node.nodeManager, node.bus)
-    table = [
+    table: List[Tuple[str, Callable[..., Any], str]] = [
         ("dmq.list_nodes", dmq.listNodes, "Print all nodes"),
         ("dmq.remove", dmq.remove, "Remove a DMQ node: uri"),
         ("dmq.add", dmq.add, "Add a DMQ node: uri (its ;status=, or active)"),
@@ -162,7 +165,7 @@ class _DMQMethods:
             raise RPCError(APPLICATION_ERROR, str(e)) from None
         return "Ok. DMQ node status changed."
 
-    def sendMessage(self, peer: str, node: str, body: str, content_type: str = "text/plain") -> Deferred:
+    def sendMessage(self, peer: str, node: str, body: str, content_type: str = "text/plain") -> Deferred[Dict[str, Any]]:
         """
         Send to one known node, as Kamailio's C{dmq_send_message()} script
         function, and answer its reply.
@@ -180,10 +183,9 @@ class _DMQMethods:
                 contentType=_contentType(content_type),
             )
         )
-        d.addCallback(_reply)
-        return d
+        return d.addCallback(_reply)
 
-    def bcastMessage(self, peer: str, body: str, content_type: str = "text/plain") -> Deferred:
+    def bcastMessage(self, peer: str, body: str, content_type: str = "text/plain") -> Deferred[List[Dict[str, Any]]]:
         """
         Send to every active node, as Kamailio's C{dmq_bcast_message()}
         script function, and answer each node's reply (or why none came).
@@ -196,7 +198,7 @@ class _DMQMethods:
             )
         )
 
-        def replies(results) -> List[Dict[str, Any]]:
+        def replies(results: Dict[Node, Union[sip.Response, Failure]]) -> List[Dict[str, Any]]:
             listed = []
             for target, outcome in results.items():
                 entry: Dict[str, Any] = {"node": target.uri.toString()}
@@ -207,10 +209,9 @@ class _DMQMethods:
                 listed.append(entry)
             return listed
 
-        d.addCallback(replies)
-        return d
+        return d.addCallback(replies)
 
-    def _send(self, send: Callable[[], Deferred]) -> Deferred:
+    def _send(self, send: Callable[[], Deferred[_T]]) -> Deferred[_T]:
         if not self._bus.running:
             raise RPCError(APPLICATION_ERROR, "The bus is not running")
         try:
@@ -218,7 +219,7 @@ class _DMQMethods:
         except ValueError as e:
             raise RPCError(APPLICATION_ERROR, str(e)) from None
 
-        def notSent(failure: Failure) -> None:
+        def notSent(failure: Failure) -> NoReturn:
             raise RPCError(APPLICATION_ERROR, f"Could not send: {failure.getErrorMessage()}")
 
         d.addErrback(notSent)
