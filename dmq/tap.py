@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IResolver
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -32,6 +33,10 @@ from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+
+# The "# type: ignore[no-untyped-call]" on setServiceParent below: Twisted's
+# Service leaves it unannotated, and pyproject.toml's exclusion of
+# twisted.application.service does not reach methods our services inherit.
 
 if TYPE_CHECKING:
     from dmq.control.endpoint import ControlService
@@ -193,11 +198,14 @@ class DMQNodeService(service.MultiService):
             control=self.control.description if self.control is not None else "off",
         )
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[Any]:
         service.Service.stopService(self)
-        d: Deferred = succeed(None)
+        # Any: each child's stopService result, which nobody reads.
+        d: Deferred[Any] = succeed(None)
         for child in reversed(list(self)):
-            d.addCallback(lambda _, child=child: child.stopService() if child.running else None)
+            # The lambda's default argument (this child) is more than
+            # addCallback's ParamSpec overloads can match.
+            d.addCallback(lambda _, child=child: child.stopService() if child.running else None)  # type: ignore[call-overload]
         return d
 
     def addPeer(self, peer: object) -> None:
@@ -209,11 +217,13 @@ class DMQNodeService(service.MultiService):
         @raise TypeError: if C{peer} does not provide L{IDMQPeer}.
         @raise ValueError: if its C{peerId} is invalid or taken.
         """
-        self.bus.registerPeer(peer)
-        if service.IService.providedBy(peer) and peer.parent is None:  # type: ignore[attr-defined]
+        # registerPeer refuses (TypeError) what does not provide IDMQPeer.
+        self.bus.registerPeer(peer)  # type: ignore[arg-type]
+        if service.IService.providedBy(peer) and peer.parent is None:
             peer.setServiceParent(self)
 
-    def serveControl(self, reactor, description: str) -> ControlService:
+    # reactor: Any, as in makeNodeService.
+    def serveControl(self, reactor: Any, description: str) -> ControlService:
         """
         Serve the control endpoint (L{dmq.control}) on the server endpoint
         C{description}, as a child of the node: it starts last and stops
@@ -234,12 +244,15 @@ class DMQNodeService(service.MultiService):
         self.control = ControlService(
             endpoint, ControlResource(self.rpc, self.metrics, reactor), description, clock=reactor
         )
-        self.control.setServiceParent(self)
+        self.control.setServiceParent(self)  # type: ignore[no-untyped-call]
         return self.control
 
 
+# reactor: Any, because the node needs several of the reactor's interfaces
+# (IReactorTime, IReactorUDP, IReactorTCP, ...), which an annotation cannot
+# join into one.
 def makeNodeService(
-    reactor, config: NodeConfig, *, resolver=None, listen: bool = True
+    reactor: Any, config: NodeConfig, *, resolver: Optional[IResolver] = None, listen: bool = True
 ) -> DMQNodeService:
     """
     Build a node as C{config} says: its socket, node manager, bus,
@@ -266,7 +279,8 @@ def makeNodeService(
     node.bindAddress = config.bindAddress
     node.protocol = SIPDatagramProtocol(
         reactor,
-        (config.serverAddress.host, config.serverAddress.port),
+        # parseServerAddress refuses a serverAddress without a port.
+        (config.serverAddress.host, config.serverAddress.port),  # type: ignore[arg-type]
         T1=config.T1,
         T2=config.T2,
         T4=config.T4,
@@ -288,7 +302,9 @@ def makeNodeService(
         if expand and resolver is None:
             from twisted.names import client
 
-            resolver = client.createResolver(reactor=reactor)
+            # createResolver takes no reactor: it uses the global one, which
+            # is the one twistd runs.
+            resolver = client.createResolver()
     node.nodeManager = NodeManager(
         reactor,
         config.serverAddress,
@@ -299,7 +315,7 @@ def makeNodeService(
         failCountThresholdDisabled=config.failCountThresholdDisabled,
         maxNodes=config.maxNodes,
     )
-    node.nodeManager.setServiceParent(node)
+    node.nodeManager.setServiceParent(node)  # type: ignore[no-untyped-call]
     node.bus = DMQBus(
         reactor,
         node.protocol,
@@ -310,7 +326,7 @@ def makeNodeService(
         notificationChannel=config.notificationChannel,
         resolve=getattr(reactor, "resolve", None),
     )
-    node.bus.setServiceParent(node)
+    node.bus.setServiceParent(node)  # type: ignore[no-untyped-call]
     node.bus.latencyObserver = node.handlerLatency.observe
     node.notification = NotificationPeer(
         reactor,
@@ -322,11 +338,11 @@ def makeNodeService(
         refreshInterval=config.notifyRefresh or config.pingInterval,
     )
     node.bus.registerPeer(node.notification)
-    node.notification.setServiceParent(node)
+    node.notification.setServiceParent(node)  # type: ignore[no-untyped-call]
     node.ping = PingService(
         reactor, node.notification, node.nodeManager, config.pingInterval, config.pingTimeout
     )
-    node.ping.setServiceParent(node)
+    node.ping.setServiceParent(node)  # type: ignore[no-untyped-call]
     addDMQMethods(node.rpc, node)
     if config.htables:
         # Replication leaves an eighth of the client transactions to the
@@ -389,7 +405,7 @@ def _addNamedPeer(node: DMQNodeService, name: str, found: object) -> None:
         raise _PeerError(name, str(e)) from None
 
 
-def makeService(config: Options, reactor=None) -> DMQNodeService:
+def makeService(config: Options, reactor: Any = None) -> DMQNodeService:
     """
     Build the twistd service from parsed L{Options}: the node, then its
     peers (a factory named by C{--peer} is called with the node service and
@@ -399,7 +415,7 @@ def makeService(config: Options, reactor=None) -> DMQNodeService:
         that is not a peer, or a peer whose id is taken.
     """
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     try:
         return makeNodeService(reactor, config.nodeConfig)
     except _PeerError as e:
