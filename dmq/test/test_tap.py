@@ -6,6 +6,7 @@ builds and leaves behind when it stops.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
 
@@ -654,6 +655,33 @@ class MakeNodeServiceTests(SynchronousTestCase):
         config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=[("broken", broken)])
         error = self.assertRaises(ValueError, makeNodeService, FakeReactor(), config)
         self.assertIn("broken: calling it with the node failed", str(error))
+
+    def test_multiNotifyResolver(self):
+        """
+        With C{multiNotify}, a notification address named by a host name and
+        no resolver given, the node makes one with Twisted's
+        C{createResolver}, called as it can be called (mypy found it given
+        a C{reactor} argument it does not take).
+        """
+        from twisted.names import client
+        from twisted.names.common import ResolverBase
+
+        real = client.createResolver
+        made = []
+
+        def createResolver(*args, **kwargs):
+            inspect.signature(real).bind(*args, **kwargs)
+            made.append(ResolverBase())
+            return made[-1]
+
+        self.patch(client, "createResolver", createResolver)
+        config = NodeConfig(
+            serverAddress=sip.URI("127.0.0.11", 5060),
+            notificationAddresses=[sip.URI("dmq.example", 5060)],
+            multiNotify=True,
+        )
+        makeNodeService(FakeReactor(), config)
+        self.assertEqual(len(made), 1)
 
 
 class HTableOptionsTests(SynchronousTestCase):
