@@ -67,6 +67,7 @@ __all__ = [
     "CSeq",
     "Request",
     "Response",
+    "Message",
     "Headers",
     "Parameters",
     "parse",

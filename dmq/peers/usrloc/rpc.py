@@ -8,7 +8,7 @@ See C{doc/peers.md} (usrloc) for the whole design.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -56,7 +56,7 @@ class UsrlocRPC:
         """
         return {"ul.dump": self.dump, "ul.lookup": self.lookup}
 
-    def dump(self, *params: object) -> Dict[str, object]:
+    def dump(self, *params: object) -> Dict[str, Any]:
         """
         C{ul.dump [brief]}: C{{"Domains": [{"Domain": {"Domain", "Size",
         "AoRs", "Stats": {"Records", "Max-Slots"}}}]}}; each AoR is
@@ -91,7 +91,7 @@ class UsrlocRPC:
         }
         return {"Domains": [{"Domain": domain}]}
 
-    def lookup(self, *params: object) -> Dict[str, object]:
+    def lookup(self, *params: object) -> Dict[str, Any]:
         """
         C{ul.lookup table aor}: C{{"AoR", "Contacts": [{"Contact":
         {...}}]}} with the live contacts.  The AoR is looked up as given,
