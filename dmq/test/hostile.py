@@ -507,8 +507,8 @@ class HostileInputs:
         elif kind == 1:
             params = f";{rng.choice(['transport', 'x', 'é', 'status'])}={''.join(rng.choices(_NON_ASCII, k=rng.randint(1, 4)))}"
         elif kind == 2:
-            line = f"sip:{host}:{port};transport=".encode("ascii") + rng.choice(_BAD_UTF8) + b";status=active"
-            return "bad-utf8", line
+            raw = f"sip:{host}:{port};transport=".encode("ascii") + rng.choice(_BAD_UTF8) + b";status=active"
+            return "bad-utf8", raw
         elif kind == 3:
             length = rng.choice((64, 65, 100, 255, 1000, 4700))
             host = "a" * length + rng.choice((".invalid", "", ".b"))

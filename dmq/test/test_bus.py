@@ -570,7 +570,8 @@ class BroadcastTests(SynchronousTestCase):
         target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
         ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
         node.protocol.sendRequest(ours, ("127.0.0.1", 5061)).addErrback(lambda f: None)
-        ours = sip.parse(network.sent[-1].data)
+        # Now the request as it went out, parsed back.
+        ours = sip.parse(network.sent[-1].data)  # type: ignore[assignment]
         self.addCleanup(node.protocol.stop)
         self.assertEqual(ours.method, theirs.method)
         self.assertEqual(ours.uri, theirs.uri)

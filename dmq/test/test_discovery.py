@@ -294,7 +294,8 @@ class DiscoveryTests(SynchronousTestCase):
         """
         self.resolver.a("dmq.example", "10.0.0.1")
         self.resolver.hold = True
-        first, second = [], []
+        first: List[List[sip.URI]] = []
+        second: List[List[sip.URI]] = []
         self.discovery.refresh().addCallback(first.append)
         queries = len(self.resolver.queries)
         self.discovery.refresh().addCallback(second.append)
