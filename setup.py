@@ -31,6 +31,13 @@ setup(
     ],
     extras_require={
         "test": ["hypothesis>=6.80"],
+        # The type check of .ci/run (mypy --strict, config in pyproject.toml),
+        # under CPython: mypy 2.x needs Python 3.10, and mypy-zope follows
+        # mypy's releases closely, hence the pins.
+        "typecheck": [
+            'mypy>=2.4,<2.5; python_version >= "3.10"',
+            'mypy-zope>=1.0.17,<1.1; python_version >= "3.10"',
+        ],
     },
     entry_points={"console_scripts": ["dmqctl = dmq.ctl:main"]},
 )
