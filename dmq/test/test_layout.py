@@ -65,8 +65,10 @@ def _unit(module: str) -> Optional[str]:
     The row of L{LAYERS} that C{module} belongs to: itself, or the closest
     package that has a row.
     """
-    if module == "dmq":
-        return module
+    if module in ("dmq", "dmq._version"):
+        # The package's own __init__, and the file of its version that
+        # setup.py reads without importing dmq: one unit.
+        return "dmq"
     parts = module.split(".")
     # The row "dmq" is the package's own __init__ only.
     for end in range(len(parts), 1, -1):
