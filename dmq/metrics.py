@@ -6,7 +6,7 @@ L{NodeCollector} reads the counters the layers keep anyway (the bus's
 requests by peer and code, the transaction layer's retransmissions and
 timeouts, the transport's datagrams, the node list) when it is scraped, so
 counting costs nothing between scrapes.  Each node has its own
-L{CollectorRegistry} (L{nodeRegistry}), so that several nodes in one process
+C{CollectorRegistry} (L{nodeRegistry}), so that several nodes in one process
 do not collide.
 
 Metrics, all prefixed C{dmq_}:
@@ -34,7 +34,7 @@ Metrics, all prefixed C{dmq_}:
     queued, sent again and dumped (L{dmq.peers.htable.HTablePeer.statistics}),
     with C{htable_replication_pending} the changes waiting to be sent.
   - C{control_events_total{event}}: what the control endpoint refused or
-    closed (L{dmq.control.ControlService.statistics}).
+    closed (C{dmq.control.ControlService.statistics}).
   - C{info{version,node}}.
 """
 

@@ -333,7 +333,7 @@ def makeNodeService(
         C{IReactorTCP}).
     @param config: the L{NodeConfig}.  Its values are used as they are: the
         checks of L{dmq.config.parseSettings} are for values read from text.
-    @param resolver: the L{IResolver} for C{config.multiNotify}; by default
+    @param resolver: the L{IResolver <twisted.internet.interfaces.IResolver>} for C{config.multiNotify}; by default
         one made from the system's resolver configuration.
     @param listen: C{False} to leave the socket out: the caller connects
         C{protocol} itself (tests do, to an in-memory network).

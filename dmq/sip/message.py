@@ -64,7 +64,7 @@ REASONS = {
 
 class _cachedProperty:
     """
-    Like L{functools.cached_property}: compute an attribute on first use and
+    Like C{functools.cached_property}: compute an attribute on first use and
     keep it in the instance's C{__dict__}, even on a frozen attrs class.
     Unlike it on Python 3.11, without taking a lock on every first use, which
     cost as much as the parsing it guards.
