@@ -330,17 +330,17 @@ class _Background:
         self._reader.join(10)
 
 
-def runBlocks(case: SynchronousTestCase, path: str) -> int:
+def runBlocks(case: SynchronousTestCase, path: str, text: Optional[str] = None) -> int:
     """
-    Run the runnable blocks of the document C{path}, in order, failing
-    C{case} at the first that fails.
+    Run the runnable blocks of the document C{path} (or of C{text}), in
+    order, failing C{case} at the first that fails.
 
     @return: how many blocks ran.
     """
     fixture = _fixture()
     env = _environment(fixture)
     cwd = fixture["checkout"]
-    blocks = readBlocks(path, _read(path))[0]
+    blocks = readBlocks(path, _read(path) if text is None else text)[0]
     output = ""
     ran = 0
     for block in blocks:
@@ -395,6 +395,22 @@ class RunDocumentsTests(SynchronousTestCase):
     the module's docstring).  One test per document; the README first, since
     its first block installs dmq.
     """
+
+    def test_failures(self) -> None:
+        """
+        A block that fails, a command that fails, a server that does not
+        start and an output that was not printed each fail the test.
+        """
+        for text in [
+            "```python\nraise SystemExit(3)\n```\n",
+            "```sh\ntrue\nfalse\n```\n",
+            "```sh\ntwistd -n dmq --server-address sip:192.0.2.1:5060\n```\n",
+            "```python\nprint('hello')\n```\n<!-- output -->\n```text\ngoodbye\n```\n",
+        ]:
+            self.assertRaises(self.failureException, runBlocks, self, "x.md", text)
+        self.assertEqual(
+            runBlocks(self, "x.md", "```python\nprint('hello')\n```\n<!-- output -->\n```text\nhello\n```\n"), 1
+        )
 
     def test_documentsCovered(self) -> None:
         """
@@ -462,3 +478,75 @@ class RateCountExampleTests(SynchronousTestCase):
         self.assertEqual([node.process.returncode for node in nodes], [0, 0, 0])
         for node in nodes:
             self.assertNotIn("Traceback", "".join(node.output))
+
+
+class DeploymentKitTests(SynchronousTestCase):
+    """
+    C{doc/examples/dmq.toml} and C{doc/examples/dmq.service} are what dmq
+    reads and what the documentation says they are.
+    """
+
+    def setUp(self) -> None:
+        self.examples = os.path.join(ROOT, "doc", "examples")
+        if not os.path.isdir(self.examples):
+            raise SkipTest("not run from a checkout")
+
+    def test_configLoads(self) -> None:
+        """
+        C{dmq.toml} is read by the real loader, every setting valid.
+        """
+        from dmq.config import parseSettings
+
+        config = parseSettings(readConfigFile(os.path.join(self.examples, "dmq.toml")))
+        self.assertEqual(config.serverAddress.toString(), "sip:127.0.0.1:5060")
+        self.assertTrue(config.htableInitSync)
+        self.assertEqual(config.control, "tcp:5080:interface=127.0.0.1")
+
+    def test_configComplete(self) -> None:
+        """
+        Every setting is in C{dmq.toml}, given or commented out, under its
+        Kamailio name; a commented one shows its default, which parses.
+        """
+        from dmq.config import PARAMETERS
+
+        with open(os.path.join(self.examples, "dmq.toml"), encoding="utf-8") as f:
+            text = f.read()
+        missing = [
+            parameter.name for parameter in PARAMETERS
+            if not re.search(rf"^(# )?{parameter.name} = ", text, re.MULTILINE)
+        ]
+        self.assertEqual(missing, [])
+        commented = "\n".join(
+            line[2:].split("  #")[0] for line in text.splitlines() if re.match(r"# [a-z0-9_]+ = ", line)
+        )
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(commented.replace("mypackage.peers.Greeter", "dmq.test.test_tap.Greeter") + "\n")
+        given = readConfigFile(path)
+        self.assertGreater(len(given), 20)
+
+    def test_serviceUnit(self) -> None:
+        """
+        C{dmq.service} runs C{twistd -n --pidfile=} with the config file, as
+        a user that is not root, restarted on failure; its command line is
+        one C{twistd dmq} accepts.
+        """
+        import configparser
+        import shlex
+
+        from dmq.tap import Options
+
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(os.path.join(self.examples, "dmq.service"))
+        service = unit["Service"]
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertNotIn(service.get("User", "root"), ("root", "0"))
+        argv = shlex.split(service["ExecStart"])
+        self.assertTrue(argv[0].endswith("/twistd"))
+        self.assertEqual(argv[1:3], ["-n", "--pidfile="])
+        dmqArguments = argv[argv.index("dmq") + 1:]
+        self.assertEqual(dmqArguments, ["--config", "/etc/dmq/dmq.toml"])
+        options = Options()
+        options.parseOptions(["--config", os.path.join(self.examples, "dmq.toml")])
+        self.assertEqual(unit["Install"]["WantedBy"], "multi-user.target")
