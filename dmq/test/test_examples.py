@@ -304,6 +304,8 @@ class _Background:
         self.command = command
         self.output: List[str] = []
         self.ready = threading.Event()
+        # Whether it said it was ready (the event is set at its end too).
+        self.started = False
         self.process = subprocess.Popen(
             ["bash", "-c", command], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, text=True,
@@ -316,6 +318,7 @@ class _Background:
         for line in self.process.stdout:
             self.output.append(line)
             if ready in line:
+                self.started = True
                 self.ready.set()
         self.ready.set()
 
@@ -366,7 +369,7 @@ def runBlocks(case: SynchronousTestCase, path: str, text: Optional[str] = None) 
                 if _SERVER.search(command):
                     server = _Background(command, "listening on UDP", env, cwd)
                     background.append(server)
-                    if not server.ready.wait(START_TIMEOUT) or server.process.poll() is not None:
+                    if not server.ready.wait(START_TIMEOUT) or not server.started or server.process.poll() is not None:
                         case.fail(f"{where}: {command!r} did not start:\n{''.join(server.output)}")
                 else:
                     output += _run(case, where, ["bash", "-c", command], env, cwd)
@@ -470,7 +473,7 @@ class RateCountExampleTests(SynchronousTestCase):
         nodes = [_Background(command, expected, env, ROOT) for command in commands]
         try:
             for node in nodes:
-                if not node.ready.wait(START_TIMEOUT) or node.process.poll() is not None:
+                if not node.ready.wait(START_TIMEOUT) or not node.started or node.process.poll() is not None:
                     self.fail(f"{node.command!r} never said {expected!r}:\n{''.join(node.output)}")
         finally:
             for node in nodes:
