@@ -3,11 +3,30 @@ Packaging for dmq, a distributed message queue for Twisted programs that is
 wire-compatible with Kamailio's DMQ module.
 """
 
+import ast
+import os
+
 from setuptools import find_packages, setup
+
+
+def readVersion():
+    """
+    The version, from dmq/_version.py, read without importing dmq (its
+    dependencies may not be installed yet).
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dmq", "_version.py")
+    with open(path, encoding="utf-8") as f:
+        for node in ast.parse(f.read()).body:
+            if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [
+                "__version__"
+            ]:
+                return ast.literal_eval(node.value)
+    raise RuntimeError(f"no __version__ in {path}")
+
 
 setup(
     name="dmq",
-    version="0.1.0",
+    version=readVersion(),
     description="A Kamailio-compatible distributed message queue (KDMQ over SIP) for Twisted",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -21,7 +40,11 @@ setup(
         "Programming Language :: Python :: Implementation :: PyPy",
     ],
     packages=find_packages(include=["dmq", "dmq.*"]) + ["twisted.plugins"],
-    package_data={"dmq.test": ["data/*", "data/*/*"], "twisted": ["plugins/dmq_plugin.py"]},
+    package_data={
+        "dmq": ["py.typed"],
+        "dmq.test": ["data/*", "data/*/*"],
+        "twisted": ["plugins/dmq_plugin.py"],
+    },
     install_requires=[
         "Twisted>=23.10",
         "attrs>=23.2",
@@ -38,6 +61,8 @@ setup(
             'mypy>=2.4,<2.5; python_version >= "3.10"',
             'mypy-zope>=1.0.17,<1.1; python_version >= "3.10"',
         ],
+        # API documentation: pydoctor --config=pyproject.toml (see .ci/run).
+        "doc": ["pydoctor>=23.9"],
     },
     entry_points={"console_scripts": ["dmqctl = dmq.ctl:main"]},
 )

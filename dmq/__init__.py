@@ -7,4 +7,6 @@ Implement L{dmq.interfaces.IDMQPeer} to receive the messages of a channel,
 and call L{dmq.interfaces.IDMQBus} to send them.
 """
 
-__version__ = "0.1.0"
+from dmq._version import __version__
+
+__all__ = ["__version__"]

@@ -147,12 +147,16 @@ def _number(
 
 
 def _boolean(text: str) -> bool:
+    """
+    A boolean as a config file gives it: C{1} or C{0}, as Kamailio writes
+    its module parameters, or C{true}/C{false} (C{yes}/C{no}, C{on}/C{off}).
+    """
     lowered = text.lower()
     if lowered in ("1", "yes", "on", "true"):
         return True
     if lowered in ("0", "no", "off", "false"):
         return False
-    raise ValueError(f"expected 0 or 1, not {text!r}")
+    raise ValueError(f"expected 0 or 1 (or true or false), not {text!r}")
 
 
 def _controlEndpoint(text: str) -> str:
@@ -233,7 +237,9 @@ class Parameter:
         the field's default is this, parsed.
     @ivar parse: the parser of one value's text, raising C{ValueError}.
     @ivar repeatable: the setting is a list, one value per use of the option.
-    @ivar flag: a command line flag without a value.
+    @ivar flag: a boolean: on the command line, the flags C{--name} (on) and
+        C{--no-name} (off), without a value; in a config file, C{0} or C{1}
+        (or C{false} or C{true}).
     """
 
     name: str
@@ -249,8 +255,20 @@ class Parameter:
     def option(self) -> str:
         return self.name.replace("_", "-")
 
+    @property
+    def negation(self) -> str:
+        """
+        The command line flag that turns a boolean setting off.
+        """
+        return f"no-{self.option}"
+
     def describe(self) -> str:
-        if self.repeatable or self.flag or self.default is None:
+        """
+        The help of the option, with its default.
+        """
+        if self.flag:
+            return f"{self.help} [default: {'on' if self.default else 'off'}]"
+        if self.repeatable or self.default is None:
             return self.help
         default = int(self.default) if isinstance(self.default, bool) else self.default
         return f"{self.help} [default: {default}]"
@@ -311,12 +329,12 @@ class NodeConfig:
     )
     serverSocket: Optional[ServerSocket] = _setting(
         "server_socket", None, parseServerSocket,
-        "The socket to bind, as Kamailio writes it, udp:IP:PORT, when it is not --server-address's "
-        "(say, behind a NAT) [default: the one of --server-address].",
+        "The socket to bind, as Kamailio writes it, udp:IP:PORT, when it is not the one of "
+        "--server-address (say, behind a NAT) [default: that one].",
     )
     notificationAddresses: Tuple[sip.URI, ...] = _setting(
         "notification_address", (), parseNodeAddress,
-        "A node to join the bus through (repeatable).", short="n", repeatable=True,
+        "A node to join the bus through (repeatable).", repeatable=True,
     )
     notificationChannel: str = _setting(
         "notification_channel", DEFAULT_NOTIFICATION_CHANNEL, checkPeerId, "The membership peer's name."
@@ -341,10 +359,12 @@ class NodeConfig:
     )
     removeInactive: bool = _setting(
         "remove_inactive", True, _boolean,
-        "1: a node that times out is disabled, then removed; 0: kept as not_active.",
+        "A node that times out is disabled, then removed (off: kept as not_active).",
+        flag=True,
     )
     failCountEnabled: bool = _setting(
-        "fail_count_enabled", False, _boolean, "1: count timeouts before changing a node's state (Kamailio 6.1)."
+        "fail_count_enabled", False, _boolean,
+        "Count timeouts before changing a node's state (Kamailio 6.1).", flag=True,
     )
     failCountThresholdNotActive: int = _setting(
         "fail_count_threshold_not_active", 0, _number(0, True),
@@ -373,8 +393,8 @@ class NodeConfig:
     )
     htables: Tuple[TableSpec, ...] = _setting(
         "htable", (), parseTableSpec,
-        "Serve the htable peer with this hash table, in Kamailio's syntax, e.g. 'kdmq=>size=8;autoexpire=0;"
-        "dmqreplicate=1' (repeatable; dmqreplicate=1 tables are replicated).",
+        "Serve the htable peer with this hash table, in Kamailio's syntax, e.g. "
+        "'kdmq=>size=8;dmqreplicate=1' (repeatable; dmqreplicate=1 tables are replicated).",
         repeatable=True, converter=_tableSpecs,
     )
     htableInitSync: bool = _setting(
@@ -405,7 +425,8 @@ class NodeConfig:
         flag=True,
     )
     usrlocSync: bool = _setting(
-        "usrloc_sync", True, _boolean, "1: fetch the usrloc contacts from the bus on joining (dmq_usrloc's sync)."
+        "usrloc_sync", True, _boolean, "Fetch the usrloc contacts from the bus on joining (dmq_usrloc's sync).",
+        flag=True,
     )
     usrlocBatchMsgContacts: int = _setting(
         "usrloc_batch_msg_contacts", 1, _number(1, True, MAX_BATCH_CONTACTS),

@@ -106,7 +106,7 @@ class IDMQPeer(Interface):
             know.
         @type node: L{dmq.nodelist.Node} or C{None}
 
-        @return: a L{PeerResponse}, or a L{Deferred} that fires with one.  An
+        @return: a L{PeerResponse}, or a L{Deferred <twisted.internet.defer.Deferred>} that fires with one.  An
             exception or a failed Deferred is answered C{500}; so is a Deferred
             that has not fired within the bus's handler timeout.
         """
@@ -133,7 +133,7 @@ class IDMQBus(Interface):
     def nodes() -> List[_Node]:
         """
         @return: every node this node knows, the local one first.
-        @rtype: L{list} of L{dmq.nodelist.Node}
+        @rtype: C{list} of L{dmq.nodelist.Node}
         """
 
     def registerPeer(peer: IDMQPeer) -> None:
@@ -157,11 +157,11 @@ class IDMQBus(Interface):
         Send one KDMQ request to one node.
 
         @param peerId: the channel; the remote node dispatches on it.
-        @param body: the body, L{bytes}.
+        @param body: the body, C{bytes}.
         @param node: the target L{dmq.nodelist.Node}.
         @param maxForwards: the Max-Forwards value, at least 1.
 
-        @return: a L{Deferred} that fires with the final L{dmq.sip.Response}
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that fires with the final L{dmq.sip.Response}
             once the transaction has ended: the node's reply, or a locally made
             C{408} when it never answered (after Timer F, 32 s by default), or
             at once when it cannot be reached at all (C{408 Unreachable
@@ -186,10 +186,10 @@ class IDMQBus(Interface):
 
         @param exclude: a L{dmq.nodelist.Node} or a sequence of them to leave out.
 
-        @return: a L{Deferred} that fires, once every transaction has ended,
-            with a L{dict} mapping each target L{dmq.nodelist.Node} to its final
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that fires, once every transaction has ended,
+            with a C{dict} mapping each target L{dmq.nodelist.Node} to its final
             L{dmq.sip.Response} (C{408} for those that never answered), or to
-            the L{Failure} that kept the request from being sent.
+            the L{Failure <twisted.python.failure.Failure>} that kept the request from being sent.
         """
 
     def handleRequest(request: Request, source: Tuple[str, int]) -> Deferred[Response]:
@@ -201,7 +201,7 @@ class IDMQBus(Interface):
         @param request: a L{dmq.sip.Request} with method C{KDMQ}.
         @param source: the C{(host, port)} it came from.
 
-        @return: a L{Deferred} that fires with the L{dmq.sip.Response} to send
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} that fires with the L{dmq.sip.Response} to send
             back.
         """
 

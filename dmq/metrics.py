@@ -6,7 +6,7 @@ L{NodeCollector} reads the counters the layers keep anyway (the bus's
 requests by peer and code, the transaction layer's retransmissions and
 timeouts, the transport's datagrams, the node list) when it is scraped, so
 counting costs nothing between scrapes.  Each node has its own
-L{CollectorRegistry} (L{nodeRegistry}), so that several nodes in one process
+C{CollectorRegistry} (L{nodeRegistry}), so that several nodes in one process
 do not collide.
 
 Metrics, all prefixed C{dmq_}:
@@ -34,8 +34,15 @@ Metrics, all prefixed C{dmq_}:
     queued, sent again and dumped (L{dmq.peers.htable.HTablePeer.statistics}),
     with C{htable_replication_pending} the changes waiting to be sent.
   - C{control_events_total{event}}: what the control endpoint refused or
-    closed (L{dmq.control.ControlService.statistics}).
+    closed (C{dmq.control.ControlService.statistics}).
   - C{info{version,node}}.
+
+Every label value known in advance is there from the first scrape, at
+zero: each event of L{KNOWN_EVENTS}, each node status, and for each peer
+registered, its C{code="200"} requests.  The registry also holds
+prometheus_client's process (C{process_*}, from Linux's C{/proc}), platform
+(C{python_info}) and garbage collector (C{python_gc_*}, CPython only)
+collectors.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import bisect
 import re
 from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -59,7 +67,29 @@ from dmq.bus import UNKNOWN_PEER, DMQBus
 from dmq.node import NodeStatus
 from dmq.transaction import TransactionLayer
 
-__all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS"]
+__all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS", "KNOWN_EVENTS"]
+
+KNOWN_EVENTS: Dict[str, Tuple[str, ...]] = {
+    "dmq_datagram_events": ("badRequests", "internalErrors", "unanswerable", "unmatchedResponses"),
+    "dmq_membership_events": (
+        "bodyLinesOverBudget", "bodyLinesUnwritable", "nodeListLinesIgnored", "nodesRefusedFull",
+    ),
+    "dmq_htable_events": (
+        "badMessages", "droppedAtStop", "failedMessages", "patternsRefused", "replicationQueued",
+        "replicationRefused", "sendFailures", "sendRetries", "skippedCells", "syncCoalesced", "syncDumps",
+        "syncDumpsTruncated", "tableFull", "tooLarge",
+    ),
+    "dmq_control_events": (
+        "batchesTooLarge", "connectionsRefused", "internalErrors", "invalidRequests", "parseErrors",
+        "slowRequests",
+    ),
+}
+"""
+The events each C{*_events_total} family counts, by the names the layers
+count them under (written in snake case as label values): each is reported
+from the first scrape, at zero.  The transaction layer's are its own
+(L{dmq.transaction.TransactionLayer.statistics} starts with every one).
+"""
 
 LATENCY_BUCKETS: Tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -152,18 +182,24 @@ class NodeCollector(Collector):
         yield nodes
         yield _events(
             "dmq_membership_events", "Node-list input refused or left out, by cause.",
-            node.nodeManager.statistics,
+            node.nodeManager.statistics, KNOWN_EVENTS["dmq_membership_events"],
         )
         htable = getattr(node, "htable", None)
         if htable is not None:
-            yield _events("dmq_htable_events", "htable peer events, by name.", dict(htable.statistics))
+            yield _events(
+                "dmq_htable_events", "htable peer events, by name.", dict(htable.statistics),
+                KNOWN_EVENTS["dmq_htable_events"],
+            )
             yield GaugeMetricFamily(
                 "dmq_htable_replication_pending", "htable changes waiting to be sent.",
                 value=htable.replicationPending,
             )
         control = getattr(node, "control", None)
         if control is not None:
-            yield _events("dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics))
+            yield _events(
+                "dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics),
+                KNOWN_EVENTS["dmq_control_events"],
+            )
 
     def _requests(self, bus: DMQBus) -> Iterator[Metric]:
         registered = {peer.peerId for peer in bus.peers}
@@ -177,7 +213,11 @@ class NodeCollector(Collector):
                 labels=["peer", "code"],
             ),
         }
-        counts: Dict[Tuple[str, str, str], int] = {}
+        # Each registered peer's usual answer is there from the start, so
+        # that a rate over it exists before the first request.
+        counts: Dict[Tuple[str, str, str], int] = {
+            (direction, peerId, "200"): 0 for direction in ("in", "out") for peerId in registered
+        }
         for (direction, peerId, code), count in list(bus.statistics.items()):
             if direction == "in" and peerId not in registered:
                 # Anyone can name any peer: keep the label set bounded.
@@ -223,20 +263,30 @@ class NodeCollector(Collector):
             ("dmq_malformed_datagrams", "malformed", "Datagrams that were not SIP we accept."),
         ]:
             yield CounterMetricFamily(name, doc, value=statistics.pop(key, 0))
-        yield _events("dmq_datagram_events", "Other datagram events, by name.", statistics)
+        yield _events(
+            "dmq_datagram_events", "Other datagram events, by name.", statistics, KNOWN_EVENTS["dmq_datagram_events"]
+        )
 
 
-def _events(name: str, doc: str, statistics: Dict[str, int]) -> CounterMetricFamily:
+def _events(name: str, doc: str, statistics: Dict[str, int], known: Tuple[str, ...] = ()) -> CounterMetricFamily:
+    """
+    A family of event counters, C{known} events at zero until counted.
+    """
     family = CounterMetricFamily(name, doc, labels=["event"])
-    for event, count in sorted(statistics.items()):
+    counts = dict.fromkeys(known, 0)
+    counts.update(statistics)
+    for event, count in sorted(counts.items()):
         family.add_metric([_snake(event)], count)
     return family
 
 
 def nodeRegistry(node: Any) -> CollectorRegistry:
     """
-    A registry of its own for C{node}'s metrics.
+    A registry of its own for C{node}'s metrics, with the process's.
     """
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry

@@ -10,6 +10,9 @@ of running it under twistd: they give it a L{NodeConfig}.
 
 from __future__ import annotations
 
+import os
+import sys
+import textwrap
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application import internet, service
@@ -65,9 +68,14 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
-    longdesc = (
+    # Printed by getUsage, wrapped without breaking an option or an example.
+    longdesc = ""
+    _description = (
         "Run a DMQ node: a member of a Kamailio-compatible KDMQ bus. "
-        "Option names follow Kamailio's dmq module parameters."
+        "Option names follow Kamailio's dmq module parameters; a boolean is a "
+        "flag (--remove-inactive, --no-remove-inactive), and 0 or 1 (or false or true) "
+        "in a --config file. Example: twistd -n dmq --server-address sip:127.0.0.11:5060 "
+        "--notification-address sip:127.0.0.12:5060 --htable 'kdmq=>size=8;autoexpire=0;dmqreplicate=1'"
     )
 
     optParameters = [
@@ -85,9 +93,13 @@ class Options(usage.Options):
     ]
 
     optFlags = [
-        [parameter.option, parameter.short, parameter.describe()]
+        flag
         for parameter in PARAMETERS
         if parameter.flag
+        for flag in (
+            [parameter.option, parameter.short, parameter.describe()],
+            [parameter.negation, None, f"Turn --{parameter.option} off" + ("" if parameter.default else " (the default).")],
+        )
     ]
 
     def __init__(self) -> None:
@@ -96,6 +108,34 @@ class Options(usage.Options):
             parameter.name: [] for parameter in PARAMETERS if parameter.repeatable
         }
         self.nodeConfig: NodeConfig
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        The options' help, then the description, wrapped between words only
+        (Twisted's wrapping would break C{--no-remove-inactive} at a hyphen).
+        """
+        if not width:
+            width = int(os.environ.get("COLUMNS", "80"))
+        wrapped = textwrap.wrap(self._description, width, break_long_words=False, break_on_hyphens=False)
+        return usage.Options.getUsage(self, width) + "\n" + "\n".join(wrapped) + "\n"
+
+    def opt_version(self) -> None:
+        """
+        Display dmq's version and exit.
+        """
+        print(f"dmq {__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options: Optional[List[str]] = None) -> None:
+        """
+        Parse C{options} (by default the process's arguments), refusing a
+        value given to a boolean flag (C{--remove-inactive=0}, as before
+        booleans were flags) with the flag to use instead.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        _refuseFlagValues(options)
+        usage.Options.parseOptions(self, options)
 
     def postOptions(self) -> None:
         given: Dict[str, Tuple[str, Any]] = {}
@@ -107,8 +147,12 @@ class Options(usage.Options):
                 if self._repeated[parameter.name]:
                     given[parameter.name] = (where, self._repeated[parameter.name])
             elif parameter.flag:
+                if self[parameter.option] and self[parameter.negation]:
+                    raise usage.UsageError(f"--{parameter.option} and --{parameter.negation}: give one of them")
                 if self[parameter.option]:
                     given[parameter.name] = (where, "1")
+                elif self[parameter.negation]:
+                    given[parameter.name] = (f"--{parameter.negation}", "0")
             elif self[parameter.option] is not None:
                 given[parameter.name] = (where, self[parameter.option])
         self.nodeConfig = parseSettings(given)
@@ -116,6 +160,42 @@ class Options(usage.Options):
             value = getattr(self.nodeConfig, parameter.field)
             self[parameter.option] = list(value) if parameter.repeatable else value
         self["bind-address"] = self.nodeConfig.bindAddress
+
+
+_FLAG_VALUES = {"0", "1", "true", "false", "yes", "no", "on", "off"}
+
+
+def _refuseFlagValues(arguments: List[str]) -> None:
+    """
+    Refuse a boolean flag given a value, C{--remove-inactive=0} or
+    C{--remove-inactive 0}, naming the flag that says it.
+
+    @raise usage.UsageError: for the first such flag.
+    """
+    flags = {}
+    for parameter in PARAMETERS:
+        if parameter.flag:
+            flags[parameter.option] = parameter
+            flags[parameter.negation] = parameter
+    for i, argument in enumerate(arguments):
+        if argument == "--":
+            return
+        if not argument.startswith("--"):
+            continue
+        name, equals, value = argument[2:].partition("=")
+        parameter = flags.get(name)
+        if parameter is None:
+            continue
+        if not equals:
+            following = arguments[i + 1] if i + 1 < len(arguments) else ""
+            if following.lower() not in _FLAG_VALUES:
+                continue
+            value = following
+        given = argument if equals else f"{argument} {value}"
+        raise usage.UsageError(
+            f"{given}: booleans are flags without a value now: --{parameter.option} "
+            f"or --{parameter.negation} ({parameter.name} = 0 or 1 in a --config file)"
+        )
 
 
 def _collector(name: str, help: str) -> Callable[[Options, str], None]:
@@ -266,7 +346,7 @@ def makeNodeService(
         C{IReactorTCP}).
     @param config: the L{NodeConfig}.  Its values are used as they are: the
         checks of L{dmq.config.parseSettings} are for values read from text.
-    @param resolver: the L{IResolver} for C{config.multiNotify}; by default
+    @param resolver: the L{IResolver <twisted.internet.interfaces.IResolver>} for C{config.multiNotify}; by default
         one made from the system's resolver configuration.
     @param listen: C{False} to leave the socket out: the caller connects
         C{protocol} itself (tests do, to an in-memory network).

@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_threaded,dmq.test.test_bus -*-
 """
 Run a peer whose code blocks (a database call, a slow library) in a thread
-pool, so that it does not stop the reactor.
+pool, so that it does not stop the reactor::
 
     pool = ThreadPool(minthreads=0, maxthreads=2, name="dmq-peers")
     bus.registerPeer(ThreadedPeer(MyBlockingPeer(), reactor, pool))

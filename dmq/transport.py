@@ -56,7 +56,7 @@ class SIPDatagramProtocol(DatagramProtocol):
     peer can exist.
 
     @ivar transactions: the L{TransactionLayer}.
-    @ivar statistics: a L{Counter} of what happened to datagrams:
+    @ivar statistics: a C{Counter} of what happened to datagrams:
         C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
         C{unanswerable}, C{unmatchedResponses}, C{internalErrors}.  A
         datagram that could not be sent counts in the transaction layer's

@@ -11,7 +11,7 @@ whether or not it serves it.  A peer adds its own methods there::
     node.rpc.addMethod("htable.sets", setString, "Set a string value: table key value")
 
 A method takes its parameters by position or, under their Python names, by
-name; returns a JSON value or a L{Deferred} of one; and refuses a call by
+name; returns a JSON value or a L{Deferred <twisted.internet.defer.Deferred>} of one; and refuses a call by
 raising L{RPCError}, which is answered as Kamailio answers C{rpc->fault()}:
 a JSON-RPC error with code C{500} (or the code given) and the message.
 

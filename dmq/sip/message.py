@@ -67,7 +67,7 @@ _T = TypeVar("_T")
 
 class _cachedProperty(Generic[_T]):
     """
-    Like L{functools.cached_property}: compute an attribute on first use and
+    Like C{functools.cached_property}: compute an attribute on first use and
     keep it in the instance's C{__dict__}, even on a frozen attrs class.
     Unlike it on Python 3.11, without taking a lock on every first use, which
     cost as much as the parsing it guards.

@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_bus -*-
 """
 An in-memory datagram network for tests: protocols attached to it exchange
-datagrams on one L{task.Clock}, with no sockets, and a test can take a node
+datagrams on one L{task.Clock <twisted.internet.task.Clock>}, with no sockets, and a test can take a node
 off the network (a crash) or put it back.
 """
 

@@ -1025,7 +1025,7 @@ def sandboxNetwork(patch: Callable[[Any, str, Any], None], recorder: FailureReco
     @param patch: C{patch(obj, name, value)}: C{setattr} in a process of its
         own, a test's C{patch} in a test (undone after it).
     @param reactor: the reactor whose C{nameResolver} to guard too (its
-        L{GAIResolver} holds its own reference to C{getaddrinfo}).
+        C{GAIResolver} holds its own reference to C{getaddrinfo}).
     """
     from twisted.internet import udp
 

@@ -187,7 +187,7 @@ def findKamailio() -> Optional[str]:
     Find the Kamailio binary.
 
     @return: the path of C{kamailio} on C{PATH}, else of a well-known install
-        location (C{/usr/sbin/kamailio}), else L{None}.
+        location (C{/usr/sbin/kamailio}), else C{None}.
     """
     found = shutil.which("kamailio")
     if found is not None:
@@ -212,8 +212,8 @@ def _skipReason() -> Optional[str]:
     )
 
 
-#: The reason to skip Kamailio integration tests, or L{None} when they should
-#: run.  It is L{None} when C{DMQ_REQUIRE_KAMAILIO=1}: a test then runs and
+#: The reason to skip Kamailio integration tests, or C{None} when they should
+#: run.  It is C{None} when C{DMQ_REQUIRE_KAMAILIO=1}: a test then runs and
 #: fails with L{KamailioNotFound} if the binary is missing.  Use it as a
 #: C{TestCase.skip} class attribute.
 SKIP_REASON: Optional[str] = _skipReason()
@@ -313,7 +313,7 @@ def waitFor(
         the predicate's name.
     @param reactor: an L{IReactorTime}; the global reactor by default.
 
-    @return: a L{Deferred} that fires with L{None} once the predicate was
+    @return: a L{Deferred} that fires with C{None} once the predicate was
         true, or fails with L{WaitTimeout} after C{timeout} seconds.
     """
     clock: IReactorTime = reactor if reactor is not None else _globalReactor()
@@ -483,7 +483,7 @@ class KamailioNode:
     @ivar numWorkers: DMQ C{num_workers}.
     @ivar children: UDP receiver processes (Kamailio C{children}).
     @ivar initSync: htable C{dmq_init_sync=1}.
-    @ivar frTimer: tm C{fr_timer} in milliseconds, or L{None} for Kamailio's
+    @ivar frTimer: tm C{fr_timer} in milliseconds, or C{None} for Kamailio's
         default (30 s): how long a KDMQ request to a dead node waits for the
         408 that moves the node's status.
     @ivar dmqProcess: handle KDMQ with C{dmq_process_message()} in the UDP
@@ -583,7 +583,7 @@ class KamailioNode:
     @property
     def rpcSocketPath(self) -> Optional[str]:
         """
-        The JSON-RPC datagram socket while running, else L{None}.
+        The JSON-RPC datagram socket while running, else C{None}.
         """
         if self._socketDir is None:
             return None
@@ -925,13 +925,13 @@ class KamailioNode:
         Call one of Kamailio's RPC methods over JSON-RPC.
 
         @param method: e.g. C{"dmq.list_nodes"}.
-        @param params: its parameters, as JSON values (an L{int} is sent as a
+        @param params: its parameters, as JSON values (an C{int} is sent as a
             JSON number, which C{htable.seti} needs).
         @param timeout: seconds to wait for the answer.
 
         @return: a L{Deferred} that fires with the C{result} member of the
             reply as Python objects, or fails with L{KamailioRPCError} (an
-            error reply), L{KamailioRPCTimeout}, or L{OSError} when the socket
+            error reply), L{KamailioRPCTimeout}, or C{OSError} when the socket
             is not there (the node is not running).
         """
         socketPath = self.rpcSocketPath
@@ -972,8 +972,8 @@ class KamailioNode:
         """
         C{htable.get}: one cell's value.
 
-        @return: a L{Deferred} firing with the value (L{str} or L{int}), or
-            L{None} when the key is not in the table.  (The raw reply is
+        @return: a L{Deferred} firing with the value (C{str} or C{int}), or
+            C{None} when the key is not in the table.  (The raw reply is
             C{{"item": {"name", "value", "flags", "expire"}}}; a missing key
             is error 500 C{Key name doesn't exist in htable.}, an unknown
             table is error 500 C{No such htable}, which fails.)

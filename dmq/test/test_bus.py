@@ -129,7 +129,7 @@ class PeerRegistryTests(SynchronousTestCase):
     def test_unregister(self):
         """
         An unregistered peer's requests get 404; unregistering an unknown peer
-        raises L{KeyError}.
+        raises C{KeyError}.
         """
         self.dmq.registerPeer(RecordingPeer("x"))
         self.dmq.unregisterPeer("x")

@@ -162,7 +162,7 @@ class OptionsConfigTests(SynchronousTestCase):
         for arguments, expected in [
             (["-s", "sip:127.0.0.11:5060"], NodeConfig(serverAddress=local)),
             (
-                ["-s", "sip:127.0.0.11:5060", "-n", "sip:127.0.0.12:5060", "-n", "sip:127.0.0.13:5060"],
+                ["-s", "sip:127.0.0.11:5060", "--notification-address", "sip:127.0.0.12:5060", "--notification-address", "sip:127.0.0.13:5060"],
                 NodeConfig(
                     serverAddress=local,
                     notificationAddresses=[sip.URI("127.0.0.12", 5060), sip.URI("127.0.0.13", 5060)],
@@ -171,7 +171,7 @@ class OptionsConfigTests(SynchronousTestCase):
             (
                 [
                     "--server-address", "sip:192.0.2.1:5060", "--server-socket", "udp:127.0.0.11:5070",
-                    "--ping-interval", "5", "--ping-timeout", "2.5", "--remove-inactive", "0",
+                    "--ping-interval", "5", "--ping-timeout", "2.5", "--no-remove-inactive",
                     "--multi-notify", "--num-workers", "4", "--t1", "0.25", "--t2", "2",
                     "--handler-timeout", "5", "--control", "tcp:5080:interface=127.0.0.11",
                 ],
@@ -241,15 +241,15 @@ class OptionsConfigTests(SynchronousTestCase):
         self.assertEqual(parse("--config", path), expected)
         self.assertEqual(
             parse(
-                "-s", "sip:127.0.0.11:5060", "-n", "sip:127.0.0.12:5060", "--notification-channel", "members",
-                "--num-workers", "3", "--remove-inactive", "0", "--fail-count-enabled", "1",
+                "-s", "sip:127.0.0.11:5060", "--notification-address", "sip:127.0.0.12:5060", "--notification-channel", "members",
+                "--num-workers", "3", "--no-remove-inactive", "--fail-count-enabled",
                 "--fail-count-threshold-disabled", "2", "--max-nodes", "50",
                 "--htable", "kdmq=>size=8;dmqreplicate=1",
             ),
             expected,
         )
         self.assertEqual(
-            parse("--config", path, "--num-workers", "2", "-n", "sip:127.0.0.13:5060"),
+            parse("--config", path, "--num-workers", "2", "--notification-address", "sip:127.0.0.13:5060"),
             attr.evolve(expected, numWorkers=2, notificationAddresses=(sip.URI("127.0.0.13", 5060),)),
         )
 
@@ -259,7 +259,7 @@ class OptionsConfigTests(SynchronousTestCase):
         and C{bind-address} the socket to bind.
         """
         options = Options()
-        options.parseOptions(["-s", "sip:127.0.0.11:5060", "-n", "sip:127.0.0.12:5060", "--max-queue", "7"])
+        options.parseOptions(["-s", "sip:127.0.0.11:5060", "--notification-address", "sip:127.0.0.12:5060", "--max-queue", "7"])
         for parameter in PARAMETERS:
             value = getattr(options.nodeConfig, parameter.field)
             self.assertEqual(options[parameter.option], list(value) if parameter.repeatable else value)

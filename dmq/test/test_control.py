@@ -84,7 +84,7 @@ class EchoPeer:
 def handle(rpc, message):
     """
     Give C{message} (JSON-able, or bytes as they are) to C{rpc}; the
-    L{Deferred} of the decoded answer, or of C{None}.
+    L{Deferred <twisted.internet.defer.Deferred>} of the decoded answer, or of C{None}.
     """
     data = message if isinstance(message, bytes) else json.dumps(message).encode("utf-8")
     d = rpc.handle(data)

@@ -161,7 +161,7 @@ class KamailioHarnessIntegrationTests(TestCase):
     def test_rpcErrors(self) -> Generator[Deferred[Any], Any, None]:
         """
         An RPC error reply fails with L{KamailioRPCError}; a missing htable
-        key reads as L{None}.
+        key reads as C{None}.
         """
         node = KamailioNode.forTest(self, SOLO_IP, port=5071)
         yield node.start()
@@ -181,7 +181,7 @@ class KamailioHarnessIntegrationTests(TestCase):
     @inlineCallbacks
     def test_startFailureShowsLog(self) -> Generator[Deferred[Any], Any, None]:
         """
-        A node whose Kamailio exits while starting fails L{start} with
+        A node whose Kamailio exits while starting fails C{start} with
         L{KamailioStartError} and the end of its log, and leaves no process.
         """
         node = _BrokenConfigNode(self.mktemp(), SOLO_IP, port=5072)
@@ -194,7 +194,7 @@ class KamailioHarnessIntegrationTests(TestCase):
     @inlineCallbacks
     def test_addressInUse(self) -> Generator[Deferred[Any], Any, None]:
         """
-        L{start} refuses an address that is already taken, even by another
+        C{start} refuses an address that is already taken, even by another
         Kamailio (which binds with C{SO_REUSEADDR}, so a second Kamailio
         would share the address instead of failing).
         """

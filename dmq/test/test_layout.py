@@ -18,7 +18,7 @@ import dmq
 #: a package) may import from lower layers only, and, inside a package, from
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl"),
+    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl", "dmq.jsonlog"),
     ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress"),
     ("dmq.transport", "dmq.nodelistbody"),
     ("dmq.nodelist", "dmq.ownbody"),
@@ -65,8 +65,10 @@ def _unit(module: str) -> Optional[str]:
     The row of L{LAYERS} that C{module} belongs to: itself, or the closest
     package that has a row.
     """
-    if module == "dmq":
-        return module
+    if module in ("dmq", "dmq._version"):
+        # The package's own __init__, and the file of its version that
+        # setup.py reads without importing dmq: one unit.
+        return "dmq"
     parts = module.split(".")
     # The row "dmq" is the package's own __init__ only.
     for end in range(len(parts), 1, -1):

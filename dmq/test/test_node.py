@@ -88,7 +88,7 @@ class ReexportTests(SynchronousTestCase):
 
     def test_statusReexported(self) -> None:
         """
-        L{dmq.node.NodeStatus} is the codec's L{NodeStatus}.
+        L{dmq.node.NodeStatus <dmq.nodelistbody.NodeStatus>} is the codec's L{NodeStatus}.
         """
         self.assertIs(NodeStatus, CodecNodeStatus)
 

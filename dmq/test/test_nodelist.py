@@ -104,7 +104,7 @@ class NodeStatusTests(SynchronousTestCase):
 
     def test_fromStringUnknown(self) -> None:
         """
-        Any other string, other case included, is a L{ValueError}.
+        Any other string, other case included, is a C{ValueError}.
         """
         for text in ["bogus", "", "Active", "ACTIVE", "active "]:
             self.assertRaises(ValueError, NodeStatus.fromString, text)

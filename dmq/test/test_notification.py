@@ -591,7 +591,7 @@ class ResolvingClock(Clock):
     def resolve(self, name, timeout=None):
         """
         Resolve C{name}: to its address in C{names}; when that is an
-        exception, fail with it (a L{TypeError} is raised at once); when
+        exception, fail with it (a C{TypeError} is raised at once); when
         C{None}, never answer.
         """
         self.lookups.append(name)

@@ -1012,7 +1012,7 @@ class URITests(SynchronousTestCase):
 
     def test_badRequestURI(self) -> None:
         """
-        A bad Request-URI fails L{parse}, with the request's headers.
+        A bad Request-URI fails L{parse <dmq.sip.codec.parse>}, with the request's headers.
         """
         error = self.assertRaises(
             SIPParseError,
@@ -1407,7 +1407,7 @@ class BadInputTests(SynchronousTestCase):
 
     def test_errorIsValueError(self) -> None:
         """
-        L{SIPParseError} is a L{ValueError} whose message is its reason.
+        L{SIPParseError} is a C{ValueError} whose message is its reason.
         """
         error = SIPParseError("Bad thing")
         self.assertIsInstance(error, ValueError)
@@ -1627,7 +1627,7 @@ class SerialiseTests(SynchronousTestCase):
 
     def test_badModel(self) -> None:
         """
-        A message L{parse} could not read back is refused.
+        A message L{parse <dmq.sip.codec.parse>} could not read back is refused.
         """
         for message in [
             Request("KD MQ", URI("h")),
@@ -1869,7 +1869,7 @@ class PropertyTests(SynchronousTestCase):
     @given(requests)
     def test_requestRoundTrip(self, message: Request) -> None:
         """
-        A request survives L{serialise} then L{parse}.
+        A request survives L{serialise} then L{parse <dmq.sip.codec.parse>}.
         """
         self.assertEqual(parse(serialise(message)), message)
 
@@ -1877,7 +1877,7 @@ class PropertyTests(SynchronousTestCase):
     @given(responses)
     def test_responseRoundTrip(self, message: Response) -> None:
         """
-        A response survives L{serialise} then L{parse}.
+        A response survives L{serialise} then L{parse <dmq.sip.codec.parse>}.
         """
         self.assertEqual(parse(serialise(message)), message)
 
@@ -2131,7 +2131,7 @@ fuzzSettings = settings(
 
 class FuzzTests(SynchronousTestCase):
     """
-    Whatever arrives, L{parse} returns a message or raises L{SIPParseError}.
+    Whatever arrives, L{parse <dmq.sip.codec.parse>} returns a message or raises L{SIPParseError}.
     """
 
     def check(self, data: bytes) -> None:

@@ -127,14 +127,14 @@ class OptionsTests(SynchronousTestCase):
             *LOCAL,
             "--server-socket", "udp:127.0.0.11:5060",
             "--notification-address", "sip:127.0.0.12:5060",
-            "-n", "sip:127.0.0.13:5060",
+            "--notification-address", "sip:127.0.0.13:5060",
             "--notification-channel", "members",
             "--multi-notify",
             "--num-workers", "4",
             "--ping-interval", "5",
             "--ping-timeout", "2.5",
-            "--remove-inactive", "0",
-            "--fail-count-enabled", "1",
+            "--no-remove-inactive",
+            "--fail-count-enabled",
             "--fail-count-threshold-not-active", "2",
             "--fail-count-threshold-disabled", "3",
             "--t1", "0.25",
@@ -231,7 +231,7 @@ class OptionsTests(SynchronousTestCase):
             ("sip:127.0.0.12:0", "port 0"),
             ("sip:127.0.0.12:5060;transport=tls", "only UDP"),
         ]:
-            self.assertUsageError(LOCAL + ["-n", bad], "--notification-address", fragment)
+            self.assertUsageError(LOCAL + ["--notification-address", bad], "--notification-address", fragment)
 
     def test_badNumbers(self):
         """
@@ -249,7 +249,6 @@ class OptionsTests(SynchronousTestCase):
             ("--fail-count-threshold-disabled", "-1", "must be at least 0"),
             ("--max-queue", "0", "must be at least 1"),
             ("--t1", "-1", "must be positive"),
-            ("--remove-inactive", "maybe", "expected 0 or 1"),
         ]:
             self.assertUsageError(LOCAL + [option, value], option, fragment)
 
@@ -306,6 +305,130 @@ class OptionsTests(SynchronousTestCase):
             for name in names:
                 arguments += ["--peer", name]
             self.assertUsageError(arguments, "--peer", fragment)
+
+
+class BooleanFlagTests(SynchronousTestCase):
+    """
+    Booleans are flags on the command line, C{--name} and C{--no-name}, and
+    0/1 or false/true in a config file, under Kamailio's names.
+    """
+
+    def test_flagsBothWays(self):
+        """
+        Every boolean has a flag that turns it on and one that turns it off.
+        """
+        for option, field in [
+            ("remove-inactive", "removeInactive"),
+            ("fail-count-enabled", "failCountEnabled"),
+            ("multi-notify", "multiNotify"),
+            ("usrloc-sync", "usrlocSync"),
+            ("dialog", "dialog"),
+        ]:
+            self.assertIs(getattr(parse(*LOCAL, f"--{option}").nodeConfig, field), True)
+            self.assertIs(getattr(parse(*LOCAL, f"--no-{option}").nodeConfig, field), False)
+        options = parse(*LOCAL, "--htable", "kdmq=>size=8;dmqreplicate=1", "--no-htable-init-sync")
+        self.assertIs(options.nodeConfig.htableInitSync, False)
+
+    def test_bothRefused(self):
+        """
+        C{--name} with C{--no-name} is a usage error naming both.
+        """
+        error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--fail-count-enabled", "--no-fail-count-enabled")
+        self.assertIn("--fail-count-enabled and --no-fail-count-enabled", str(error))
+
+    def test_valueRefused(self):
+        """
+        The old spellings, a flag with a value (C{--remove-inactive=0},
+        C{--remove-inactive 0}), are refused with the flags to use instead.
+        """
+        for arguments in (
+            ["--remove-inactive=0"], ["--remove-inactive", "0"], ["--fail-count-enabled=1"],
+            ["--multi-notify", "true"], ["--no-usrloc-sync=1"],
+        ):
+            error = self.assertRaises(usage.UsageError, parse, *LOCAL, *arguments)
+            self.assertIn("booleans are flags without a value", str(error))
+        error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--remove-inactive=0")
+        self.assertIn("--remove-inactive=0: ", str(error))
+        self.assertIn("--no-remove-inactive", str(error))
+        self.assertIn("remove_inactive = 0 or 1 in a --config file", str(error))
+
+    def test_afterDoubleDash(self):
+        """
+        Nothing after C{--} is taken for a flag's value.
+        """
+        options = Options()
+        self.assertRaises(usage.UsageError, options.parseOptions, [*LOCAL, "--", "--remove-inactive=0"])
+
+    def test_configFile(self):
+        """
+        In a config file, a boolean is 0 or 1, or false or true; the command
+        line's flag overrides it.
+        """
+        for text, expected in [("0", False), ("1", True), ("false", False), ("true", True)]:
+            path = self.mktemp()
+            with open(path, "w") as f:
+                f.write(f"remove_inactive = {text}\nfail_count_enabled = {text}\n")
+            config = parse(*LOCAL, "--config", path).nodeConfig
+            self.assertEqual((config.removeInactive, config.failCountEnabled), (expected, expected))
+            config = parse(*LOCAL, "--config", path, "--no-remove-inactive", "--fail-count-enabled").nodeConfig
+            self.assertEqual((config.removeInactive, config.failCountEnabled), (False, True))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('remove_inactive = "maybe"\n')
+        error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--config", path)
+        self.assertIn("remove_inactive: expected 0 or 1 (or true or false)", str(error))
+
+    def test_noShortN(self):
+        """
+        C{-n} is twistd's own (C{--nodaemon}): it names no option of
+        C{twistd dmq}.
+        """
+        self.assertRaises(usage.UsageError, parse, *LOCAL, "-n", "sip:127.0.0.12:5060")
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    C{twistd dmq --help} and C{--version}.
+    """
+
+    def test_examplesWhole(self):
+        """
+        The help's examples and option names are never broken by the
+        wrapping, at the usual widths (a terminal of 80 columns and more).
+        """
+        for width in (80, 100, 120):
+            text = Options().getUsage(width)
+            words = text.split()
+            for whole in (
+                "'kdmq=>size=8;dmqreplicate=1'", "'kdmq=>size=8;autoexpire=0;dmqreplicate=1'",
+                "--no-remove-inactive", "--server-address", "tcp:5080:interface=127.0.0.1",
+            ):
+                self.assertTrue(any(whole in word for word in words), f"{whole} broken at width {width}")
+            for line in text.splitlines():
+                self.assertFalse(line.rstrip().endswith("-") and not line.rstrip().endswith(" -"), line)
+
+    def test_flagsListed(self):
+        """
+        Each boolean shows its flag with its default and its negation.
+        """
+        text = Options().getUsage(200)
+        self.assertIn("--remove-inactive", text)
+        self.assertIn("[default: on]", text)
+        self.assertIn("--no-remove-inactive", text)
+        self.assertIn("--no-multi-notify", text)
+        self.assertNotIn("-n, --notification-address", text)
+
+    def test_version(self):
+        """
+        C{--version} prints dmq's version, not Twisted's.
+        """
+        from dmq import __version__
+
+        output = []
+        self.patch(sys, "stdout", types.SimpleNamespace(write=output.append, flush=lambda: None))
+        error = self.assertRaises(SystemExit, parse, "--version")
+        self.assertEqual(error.code, 0)
+        self.assertEqual("".join(output), f"dmq {__version__}\n")
 
 
 class ConfigFileTests(SynchronousTestCase):
@@ -375,7 +498,7 @@ class ConfigFileTests(SynchronousTestCase):
             "num_workers = 5\n"
             'notification_address = ["sip:127.0.0.12:5060"]\n'
         )
-        options = parse("--config", path, "--ping-interval", "60", "-n", "sip:127.0.0.13:5060")
+        options = parse("--config", path, "--ping-interval", "60", "--notification-address", "sip:127.0.0.13:5060")
         self.assertEqual(options["ping-interval"], 60.0)
         self.assertEqual(options["num-workers"], 5)
         self.assertEqual(options["notification-address"], [sip.URI("127.0.0.13", 5060)])
@@ -509,7 +632,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         The options reach the parts.
         """
-        node = self.build("--ping-interval", "7", "--notification-channel", "members", "-n", "sip:127.0.0.12:5060")
+        node = self.build("--ping-interval", "7", "--notification-channel", "members", "--notification-address", "sip:127.0.0.12:5060")
         self.assertEqual(node.ping.pingInterval, 7)
         self.assertEqual(node.notification.peerId, "members")
         self.assertEqual(node.bus.notificationChannel, "members")
@@ -536,7 +659,7 @@ class MakeServiceTests(SynchronousTestCase):
         Stopping the node, with a join in flight, stops every port and
         leaves no delayed call and no transaction.
         """
-        node = self.build("-n", "sip:127.0.0.12:5060", "--control", "tcp:5080:interface=127.0.0.11")
+        node = self.build("--notification-address", "sip:127.0.0.12:5060", "--control", "tcp:5080:interface=127.0.0.11")
         node.startService()
         udp, tcp = self.reactor.ports
         self.assertEqual(udp.getHost(), IPv4Address("UDP", "127.0.0.11", 5060))
@@ -561,7 +684,7 @@ class MakeServiceTests(SynchronousTestCase):
         Starting logs one line with the address, the seeds, the peers and
         the control endpoint.
         """
-        node = self.build("-n", "sip:127.0.0.12:5060", "--control", "tcp:5080:interface=127.0.0.11")
+        node = self.build("--notification-address", "sip:127.0.0.12:5060", "--control", "tcp:5080:interface=127.0.0.11")
         with capturedLogs() as events:
             node.startService()
         self.addCleanup(node.stopService)

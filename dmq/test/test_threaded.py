@@ -42,7 +42,7 @@ class BlockingPeer:
 
 class FakePool:
     """
-    Stands for a L{ThreadPool}: calls handed to it wait in C{queue} until
+    Stands for a L{ThreadPool <twisted.python.threadpool.ThreadPool>}: calls handed to it wait in C{queue} until
     the test starts one (L{start}), and return when the test says so.
     """
 
@@ -119,7 +119,7 @@ class ThreadedPeerTests(SynchronousTestCase):
 
     def test_error(self):
         """
-        An exception in the wrapped peer fails the L{Deferred} with it.
+        An exception in the wrapped peer fails the L{Deferred <twisted.internet.defer.Deferred>} with it.
         """
         threaded = ThreadedPeer(BlockingPeer(error=ZeroDivisionError()), FakeReactor(), self.pool)
         d = threaded.messageReceived("request", None)

@@ -625,7 +625,7 @@ class ClientTransactionTests(LayerTestCase):
 
     def test_sendErrorInRequest(self) -> None:
         """
-        An L{OSError} from C{send} on the first send is logged as a warning
+        An C{OSError} from C{send} on the first send is logged as a warning
         without a traceback; the transaction goes on, and the retransmission
         goes out.
         """
@@ -644,7 +644,7 @@ class ClientTransactionTests(LayerTestCase):
 
     def test_sendErrorInTimer(self) -> None:
         """
-        A C{send} that always raises L{OSError} does not break Timer E, and
+        A C{send} that always raises C{OSError} does not break Timer E, and
         Timer F still ends the transaction with a C{408}; each failure is
         counted, and warned about once a minute.
         """
@@ -1047,7 +1047,7 @@ class ServerTransactionTests(LayerTestCase):
 
     def test_sendErrorInRespond(self) -> None:
         """
-        An L{OSError} from C{send} in L{ServerTransaction.respond} is logged
+        An C{OSError} from C{send} in L{ServerTransaction.respond} is logged
         and does not escape; the response is still stored and sent again for
         a retransmission.
         """

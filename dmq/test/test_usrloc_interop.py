@@ -54,7 +54,7 @@ class UserAgent(DatagramProtocol):
         seconds (0 unregisters), with one Call-ID per contact and a CSeq
         that grows.
 
-        @return: a L{Deferred} firing with the final response.
+        @return: a L{Deferred <twisted.internet.defer.Deferred>} firing with the final response.
         """
         contact = f"sip:{user}@{AGENT[0]}:{AGENT[1]};line={line}"
         callID = f"{user}-{line}@{AGENT[0]}"

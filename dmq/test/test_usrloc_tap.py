@@ -38,7 +38,7 @@ class UsrlocOptionsTests(SynchronousTestCase):
         Each parameter is an option named as Kamailio's, prefixed C{usrloc}.
         """
         options = parse(
-            *LOCAL, "--usrloc", "--usrloc-sync", "0", "--usrloc-batch-msg-contacts", "150",
+            *LOCAL, "--usrloc", "--no-usrloc-sync", "--usrloc-batch-msg-contacts", "150",
             "--usrloc-batch-msg-size", "1000", "--usrloc-replicate-socket-info", "2",
         )
         config = options.nodeConfig
@@ -69,7 +69,6 @@ class UsrlocOptionsTests(SynchronousTestCase):
             ["--usrloc-batch-msg-contacts", "0"],
             ["--usrloc-batch-msg-size", "60001"],
             ["--usrloc-replicate-socket-info", "3"],
-            ["--usrloc-sync", "maybe"],
         ):
             error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--usrloc", *arguments)
             self.assertIn(arguments[0], str(error))

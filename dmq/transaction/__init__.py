@@ -16,7 +16,7 @@ ACK, which is never answered and never starts a non-INVITE transaction, is
 dropped.
 
 Nothing here touches a socket: bytes leave through an injected C{send}
-callable and time comes from an injected L{IReactorTime}.
+callable and time comes from an injected L{IReactorTime <twisted.internet.interfaces.IReactorTime>}.
 
 Import the names from here.  They live in L{dmq.transaction.base} (timer
 values, states, errors, what a failed send means), L{dmq.transaction.server},

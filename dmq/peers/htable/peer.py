@@ -80,7 +80,7 @@ class HTablePeer(service.Service):
 
     @ivar peerId: the channel name, C{"htable"} by default.
     @ivar initSync: whether to ask for the tables when joining the bus.
-    @ivar statistics: a L{Counter} of what was refused, skipped, queued
+    @ivar statistics: a C{Counter} of what was refused, skipped, queued
         and sent again (see L{Outbox} and L{SyncDumps}, and
         C{badMessages}, C{failedMessages}, C{tableFull}, C{tooLarge},
         C{skippedCells}, C{patternsRefused}).

@@ -81,7 +81,7 @@ class UsrlocPeer(service.Service):
 
     @ivar peerId: the channel name, C{"usrloc"} by default.
     @ivar sync: whether to ask for the contacts when joining the bus.
-    @ivar statistics: a L{Counter} of what happened to requests:
+    @ivar statistics: a C{Counter} of what happened to requests:
         C{received}, C{badMessages} (answered 400), C{badEntries} (entries
         of a batch skipped), C{dropped} (contacts refused for a bound),
         C{syncRequests}, C{syncsRefused} (answered 503), C{dumpBodies}.
@@ -233,7 +233,7 @@ class UsrlocPeer(service.Service):
 
         @raise StoreFull: when it would take the store past a bound.
         @raise ValueError: when its body would be over
-            L{MAX_CONTACT_BODY} octets.
+            C{MAX_CONTACT_BODY} octets.
         """
         contact = attr.evolve(contact, lastModified=int(self._clock.seconds()))
         body = encodeContact(Action.UPDATE, contact, self.socketInfo)
