@@ -14,14 +14,14 @@ the formatted message.
 from __future__ import annotations
 
 import sys
-from typing import IO, Optional
+from typing import IO, Any, Dict, Optional
 
 from twisted.logger import FileLogObserver, ILogObserver, eventAsJSON, formatEvent
 
 __all__ = ["observer"]
 
 
-def _line(event: dict) -> str:
+def _line(event: Dict[str, Any]) -> str:
     """
     An event as one line of JSON, with its formatted text as C{log_text}.
     """

@@ -23,7 +23,7 @@ from twisted.python import usage
 
 from dmq import __version__, sip
 from dmq.bus import DMQBus
-from dmq.config import PARAMETERS, Address, NodeConfig, parseSettings, readConfigFile
+from dmq.config import PARAMETERS, Address, Parameter, NodeConfig, parseSettings, readConfigFile
 from dmq.config import ServerSocket, loadPeer, parseServerAddress, parseServerSocket  # re-exported
 from dmq.control.jsonrpc import RPCMethods
 from dmq.control.methods import addDMQMethods
@@ -172,11 +172,11 @@ def _refuseFlagValues(arguments: List[str]) -> None:
 
     @raise usage.UsageError: for the first such flag.
     """
-    flags = {}
-    for parameter in PARAMETERS:
-        if parameter.flag:
-            flags[parameter.option] = parameter
-            flags[parameter.negation] = parameter
+    flags: Dict[str, Parameter] = {}
+    for known in PARAMETERS:
+        if known.flag:
+            flags[known.option] = known
+            flags[known.negation] = known
     for i, argument in enumerate(arguments):
         if argument == "--":
             return
