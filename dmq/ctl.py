@@ -8,7 +8,8 @@ C{dmqctl}: the command line client of a node's control endpoint
         | send PEER NODE BODY [--content-type T] | bcast PEER BODY [--content-type T]
         | metrics | watch [--interval S] [--count N]
 
-C{--control} is C{HOST:PORT}, the endpoint's base URL or its full RPC URL;
+C{--control} is C{HOST:PORT}, the endpoint's base URL, its full RPC URL or
+C{unix:PATH};
 options may come before or after the command.  The token comes from
 C{--token-file} or the file named by C{DMQCTL_TOKEN_FILE}.  It prints
 aligned tables, or the JSON-RPC result with C{--json}.  It exits 0 on
@@ -25,6 +26,7 @@ import getopt
 import http.client
 import json
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -352,10 +354,16 @@ def _hoist(arguments: Sequence[str]) -> List[str]:
 def controlURL(text: str) -> str:
     """
     The JSON-RPC URL of C{--control}: C{HOST:PORT} (C{http://HOST:PORT/RPC}),
-    a base URL (C{/RPC} added) or the full RPC URL.
+    a base URL (C{/RPC} added), the full RPC URL, or C{unix:PATH}, the
+    endpoint's UNIX socket (C{unix://PATH/RPC}, C{PATH} quoted).
 
-    @raise ValueError: if it is not an http(s) URL.
+    @raise ValueError: if it is none of them.
     """
+    if text.startswith("unix:") and not text.startswith("unix://"):
+        path = text[len("unix:"):]
+        if not path:
+            raise ValueError(f"{text!r}: give the socket's path, unix:/run/dmq/control.sock")
+        return f"unix://{urllib.parse.quote(path, safe='')}/RPC"
     if "://" not in text:
         text = "http://" + text
     parts = urllib.parse.urlsplit(text)
@@ -377,7 +385,10 @@ class Options(_Printing):
         "'dmqctl COMMAND --help' for a command's own options."
     )
     optParameters = [
-        ["control", "c", DEFAULT_URL, "The node's control endpoint: HOST:PORT, its URL, or its RPC URL."],
+        [
+            "control", "c", DEFAULT_URL,
+            "The node's control endpoint: HOST:PORT, its URL, its RPC URL, or unix:PATH for its UNIX socket.",
+        ],
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait for an answer.", float],
         [
             "token-file", None, None,
@@ -417,6 +428,48 @@ class Options(_Printing):
 UrlOpen = Callable[..., Any]
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """
+    HTTP over a UNIX socket: the control endpoint's C{unix:} endpoint.
+    """
+
+    def __init__(self, path: str, timeout: Optional[float]) -> None:
+        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixHandler(urllib.request.AbstractHTTPHandler):
+    """
+    Opens C{unix://PATH/...} URLs, C{PATH} quoted (as L{controlURL} writes
+    them).
+    """
+
+    def unix_open(self, request: urllib.request.Request) -> Any:
+        path = urllib.parse.unquote(request.host)
+        return self.do_open(lambda host, timeout=None, **ignored: _UnixConnection(path, timeout), request)
+
+    unix_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+def _urlopen(request: urllib.request.Request, timeout: float) -> Any:
+    """
+    C{urllib.request.urlopen}, and UNIX sockets.
+    """
+    if request.type == "unix":
+        return urllib.request.build_opener(_UnixHandler()).open(request, timeout=timeout)
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
 def _fetch(request: urllib.request.Request, timeout: float, urlopen: UrlOpen, token: Optional[bytes]) -> bytes:
     url = request.full_url
     if token is not None:
@@ -437,7 +490,7 @@ def _fetch(request: urllib.request.Request, timeout: float, urlopen: UrlOpen, to
 
 def call(
     url: str, method: str, params: Sequence[Any], timeout: float = DEFAULT_TIMEOUT,
-    urlopen: UrlOpen = urllib.request.urlopen, token: Optional[bytes] = None,
+    urlopen: UrlOpen = _urlopen, token: Optional[bytes] = None,
 ) -> Any:
     """
     Make one JSON-RPC call.
@@ -571,7 +624,7 @@ def main(
     argv: Optional[Sequence[str]] = None,
     stdout: Optional[TextIO] = None,
     stderr: Optional[TextIO] = None,
-    urlopen: UrlOpen = urllib.request.urlopen,
+    urlopen: UrlOpen = _urlopen,
     environ: Optional[Mapping[str, str]] = None,
     clock: Optional[IReactorTime] = None,
 ) -> int:

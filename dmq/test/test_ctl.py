@@ -645,3 +645,40 @@ class DMQCtlIntegrationTests(TestCase):
         """
         code, out, err = yield self.dmqctl("send", "echo", "sip:127.0.0.12:25080", "hello")
         self.assertEqual((code, out, err), (0, "200 OK\nhello\n", ""))
+
+
+class UnixSocketIntegrationTests(TestCase):
+    """
+    Integration: C{dmqctl --control unix:PATH} against a node whose control
+    endpoint is a UNIX socket, created mode 600 by default.
+    """
+
+    def setUp(self):
+        import tempfile
+
+        # Short: a UNIX socket's path has a limit of about 100 bytes.
+        directory = tempfile.mkdtemp(prefix="dmqctl")
+        self.addCleanup(os.rmdir, directory)
+        self.path = os.path.join(directory, "c.sock")
+        self.node = makeNodeService(
+            reactor, NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), control="unix:" + self.path), listen=False
+        )
+        self.node.startService()
+        self.addCleanup(self.node.stopService)
+
+    @defer.inlineCallbacks
+    def test_unix(self):
+        """
+        The socket is its owner's only, and C{dmqctl} reaches it: a call,
+        and the metrics beside it.
+        """
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        for command in (["nodes"], ["metrics"]):
+            out, err = io.StringIO(), io.StringIO()
+            code = yield threads.deferToThread(main, ["--control", "unix:" + self.path, *command], out, err)
+            self.assertEqual((code, err.getvalue()), (0, ""))
+        self.assertIn("dmq_queue_depth", out.getvalue())
+        out, err = io.StringIO(), io.StringIO()
+        code = yield threads.deferToThread(main, ["--control", "unix:" + self.path + ".none", "nodes"], out, err)
+        self.assertEqual(code, 1)
+        self.assertIn("cannot reach the control endpoint", err.getvalue())
