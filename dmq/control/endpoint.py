@@ -61,6 +61,14 @@ MAX_CONNECTIONS = 64
 The most connections open at once.
 """
 
+EVENTS = (
+    "connectionsRefused", "slowRequests", "bodiesTooLarge", "noToken", "badToken",
+    "parseErrors", "invalidRequests", "batchesTooLarge", "internalErrors",
+)
+"""
+What L{ControlService.statistics} counts, each from zero.
+"""
+
 
 def _reactor(clock: Optional[IReactorTime]) -> IReactorTime:
     if clock is None:
@@ -429,6 +437,10 @@ class ControlService(service.Service):
         self._endpoint = endpoint
         shared = getattr(root, "statistics", None)
         self.statistics: Counter = shared if shared is not None else Counter()
+        # Every cause from the start, so that /metrics shows zeros rather
+        # than series that appear with their first event.
+        for cause in EVENTS:
+            self.statistics.setdefault(cause, 0)
         self._token = getattr(root, "token", None)
         site = _ControlSite(
             root, self.statistics, RateLimitedWarnings(clock, self._log), timeout=idleTimeout, reactor=clock

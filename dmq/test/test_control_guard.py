@@ -414,6 +414,17 @@ class GuardedEndpointTests(SynchronousTestCase):
         self.assertEqual(called, [])
         self.assertEqual(self.control.statistics["batchesTooLarge"], 1)
 
+    def test_countersFromZero(self):
+        """
+        Every refusal is counted from zero, before its first event.
+        """
+        from dmq.control.endpoint import EVENTS
+
+        self.start()
+        self.assertEqual({cause: self.control.statistics[cause] for cause in EVENTS}, dict.fromkeys(EVENTS, 0))
+        self.assertIn("noToken", EVENTS)
+        self.assertIn("bodiesTooLarge", EVENTS)
+
     def test_tooManyConnections(self):
         """
         Past the most connections, a new one is refused, token or not.
