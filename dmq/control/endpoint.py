@@ -493,6 +493,13 @@ class ControlService(service.Service):
                 endpoint=self.description,
                 host=host,
             )
+        elif host is not None and not _isLoopback(host) and not self.description.startswith(("ssl:", "tls:")):
+            self._log.warn(
+                "Control endpoint {endpoint} listens on {host} without TLS: its token crosses the network "
+                "in the clear; prefer an ssl: endpoint or a tunnel",
+                endpoint=self.description,
+                host=host,
+            )
 
     def _cannotListen(self, failure: Failure) -> None:
         if failure.check(CancelledError):

@@ -414,6 +414,30 @@ class GuardedEndpointTests(SynchronousTestCase):
         self.assertEqual(called, [])
         self.assertEqual(self.control.statistics["batchesTooLarge"], 1)
 
+    def test_clearTextWarning(self):
+        """
+        A token on a TCP endpoint beyond loopback is warned of once at
+        start: it crosses the network in the clear.  On loopback, or over
+        TLS, nothing is said.
+        """
+        for host, description, warned in [
+            ("192.0.2.1", "tcp:5080:interface=192.0.2.1", True),
+            ("192.0.2.1", "ssl:5080:interface=192.0.2.1", False),
+            ("127.0.0.1", "tcp:5080", False),
+        ]:
+            endpoint = _FakeEndpoint()
+            endpoint.getHost = lambda host=host: IPv4Address("TCP", host, 5080)
+            control = ControlService(
+                endpoint, ControlResource(self.methods, None, self.clock, token=TOKEN), description, clock=self.clock
+            )
+            with capturedLogs() as events:
+                control.startService()
+            warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(len(warnings), 1 if warned else 0, description)
+            if warned:
+                self.assertIn("in the clear", warnings[0]["log_format"])
+            control.stopService()
+
     def test_countersFromZero(self):
         """
         Every refusal is counted from zero, before its first event.
