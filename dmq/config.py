@@ -358,9 +358,9 @@ class NodeConfig:
     control: Optional[str] = _setting(
         "control", None, _controlEndpoint,
         "Serve JSON-RPC at POST /RPC, metrics at GET /metrics and a status page at GET / on this Twisted "
-        "server endpoint, e.g. tcp:5080 (on 127.0.0.1 unless interface= says otherwise; any address but "
-        "loopback, or a unix: socket open beyond mode 600, needs --control-token-file) "
-        "[default: no control endpoint].",
+        "server endpoint, e.g. tcp:5080, which listens on 127.0.0.1 unless interface= says otherwise. "
+        "Any other address, or a unix: socket open beyond mode 600, needs a token "
+        "(--control-token-file) [default: no control endpoint].",
     )
     controlTokenFile: Optional[str] = _setting(
         "control_token_file", None, _tokenFile,
