@@ -217,6 +217,24 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(["--control-token-file", tokenFile(self)], "needs --control")
         self.assertUsageError(["--control", "tcp:5080", "--control-open-metrics"], "needs --control-token-file")
 
+    def test_configFile(self):
+        """
+        The config file takes the token file and the open metrics by their
+        names; the command line's checks apply.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                'control = "tcp:5080:interface=0.0.0.0"\n'
+                f'control_token_file = "{tokenFile(self)}"\ncontrol_open_metrics = 1\n'
+            )
+        config = self.parse("--config", path).nodeConfig
+        self.assertTrue(config.controlOpenMetrics)
+        self.assertIsNotNone(config.controlTokenFile)
+        with open(path, "w") as f:
+            f.write('control = "tcp:5080:interface=0.0.0.0"\n')
+        self.assertUsageError(["--config", path], "--control-token-file")
+
     def test_embedded(self):
         """
         L{makeNodeService} refuses a L{NodeConfig} whose control endpoint
