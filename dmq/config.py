@@ -25,7 +25,9 @@ import attr
 from twisted.python import reflect, usage
 
 from dmq import sip
+from dmq.bearer import readTokenFile
 from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, checkPeerId
+from dmq.control.guard import checkControl, controlBinding
 from dmq.interfaces import IDMQPeer
 from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
 from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
@@ -161,29 +163,17 @@ def _boolean(text: str) -> bool:
 
 def _controlEndpoint(text: str) -> str:
     """
-    Check the syntax of a server endpoint description; the endpoint itself
-    is made by L{dmq.tap.makeNodeService} with the reactor.
+    Check the syntax of a server endpoint description, made safe by
+    default (L{dmq.control.guard.controlBinding}: loopback, or a socket of
+    mode 600); the endpoint itself is made by L{dmq.tap.makeNodeService}
+    with the reactor.
     """
-    # Imported here, as in dmq.tap: a node without a control endpoint has
-    # no use for Twisted's endpoint parsers.
-    from twisted.internet import endpoints
-
-    try:
-        endpoint = endpoints.serverFromString(_NoReactor(), text)
-    except Exception as e:
-        raise ValueError(f"{text!r} is not a Twisted server endpoint: {e}") from None
-    # Twisted takes any number as a TCP port; bind() would refuse it later.
-    port = getattr(endpoint, "_port", None)
-    if isinstance(port, int) and not 0 <= port <= 65535:
-        raise ValueError(f"{text!r}: port {port} is out of range")
-    return text
+    return controlBinding(text).description
 
 
-class _NoReactor:
-    """
-    Stands for the reactor while an endpoint description is only parsed:
-    nothing listens then.
-    """
+def _tokenFile(path: str) -> str:
+    readTokenFile(path)
+    return path
 
 
 def loadPeer(name: str) -> object:
@@ -388,8 +378,20 @@ class NodeConfig:
     )
     control: Optional[str] = _setting(
         "control", None, _controlEndpoint,
-        "Serve JSON-RPC at POST /RPC and metrics at GET /metrics on this Twisted server endpoint, "
-        "e.g. tcp:5080:interface=127.0.0.1 [default: no control endpoint].",
+        "Serve JSON-RPC at POST /RPC, metrics at GET /metrics and a status page at GET / on this Twisted "
+        "server endpoint, e.g. tcp:5080, which listens on 127.0.0.1 unless interface= says otherwise. "
+        "Any other address, or a unix: socket open beyond mode 600, needs a token "
+        "(--control-token-file) [default: no control endpoint].",
+    )
+    controlTokenFile: Optional[str] = _setting(
+        "control_token_file", None, _tokenFile,
+        "A file only its owner may read holding the token every control request must carry "
+        "(Authorization: Bearer TOKEN; dmqctl --token-file).",
+    )
+    controlOpenMetrics: bool = _setting(
+        "control_open_metrics", False, _boolean,
+        "With --control-token-file, serve GET /metrics without the token, for a scraper that cannot send one.",
+        flag=True,
     )
     htables: Tuple[TableSpec, ...] = _setting(
         "htable", (), parseTableSpec,
@@ -552,6 +554,15 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
             f"{origin['handler_timeout']}: must be shorter than Timer F (64*T1 = "
             f"{64 * config.T1:g} s), or senders see a timeout instead of our 500"
         )
+    if config.control is not None:
+        try:
+            checkControl(config.control, config.controlTokenFile)
+        except ValueError as e:
+            raise usage.UsageError(f"{origin['control']}: {e}") from None
+    elif config.controlTokenFile is not None:
+        raise usage.UsageError(f"{origin['control_token_file']}: needs --control")
+    if config.controlOpenMetrics and config.controlTokenFile is None:
+        raise usage.UsageError(f"{origin['control_open_metrics']}: needs --control-token-file")
     tables = [spec.name for spec in config.htables]
     for name in tables:
         if tables.count(name) > 1:

@@ -80,8 +80,8 @@ KNOWN_EVENTS: Dict[str, Tuple[str, ...]] = {
         "syncDumpsTruncated", "tableFull", "tooLarge",
     ),
     "dmq_control_events": (
-        "batchesTooLarge", "connectionsRefused", "internalErrors", "invalidRequests", "parseErrors",
-        "slowRequests",
+        "badToken", "batchesTooLarge", "bodiesTooLarge", "connectionsRefused", "internalErrors",
+        "invalidRequests", "noToken", "parseErrors", "slowRequests",
     ),
 }
 """

@@ -303,13 +303,21 @@ class DMQNodeService(service.MultiService):
             peer.setServiceParent(self)
 
     # reactor: Any, as in makeNodeService.
-    def serveControl(self, reactor: Any, description: str) -> ControlService:
+    def serveControl(
+        self, reactor: Any, description: str, tokenFile: Optional[str] = None, openMetrics: bool = False
+    ) -> ControlService:
         """
         Serve the control endpoint (L{dmq.control}) on the server endpoint
-        C{description}, as a child of the node: it starts last and stops
-        first.
+        C{description} (on loopback, or a socket of mode 600, unless it
+        says otherwise: L{dmq.control.guard}), as a child of the node: it
+        starts last and stops first.
 
-        @raise ValueError: for a description Twisted cannot parse.
+        @param tokenFile: the file of the token every request must carry
+            (L{dmq.bearer.readTokenFile}), or C{None}.
+        @param openMetrics: serve C{/metrics} without the token.
+        @raise ValueError: for a description Twisted cannot parse, a token
+            file that cannot be used, or an endpoint others can reach
+            without a token.
         """
         if self.control is not None:
             raise ValueError("the control endpoint is served already")
@@ -318,12 +326,19 @@ class DMQNodeService(service.MultiService):
         # memory of one at rest.
         from twisted.internet import endpoints
 
+        from dmq.bearer import readTokenFile
         from dmq.control.endpoint import ControlResource, ControlService
+        from dmq.control.guard import checkControl
+        from dmq.control.status import StatusPage
 
+        description = checkControl(description, tokenFile).description
+        token = readTokenFile(tokenFile) if tokenFile is not None else None
         endpoint = endpoints.serverFromString(reactor, description)
-        self.control = ControlService(
-            endpoint, ControlResource(self.rpc, self.metrics, reactor), description, clock=reactor
+        root = ControlResource(
+            self.rpc, self.metrics, reactor, token=token, openPaths=[b"metrics"] if openMetrics else [],
+            status=StatusPage(self, reactor),
         )
+        self.control = ControlService(endpoint, root, description, clock=reactor)
         self.control.setServiceParent(self)  # type: ignore[no-untyped-call]
         return self.control
 
@@ -352,7 +367,8 @@ def makeNodeService(
         C{protocol} itself (tests do, to an in-memory network).
     @raise ValueError: when a peer of C{config.peers} cannot be made or
         registered (a factory that fails, makes no peer, or a peer whose id
-        is taken).
+        is taken), and when the control endpoint cannot be served as asked
+        (see L{DMQNodeService.serveControl}).
     """
     node = DMQNodeService()
     node.seeds = list(config.notificationAddresses)
@@ -457,8 +473,17 @@ def makeNodeService(
     for name, found in config.peers:
         _addNamedPeer(node, name, found)
     if config.control is not None:
-        node.serveControl(reactor, config.control)
+        try:
+            node.serveControl(reactor, config.control, config.controlTokenFile, config.controlOpenMetrics)
+        except ValueError as e:
+            raise _ControlError(str(e)) from None
     return node
+
+
+class _ControlError(ValueError):
+    """
+    The control endpoint of L{NodeConfig.control} cannot be served as asked.
+    """
 
 
 class _PeerError(ValueError):
@@ -500,3 +525,5 @@ def makeService(config: Options, reactor: Any = None) -> DMQNodeService:
         return makeNodeService(reactor, config.nodeConfig)
     except _PeerError as e:
         raise usage.UsageError(f"--peer: {e}") from None
+    except _ControlError as e:
+        raise usage.UsageError(f"--control: {e}") from None

@@ -2,8 +2,10 @@
 """
 The control endpoint: JSON-RPC 2.0 over HTTP at C{POST /RPC}, shaped like
 Kamailio's C{jsonrpcs} module and answering Kamailio's DMQ RPC names
-(C{dmq.list_nodes}, C{dmq.remove}, ...), and Prometheus metrics at
-C{GET /metrics}.
+(C{dmq.list_nodes}, C{dmq.remove}, ...), Prometheus metrics at
+C{GET /metrics}, and a status page at C{GET /}.  It listens on loopback
+unless told otherwise, and anywhere else only behind a bearer token
+(L{dmq.control.guard}, L{dmq.bearer}).
 
 Every node has an L{RPCMethods} table (L{dmq.tap.DMQNodeService.rpc}),
 whether or not it serves it.  A peer adds its own methods there::
@@ -16,7 +18,9 @@ raising L{RPCError}, which is answered as Kamailio answers C{rpc->fault()}:
 a JSON-RPC error with code C{500} (or the code given) and the message.
 
 The parts: L{dmq.control.jsonrpc}, the method table and JSON-RPC itself;
-L{dmq.control.endpoint}, the HTTP resources and the service serving them;
+L{dmq.control.endpoint}, the HTTP resources and the service serving them,
+with the token and the bounds; L{dmq.control.guard}, where it may listen
+without a token; L{dmq.control.status}, the status page;
 L{dmq.control.methods}, the C{dmq.*} methods.
 """
 

@@ -1,9 +1,14 @@
 # -*- test-case-name: dmq.test.test_control -*-
 """
 The control endpoint over HTTP: L{ControlResource}, which answers JSON-RPC
-at C{POST /RPC} from an L{RPCMethods} table and Prometheus metrics at
-C{GET /metrics}, and L{ControlService}, which serves it on a stream server
-endpoint and closes its connections on stop.
+at C{POST /RPC} from an L{RPCMethods} table, Prometheus metrics at
+C{GET /metrics} and the status page at C{GET /}, each behind the bearer
+token when there is one; and L{ControlService}, which serves it on a stream
+server endpoint and closes its connections on stop.
+
+A request body over L{MAX_REQUEST} bytes is answered C{413} as soon as its
+C{Content-Length} (or, chunked, its bytes) says so, and the connection is
+closed: it is never read into memory or onto disk.
 
 Nobody can hold the endpoint: a connection idle for L{IDLE_TIMEOUT}
 seconds is closed (Twisted's own timeout), and so is one that takes more
@@ -16,7 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from io import BytesIO
+from typing import Any, Collection, List, Optional, TYPE_CHECKING, Tuple
 
 from twisted.application import service
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -36,7 +42,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from dmq.control.jsonrpc import INVALID_REQUEST, JSONRPC, RPCMethods, encodeError
+from dmq.bearer import isAuthorized
+from dmq.control.jsonrpc import JSONRPC, RPCMethods
 from dmq.ratelimit import RateLimitedWarnings
 
 if TYPE_CHECKING:
@@ -66,6 +73,14 @@ MAX_CONNECTIONS = 64
 The most connections open at once.
 """
 
+EVENTS = (
+    "connectionsRefused", "slowRequests", "bodiesTooLarge", "noToken", "badToken",
+    "parseErrors", "invalidRequests", "batchesTooLarge", "internalErrors",
+)
+"""
+What L{ControlService.statistics} counts, each from zero.
+"""
+
 
 def _reactor(clock: Optional[IReactorTime]) -> IReactorTime:
     if clock is None:
@@ -89,9 +104,11 @@ class _RPCResource(resource.Resource):
         data = request.content.read(MAX_REQUEST + 1)  # type: ignore[union-attr]
         d: Deferred[Optional[bytes]]
         if len(data) > MAX_REQUEST:
-            d = succeed(encodeError(None, INVALID_REQUEST, f"Invalid Request: larger than {MAX_REQUEST} bytes"))
-        else:
-            d = self._jsonrpc.handle(data)
+            # Served by a site of its own, without _BoundedRequest.
+            request.setResponseCode(413)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return _TOO_LARGE
+        d = self._jsonrpc.handle(data)
         gone: List[Failure] = []
         request.notifyFinish().addErrback(gone.append)
 
@@ -133,24 +150,148 @@ class _MetricsResource(resource.Resource):
         return generate_latest(self._registry)
 
 
+class _Unauthorized(resource.Resource):
+    """
+    What a request without the token gets: C{401}, asking for a bearer
+    token (or, so that a browser asks its user, HTTP Basic).
+    """
+
+    isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader(b"www-authenticate", b'Bearer realm="dmq", Basic realm="dmq"')
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Unauthorized: send the control token, as Authorization: Bearer TOKEN.\n"
+
+
 class ControlResource(resource.Resource):
     """
-    The root of the control endpoint: C{/RPC} and C{/metrics}.
+    The root of the control endpoint: C{/RPC}, C{/metrics} and, given a
+    status page, C{/}.
 
-    @ivar statistics: what L{JSONRPC} counted.
+    With a C{token}, every path asks for it but those of C{openPaths}.
+
+    @ivar statistics: what L{JSONRPC} counted, and the requests refused for
+        want of the token: C{noToken}, C{badToken}.
+    @ivar token: the bearer token, or C{None}.
     """
 
+    _log = Logger()
+
     def __init__(
-        self, methods: RPCMethods, registry: CollectorRegistry, clock: Optional[IReactorTime] = None
+        self,
+        methods: RPCMethods,
+        registry,
+        clock: Optional[IReactorTime] = None,
+        *,
+        token: Optional[bytes] = None,
+        openPaths: Collection[bytes] = (),
+        status: Optional[resource.Resource] = None,
     ) -> None:
         """
         @param clock: the clock of the rate limit on warnings; the global
             reactor by default.
+        @param token: the bearer token every request must carry, or
+            C{None} for none.
+        @param openPaths: the first path segments served without the token
+            (C{b"metrics"} for a scraper that cannot send one).
+        @param status: the resource of C{GET /}, usually a
+            L{dmq.control.status.StatusPage}.
         """
         resource.Resource.__init__(self)
-        self.statistics: Counter[str] = Counter()
-        self.putChild(b"RPC", _RPCResource(methods, _reactor(clock), self.statistics))
+        clock = _reactor(clock)
+        self.statistics: Counter = Counter()
+        self.token = token
+        self._openPaths = frozenset(openPaths)
+        self._warnings = RateLimitedWarnings(clock, self._log)
+        self.putChild(b"RPC", _RPCResource(methods, clock, self.statistics))
         self.putChild(b"metrics", _MetricsResource(registry))
+        if status is not None:
+            self.putChild(b"", status)
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:
+        if self.token is None or path in self._openPaths:
+            return resource.Resource.getChildWithDefault(self, path, request)
+        header = request.getHeader(b"authorization")
+        if isAuthorized(header, self.token):
+            return resource.Resource.getChildWithDefault(self, path, request)
+        cause = "badToken" if header else "noToken"
+        self.statistics[cause] += 1
+        self._warnings.warn(
+            cause,
+            "Control endpoint: {refusal} from {address}: 401",
+            refusal="a wrong token" if header else "a request without the token",
+            address=_describe(request.getClientAddress()),
+        )
+        return _Unauthorized()
+
+
+_TOO_LARGE = f"Request body larger than {MAX_REQUEST} bytes.\n".encode("ascii")
+
+
+class _BoundedRequest(server.Request):
+    """
+    A request whose body may not pass L{MAX_REQUEST} bytes: past it (as
+    its C{Content-Length} declares, or as chunks arrive) it is answered
+    C{413} at once, as Twisted answers a bad request, and the connection is
+    closed; the body is neither kept nor handled.
+    """
+
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length: Optional[int]) -> None:
+        if length is not None and length > MAX_REQUEST:
+            self.content = BytesIO()
+            self._tooLarge(length)
+        else:
+            server.Request.gotLength(self, length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_REQUEST:
+            self._tooLarge(self._received)
+        else:
+            server.Request.handleContentChunk(self, data)
+
+    def process(self) -> None:
+        if not self._refused:
+            server.Request.process(self)
+
+    def _tooLarge(self, size: int) -> None:
+        self._refused = True
+        site = self.channel.site
+        site.statistics["bodiesTooLarge"] += 1
+        site.warnings.warn(
+            "bodyTooLarge",
+            "Control endpoint: a request body of {size} bytes or more from {address}: 413",
+            size=size,
+            address=_describe(self.getClientAddress()),
+        )
+        channel = self.channel
+        channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
+        )
+        channel.loseConnection()
+
+
+class _ControlSite(server.Site):
+    """
+    A site of L{_BoundedRequest}s, with the counters and warnings they
+    report to.
+    """
+
+    requestFactory = _BoundedRequest
+    noisy = False
+
+    def __init__(self, root, statistics: Counter, warnings: RateLimitedWarnings, **kwargs) -> None:
+        server.Site.__init__(self, root, **kwargs)
+        self.statistics = statistics
+        self.warnings = warnings
 
 
 class _Guarded(ProtocolWrapper):
@@ -280,14 +421,16 @@ class ControlService(service.Service):
     """
     Serve a L{ControlResource} on a stream server endpoint.
 
-    A listening address that is not a loopback address is logged as a
-    warning: the endpoint has no authentication, and whoever reaches it can
-    change the node list and send on the bus.
+    A listening address that is not a loopback address, when the root asks
+    for no token, is logged as a warning: whoever reaches it can change the
+    node list and send on the bus.  (L{dmq.tap} refuses to start such a
+    node; see L{dmq.control.guard}.)  Request bodies are bounded by
+    L{MAX_REQUEST}.
 
     @ivar port: the listening port once listening, else C{None}.
     @ivar statistics: counters: C{connectionsRefused} (past
         C{maxConnections}), C{slowRequests} (closed past
-        C{requestTimeout}), and those of the root's C{statistics} when it
+        C{requestTimeout}), C{bodiesTooLarge} (answered 413), and those of the root's C{statistics} when it
         has one (L{ControlResource}).
     """
 
@@ -313,9 +456,16 @@ class ControlService(service.Service):
         """
         clock = _reactor(clock)
         self._endpoint = endpoint
-        self.statistics: Counter[str] = getattr(root, "statistics", None) or Counter()
-        site = server.Site(root, timeout=idleTimeout, reactor=clock)
-        site.noisy = False
+        shared = getattr(root, "statistics", None)
+        self.statistics: Counter = shared if shared is not None else Counter()
+        # Every cause from the start, so that /metrics shows zeros rather
+        # than series that appear with their first event.
+        for cause in EVENTS:
+            self.statistics.setdefault(cause, 0)
+        self._token = getattr(root, "token", None)
+        site = _ControlSite(
+            root, self.statistics, RateLimitedWarnings(clock, self._log), timeout=idleTimeout, reactor=clock
+        )
         self._factory = _Connections(site, clock, maxConnections, requestTimeout, self.statistics)
         self._factory.noisy = False
         self._listening: Optional[Deferred[IListeningPort]] = None
@@ -352,14 +502,22 @@ class ControlService(service.Service):
         address = port.getHost()
         host = getattr(address, "host", None)
         self._log.info(
-            "Control endpoint {endpoint} listening on {address}: POST /RPC, GET /metrics",
+            "Control endpoint {endpoint} listening on {address}: POST /RPC, GET /metrics, GET /{token}",
             endpoint=self.description,
             address=_describe(address),
+            token=", with a token" if self._token is not None else "",
         )
-        if host is not None and not _isLoopback(host):
+        if host is not None and not _isLoopback(host) and self._token is None:
             self._log.warn(
                 "Control endpoint {endpoint} listens on {host}, not a loopback address: "
                 "anyone who reaches it can change the node list and send on the bus",
+                endpoint=self.description,
+                host=host,
+            )
+        elif host is not None and not _isLoopback(host) and not self.description.startswith(("ssl:", "tls:")):
+            self._log.warn(
+                "Control endpoint {endpoint} listens on {host} without TLS: its token crosses the network "
+                "in the clear; prefer an ssl: endpoint or a tunnel",
                 endpoint=self.description,
                 host=host,
             )

@@ -1199,3 +1199,77 @@ class ControlEndpointIntegrationTests(TestCase):
         from twisted.internet.error import ConnectionRefusedError
 
         yield self.assertFailure(self.fetch(b"GET", b"/metrics"), ConnectionRefusedError)
+
+    @defer.inlineCallbacks
+    def test_statusPage(self):
+        """
+        C{GET /} is the status page, listing the node.
+        """
+        response, data = yield self.fetch(b"GET", b"/")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/html; charset=utf-8"])
+        self.assertIn(b"<code>sip:127.0.0.11:5060</code>", data)
+
+
+class GuardedEndpointIntegrationTests(TestCase):
+    """
+    Integration: a node whose control endpoint asks for a token, over real
+    loopback HTTP.
+    """
+
+    def setUp(self):
+        import os
+
+        self.token = b"integration-token-0123456789"
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(self.token)
+        os.chmod(path, 0o600)
+        self.node = makeNodeService(
+            reactor,
+            NodeConfig(
+                serverAddress=sip.URI("127.0.0.11", 5060), control="tcp:0:interface=127.0.0.11",
+                controlTokenFile=path, controlOpenMetrics=True,
+            ),
+            listen=False,
+        )
+        self.node.startService()
+        self.addCleanup(self.node.stopService)
+        self.base = f"http://127.0.0.11:{self.node.control.port.getHost().port}".encode("ascii")
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=pool)
+        self.addCleanup(pool.closeCachedConnections)
+
+    @defer.inlineCallbacks
+    def fetch(self, path, token=None, body=None):
+        from io import BytesIO
+
+        from twisted.web.client import FileBodyProducer
+
+        headers = Headers({b"authorization": [b"Bearer " + token]} if token else {})
+        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        response = yield self.agent.request(b"POST" if body else b"GET", self.base + path, headers, producer)
+        data = yield readBody(response)
+        return response.code, data
+
+    @defer.inlineCallbacks
+    def test_token(self):
+        """
+        Without the token, C{/RPC} and C{/} are refused, C{/metrics} (open
+        by option) served; with it, all are served.
+        """
+        call = json.dumps(request("dmq.list_nodes")).encode()
+        self.assertEqual((yield self.fetch(b"/RPC", body=call))[0], 401)
+        self.assertEqual((yield self.fetch(b"/RPC", b"wrong-token-0123456789", body=call))[0], 401)
+        self.assertEqual((yield self.fetch(b"/"))[0], 401)
+        self.assertEqual((yield self.fetch(b"/metrics"))[0], 200)
+        code, data = yield self.fetch(b"/RPC", self.token, body=call)
+        self.assertEqual(code, 200)
+        self.assertEqual(json.loads(data)["result"][0]["uri"], "sip:127.0.0.11:5060")
+        code, data = yield self.fetch(b"/", self.token)
+        self.assertEqual(code, 200)
+        self.assertIn(b"<!DOCTYPE html>", data)
+        self.assertEqual(self.node.control.statistics["noToken"], 2)
+        self.assertEqual(self.node.control.statistics["badToken"], 1)
+        code, data = yield self.fetch(b"/metrics")
+        self.assertIn(b'dmq_control_events_total{event="no_token"} 2.0', data)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import urllib.error
 
 from twisted.internet import defer, reactor, threads
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from dmq import sip
-from dmq.ctl import main, metricsURL, table
+from dmq import __version__
+from dmq.ctl import TOKEN_FILE_VARIABLE, Watcher, controlURL, main, metricsURL, table
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
@@ -77,10 +80,248 @@ def result(value):
     return {"jsonrpc": "2.0", "result": value, "id": 1}
 
 
-def run(arguments, opener):
+def run(arguments, opener, environ=None, clock=None):
     out, err = io.StringIO(), io.StringIO()
-    code = main(arguments, stdout=out, stderr=err, urlopen=opener)
+    code = main(arguments, stdout=out, stderr=err, urlopen=opener, environ=environ or {}, clock=clock)
     return code, out.getvalue(), err.getvalue()
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    The command line itself: where C{--control} points, options anywhere,
+    the usage and version texts.
+    """
+
+    def test_controlForms(self):
+        """
+        C{--control} takes C{HOST:PORT}, the endpoint's base URL, or its
+        full RPC URL.
+        """
+        for given, url in [
+            ("127.0.0.11:5181", "http://127.0.0.11:5181/RPC"),
+            ("[::1]:5181", "http://[::1]:5181/RPC"),
+            ("http://127.0.0.11:5181", "http://127.0.0.11:5181/RPC"),
+            ("http://127.0.0.11:5181/", "http://127.0.0.11:5181/RPC"),
+            ("http://127.0.0.11:5181/RPC", "http://127.0.0.11:5181/RPC"),
+            ("https://node.example:443/api/RPC", "https://node.example:443/api/RPC"),
+        ]:
+            self.assertEqual(controlURL(given), url)
+            opener = FakeOpener(result([]))
+            self.assertEqual(run(["--control", given, "peers"], opener)[0], 0)
+            self.assertEqual(opener.requests[0][0].full_url, url)
+        for bad in ("ftp://x/RPC", "http://", "host:port"):
+            self.assertRaises(ValueError, controlURL, bad)
+
+    def test_optionsAnywhere(self):
+        """
+        The options of dmqctl may come after the command and its
+        arguments; after C{--}, they are arguments.
+        """
+        opener = FakeOpener(result({"code": 200, "reason": "OK", "body": "", "content_type": ""}))
+        code, _, err = run(
+            ["send", "echo", "sip:127.0.0.12:5060", "hi", "--control", "127.0.0.11:5181", "--timeout=3", "-t", "a/b"],
+            opener,
+        )
+        self.assertEqual((code, err), (0, ""))
+        [(request, timeout)] = opener.requests
+        self.assertEqual((request.full_url, timeout), ("http://127.0.0.11:5181/RPC", 3.0))
+        self.assertEqual(opener.call()["params"], ["echo", "sip:127.0.0.12:5060", "hi", "a/b"])
+        opener = FakeOpener(result({"code": 200, "reason": "OK", "body": "", "content_type": ""}))
+        run(["send", "echo", "sip:127.0.0.12:5060", "--", "--control"], opener)
+        self.assertEqual(opener.call()["params"][2], "--control")
+        self.assertEqual(opener.requests[0][0].full_url, "http://127.0.0.1:5080/RPC")
+
+    def test_version(self):
+        """
+        C{--version}, anywhere, prints dmq's version, not Twisted's.
+        """
+        for arguments in (["--version"], ["nodes", "--version"]):
+            code, out, _ = run(arguments, FakeOpener())
+            self.assertEqual((code, out), (0, f"dmqctl (dmq) {__version__}\n"))
+
+    def test_usage(self):
+        """
+        C{--help} starts with a C{Usage: dmqctl} line naming C{--timeout}
+        among the options; a command's help has its own usage line and its
+        own text, not the module's.
+        """
+        code, out, _ = run(["--help"], FakeOpener())
+        self.assertEqual(code, 0)
+        self.assertEqual(out.splitlines()[0], "Usage: dmqctl [options] COMMAND [ARGS] [command options]")
+        self.assertIn("--timeout=", out)
+        self.assertIn("--token-file=", out)
+        self.assertIn("watch", out)
+        for command, line in [
+            ("nodes", "Usage: dmqctl [options] nodes"),
+            ("send", "Usage: dmqctl [options] send PEER NODE BODY [--content-type T]"),
+            ("watch", "Usage: dmqctl [options] watch [--interval S] [--count N]"),
+        ]:
+            code, out, _ = run([command, "--help"], FakeOpener())
+            self.assertEqual(out.splitlines()[0], line)
+            self.assertNotIn("C{", out)
+            self.assertNotIn("COMMAND", out)
+
+    def test_synopsisDocumented(self):
+        """
+        The synopsis of doc/operating.md names every option of dmqctl.
+        """
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "doc", "operating.md"), encoding="utf-8") as f:
+            synopsis = [line for line in f if line.strip().startswith("dmqctl [--control")][0]
+        for option in ("--control", "--json", "--timeout", "--token-file"):
+            self.assertIn(option, synopsis)
+
+
+TOKEN = b"ctl-token-0123456789abcdef"
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    The token: from C{--token-file} or C{$DMQCTL_TOKEN_FILE}, sent as a
+    bearer token.
+    """
+
+    def tokenFile(self, token=TOKEN, mode=0o600):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(token + b"\n")
+        os.chmod(path, mode)
+        return path
+
+    def authorization(self, opener):
+        [(request, _)] = opener.requests
+        return request.get_header("Authorization")
+
+    def test_tokenFile(self):
+        """
+        C{--token-file}, before or after the command, sends the token.
+        """
+        for arguments in (["--token-file", self.tokenFile(), "nodes"], ["nodes", "--token-file", self.tokenFile()]):
+            opener = FakeOpener(result([]))
+            self.assertEqual(run(arguments, opener)[0], 0)
+            self.assertEqual(self.authorization(opener), "Bearer " + TOKEN.decode())
+
+    def test_environment(self):
+        """
+        Without C{--token-file}, C{$DMQCTL_TOKEN_FILE} names the file;
+        C{--token-file} wins over it.
+        """
+        opener = FakeOpener(result([]))
+        run(["metrics"], opener, environ={TOKEN_FILE_VARIABLE: self.tokenFile()})
+        self.assertEqual(self.authorization(opener), "Bearer " + TOKEN.decode())
+        other = b"other-token-0123456789abc"
+        opener = FakeOpener(result([]))
+        run(["--token-file", self.tokenFile(other), "nodes"], opener, environ={TOKEN_FILE_VARIABLE: self.tokenFile()})
+        self.assertEqual(self.authorization(opener), "Bearer " + other.decode())
+        opener = FakeOpener(result([]))
+        run(["nodes"], opener)
+        self.assertIsNone(self.authorization(opener))
+
+    def test_badTokenFile(self):
+        """
+        A token file open to others, or missing, is a usage error: nothing
+        is sent.
+        """
+        opener = FakeOpener(result([]))
+        code, _, err = run(["nodes", "--token-file", self.tokenFile(mode=0o644)], opener)
+        self.assertEqual(code, 2)
+        self.assertIn("chmod 600", err)
+        code, _, err = run(["nodes"], opener, environ={TOKEN_FILE_VARIABLE: self.mktemp()})
+        self.assertEqual(code, 2)
+        self.assertIn(TOKEN_FILE_VARIABLE, err)
+        self.assertEqual(opener.requests, [])
+
+    def test_unauthorized(self):
+        """
+        A 401 says how to give the token, or that it is wrong.
+        """
+        refusal = urllib.error.HTTPError("http://127.0.0.1:5080/RPC", 401, "Unauthorized", {}, None)
+        code, _, err = run(["nodes"], FakeOpener(error=refusal))
+        self.assertEqual(code, 1)
+        self.assertIn("--token-file or $DMQCTL_TOKEN_FILE", err)
+        code, _, err = run(["nodes", "--token-file", self.tokenFile()], FakeOpener(error=refusal))
+        self.assertIn("a wrong token", err)
+
+
+class WatchTests(SynchronousTestCase):
+    """
+    C{dmqctl watch}: the node table every second, on a L{Clock}.
+    """
+
+    def test_redraws(self):
+        """
+        A frame at once, then one a second, each with the whole table.
+        """
+        clock = Clock()
+        opener = FakeOpener(result(NODES))
+        out = io.StringIO()
+        code = main(["watch", "--control", "127.0.0.11:5181"], out, io.StringIO(), opener, {}, clock)
+        self.assertEqual(code, 0)
+        self.assertEqual(len(opener.requests), 1)
+        for second in range(5):
+            clock.advance(1)
+        self.assertEqual(len(opener.requests), 6)
+        self.assertEqual(out.getvalue().count("dmqctl watch http://127.0.0.11:5181/RPC  every 1 s"), 6)
+        self.assertEqual(out.getvalue().count("127.0.0.12  5060"), 6)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_count(self):
+        """
+        C{--count N} stops after N frames, leaving no timer.
+        """
+        clock = Clock()
+        opener = FakeOpener(result(NODES))
+        main(["watch", "--count", "3", "--interval", "2"], io.StringIO(), io.StringIO(), opener, {}, clock)
+        clock.pump([2] * 5)
+        self.assertEqual(len(opener.requests), 3)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_unreachable(self):
+        """
+        A frame that cannot be fetched says why, and the next tries again.
+        """
+        clock = Clock()
+        out = io.StringIO()
+        fetched = []
+
+        def fetch():
+            fetched.append(1)
+            if len(fetched) == 1:
+                from dmq.ctl import ControlError
+
+                raise ControlError("cannot reach the control endpoint")
+            return NODES
+
+        watcher = Watcher(fetch, out, clock, 1.0, title="t")
+        done = watcher.start()
+        clock.advance(1)
+        watcher.stop()
+        self.successResultOf(done)
+        self.assertIn("dmqctl: cannot reach the control endpoint", out.getvalue())
+        self.assertIn("127.0.0.12", out.getvalue())
+        self.assertEqual(watcher.frames, 2)
+
+    def test_terminal(self):
+        """
+        On a terminal, each frame clears the screen first.
+        """
+
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+
+        clock = Clock()
+        out = Terminal()
+        Watcher(lambda: NODES, out, clock, 1.0, count=2).start()
+        clock.advance(1)
+        self.assertEqual(out.getvalue().count("\x1b[H\x1b[2J"), 2)
+
+    def test_badOptions(self):
+        """
+        An interval out of range, or a negative count, is a usage error.
+        """
+        for arguments in (["watch", "--interval", "0"], ["watch", "--count", "-1"], ["watch", "--interval", "x"]):
+            self.assertEqual(run(arguments, FakeOpener(), clock=Clock())[0], 2)
 
 
 class TableTests(SynchronousTestCase):
@@ -373,6 +614,19 @@ class DMQCtlIntegrationTests(TestCase):
         return code, out.getvalue(), err.getvalue()
 
     @defer.inlineCallbacks
+    def test_baseURL(self):
+        """
+        C{dmqctl --control HOST:PORT nodes} and the base URL, options after
+        the command, reach the endpoint's RPC URL.
+        """
+        address = self.url[len("http://"):-len("/RPC")]
+        for control in (address, "http://" + address):
+            out, err = io.StringIO(), io.StringIO()
+            code = yield threads.deferToThread(main, ["nodes", "--control", control], out, err)
+            self.assertEqual((code, err.getvalue()), (0, ""))
+            self.assertIn("127.0.0.12", out.getvalue())
+
+    @defer.inlineCallbacks
     def test_nodes(self):
         """
         C{dmqctl nodes} lists both nodes.
@@ -391,3 +645,40 @@ class DMQCtlIntegrationTests(TestCase):
         """
         code, out, err = yield self.dmqctl("send", "echo", "sip:127.0.0.12:25080", "hello")
         self.assertEqual((code, out, err), (0, "200 OK\nhello\n", ""))
+
+
+class UnixSocketIntegrationTests(TestCase):
+    """
+    Integration: C{dmqctl --control unix:PATH} against a node whose control
+    endpoint is a UNIX socket, created mode 600 by default.
+    """
+
+    def setUp(self):
+        import tempfile
+
+        # Short: a UNIX socket's path has a limit of about 100 bytes.
+        directory = tempfile.mkdtemp(prefix="dmqctl")
+        self.addCleanup(os.rmdir, directory)
+        self.path = os.path.join(directory, "c.sock")
+        self.node = makeNodeService(
+            reactor, NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), control="unix:" + self.path), listen=False
+        )
+        self.node.startService()
+        self.addCleanup(self.node.stopService)
+
+    @defer.inlineCallbacks
+    def test_unix(self):
+        """
+        The socket is its owner's only, and C{dmqctl} reaches it: a call,
+        and the metrics beside it.
+        """
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        for command in (["nodes"], ["metrics"]):
+            out, err = io.StringIO(), io.StringIO()
+            code = yield threads.deferToThread(main, ["--control", "unix:" + self.path, *command], out, err)
+            self.assertEqual((code, err.getvalue()), (0, ""))
+        self.assertIn("dmq_queue_depth", out.getvalue())
+        out, err = io.StringIO(), io.StringIO()
+        code = yield threads.deferToThread(main, ["--control", "unix:" + self.path + ".none", "nodes"], out, err)
+        self.assertEqual(code, 1)
+        self.assertIn("cannot reach the control endpoint", err.getvalue())

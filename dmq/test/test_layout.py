@@ -18,8 +18,8 @@ import dmq
 #: a package) may import from lower layers only, and, inside a package, from
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl", "dmq.jsonlog"),
-    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress"),
+    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.jsonlog", "dmq.bearer", "dmq.ctlclient"),
+    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress", "dmq.ctl"),
     ("dmq.transport", "dmq.nodelistbody"),
     ("dmq.nodelist", "dmq.ownbody"),
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),

@@ -401,7 +401,7 @@ class HelpTests(SynchronousTestCase):
             words = text.split()
             for whole in (
                 "'kdmq=>size=8;dmqreplicate=1'", "'kdmq=>size=8;autoexpire=0;dmqreplicate=1'",
-                "--no-remove-inactive", "--server-address", "tcp:5080:interface=127.0.0.1",
+                "--no-remove-inactive", "--server-address", "tcp:5080,", "--control-token-file",
             ):
                 self.assertTrue(any(whole in word for word in words), f"{whole} broken at width {width}")
             for line in text.splitlines():
