@@ -32,6 +32,7 @@ from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+from dmq.trust import Trust
 
 if TYPE_CHECKING:
     from dmq.control.endpoint import ControlService
@@ -193,6 +194,13 @@ class DMQNodeService(service.MultiService):
             control=self.control.description if self.control is not None else "off",
         )
 
+        if not self.bus.trustActive:
+            self._log.warn(
+                "Admission is open: any host that can reach UDP {address} may join the bus and write "
+                "to it; give --allow-from or --secret-file (doc/security.md)",
+                address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            )
+
     def stopService(self) -> Deferred:
         service.Service.stopService(self)
         d: Deferred = succeed(None)
@@ -309,6 +317,8 @@ def makeNodeService(
         handlerTimeout=config.handlerTimeout,
         notificationChannel=config.notificationChannel,
         resolve=getattr(reactor, "resolve", None),
+        trust=Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed),
+        share=config.maxQueuePerSource,
     )
     node.bus.setServiceParent(node)
     node.bus.latencyObserver = node.handlerLatency.observe

@@ -19,8 +19,8 @@ import dmq
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl"),
-    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress"),
-    ("dmq.transport", "dmq.nodelistbody"),
+    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress", "dmq.signing"),
+    ("dmq.transport", "dmq.nodelistbody", "dmq.trust"),
     ("dmq.nodelist", "dmq.ownbody"),
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),
