@@ -494,3 +494,51 @@ class FloodTests(SynchronousTestCase):
             bus.network.run(0.1)
         self.assertEqual([r.code for r in other], [200])
         self.assertEqual(bus.refused(A), {"flooding": 3})
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{--secret-file} and the warning of open admission.
+    """
+
+    def keyringFile(self, mode):
+        import os
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(KEY.decode() + "\n")
+        os.chmod(path, mode)
+        return path
+
+    def test_secretFile(self):
+        """
+        C{--secret-file} reads the keyring.
+        """
+        options = Options()
+        options.parseOptions(["--secret-file", self.keyringFile(0o600)])
+        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+
+    def test_readableSecretFile(self):
+        """
+        A keyring file others may read is a usage error that says how to fix
+        it.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--secret-file", self.keyringFile(0o644)]
+        )
+        self.assertIn("--secret-file", str(error))
+        self.assertIn("chmod 600", str(error))
+
+    def test_openWarning(self):
+        """
+        A node without --allow-from and without a keyring says at start, in
+        one warning, that admission is open; one with either does not.
+        """
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        bus = Bus(self, [A, B], {B: {"allowFrom": (parseNetwork("127.0.0.0/8"),)}})
+        warnings = [e for e in logged if "Admission is open" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["address"], f"{A}:5060")
+        self.assertTrue(bus.nodes[B].bus.trustActive)
