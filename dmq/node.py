@@ -10,7 +10,7 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -217,6 +217,14 @@ class NodeManager(service.Service):
         request, in one or two dictionary look-ups.
         """
         return self._nodes.memberAt(host, port)
+
+    def setAdmission(self, admits: Optional[Callable[[URI], bool]]) -> None:
+        """
+        From now on, add a node from a received list only when C{admits}
+        says its URI may be (C{--allow-from}: L{dmq.trust.Trust.admitsNode});
+        C{None} for any.  Seeds and nodes added by hand are not asked.
+        """
+        self._merge.admits = admits
 
     def isSeed(self, node: Node) -> bool:
         """

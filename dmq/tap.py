@@ -308,6 +308,9 @@ def makeNodeService(
         maxNodes=config.maxNodes,
     )
     node.nodeManager.setServiceParent(node)
+    trust = Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed)
+    if trust.allowFrom and trust.keyring is None:
+        node.nodeManager.setAdmission(trust.admitsNode)
     node.bus = DMQBus(
         reactor,
         node.protocol,
@@ -317,7 +320,7 @@ def makeNodeService(
         handlerTimeout=config.handlerTimeout,
         notificationChannel=config.notificationChannel,
         resolve=getattr(reactor, "resolve", None),
-        trust=Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed),
+        trust=trust,
         share=config.maxQueuePerSource,
     )
     node.bus.setServiceParent(node)

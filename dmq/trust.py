@@ -167,6 +167,25 @@ class Trust:
         self._allowed[host] = allowed
         return allowed
 
+    def admitsNode(self, uri: sip.URI) -> bool:
+        """
+        Whether a node named by C{uri} may be added from a received node
+        list: with C{--allow-from} and no keyring, only when its host is an
+        address inside the networks (a host name cannot be told, and is
+        let in: it can send nothing unsigned from outside).  A seed is
+        never asked.
+        """
+        if self.keyring is not None or not self.allowFrom:
+            return True
+        host = uri.host
+        if host.startswith("["):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return True
+        return self.allowed(host)
+
     def check(self, request: sip.Request, source: Address, member: object) -> Optional[str]:
         """
         Whether C{request}, a new transaction from C{source}, is admitted.

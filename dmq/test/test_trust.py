@@ -311,6 +311,17 @@ class AllowFromTests(SynchronousTestCase):
         self.assertEqual(self.bus.statuses(A), {B: "active"})
         self.assertEqual(self.bus.refused(A), {"notAllowed": 3})
 
+    def test_listedOutside(self):
+        """
+        A member's list adds no node outside the networks; the line is
+        counted.
+        """
+        body = b"sip:10.9.9.9:5060;status=active\r\nsip:127.0.0.14:5060;status=active\r\n"
+        replies = self.bus.inject(A, "notification_peer", body, source=B)
+        self.assertEqual(replies[0].code, 200)
+        self.assertEqual(self.bus.statuses(A), {B: "active", "127.0.0.14": "active"})
+        self.assertEqual(self.bus.nodes[A].nodeManager.statistics["nodesRefusedNotAllowed"], 1)
+
     def test_seedOutside(self):
         """
         A configured seed is admitted from outside the networks.
