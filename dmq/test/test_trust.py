@@ -553,3 +553,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["address"], f"{A}:5060")
         self.assertTrue(bus.nodes[B].bus.trustActive)
+
+    def test_configFile(self):
+        """
+        The TOML keys are C{allow_from} (a list) and C{secret_file}.
+        """
+        path = self.mktemp()
+        keyring = self.keyringFile(0o600)
+        with open(path, "w") as f:
+            f.write(f'allow_from = ["10.0.0.0/8", "192.0.2.7"]\nsecret_file = "{keyring}"\n')
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(
+            options.nodeConfig.allowFrom,
+            (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32")),
+        )
+        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
