@@ -116,6 +116,8 @@ def makeNode(bare: bool = False) -> Tuple[Any, CountingTransport]:
     transport = CountingTransport()
     node.protocol.makeConnection(transport)
     node.startService()
+    # The sender is a member (only members may write: doc/security.md).
+    node.nodeManager.add(parseServerAddress(f"sip:{SOURCE[0]}:{SOURCE[1]}"))
     if bare:
         from dmq.interfaces import PeerResponse
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
+import attr
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -25,13 +26,14 @@ from zope.interface import implementer
 
 from dmq import __version__, sip
 from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
-from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull
+from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull, ShareUsed
 from dmq.node import NodeManager
 from dmq.nodelist import Node
 from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
 from dmq.ratelimit import RateLimitedWarnings
-from dmq.transport import KDMQ, SIPDatagramProtocol
+from dmq.transport import KDMQ
+from dmq.trust import REFUSAL_CAUSES, Refusals, SigningTransport, Trust
 
 __all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
 
@@ -51,6 +53,26 @@ _Answer = Callable[[int, str, Sequence[Tuple[str, str]], bytes], None]
 _SERVER = ("Server", f"dmq/{__version__}")
 
 
+def _sourceOf(key: Tuple[Address, str]) -> Address:
+    # The job queue's keys are (source, peer); a sender's share is per source.
+    return key[0]
+
+
+@attr.frozen
+class _Registered:
+    """
+    A registered peer, with what the way in asks of it on every request.
+
+    @ivar strangers: whether it takes requests from non-members.
+    @ivar withSource: whether it is called with C{messageReceivedFrom}
+        (and the source address) rather than C{messageReceived}.
+    """
+
+    peer: object
+    strangers: bool
+    withSource: bool
+
+
 @implementer(IDMQBus, INodeObserver)
 class DMQBus(service.Service):
     """
@@ -62,6 +84,7 @@ class DMQBus(service.Service):
         here count under L{UNKNOWN_PEER}.
     @ivar latencyObserver: called with C{(peerId, seconds)} for every request
         a peer was given, with the time from its arrival to its answer.
+    @ivar refusals: the requests refused, by cause (L{dmq.trust.Refusals}).
     """
 
     _log = Logger()
@@ -76,6 +99,8 @@ class DMQBus(service.Service):
         handlerTimeout: float = 10.0,
         notificationChannel: str = DEFAULT_NOTIFICATION_CHANNEL,
         resolve: Optional[Callable[[str], Deferred[str]]] = None,
+        trust: Optional[Trust] = None,
+        share: Optional[int] = None,
     ) -> None:
         """
         @param protocol: the SIP transport (a L{dmq.transport.SIPDatagramProtocol}
@@ -96,26 +121,55 @@ class DMQBus(service.Service):
             outcome observers.
         @param resolve: turns a host name into an address, for nodes named by
             a host name; C{None} when only IP addresses are expected.
+        @param trust: who is admitted, and the keyring that signs our
+            requests and replies (L{dmq.trust.Trust}); by default everyone
+            is, and nothing is signed.
+        @param share: how many requests of one source address may wait for
+            a worker; past it, that source is answered C{503} with a
+            C{Retry-After}.  By default a quarter of C{maxQueue}.
         """
         if handlerTimeout <= 0:
             raise ValueError("handlerTimeout must be positive")
         self._clock = clock
         self._protocol = protocol
         self._nodeManager = nodeManager
-        # One FIFO per (sender, peer): a node's requests to a peer are
-        # handled in the order they came.
-        self._jobs = KeyedJobQueue(clock, numWorkers, maxQueue, handlerTimeout)
+        # One FIFO per (source, peer): a node's requests to a peer are
+        # handled in the order they came, and no source waits for more
+        # than its share.
+        self._jobs = KeyedJobQueue(
+            clock, numWorkers, maxQueue, handlerTimeout, groupOf=_sourceOf, share=share
+        )
+        self._retryAfter = (("Retry-After", str(max(1, int(handlerTimeout + 0.999)))), _SERVER)
         self._warnings = RateLimitedWarnings(clock, self._log)
+        if trust is None:
+            trust = Trust(clock)
+        self.refusals: Refusals = trust.refusals
+        # None when admission is open: the way in then asks nothing more.
+        self._trust: Optional[Trust] = trust if trust.active else None
+        self._keyring = trust.keyring
+        if trust.keyring is not None:
+            # Our requests leave signed and their replies are checked,
+            # under the transaction layer: the sender knows nothing of it.
+            protocol = SigningTransport(protocol, trust)
         self._sender = KDMQSender(clock, protocol, nodeManager, resolve)
         self._sender.addOutcomeObserver(self._countSent)
         self.notificationChannel = notificationChannel
-        self._peers: Dict[str, IDMQPeer] = OrderedDict()
+        self._peers: Dict[str, object] = OrderedDict()
+        self._registered: Dict[str, _Registered] = {}
         self.statistics: Dict[Tuple[str, str, int], int] = {}
         self.latencyObserver: Optional[Callable[[str, float], None]] = None
 
     @property
     def localNode(self) -> Node:
         return self._nodeManager.localNode
+
+    @property
+    def trustActive(self) -> bool:
+        """
+        Whether admission is guarded (C{--allow-from} or a keyring); when
+        not, anyone may join and send.
+        """
+        return self._trust is not None
 
     @property
     def queueDepth(self) -> int:
@@ -168,9 +222,15 @@ class DMQBus(service.Service):
         if peerId in self._peers:
             raise ValueError(f"a peer named {peerId!r} is already registered")
         self._peers[peerId] = peer
+        self._registered[peerId] = _Registered(
+            peer,
+            bool(getattr(peer, "acceptsStrangers", False)),
+            callable(getattr(peer, "messageReceivedFrom", None)),
+        )
 
     def unregisterPeer(self, peerId: str) -> None:
         del self._peers[peerId]
+        del self._registered[peerId]
 
     def nodeActivated(self, node: Node) -> None:
         """
@@ -223,7 +283,14 @@ class DMQBus(service.Service):
     def _dispatch(self, request: sip.Request, source: Address, answer: _Answer) -> None:
         """
         Hand C{request} to its peer, through the job queue, and give its
-        answer to C{answer}; answer requests that reach no peer at once.
+        answer to C{answer}; answer requests that reach no peer, or that
+        are refused, at once.
+
+        The sender is a member when its source address is an active node's
+        or a seed's (L{NodeManager.memberAt}, Kamailio's
+        C{dmq_is_from_node()}), never by its From URI, which anyone can
+        write.  A non-member reaches only the peers that accept strangers
+        (the notification peer, for the join).
 
         This is the way of every request, and the usual one runs straight
         through: a peer that answers at once, while nothing of its sender
@@ -233,29 +300,45 @@ class DMQBus(service.Service):
         slower way.
         """
         peerId = request.uri.user
-        peer = self._peers.get(peerId) if peerId is not None else None
-        if peer is None:
+        registered = self._registered.get(peerId) if peerId is not None else None
+        if not self.running:
+            self._early(answer, peerId if registered else UNKNOWN_PEER, 503, "Shutting Down")
+            return
+        node = self._nodeManager.memberAt(source[0], source[1])
+        trust = self._trust
+        if trust is not None:
+            refused = trust.check(request, source, node)
+            if refused is not None:
+                self._refuse(answer, peerId if registered else UNKNOWN_PEER, refused, source)
+                return
+            if self._keyring is not None:
+                answer = self._signing(answer, request)
+        if registered is None:
             if peerId is None:
                 self._early(answer, UNKNOWN_PEER, 400, "Missing Peer In Request-URI")
             else:
                 self._early(answer, UNKNOWN_PEER, 404, "User Not Found")
             return
-        assert peerId is not None  # a peer was found by it
-        if not self.running:
-            self._early(answer, peerId, 503, "Shutting Down")
-            return
-        senderURI = sip.fromURI(request)
-        node = self._nodeManager.find(senderURI) if senderURI is not None else None
-        senderKey: Hashable = node if node is not None else (
-            (senderURI.host, senderURI.port) if senderURI is not None else source
-        )
-        if node is not None:
-            self._nodeManager.heardFrom(node)
+        if node is None:
+            if not registered.strangers:
+                self._refuse(answer, peerId, "notMember", source)
+                return
+        else:
+            node.lastNotification = self._clock.seconds()
+        peer = registered.peer
         arrived = self._clock.seconds()
         try:
-            result = self._jobs.call(
-                (senderKey, peerId), peer.messageReceived, request, node
-            )
+            if registered.withSource:
+                result = self._jobs.call(
+                    (source, peerId), peer.messageReceivedFrom, request, node, source
+                )
+            else:
+                result = self._jobs.call((source, peerId), peer.messageReceived, request, node)
+        except ShareUsed:
+            self.refusals.refuse("flooding", source)
+            self._count("in", peerId, 503)
+            answer(503, REFUSAL_CAUSES["flooding"], self._retryAfter, b"")
+            return
         except QueueFull:
             self._warnings.warn(
                 "queueFull",
@@ -278,7 +361,29 @@ class DMQBus(service.Service):
         )
         result.addErrback(self._couldNotAnswer, answer, request)
 
-    def _answer(self, result: object, answer: _Answer, peer: IDMQPeer, arrived: float) -> None:
+    def _refuse(self, answer: _Answer, peerId: str, cause: str, source: Address) -> None:
+        """
+        Refuse a request with C{403}: counted by C{cause}, logged with its
+        source at most once a minute.
+        """
+        self.refusals.refuse(cause, source)
+        self._early(answer, peerId, 403, REFUSAL_CAUSES[cause])
+
+    def _signing(self, answer: _Answer, request: sip.Request) -> _Answer:
+        """
+        C{answer}, signing each reply to C{request}.
+        """
+        trust = self._trust
+        assert trust is not None
+
+        def signed(
+            code: int, reason: str, headers: Sequence[Tuple[str, str]], body: bytes
+        ) -> None:
+            answer(code, reason, trust.signedReply(request, code, headers, body), body)
+
+        return signed
+
+    def _answer(self, result: object, answer: _Answer, peer, arrived: float) -> None:
         """
         The peer answered C{result}: count it, and answer the request.
         """

@@ -34,6 +34,8 @@ from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
 from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
+from dmq.signing import Keyring, loadKeyring
+from dmq.trust import Network, parseNetwork
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
 
@@ -373,6 +375,22 @@ class NodeConfig:
         "Cap on the nodes received node lists may bring in, and on the lines read from one.",
     )
     maxQueue: int = _setting("max_queue", 1024, _number(1, True), "Cap on requests waiting for a worker; past it, 503.")
+    maxQueuePerSource: Optional[int] = _setting(
+        "max_queue_per_source", None, _number(1, True),
+        "Cap on one source address's requests waiting for a worker; past it, that source gets 503 with "
+        "Retry-After while others are still answered [default: a quarter of --max-queue].",
+    )
+    allowFrom: Tuple[Network, ...] = _setting(
+        "allow_from", (), parseNetwork,
+        "A network (CIDR) admitted to the bus; with none (and no --secret-file) anyone is. With a keyring, "
+        "the networks whose unsigned requests are taken (Kamailio nodes). Repeatable; doc/security.md.",
+        repeatable=True,
+    )
+    keyring: Optional[Keyring] = _setting(
+        "secret_file", None, loadKeyring,
+        "A file of shared keys, one a line, mode 0600: the first signs our requests and replies, all "
+        "verify; unsigned requests are refused but from --allow-from networks.",
+    )
     handlerTimeout: float = _setting(
         "handler_timeout", 10.0, _number(), "Seconds a peer has to answer before the request gets 500."
     )

@@ -81,6 +81,14 @@ class IDMQPeer(Interface):
     """
     A named handler of KDMQ messages: one channel of the bus (C{htable},
     C{usrloc}, your own).  Register it with L{IDMQBus.registerPeer}.
+
+    Only members reach a peer: a request whose source address is not an
+    active node's or a seed's is answered C{403} by the bus, unless the peer
+    has an attribute C{acceptsStrangers} that is true (optional, read once
+    at registration; the notification peer has it, for the join).  Such a
+    peer may also have a method C{messageReceivedFrom(request, node,
+    source)}, which the bus then calls instead of L{messageReceived} with the
+    C{(host, port)} the request came from (doc/security.md).
     """
 
     peerId = Attribute(
@@ -101,9 +109,10 @@ class IDMQPeer(Interface):
         @param request: the request.
         @type request: L{dmq.sip.Request}
 
-        @param node: the sending node, matched from the request's From URI as
-            Kamailio matches it, or C{None} when the sender is not a node we
-            know.
+        @param node: the sending node, found by the request's source address
+            (an active node or a seed there: Kamailio's C{dmq_is_from_node}),
+            never by its From URI; C{None} only for a peer that accepts
+            strangers.
         @type node: L{dmq.nodelist.Node} or C{None}
 
         @return: a L{PeerResponse}, or a L{Deferred <twisted.internet.defer.Deferred>} that fires with one.  An

@@ -19,13 +19,21 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-__all__ = ["KeyedJobQueue", "JobTimedOut", "QueueFull"]
+__all__ = ["KeyedJobQueue", "JobTimedOut", "QueueFull", "ShareUsed"]
 
 
 class QueueFull(Exception):
     """
     A job was submitted that the queue had no room for (see
     L{KeyedJobQueue.accepts}).
+    """
+
+
+class ShareUsed(QueueFull):
+    """
+    A job was submitted whose group (say, its sender) has as many jobs
+    waiting as one group may: its share of the queue is used, while other
+    groups may still be taken.
     """
 
 
@@ -84,13 +92,23 @@ class KeyedJobQueue:
     """
 
     def __init__(
-        self, clock: IReactorTime, numWorkers: int, maxQueue: int, timeout: float
+        self,
+        clock: IReactorTime,
+        numWorkers: int,
+        maxQueue: int,
+        timeout: float,
+        groupOf: Optional[Callable[[Hashable], Hashable]] = None,
+        share: Optional[int] = None,
     ) -> None:
         """
         @param numWorkers: how many jobs may run at once.
         @param maxQueue: how many jobs may wait for a worker.
         @param timeout: seconds from submission within which a job must
             finish.
+        @param groupOf: the group of a key (the bus groups its keys by
+            sender), or C{None} for no groups.
+        @param share: with C{groupOf}, how many jobs of one group may wait;
+            by default a quarter of C{maxQueue}, at least 1.
         """
         if numWorkers < 1:
             raise ValueError("numWorkers must be at least 1")
@@ -111,6 +129,12 @@ class KeyedJobQueue:
         self._workers = 0
         self._queued = 0
         self._idle: List[Deferred[None]] = []
+        self._groupOf = groupOf
+        self.share = max(1, maxQueue // 4) if share is None else share
+        if self.share < 1:
+            raise ValueError("share must be at least 1")
+        # How many jobs of each group wait (only groups that have some).
+        self._groupWaiting: Dict[Hashable, int] = {}
 
     @property
     def depth(self) -> int:
@@ -125,7 +149,22 @@ class KeyedJobQueue:
         or there is room for it to wait.
         """
         canStartNow = self._workers < self._numWorkers and key not in self._busy
-        return canStartNow or self._queued < self._maxQueue
+        return canStartNow or (self._queued < self._maxQueue and self._hasShare(key))
+
+    def _hasShare(self, key: Hashable) -> bool:
+        groupOf = self._groupOf
+        return groupOf is None or self._groupWaiting.get(groupOf(key), 0) < self.share
+
+    def _waited(self, key: Hashable, change: int) -> None:
+        groupOf = self._groupOf
+        if groupOf is None:
+            return
+        group = groupOf(key)
+        count = self._groupWaiting.get(group, 0) + change
+        if count:
+            self._groupWaiting[group] = count
+        else:
+            del self._groupWaiting[group]
 
     def call(self, key: Hashable, f: Callable[..., object], *args: object) -> object:
         """
@@ -174,9 +213,12 @@ class KeyedJobQueue:
             what its Deferred fired with), or fails with its failure, or
             with L{JobTimedOut} when C{timeout} seconds pass first.  It may
             have fired already.
-        @raise QueueFull: when L{accepts} says no.
+        @raise QueueFull: when L{accepts} says no; L{ShareUsed} when it says
+            no because the group of C{key} has its share waiting.
         """
         if not self.accepts(key):
+            if self._queued < self._maxQueue:
+                raise ShareUsed(f"{self.share} jobs of its group are waiting already")
             raise QueueFull(f"{self._queued} jobs are waiting already")
         job = _Job(key, work, Deferred())
         job.deadline = self._clock.callLater(self.timeout, self._timedOut, job)
@@ -187,6 +229,7 @@ class KeyedJobQueue:
                 self._ready.append(key)
         queue.append(job)
         self._queued += 1
+        self._waited(key, 1)
         self._pump()
         return job.result
 
@@ -208,6 +251,7 @@ class KeyedJobQueue:
             if not queue:
                 del self._waiting[key]
             self._queued -= 1
+            self._waited(key, -1)
             self._busy.add(key)
             self._workers += 1
             self._run(job)
@@ -240,6 +284,7 @@ class KeyedJobQueue:
             queue = self._waiting[job.key]
             queue.remove(job)
             self._queued -= 1
+            self._waited(job.key, -1)
             if not queue:
                 del self._waiting[job.key]
                 # The key waits in _ready only while none of its jobs runs;

@@ -10,7 +10,7 @@ tells its observers of the changes.  Why, in doc/design.md ("Membership").
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, List, Optional, Union
+from typing import Callable, Iterable, List, Optional, Union
 
 import attr
 from twisted.internet.interfaces import IReactorTime
@@ -35,7 +35,11 @@ class ListMerge:
         lines of one list that are read.
     @ivar statistics: what was refused, by cause: C{nodeListLinesIgnored}
         (lines past C{maxNodes} in one list), C{nodesRefusedFull} (lines
-        naming a new node while C{maxNodes} are held).  Each cause is also
+        naming a new node while C{maxNodes} are held),
+        C{nodesRefusedNotAllowed} (lines naming a new node that L{admits}
+        refuses).
+    @ivar admits: whether a node may be added from a received line (the
+        admission rules, L{dmq.trust.Trust.admitsNode}); C{None} for any.  Each cause is also
         logged, at most once a minute.
     """
 
@@ -47,6 +51,7 @@ class ListMerge:
     maxNodes: int
     _clock: IReactorTime
     statistics: Counter[str] = attr.Factory(Counter)
+    admits: Optional[Callable[[URI], bool]] = None
     _warnings: RateLimitedWarnings = attr.ib(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -110,6 +115,14 @@ class ListMerge:
                 "nodesRefusedFull",
                 "Holding {most} nodes already, the most allowed: not adding {uri}",
                 most=self.maxNodes,
+                uri=line.uri,
+            )
+            return False
+        if self.admits is not None and not self.admits(line.uri):
+            self.statistics["nodesRefusedNotAllowed"] += 1
+            self._warnings.warn(
+                "nodesRefusedNotAllowed",
+                "Not adding {uri}: outside --allow-from",
                 uri=line.uri,
             )
             return False

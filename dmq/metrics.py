@@ -28,6 +28,11 @@ Metrics, all prefixed C{dmq_}:
     C{bad_requests} answered 400, C{unanswerable}, C{unmatched_responses},
     ...).
   - C{nodes{status}}: the other nodes by status.
+  - C{refused_total{cause}}: requests refused (C{not_allowed},
+    C{not_member}, C{unsigned}, C{bad_signature}, C{stale}, C{replay},
+    C{flooding}), node-list lines of non-members ignored
+    (C{stranger_lines}) and unsigned replies to our signed requests
+    (C{bad_reply}); every cause there from the start (L{dmq.trust}).
   - C{membership_events_total{event}}: node-list input refused or left out,
     by cause (L{dmq.node.NodeManager.statistics}).
   - C{htable_events_total{event}}: what the htable peer refused, skipped,
@@ -184,6 +189,13 @@ class NodeCollector(Collector):
             "dmq_membership_events", "Node-list input refused or left out, by cause.",
             node.nodeManager.statistics, KNOWN_EVENTS["dmq_membership_events"],
         )
+        refused = CounterMetricFamily(
+            "dmq_refused", "Requests and node-list lines refused, by cause (doc/security.md).",
+            labels=["cause"],
+        )
+        for cause, count in sorted(bus.refusals.counts.items()):
+            refused.add_metric([_snake(cause)], count)
+        yield refused
         htable = getattr(node, "htable", None)
         if htable is not None:
             yield _events(

@@ -10,7 +10,7 @@ differ from Kamailio's, are in doc/design.md ("Membership").
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -134,13 +134,13 @@ class NodeManager(service.Service):
         # otherwise, that other nodes' lists may not bring back for a while.
         self._forgotten = ForgottenIdentities(clock, tombstoneTime, max(maxNodes, 1))
         self.localNode = Node(localURI, NodeStatus.ACTIVE, local=True)
-        self._nodes = NodeList(self.localNode)
+        self._seeds = Seeds()
+        self._nodes = NodeList(self.localNode, pinned=self._seeds.covers)
         self.statistics: Counter[str] = Counter()
         self._body = OwnBody(clock, self.statistics)
         self._merge = ListMerge(
             self._nodes, self._liveness, self._forgotten, maxNodes, clock, self.statistics
         )
-        self._seeds = Seeds()
         self._observers: Observers[INodeObserver] = Observers("node")
         for uri in seeds:
             self.addSeed(uri)
@@ -165,8 +165,8 @@ class NodeManager(service.Service):
             )
             return None
         node = Node(uri, NodeStatus.NOT_ACTIVE)
-        self._nodes.add(node)
         self._seeds.add(uri, node)
+        self._nodes.add(node)
         return node
 
     def dropSeed(self, uri: URI) -> bool:
@@ -176,7 +176,9 @@ class NodeManager(service.Service):
 
         @return: whether it was one.
         """
-        return bool(self._seeds.discard(withoutStatus(uri)))
+        dropped = bool(self._seeds.discard(withoutStatus(uri)))
+        self._nodes.invalidate()
+        return dropped
 
     # Queries
 
@@ -206,6 +208,23 @@ class NodeManager(service.Service):
         From URI finds its sender.
         """
         return self._nodes.find(uri)
+
+    def memberAt(self, host: str, port: int) -> Optional[Node]:
+        """
+        The member that sends from C{(host, port)}: an active node or a seed
+        at that address (L{NodeList.memberAt}, Kamailio's
+        C{dmq_is_from_node()}), or C{None}.  What the bus asks of every
+        request, in one or two dictionary look-ups.
+        """
+        return self._nodes.memberAt(host, port)
+
+    def setAdmission(self, admits: Optional[Callable[[URI], bool]]) -> None:
+        """
+        From now on, add a node from a received list only when C{admits}
+        says its URI may be (C{--allow-from}: L{dmq.trust.Trust.admitsNode});
+        C{None} for any.  Seeds and nodes added by hand are not asked.
+        """
+        self._merge.admits = admits
 
     def isSeed(self, node: Node) -> bool:
         """

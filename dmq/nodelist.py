@@ -11,7 +11,7 @@ node-list body, in L{dmq.nodelistbody}.  Their names are offered here too.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import attr
 
@@ -75,6 +75,15 @@ def _effectivePort(uri: URI) -> int:
     if uri.scheme == "sips" or uri.transport == "tls":
         return 5061
     return 5060
+
+
+def _changed(node: "Node", attribute: "attr.Attribute[object]", value: object) -> object:
+    # A node's identity or status changed: the list that holds it must
+    # rebuild its index of members (NodeList.memberAt).
+    owner = node._owner
+    if owner is not None:
+        owner.invalidate()
+    return value
 
 
 def nodeKey(uri: URI) -> NodeKey:
@@ -148,15 +157,22 @@ class Node:
         or C{None}.
     """
 
-    uri: URI = attr.ib(converter=withoutStatus)
-    status: NodeStatus = NodeStatus.ACTIVE
+    uri: URI = attr.ib(
+        converter=withoutStatus, on_setattr=attr.setters.pipe(attr.setters.convert, _changed)
+    )
+    status: NodeStatus = attr.ib(default=NodeStatus.ACTIVE, on_setattr=_changed)
     local: bool = False
     resolvedIP: Optional[str] = attr.ib(
         default=attr.Factory(lambda self: ipLiteral(self.uri.host), takes_self=True),
         converter=_normaliseIP,
+        on_setattr=attr.setters.pipe(attr.setters.convert, _changed),
     )
-    failCount: int = 0
-    lastNotification: Optional[float] = None
+    failCount: int = attr.ib(default=0, on_setattr=attr.setters.NO_OP)
+    lastNotification: Optional[float] = attr.ib(default=None, on_setattr=attr.setters.NO_OP)
+    # The NodeList that holds this node, told when the fields above change.
+    _owner: Optional["NodeList"] = attr.ib(
+        default=None, init=False, repr=False, on_setattr=attr.setters.NO_OP
+    )
 
     @property
     def key(self) -> NodeKey:
@@ -210,11 +226,60 @@ class NodeList:
     @ivar local: our own node.
     """
 
-    def __init__(self, local: Node) -> None:
+    def __init__(self, local: Node, pinned: Callable[[Node], bool] = lambda node: False) -> None:
+        """
+        @param pinned: whether a node is a member whatever its status (a
+            seed); asked again whenever the index of members is rebuilt.
+        """
         if not local.local:
             raise ValueError("the first node of a node list is the local node")
         self.local = local
         self._others: List[Node] = []
+        self._pinned = pinned
+        # The members by source address, rebuilt on first use after any
+        # change (see memberAt).
+        self._members: Optional[Dict[Tuple[str, Optional[int]], Node]] = None
+
+    def invalidate(self) -> None:
+        """
+        Something that decides membership changed (a node's status, URI or
+        resolved IP, or which nodes are seeds): rebuild the index of members
+        when it is next used.
+        """
+        self._members = None
+
+    def memberAt(self, host: str, port: int) -> Optional[Node]:
+        """
+        The member that sends from C{(host, port)}, as Kamailio's
+        C{dmq_is_from_node()} decides it: the source IP is the node's IP (its
+        IP literal host, or its resolved IP), and the source port its URI's
+        port when the URI gives one.  Members are the active nodes and the
+        pinned ones (the seeds), never the local node.
+
+        One or two dictionary look-ups: the index is rebuilt only after a
+        change, and changes are rare next to requests.
+
+        @param host: the source IP, as the transport gives it.
+        @return: the node, or C{None} for a non-member.
+        """
+        members = self._members
+        if members is None:
+            members = self._members = self._indexMembers()
+        node = members.get((host, port))
+        if node is None:
+            node = members.get((host, None))
+        return node
+
+    def _indexMembers(self) -> Dict[Tuple[str, Optional[int]], Node]:
+        members: Dict[Tuple[str, Optional[int]], Node] = {}
+        for node in self._others:
+            if node.resolvedIP is None:
+                continue
+            if node.status is not NodeStatus.ACTIVE and not self._pinned(node):
+                continue
+            # The oldest entry wins an address two entries share.
+            members.setdefault((node.resolvedIP, node.uri.port), node)
+        return members
 
     def __iter__(self) -> Iterator[Node]:
         """
@@ -227,7 +292,8 @@ class NodeList:
         return 1 + len(self._others)
 
     def __contains__(self, node: object) -> bool:
-        return node is self.local or any(node is other for other in self._others)
+        # A node knows the list that holds it.
+        return node is self.local or (isinstance(node, Node) and node._owner is self)
 
     def others(self) -> List[Node]:
         """
@@ -304,6 +370,8 @@ class NodeList:
         if node.local:
             raise ValueError("a node list has one local node")
         self._others.append(node)
+        node._owner = self
+        self._members = None
 
     def remove(self, node: Node) -> None:
         """
@@ -314,6 +382,8 @@ class NodeList:
         for index, other in enumerate(self._others):
             if other is node:
                 del self._others[index]
+                node._owner = None
+                self._members = None
                 return
         raise ValueError(f"{node} is not in the node list")
 

@@ -13,7 +13,7 @@ L{NodeManager}, and merges the lists that come back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TYPE_CHECKING, Tuple, Union
 
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -28,7 +28,7 @@ from dmq.bus import DEFAULT_NOTIFICATION_CHANNEL, DMQBus
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import Node, NodeManager, NodeStatus
 from dmq.nodeaddress import shown
-from dmq.nodelist import CONTENT_TYPE, parseNodeList
+from dmq.nodelist import CONTENT_TYPE, NodeIdentity, NodeLine, parseNodeList
 from dmq.ratelimit import RateLimitedWarnings
 from dmq.sender import SendOutcome
 from dmq.transaction import TransactionLayerStopped
@@ -37,6 +37,15 @@ if TYPE_CHECKING:
     from dmq.discovery import Discovery
 
 __all__ = ["NotificationPeer", "CONTENT_TYPE"]
+
+def _at(line: NodeLine, source: Tuple[str, int]) -> bool:
+    """
+    Whether C{line} names the node at C{source}: its host is that IP
+    address, and its effective port that port.
+    """
+    identity = NodeIdentity.of(line.uri)
+    return identity.ip == source[0] and identity.address[0] == source[1]
+
 
 # Max-Forwards of a join (the receiver passes it on once) and of a ping.
 JOIN_MAX_FORWARDS = 2
@@ -137,17 +146,44 @@ class NotificationPeer(service.Service):
 
     # IDMQPeer
 
+    acceptsStrangers = True
+    """
+    A node not yet a member joins through us: its node list is taken, but
+    only its own line (L{messageReceivedFrom}).
+    """
+
     def messageReceived(self, request: sip.Request, node: Optional[Node]) -> PeerResponse:
         """
         Merge the received list, answer with ours, and pass the news on when
         it changed something and Max-Forwards − 1 is still above 0.
+
+        Without the source address (a request handed over by another way
+        than the bus's), a sender that is not a member is taken for a
+        stranger whose address is unknown: none of its lines is merged.
+        """
+        return self.messageReceivedFrom(request, node, None)
+
+    def messageReceivedFrom(
+        self, request: sip.Request, node: Optional[Node], source: Optional[Tuple[str, int]]
+    ) -> PeerResponse:
+        """
+        L{messageReceived}, told where the request came from.  A member's
+        list is merged whole, as Kamailio merges it; a non-member's (the
+        join) introduces only its sender: the lines naming the node at
+        C{source}.  Its other lines are ignored and counted as
+        C{strangerLines} (L{dmq.trust.Refusals}), so that one datagram from
+        a stranger cannot add, disable or remove other nodes.  No line
+        changes our own entry.
         """
         if self._leaving:
             # Our goodbye may cross a ping: answer it with the goodbye too, or
             # the 200 would make the pinger take us for active again.
             return PeerResponse(200, "OK", self._nodeManager.leavingBody(), CONTENT_TYPE)
         forwards = (request.maxForwards or 0) - 1
-        changed = self._merge(request.body, sip.fromURI(request), "request")
+        if node is not None:
+            changed = self._merge(request.body, node, "request")
+        else:
+            changed = self._merge(request.body, None, "request", stranger=source)
         if changed and forwards > 0:
             # As Kamailio's, the news goes to every active node, the sender
             # included, and their answers are merged too.
@@ -157,7 +193,13 @@ class NotificationPeer(service.Service):
     def nodeAdded(self, node: Node) -> None:
         pass
 
-    def _merge(self, body: bytes, sender: Optional[sip.URI], what: str) -> int:
+    def _merge(
+        self,
+        body: bytes,
+        sender: Union[Node, sip.URI, None],
+        what: str,
+        stranger: Optional[Tuple[str, int]] = None,
+    ) -> int:
         parsed = parseNodeList(body)
         if parsed.errors:
             statistics = self._nodeManager.statistics
@@ -171,10 +213,20 @@ class NotificationPeer(service.Service):
                     "Skipped {count} bad node-list line(s) in a {what} from {sender}, such as {error}",
                     count=len(parsed.errors),
                     what=what,
-                    sender=shown(str(sender), 80),
+                    sender=shown(str(sender if stranger is None else stranger), 80),
                     error=error,
                 )
-        return self._nodeManager.merge(parsed.entries, sender=sender)
+        entries = parsed.entries
+        if sender is None:
+            own = [line for line in entries if stranger is not None and _at(line, stranger)]
+            if len(own) < len(entries):
+                self._bus.refusals.refuse(
+                    "strangerLines", stranger, "node list's other lines", len(entries) - len(own)
+                )
+            if not own:
+                return 0
+            entries, sender = own, own[0].uri
+        return self._nodeManager.merge(entries, sender=sender)
 
     # Sending our list
 

@@ -36,6 +36,7 @@ from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+from dmq.trust import Trust
 
 # The "# type: ignore[no-untyped-call]" on setServiceParent below: Twisted's
 # Service leaves it unannotated, and pyproject.toml's exclusion of
@@ -278,6 +279,13 @@ class DMQNodeService(service.MultiService):
             control=self.control.description if self.control is not None else "off",
         )
 
+        if not self.bus.trustActive:
+            self._log.warn(
+                "Admission is open: any host that can reach UDP {address} may join the bus and write "
+                "to it; give --allow-from or --secret-file (doc/security.md)",
+                address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            )
+
     def stopService(self) -> Deferred[Any]:
         service.Service.stopService(self)
         # Any: each child's stopService result, which nobody reads.
@@ -412,6 +420,9 @@ def makeNodeService(
         maxNodes=config.maxNodes,
     )
     node.nodeManager.setServiceParent(node)  # type: ignore[no-untyped-call]
+    trust = Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed)
+    if trust.allowFrom and trust.keyring is None:
+        node.nodeManager.setAdmission(trust.admitsNode)
     node.bus = DMQBus(
         reactor,
         node.protocol,
@@ -421,6 +432,8 @@ def makeNodeService(
         handlerTimeout=config.handlerTimeout,
         notificationChannel=config.notificationChannel,
         resolve=getattr(reactor, "resolve", None),
+        trust=trust,
+        share=config.maxQueuePerSource,
     )
     node.bus.setServiceParent(node)  # type: ignore[no-untyped-call]
     node.bus.latencyObserver = node.handlerLatency.observe

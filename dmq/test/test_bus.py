@@ -340,7 +340,7 @@ class DispatchTests(SynchronousTestCase):
         """
         for node in self.bus.nodes:
             node.stopService()
-        bus = Bus(self, count=2, numWorkers=1, maxQueue=2)
+        bus = Bus(self, count=2, numWorkers=1, maxQueue=2, maxQueuePerSource=2)
         a, b = bus.nodes
         a.bus.registerPeer(RecordingPeer(answer=lambda r, n: defer.Deferred()))
         outcomes = [result(b.bus.send("test", b"%d" % i, bus.find(1, 0))) for i in range(4)]

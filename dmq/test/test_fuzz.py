@@ -449,6 +449,12 @@ class FuzzIntegrationTests(TestCase):
             code = yield self.ask(node, "notification_peer", b"", "text/plain", f"ci-ping-{name}")
             if code != 200:
                 problems.append(f"node {name} answered a ping {code}")
+            # Only members may write (issue 11): the fuzzer joins first, with
+            # its own line, as any node does.
+            join = f"sip:{FUZZER[0]}:{FUZZER[1]};status=active\r\n".encode()
+            code = yield self.ask(node, "notification_peer", join, "text/plain", f"ci-join-{name}")
+            if code != 200:
+                problems.append(f"node {name} answered a join {code}")
             body = json.dumps({"action": 2, "htname": "kdmq", "cname": f"ci-{name}", "type": 2, "strval": "v", "mode": 1})
             code = yield self.ask(node, "htable", body.encode(), "application/json", f"ci-set-{name}")
             if code != 200:

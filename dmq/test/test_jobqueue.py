@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull
+from dmq.jobqueue import JobTimedOut, KeyedJobQueue, QueueFull, ShareUsed
 
 
 class Outcomes:
@@ -340,3 +340,58 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(self.queue.call("k", work), "one")
         self.successResultOf(later[0])
         self.assertEqual(order, ["first", "first done", "second"])
+
+
+class ShareTests(SynchronousTestCase):
+    """
+    The share of one group (the bus's: one source address) of the jobs
+    waiting.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.queue = KeyedJobQueue(
+            self.clock, numWorkers=1, maxQueue=4, timeout=10.0, groupOf=lambda key: key[0], share=2
+        )
+        self.blocker: Deferred = Deferred()
+        self.timedOut: List[object] = []
+        self.submit(("busy", 0), lambda: self.blocker)
+
+    def submit(self, key, work) -> None:
+        self.queue.submit(key, work).addErrback(lambda f: self.timedOut.append(f.type))
+
+    def test_shareUsed(self) -> None:
+        """
+        Past its share, a group's job raises L{ShareUsed} (a L{QueueFull}),
+        while another group's is still taken.
+        """
+        self.submit(("a", 1), lambda: 1)
+        self.submit(("a", 2), lambda: 2)
+        self.assertFalse(self.queue.accepts(("a", 3)))
+        self.assertRaises(ShareUsed, self.queue.submit, ("a", 3), lambda: 3)
+        self.assertRaises(QueueFull, self.queue.call, ("a", 3), lambda: 3)
+        self.submit(("b", 1), lambda: 1)
+        self.assertEqual(self.queue.depth, 3)
+
+    def test_shareFreed(self) -> None:
+        """
+        A group's share is free again once its jobs run or time out.
+        """
+        self.submit(("a", 1), lambda: 1)
+        self.submit(("a", 2), lambda: 2)
+        self.blocker.callback(None)
+        self.submit(("a", 3), lambda: 3)
+        self.submit(("busy", 0), lambda: Deferred())
+        self.submit(("a", 4), lambda: 4)
+        self.submit(("a", 5), lambda: 5)
+        self.assertRaises(ShareUsed, self.queue.submit, ("a", 6), lambda: 6)
+        self.clock.advance(10)
+        self.assertEqual(self.queue.depth, 0)
+        self.submit(("a", 7), lambda: 7)
+
+    def test_defaultShare(self) -> None:
+        """
+        By default a group may have a quarter of the queue waiting.
+        """
+        queue = KeyedJobQueue(self.clock, 1, 1024, 10.0, groupOf=lambda key: key)
+        self.assertEqual(queue.share, 256)

@@ -19,8 +19,8 @@ import dmq
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.jsonlog", "dmq.bearer", "dmq.ctlclient"),
-    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress", "dmq.ctl"),
-    ("dmq.transport", "dmq.nodelistbody"),
+    ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress", "dmq.ctl", "dmq.signing"),
+    ("dmq.transport", "dmq.nodelistbody", "dmq.trust"),
     ("dmq.nodelist", "dmq.ownbody"),
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),

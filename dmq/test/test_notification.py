@@ -387,9 +387,11 @@ class NotificationPeerTests(SynchronousTestCase):
         """
         A line with an unknown status (which wedges Kamailio 5.6.3) is skipped,
         the rest is merged, and the request is answered 200 with our list.
+        (The sender is a member: a stranger's other lines are not merged.)
         """
         messages = self.notify(
-            b"sip:127.0.0.13:5060;status=bogus\r\nsip:127.0.0.14:5060;status=active\r\n"
+            b"sip:127.0.0.13:5060;status=bogus\r\nsip:127.0.0.14:5060;status=active\r\n",
+            sender=HOSTS[1],
         )
         [reply] = [m for m in messages if isinstance(m, sip.Response)]
         self.assertEqual(reply.code, 200)
@@ -401,6 +403,7 @@ class NotificationPeerTests(SynchronousTestCase):
         )
         self.assertIn(HOSTS[1], statuses(self.a))
         self.assertNotIn(HOSTS[2], statuses(self.a))
+        self.assertEqual(self.a.nodeManager.statistics["nodeLineBadStatus"], 1)
 
     def test_rebroadcastWithMaxForwards(self):
         """

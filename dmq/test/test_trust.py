@@ -1,0 +1,571 @@
+# -*- test-case-name: dmq.test.test_trust -*-
+"""
+Tests for L{dmq.trust} and the trust rules of the bus, on one clock over an
+in-memory network: members decided by source address, strangers' node
+lists, C{--allow-from}, signed buses (mixed with unsigned nodes), the
+per-source share of the job queue, and the refusals counted and logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from dmq import sip
+from dmq.interfaces import IDMQPeer, PeerResponse
+from dmq.metrics import nodeRegistry
+from dmq.node import NodeManager, NodeStatus
+from dmq.signing import SIGNATURE_HEADER, Keyring, signRequest
+from dmq.tap import Options
+from dmq.test.fakenet import FakeNetwork, makeNode
+from dmq.trust import REFUSAL_CAUSES, Trust, parseNetwork
+from zope.interface import implementer
+
+KEY = b"bus-key-0123456789abcdef"
+OTHER = b"other-key-0123456789abcd"
+A, B, C, STRANGER = "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.66"
+
+
+@implementer(IDMQPeer)
+class Peer:
+    """
+    A data peer (say, htable) that records what it gets.
+    """
+
+    peerId = "data"
+    description = "records"
+
+    def __init__(self, answer=None):
+        self.received = []
+        self.answer = answer
+
+    def messageReceived(self, request, node):
+        self.received.append((request, node))
+        if self.answer is not None:
+            return self.answer()
+        return PeerResponse(200, "OK")
+
+    def nodeAdded(self, node):
+        pass
+
+
+class Bus:
+    """
+    Nodes on one in-memory network and clock, the first the seed of the
+    others, each with a data peer.
+    """
+
+    def __init__(self, testCase, hosts, options=None):
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.network = FakeNetwork(self.clock)
+        self.nodes = {}
+        self.peers = {}
+        options = options or {}
+        for i, host in enumerate(hosts):
+            node = makeNode(
+                self.clock, self.network, host, seeds=[hosts[0]] if i else [], **options.get(host, {})
+            )
+            self.peers[host] = Peer()
+            node.bus.registerPeer(self.peers[host])
+            self.nodes[host] = node
+        testCase.addCleanup(self.stop)
+        self.network.run(3)
+
+    def stop(self):
+        for node in self.nodes.values():
+            if node.running:
+                node.stopService()
+        self.network.run(70)
+
+    def statuses(self, host):
+        return {
+            n.uri.host: n.status.value for n in self.nodes[host].nodeManager.nodes() if not n.local
+        }
+
+    def send(self, source, target, peerId="data", body=b"x"):
+        outcome = []
+        node = self.nodes[source]
+        d = node.bus.send(peerId, body, node.nodeManager.find(sip.URI(target, 5060)))
+        d.addBoth(outcome.append)
+        self.network.run(1)
+        return outcome[0]
+
+    def inject(self, target, peerId, body, source=STRANGER, fromHost=None, keyring=None, callID=None):
+        """
+        A request as a stranger sends it to C{target}, from C{source}; the
+        replies sent back.
+        """
+        fromHost = fromHost or source
+        n = len(self.network.sent)
+        request = sip.Request(
+            "KDMQ",
+            sip.URI(target, 5060, peerId),
+            (
+                ("Via", f"SIP/2.0/UDP {source}:5060;branch=z9hG4bK{n}s"),
+                ("To", f"<sip:{peerId}@{target}:5060>"),
+                ("From", f"<sip:{peerId}@{fromHost}:5060>;tag=s{n}"),
+                ("CSeq", "10 KDMQ"),
+                ("Call-ID", callID or f"s{n}@{source}"),
+                ("Max-Forwards", "1"),
+                ("Content-Type", "text/plain"),
+            ),
+            body,
+        )
+        if keyring is not None:
+            value = signRequest(keyring, request, self.clock.seconds())
+            request = sip.Request(
+                request.method, request.uri, (*request.headers, (SIGNATURE_HEADER, value)), body
+            )
+        self.nodes[target].protocol.datagramReceived(sip.serialise(request), (source, 5060))
+        self.network.run(0.4)
+        return [
+            sip.parse(d.data)
+            for d in self.network.sent[n:]
+            if d.destination == (source, 5060)
+        ]
+
+    def refused(self, host):
+        return {k: v for k, v in self.nodes[host].bus.refusals.counts.items() if v}
+
+
+def codes(replies):
+    return [(r.code, r.reason) for r in replies]
+
+
+class MemberIndexTests(SynchronousTestCase):
+    """
+    L{NodeManager.memberAt}: the members by source address, kept up to date.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.manager = NodeManager(self.clock, sip.URI(A, 5060), [sip.URI(B, 5060)])
+
+    def test_seedIsMember(self):
+        """
+        A seed is a member whatever its status; the local node never is.
+        """
+        seed = self.manager.find(sip.URI(B, 5060))
+        self.assertEqual(seed.status, NodeStatus.NOT_ACTIVE)
+        self.assertIs(self.manager.memberAt(B, 5060), seed)
+        self.assertIsNone(self.manager.memberAt(B, 5061))
+        self.assertIsNone(self.manager.memberAt(A, 5060))
+
+    def test_statusChanges(self):
+        """
+        A node is a member while active: a status change, however made,
+        shows at once.
+        """
+        node = self.manager.add(sip.URI(C, 5070), NodeStatus.NOT_ACTIVE)
+        self.assertIsNone(self.manager.memberAt(C, 5070))
+        node.status = NodeStatus.ACTIVE
+        self.assertIs(self.manager.memberAt(C, 5070), node)
+        self.manager.changeStatus(node.uri, NodeStatus.DISABLED)
+        self.assertIsNone(self.manager.memberAt(C, 5070))
+
+    def test_removed(self):
+        """
+        A removed node is no member; neither is a seed no longer one.
+        """
+        node = self.manager.add(sip.URI(C, 5070))
+        self.manager.remove(node.uri)
+        self.assertIsNone(self.manager.memberAt(C, 5070))
+        self.manager.dropSeed(sip.URI(B, 5060))
+        self.assertIsNone(self.manager.memberAt(B, 5060))
+
+    def test_noPort(self):
+        """
+        A node whose URI gives no port is a member from any port of its IP.
+        """
+        node = self.manager.add(sip.URI(C))
+        self.assertIs(self.manager.memberAt(C, 40000), node)
+
+    def test_hostName(self):
+        """
+        A node named by a host name is a member from its address once that
+        is known, and at its new address when it changes.
+        """
+        node = self.manager.add(sip.URI("c.example", 5060))
+        self.assertIsNone(self.manager.memberAt(C, 5060))
+        self.manager.setResolvedIP(node, C)
+        self.assertIs(self.manager.memberAt(C, 5060), node)
+        self.manager.setResolvedIP(node, "127.0.0.14")
+        self.assertIsNone(self.manager.memberAt(C, 5060))
+        self.assertIs(self.manager.memberAt("127.0.0.14", 5060), node)
+
+
+class MembershipBySourceTests(SynchronousTestCase):
+    """
+    With open admission: a request is from a member by its source address,
+    and non-members reach only the notification peer.
+    """
+
+    def setUp(self):
+        self.bus = Bus(self, [A, B])
+
+    def test_memberPassed(self):
+        """
+        A member's request reaches the peer with the member's node.
+        """
+        self.assertEqual(self.bus.send(B, A).code, 200)
+        [(request, node)] = self.bus.peers[A].received
+        self.assertEqual(node.uri, sip.URI(B, 5060))
+
+    def test_strangerData(self):
+        """
+        A non-member's request to a data peer gets 403, even with a member's
+        From URI, and is counted and logged with its source.
+        """
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        replies = self.bus.inject(A, "data", b"x", fromHost=B)
+        self.assertEqual(codes(replies), [(403, "Not A Member")])
+        self.assertEqual(self.bus.peers[A].received, [])
+        self.assertEqual(self.bus.refused(A), {"notMember": 1})
+        [event] = [e for e in logged if e.get("refusal") == "notMember"]
+        self.assertEqual(event["source"], (STRANGER, 5060))
+
+    def test_acceptsStrangers(self):
+        """
+        A peer that says it accepts strangers gets their requests, with
+        C{None} for the node.
+        """
+        peer = Peer()
+        peer.peerId = "open"
+        peer.acceptsStrangers = True
+        self.bus.nodes[A].bus.registerPeer(peer)
+        self.assertEqual(codes(self.bus.inject(A, "open", b"x")), [(200, "OK")])
+        self.assertIsNone(peer.received[0][1])
+
+    def test_strangerJoins(self):
+        """
+        A stranger's node list adds its sender (its own line), and nothing
+        else: its other lines are ignored and counted.
+        """
+        body = (
+            f"sip:{STRANGER}:5060;status=active\r\n"
+            f"sip:127.0.0.77:5060;status=active\r\n"
+            f"sip:{B}:5060;status=disabled\r\n"
+        ).encode()
+        replies = self.bus.inject(A, "notification_peer", body)
+        self.assertEqual(replies[0].code, 200)
+        self.assertEqual(self.bus.statuses(A), {B: "active", STRANGER: "active"})
+        self.assertEqual(self.bus.refused(A), {"strangerLines": 2})
+
+    def test_strangerDisables(self):
+        """
+        A stranger cannot disable a member, even writing the member's From
+        URI, whatever the Max-Forwards.
+        """
+        for _ in range(10):
+            self.bus.inject(A, "notification_peer", f"sip:{B}:5060;status=disabled\r\n".encode(), fromHost=B)
+        self.assertEqual(self.bus.statuses(A), {B: "active"})
+        self.assertEqual(self.bus.refused(A), {"strangerLines": 10})
+        self.assertEqual(self.bus.send(A, B).code, 200)
+
+    def test_lineAboutUs(self):
+        """
+        No line changes our own entry, even a member's.
+        """
+        self.bus.network.run(0)
+        node = self.bus.nodes[A].nodeManager.find(sip.URI(B, 5060))
+        body = f"sip:{A}:5060;status=disabled\r\n".encode()
+        self.bus.nodes[A].notification.messageReceivedFrom(
+            self.bus.nodes[B].bus.buildRequest("notification_peer", body, node), node, (B, 5060)
+        )
+        self.assertIs(self.bus.nodes[A].nodeManager.localNode.status, NodeStatus.ACTIVE)
+
+
+class AllowFromTests(SynchronousTestCase):
+    """
+    C{--allow-from}: only its networks (and the seeds) are admitted.
+    """
+
+    def setUp(self):
+        allow = {"allowFrom": (parseNetwork("127.0.0.8/29"),)}
+        self.bus = Bus(self, [A, B], {A: allow, B: allow})
+
+    def test_inside(self):
+        """
+        Nodes inside the networks join and send.
+        """
+        self.assertEqual(self.bus.statuses(A), {B: "active"})
+        self.assertEqual(self.bus.send(B, A).code, 200)
+        self.assertEqual(self.bus.refused(A), {})
+
+    def test_outside(self):
+        """
+        A sender outside gets 403 for every request, the join included, and
+        is never added.
+        """
+        for peerId in ["notification_peer", "data", "nobody"]:
+            replies = self.bus.inject(A, peerId, f"sip:{STRANGER}:5060\r\n".encode())
+            self.assertEqual(codes(replies), [(403, "Not Allowed")])
+        self.assertEqual(self.bus.statuses(A), {B: "active"})
+        self.assertEqual(self.bus.refused(A), {"notAllowed": 3})
+
+    def test_listedOutside(self):
+        """
+        A member's list adds no node outside the networks; the line is
+        counted.
+        """
+        body = b"sip:10.9.9.9:5060;status=active\r\nsip:127.0.0.14:5060;status=active\r\n"
+        replies = self.bus.inject(A, "notification_peer", body, source=B)
+        self.assertEqual(replies[0].code, 200)
+        self.assertEqual(self.bus.statuses(A), {B: "active", "127.0.0.14": "active"})
+        self.assertEqual(self.bus.nodes[A].nodeManager.statistics["nodesRefusedNotAllowed"], 1)
+
+    def test_seedOutside(self):
+        """
+        A configured seed is admitted from outside the networks.
+        """
+        clock = Clock()
+        manager = NodeManager(clock, sip.URI(A, 5060), [sip.URI(STRANGER, 5060)])
+        trust = Trust(clock, (parseNetwork("10.0.0.0/8"),), isSeed=manager.isSeed)
+        seed = manager.memberAt(STRANGER, 5060)
+        request = sip.Request("KDMQ", sip.URI(A, 5060, "data"))
+        self.assertIsNone(trust.check(request, (STRANGER, 5060), seed))
+        self.assertEqual(trust.check(request, ("127.0.0.67", 5060), None), "notAllowed")
+
+    def test_options(self):
+        """
+        C{--allow-from} is repeatable and takes addresses and networks; a
+        bad one is a usage error.
+        """
+        options = Options()
+        options.parseOptions(["--allow-from", "10.0.0.0/8", "--allow-from", "::1"])
+        self.assertEqual(
+            options.nodeConfig.allowFrom,
+            (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        )
+        self.assertRaises(usage.UsageError, Options().parseOptions, ["--allow-from", "10.0.0.300/8"])
+
+
+class SignedBusTests(SynchronousTestCase):
+    """
+    A bus whose nodes share a keyring, with an unsigned node admitted by
+    C{--allow-from} (a Kamailio node, in a mixed bus).
+    """
+
+    def setUp(self):
+        signed = {"keyring": Keyring([KEY]), "allowFrom": (parseNetwork(C + "/32"),)}
+        self.bus = Bus(self, [A, B, C], {A: signed, B: signed})
+
+    def test_signedBus(self):
+        """
+        Signed nodes and the unsigned node allowed by network all join, and
+        requests between any two are answered.
+        """
+        self.bus.network.run(3)
+        self.assertEqual(self.bus.statuses(A), {B: "active", C: "active"})
+        for source, target in [(A, B), (B, A), (C, A), (A, C)]:
+            self.assertEqual(self.bus.send(source, target).code, 200, (source, target))
+        self.assertEqual(self.bus.refused(A), {})
+
+    def test_signedOnTheWire(self):
+        """
+        Requests between signed nodes and their replies carry the signature.
+        """
+        sent = len(self.bus.network.sent)
+        self.bus.send(A, B)
+        messages = [sip.parse(d.data) for d in self.bus.network.sent[sent:]]
+        self.assertTrue(messages)
+        for message in messages:
+            self.assertIsNotNone(message.header(SIGNATURE_HEADER))
+
+    def test_unsigned(self):
+        """
+        An unsigned request from outside the networks gets 403, even from
+        a member's address.
+        """
+        replies = self.bus.inject(A, "data", b"x", source=STRANGER)
+        self.assertEqual(codes(replies), [(403, "Signature Required")])
+        self.assertEqual(self.bus.refused(A), {"unsigned": 1})
+
+    def test_wrongKey(self):
+        """
+        A request signed with another key gets 403.
+        """
+        replies = self.bus.inject(A, "notification_peer", b"", keyring=Keyring([OTHER]))
+        self.assertEqual(codes(replies), [(403, "Bad Signature")])
+        self.assertEqual(self.bus.statuses(A), {B: "active", C: "active"})
+
+    def test_signedStranger(self):
+        """
+        A well signed request from outside the networks is admitted: the
+        key is the proof.
+        """
+        body = f"sip:{STRANGER}:5060;status=active\r\n".encode()
+        replies = self.bus.inject(A, "notification_peer", body, keyring=Keyring([KEY]))
+        self.assertEqual(replies[0].code, 200)
+        self.assertIn(STRANGER, self.bus.statuses(A))
+
+    def test_oldTimestamp(self):
+        """
+        A request signed 31 s ago gets 403.
+        """
+        request = _signedRequest(Keyring([KEY]), A, "data", self.bus.clock.seconds() - 31, "old")
+        n = len(self.bus.network.sent)
+        self.bus.nodes[A].protocol.datagramReceived(sip.serialise(request), (STRANGER, 5060))
+        self.bus.network.run(0.4)
+        replies = [sip.parse(d.data) for d in self.bus.network.sent[n:] if d.destination[0] == STRANGER]
+        self.assertEqual(codes(replies), [(403, "Stale Signature")])
+
+    def test_replay(self):
+        """
+        A new transaction with a Call-ID and CSeq seen within the window is
+        a replay and gets 403; a retransmission of the same request (same
+        branch) is answered again from its transaction.
+        """
+        keyring = Keyring([KEY])
+        first = self.bus.inject(A, "notification_peer", b"", keyring=keyring, callID="same")
+        self.assertEqual(first[0].code, 200)
+        again = self.bus.inject(A, "notification_peer", b"", keyring=keyring, callID="same")
+        self.assertEqual(codes(again), [(403, "Replayed Request")])
+        self.assertEqual(self.bus.refused(A), {"replay": 1})
+
+    def test_unsignedReply(self):
+        """
+        The unsigned reply of a node outside the networks to a signed
+        request is a failed send: a local 408, counted.
+        """
+        self.bus.nodes[A].bus._trust.allowFrom = ()
+        self.assertEqual(self.bus.send(A, C).code, 408)
+        self.assertEqual(self.bus.refused(A), {"badReply": 1})
+
+    def test_metrics(self):
+        """
+        The refusals are in /metrics by cause, every cause there at zero
+        from the start.
+        """
+        self.bus.inject(A, "data", b"x")
+        registry = nodeRegistry(self.bus.nodes[A])
+        self.assertEqual(registry.get_sample_value("dmq_refused_total", {"cause": "unsigned"}), 1)
+        for cause in ["not_allowed", "not_member", "replay", "flooding", "stranger_lines"]:
+            self.assertEqual(registry.get_sample_value("dmq_refused_total", {"cause": cause}), 0)
+        self.assertEqual(len(REFUSAL_CAUSES), 9)
+
+
+def _signedRequest(keyring, target, peerId, now, callID):
+    request = sip.Request(
+        "KDMQ",
+        sip.URI(target, 5060, peerId),
+        (
+            ("Via", f"SIP/2.0/UDP {STRANGER}:5060;branch=z9hG4bK{callID}"),
+            ("To", f"<sip:{peerId}@{target}:5060>"),
+            ("From", f"<sip:{peerId}@{STRANGER}:5060>;tag=x"),
+            ("CSeq", "10 KDMQ"),
+            ("Call-ID", callID),
+            ("Max-Forwards", "1"),
+        ),
+    )
+    value = signRequest(keyring, request, now)
+    return sip.Request(request.method, request.uri, (*request.headers, (SIGNATURE_HEADER, value)))
+
+
+class FloodTests(SynchronousTestCase):
+    """
+    The per-source share of the job queue.
+    """
+
+    def test_twoSenders(self):
+        """
+        A sender that floods a slow peer gets 503 with Retry-After once its
+        share waits, while another sender's requests are still taken.
+        """
+        options = {"numWorkers": 1, "maxQueue": 8, "maxQueuePerSource": 2}
+        bus = Bus(self, [A, B, C], {A: options})
+        pending = []
+        bus.peers[A].answer = lambda: pending.append(defer.Deferred()) or pending[-1]
+        node = bus.nodes[B]
+        target = node.nodeManager.find(sip.URI(A, 5060))
+        flooded = []
+        for i in range(6):
+            node.bus.send("data", b"%d" % i, target).addCallback(flooded.append)
+        bus.network.run(0.1)
+        self.assertEqual(
+            [(r.code, r.header("Retry-After")) for r in flooded], [(503, "10")] * 3
+        )
+        other = []
+        bus.nodes[C].bus.send("data", b"c", bus.nodes[C].nodeManager.find(sip.URI(A, 5060))).addCallback(
+            other.append
+        )
+        bus.network.run(0.1)
+        self.assertEqual(other, [])
+        self.assertEqual(bus.nodes[A].bus.queueDepth, 3)
+        while pending:
+            pending.pop(0).callback(PeerResponse(200, "OK"))
+            bus.network.run(0.1)
+        self.assertEqual([r.code for r in other], [200])
+        self.assertEqual(bus.refused(A), {"flooding": 3})
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    C{--secret-file} and the warning of open admission.
+    """
+
+    def keyringFile(self, mode):
+        import os
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(KEY.decode() + "\n")
+        os.chmod(path, mode)
+        return path
+
+    def test_secretFile(self):
+        """
+        C{--secret-file} reads the keyring.
+        """
+        options = Options()
+        options.parseOptions(["--secret-file", self.keyringFile(0o600)])
+        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+
+    def test_readableSecretFile(self):
+        """
+        A keyring file others may read is a usage error that says how to fix
+        it.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, ["--secret-file", self.keyringFile(0o644)]
+        )
+        self.assertIn("--secret-file", str(error))
+        self.assertIn("chmod 600", str(error))
+
+    def test_openWarning(self):
+        """
+        A node without --allow-from and without a keyring says at start, in
+        one warning, that admission is open; one with either does not.
+        """
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        bus = Bus(self, [A, B], {B: {"allowFrom": (parseNetwork("127.0.0.0/8"),)}})
+        warnings = [e for e in logged if "Admission is open" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["address"], f"{A}:5060")
+        self.assertTrue(bus.nodes[B].bus.trustActive)
+
+    def test_configFile(self):
+        """
+        The TOML keys are C{allow_from} (a list) and C{secret_file}.
+        """
+        path = self.mktemp()
+        keyring = self.keyringFile(0o600)
+        with open(path, "w") as f:
+            f.write(f'allow_from = ["10.0.0.0/8", "192.0.2.7"]\nsecret_file = "{keyring}"\n')
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(
+            options.nodeConfig.allowFrom,
+            (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32")),
+        )
+        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
