@@ -378,7 +378,7 @@ class NodeConfig:
     maxQueuePerSource: Optional[int] = _setting(
         "max_queue_per_source", None, _number(1, True),
         "Cap on one source address's requests waiting for a worker; past it, that source gets 503 with "
-        "Retry-After while others are still answered [default: a quarter of --max-queue].",
+        "Retry-After while others are still answered [default: a quarter of the queue's cap].",
     )
     allowFrom: Tuple[Network, ...] = _setting(
         "allow_from", (), parseNetwork,

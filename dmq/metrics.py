@@ -78,6 +78,7 @@ KNOWN_EVENTS: Dict[str, Tuple[str, ...]] = {
     "dmq_datagram_events": ("badRequests", "internalErrors", "unanswerable", "unmatchedResponses"),
     "dmq_membership_events": (
         "bodyLinesOverBudget", "bodyLinesUnwritable", "nodeListLinesIgnored", "nodesRefusedFull",
+        "nodesRefusedNotAllowed",
     ),
     "dmq_htable_events": (
         "badMessages", "droppedAtStop", "failedMessages", "patternsRefused", "replicationQueued",
