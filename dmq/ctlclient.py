@@ -16,7 +16,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, cast
 
 __all__ = [
     "ControlError", "controlURL", "call", "fetch", "metricsURL", "DEFAULT_URL", "DEFAULT_TIMEOUT",
@@ -121,7 +121,7 @@ def fetch(request: urllib.request.Request, timeout: float, urlopen: UrlOpen, tok
         request.add_header("Authorization", "Bearer " + token.decode("ascii"))
     try:
         with urlopen(request, timeout=timeout) as response:
-            return response.read()
+            return cast(bytes, response.read())
     except urllib.error.HTTPError as e:
         if e.code == 401:
             hint = "a wrong token" if token is not None else f"give its token (--token-file or ${TOKEN_FILE_VARIABLE})"

@@ -84,7 +84,7 @@ class StatusPage(resource.Resource):
             self._samples.append((now, totals))
         then, old = self._samples[0]
         elapsed = now - then
-        found = {}
+        found: Dict[str, Tuple[int, int, Optional[float], Optional[float]]] = {}
         for peerId, (received, sent) in totals.items():
             if elapsed > 0:
                 before = old.get(peerId, (0, 0))

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 from html.parser import HTMLParser
+from typing import Dict, List, Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -274,7 +275,7 @@ class GuardedEndpointTests(SynchronousTestCase):
         self.methods = RPCMethods()
         self.methods.addMethod("test.echo", lambda value: value)
         self.openPaths = []
-        self.token = TOKEN
+        self.token: Optional[bytes] = TOKEN
 
     def start(self):
         from twisted.web import resource
@@ -497,13 +498,13 @@ class _Page(HTMLParser):
 
     def __init__(self, html):
         HTMLParser.__init__(self)
-        self.tables = {}
+        self.tables: Dict[Optional[str], List[List[str]]] = {}
         self.rows = []
         self.rowAttributes = []
         self.refresh = None
         self.external = []
-        self._table = None
-        self._cell = None
+        self._table: Optional[List[List[str]]] = None
+        self._cell: Optional[List[str]] = None
         self.feed(html)
 
     def handle_starttag(self, tag, attrs):
@@ -522,6 +523,7 @@ class _Page(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "td" and self._cell is not None:
+            assert self._table is not None  # a cell is only opened in a table
             self._table[-1].append("".join(self._cell).strip())
             self._cell = None
         elif tag == "table":
