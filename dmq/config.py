@@ -32,6 +32,7 @@ from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
 from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
+from dmq.probe import PROBE_PEER_ID
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
 
@@ -353,6 +354,33 @@ class NodeConfig:
         "fail_count_threshold_disabled", 1, _number(0, True),
         "Timeouts past which a not_active node becomes disabled.",
     )
+    probe: bool = _setting(
+        "probe", False, _boolean,
+        "Run the failure detector with the other dmq nodes (SWIM-like, channel dmq_probe): a dead "
+        "node is disabled in seconds; Kamailio nodes (they answer it 404) keep the ping's rules.",
+        flag=True,
+    )
+    probeInterval: float = _setting(
+        "probe_interval", 1.0, _number(0.1), "Seconds between the detector's probes (one node each)."
+    )
+    probeTimeout: float = _setting(
+        "probe_timeout", 0.25, _number(),
+        "Seconds a direct probe waits before probing through other nodes (under --probe-interval).",
+    )
+    probeIndirect: int = _setting(
+        "probe_indirect", 3, _number(0, True), "How many nodes a failed direct probe goes through."
+    )
+    probeSuspicion: float = _setting(
+        "probe_suspicion", 1.5, _number(),
+        "Seconds a suspect has to refute a suspicion that this node's own check confirmed.",
+    )
+    probeSuspicionMax: float = _setting(
+        "probe_suspicion_max", 6.0, _number(),
+        "Seconds a suspect has to refute a suspicion that this node's own check did not confirm.",
+    )
+    probeRemoveAfter: float = _setting(
+        "probe_remove_after", 4.0, _number(0), "Seconds a node the detector disabled stays before removal."
+    )
     T1: float = _setting("t1", _T1, _number(), "SIP timer T1 in seconds (retransmission base; Timer F is 64*T1).")
     T2: float = _setting("t2", _T2, _number(), "SIP timer T2 in seconds (retransmission cap).")
     T4: float = _setting("t4", _T4, _number(), "SIP timer T4 in seconds (how long duplicates are absorbed).")
@@ -529,6 +557,10 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
             f"{origin['handler_timeout']}: must be shorter than Timer F (64*T1 = "
             f"{64 * config.T1:g} s), or senders see a timeout instead of our 500"
         )
+    if config.probeTimeout >= config.probeInterval:
+        raise usage.UsageError(f"{origin['probe_timeout']}: must be shorter than --probe-interval")
+    if config.probeSuspicionMax < config.probeSuspicion:
+        raise usage.UsageError(f"{origin['probe_suspicion_max']}: must not be shorter than --probe-suspicion")
     tables = [spec.name for spec in config.htables]
     for name in tables:
         if tables.count(name) > 1:
@@ -536,6 +568,8 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
     if config.htableInitSync and not config.htables:
         raise usage.UsageError(f"{origin['htable_init_sync']}: needs at least one --htable")
     taken = {config.notificationChannel: "the notification channel"}
+    if config.probe:
+        taken[PROBE_PEER_ID] = "the failure detector (--probe)"
     if config.htables:
         taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
     if config.usrloc:

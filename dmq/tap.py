@@ -29,8 +29,9 @@ from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.dialog import DialogPeer, DialogRPC
 from dmq.peers.htable import HTablePeer, HTableRPC
 from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
-from dmq.notification import NotificationPeer
+from dmq.notification import PING_MAX_FORWARDS, NotificationPeer
 from dmq.ping import PingService
+from dmq.probe import ProbeDetector
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class DMQNodeService(service.MultiService):
         self.htable: Optional[HTablePeer] = None
         self.dialog: Optional[DialogPeer] = None
         self.usrloc: Optional[UsrlocPeer] = None
+        self.probe: Optional[ProbeDetector] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -239,7 +241,7 @@ class DMQNodeService(service.MultiService):
 
 
 def makeNodeService(
-    reactor, config: NodeConfig, *, resolver=None, listen: bool = True
+    reactor, config: NodeConfig, *, resolver=None, listen: bool = True, random=None
 ) -> DMQNodeService:
     """
     Build a node as C{config} says: its socket, node manager, bus,
@@ -257,6 +259,8 @@ def makeNodeService(
         one made from the system's resolver configuration.
     @param listen: C{False} to leave the socket out: the caller connects
         C{protocol} itself (tests do, to an in-memory network).
+    @param random: the C{random.Random} the ping and the failure detector
+        choose nodes with (tests seed one); by default a new one.
     @raise ValueError: when a peer of C{config.peers} cannot be made or
         registered (a factory that fails, makes no peer, or a peer whose id
         is taken).
@@ -324,9 +328,12 @@ def makeNodeService(
     node.bus.registerPeer(node.notification)
     node.notification.setServiceParent(node)
     node.ping = PingService(
-        reactor, node.notification, node.nodeManager, config.pingInterval, config.pingTimeout
+        reactor, node.notification, node.nodeManager, config.pingInterval, config.pingTimeout,
+        random=random,
     )
     node.ping.setServiceParent(node)
+    if config.probe:
+        _addDetector(reactor, node, config, random)
     addDMQMethods(node.rpc, node)
     if config.htables:
         # Replication leaves an eighth of the client transactions to the
@@ -363,6 +370,25 @@ def makeNodeService(
     if config.control is not None:
         node.serveControl(reactor, config.control)
     return node
+
+
+def _addDetector(reactor, node: DMQNodeService, config: NodeConfig, random) -> None:
+    """
+    Give the node the failure detector (L{ProbeDetector}): it watches the
+    dmq nodes, and the ping and the notification peer leave them to it.
+    """
+    node.probe = ProbeDetector(
+        reactor, node.bus, node.nodeManager,
+        interval=config.probeInterval, timeout=config.probeTimeout, indirect=config.probeIndirect,
+        suspicion=config.probeSuspicion, suspicionMax=config.probeSuspicionMax,
+        removeAfter=config.probeRemoveAfter, random=random,
+    )
+    node.probe.rejoin = lambda: node.notification.announce(
+        node.nodeManager.pingTargets(), PING_MAX_FORWARDS
+    )
+    node.notification.covered = node.probe.covers
+    node.ping.covered = node.probe.covers
+    node.addPeer(node.probe)
 
 
 class _PeerError(ValueError):

@@ -130,11 +130,15 @@ class FakeNetwork:
         raise RuntimeError("the clock never settled: a timer keeps rescheduling itself at once")
 
 
-def makeNode(clock: Clock, network: FakeNetwork, host: str, seeds=(), port: int = 5060, resolver=None, **options):
+def makeNode(
+    clock: Clock, network: FakeNetwork, host: str, seeds=(), port: int = 5060, resolver=None,
+    random=None, **options
+):
     """
     Build, attach and start a whole node (L{dmq.tap.makeNodeService}) on
     C{network} at C{host:port}, seeded with the nodes at C{seeds} (host
-    strings or C{(host, port)} pairs).
+    strings or C{(host, port)} pairs).  C{random} is the C{random.Random}
+    its ping and failure detector choose with.
     """
     from dmq import sip
     from dmq.config import NodeConfig
@@ -145,7 +149,7 @@ def makeNode(clock: Clock, network: FakeNetwork, host: str, seeds=(), port: int 
         seedHost, seedPort = (seed, 5060) if isinstance(seed, str) else seed
         seedURIs.append(sip.URI(seedHost, seedPort))
     config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=seedURIs, **options)
-    node = makeNodeService(clock, config, resolver=resolver, listen=False)
+    node = makeNodeService(clock, config, resolver=resolver, listen=False, random=random)
     network.attach(node.protocol, (host, port))
     node.startService()
     return node
