@@ -83,6 +83,7 @@ class _Member:
 class _Round:
     member: _Member
     check: bool
+    started: float = 0.0
     acked: bool = False
     calls: List[IDelayedCall] = attr.Factory(list)
 
@@ -245,9 +246,10 @@ class ProbeDetector(service.Service):
 
     def _probe(self, member: _Member, check: bool) -> None:
         if member.probing or not self.running:
+            # The round out now is as good as a check.
             return
         member.probing = True
-        round = _Round(member, check)
+        round = _Round(member, check, self._clock.seconds())
         self._rounds.append(round)
         self.statistics["probes"] += 1
         d = self._send(member.node, self._message("ping"), self.interval)
@@ -301,11 +303,13 @@ class ProbeDetector(service.Service):
             return
         if self._members.get(member.node.key) is not member:
             return
-        if round.check:
-            if member.state == "suspect" and not member.confirmed:
+        if member.state == "suspect":
+            # Any round of ours that failed since the suspicion began (a
+            # check, or a round already out) confirms it.
+            if not member.confirmed:
                 member.confirmed = True
                 self._reschedule(member)
-        elif member.state == "alive":
+        elif member.state == "alive" and not round.check:
             self._suspect(member, member.incarnation, originator=True)
 
     # Suspicion and death
@@ -471,6 +475,8 @@ class ProbeDetector(service.Service):
                     self._spread(news)
         elif news.incarnation >= member.incarnation and member.state == "alive":
             if member.capable is not False and node.status is NodeStatus.ACTIVE:
+                # Only detectors suspect, and only nodes that answered them.
+                member.capable = True
                 # "dead" from another node is a suspicion here: our own check
                 # decides how long it takes.
                 self._suspect(member, news.incarnation, originator=False)
@@ -499,7 +505,7 @@ class ProbeDetector(service.Service):
         if node is None or node.local:
             # Not (or no longer) in our list: tell it, so that it announces
             # itself again.  Strangers' news is not taken.
-            extra = News("dead", sender, message.incarnation)
+            extra = News("dead", attr.evolve(sender, user=None, password=None, headers=None), message.incarnation)
         else:
             self._learn(message, sender)
             member = self._members.get(node.key)
