@@ -392,9 +392,22 @@ class ProbeDetector(service.Service):
         return encodeProbe(ProbeMessage(kind, self.incarnation, target, tuple(self._takeNews(first))))
 
     def _tellAll(self, news: News) -> None:
-        for member in list(self._members.values()):
-            if member.capable is True and member.state != "dead":
-                self._send(member.node, self._message("ping", first=news), self.suspicionMax)
+        # Every active node but those known not to be dmq nodes with the
+        # detector: one not probed yet answers 404 if it is not one.
+        for node in self._nodeManager.activeNodes():
+            member = self._member(node)
+            if member.capable is not False:
+                d = self._send(node, self._message("ping", first=news), self.suspicionMax)
+                d.addCallback(self._told, member)
+
+    def _told(self, response: Optional[sip.Response], member: _Member) -> None:
+        if response is None:
+            return
+        if response.code == 404:
+            member.capable = False
+        elif response.code == 200:
+            member.capable = True
+            self._received(response.body, member.node)
 
     def _refute(self, incarnation: int) -> None:
         self.incarnation = max(self.incarnation, incarnation) + 1

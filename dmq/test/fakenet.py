@@ -187,9 +187,8 @@ class FakeNetwork:
         the way so that each runs at its own time.
         """
         end = self._clock.seconds() + seconds
-        for _ in range(10_000_000):
+        for _ in range(1_000_000):
             now = self._clock.seconds()
-            # A Clock keeps its calls sorted by time: the first is the next.
             if isinstance(self._clock, HeapClock):
                 found = self._clock.nextCallTime()
                 if found is None or found > end:
@@ -197,13 +196,13 @@ class FakeNetwork:
                     return
                 self._clock.advanceTo(found)
                 continue
-            else:
-                calls = self._clock.getDelayedCalls()
-                nextTime = calls[0].getTime() if calls else end
-            if nextTime > end:
-                self._clock.advance(end - now)
-                return
+            due = [call.getTime() for call in self._clock.getDelayedCalls()]
+            nextTime = min([t for t in due if t <= end], default=end)
             self._clock.advance(max(nextTime - now, 0))
+            if self._clock.seconds() >= end and not any(
+                call.getTime() <= end for call in self._clock.getDelayedCalls()
+            ):
+                return
         raise RuntimeError("the clock never settled: a timer keeps rescheduling itself at once")
 
 
