@@ -419,6 +419,15 @@ class NodeConfig:
         "Cap on the octets of keys and values of each htable (64 MiB); a set past it is refused as past "
         "--htable-max-cells.",
     )
+    htableEntropy: bool = _setting(
+        "htable_entropy", False, _boolean,
+        "Anti-entropy for the replicated htables between dmq nodes (channel htable_entropy): per-slot "
+        "digests compared with one random node a round, differing cells settled by last writer wins.",
+        flag=True,
+    )
+    htableEntropyInterval: float = _setting(
+        "htable_entropy_interval", 10.0, _number(), "Seconds between anti-entropy rounds."
+    )
     dialog: bool = _setting(
         "dialog", False, _boolean,
         "Serve the dialog peer: keep the calls that Kamailio's dialog module replicates (enable_dmq=1), "
@@ -565,6 +574,8 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
     for name in tables:
         if tables.count(name) > 1:
             raise usage.UsageError(f"{origin['htable']}: the table {name!r} is declared twice")
+    if config.htableEntropy and not config.htables:
+        raise usage.UsageError(f"{origin['htable_entropy']}: needs at least one --htable")
     if config.htableInitSync and not config.htables:
         raise usage.UsageError(f"{origin['htable_init_sync']}: needs at least one --htable")
     taken = {config.notificationChannel: "the notification channel"}

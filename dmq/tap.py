@@ -28,6 +28,7 @@ from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.dialog import DialogPeer, DialogRPC
 from dmq.peers.htable import HTablePeer, HTableRPC
+from dmq.peers.htable.entropy import AntiEntropy
 from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import PING_MAX_FORWARDS, NotificationPeer
 from dmq.ping import PingService
@@ -180,6 +181,7 @@ class DMQNodeService(service.MultiService):
         self.dialog: Optional[DialogPeer] = None
         self.usrloc: Optional[UsrlocPeer] = None
         self.probe: Optional[ProbeDetector] = None
+        self.entropy: Optional[AntiEntropy] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -345,6 +347,12 @@ def makeNodeService(
             clientRoom=lambda: room - transactions.liveClientTransactions,
         )
         node.addPeer(node.htable)
+        if config.htableEntropy:
+            node.entropy = AntiEntropy(
+                reactor, node.bus, node.htable.store, node.nodeManager.pingTargets,
+                interval=config.htableEntropyInterval, random=random,
+            )
+            node.addPeer(node.entropy)
         for name, method in HTableRPC(node.htable).methods().items():
             node.rpc.addMethod(name, method)
     if config.dialog:
