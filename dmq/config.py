@@ -30,6 +30,7 @@ from dmq.interfaces import IDMQPeer
 from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
 from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
+from dmq.peers.htable.entropy import ENTROPY_PEER_ID
 from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
 from dmq.probe import PROBE_PEER_ID
@@ -361,11 +362,15 @@ class NodeConfig:
         flag=True,
     )
     probeInterval: float = _setting(
-        "probe_interval", 1.0, _number(0.1), "Seconds between the detector's probes (one node each)."
+        "probe_interval", 0.5, _number(0.1), "Seconds between the detector's rounds (one node each)."
     )
     probeTimeout: float = _setting(
         "probe_timeout", 0.25, _number(),
-        "Seconds a direct probe waits before probing through other nodes (under --probe-interval).",
+        "Seconds a direct probe waits before probing through other nodes (under --probe-round).",
+    )
+    probeRound: float = _setting(
+        "probe_round", 1.0, _number(),
+        "Seconds a round waits for an answer, direct or indirect, before the node is suspected.",
     )
     probeIndirect: int = _setting(
         "probe_indirect", 3, _number(0, True), "How many nodes a failed direct probe goes through."
@@ -566,8 +571,8 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
             f"{origin['handler_timeout']}: must be shorter than Timer F (64*T1 = "
             f"{64 * config.T1:g} s), or senders see a timeout instead of our 500"
         )
-    if config.probeTimeout >= config.probeInterval:
-        raise usage.UsageError(f"{origin['probe_timeout']}: must be shorter than --probe-interval")
+    if config.probeTimeout >= config.probeRound:
+        raise usage.UsageError(f"{origin['probe_timeout']}: must be shorter than --probe-round")
     if config.probeSuspicionMax < config.probeSuspicion:
         raise usage.UsageError(f"{origin['probe_suspicion_max']}: must not be shorter than --probe-suspicion")
     tables = [spec.name for spec in config.htables]
@@ -581,6 +586,8 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
     taken = {config.notificationChannel: "the notification channel"}
     if config.probe:
         taken[PROBE_PEER_ID] = "the failure detector (--probe)"
+    if config.htableEntropy:
+        taken[ENTROPY_PEER_ID] = "htable anti-entropy (--htable-entropy)"
     if config.htables:
         taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
     if config.usrloc:

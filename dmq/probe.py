@@ -3,10 +3,11 @@
 A SWIM-like failure detector between dmq nodes, on the dmq-only channel
 C{dmq_probe} (L{dmq.probewire}): L{ProbeDetector}.
 
-Every C{interval} seconds it probes one node (round robin over a shuffled
-list): a direct ping; when no answer came within C{timeout}, pings through
-C{indirect} other dmq nodes (C{ping-req}); when none answered by the end of
-the round, the node is I{suspected}.  A suspicion goes at once to every dmq
+Every C{interval} seconds it starts a round on one node (round robin over a
+shuffled list): a direct ping; when no answer came within C{timeout}, pings
+through C{indirect} other dmq nodes (C{ping-req}); when none answered within
+C{roundTimeout}, the node is I{suspected}.  Rounds overlap (a node has
+one at a time).  A suspicion goes at once to every dmq
 node (the suspect included, which refutes it by raising its incarnation),
 and each of them checks the suspect with a round of its own.  A node whose
 own check failed too declares the suspect dead C{suspicion} seconds after the
@@ -112,16 +113,17 @@ class ProbeDetector(service.Service):
         nodeManager: NodeManager,
         *,
         peerId: str = PROBE_PEER_ID,
-        interval: float = 1.0,
+        interval: float = 0.5,
         timeout: float = 0.25,
+        roundTimeout: float = 1.0,
         indirect: int = 3,
         suspicion: float = 1.5,
         suspicionMax: float = 6.0,
         removeAfter: float = 4.0,
         random: Optional[_random.Random] = None,
     ) -> None:
-        if not 0 < timeout < interval:
-            raise ValueError("the probe timeout must be positive and shorter than the interval")
+        if not 0 < timeout < roundTimeout:
+            raise ValueError("the probe timeout must be positive and shorter than the round's")
         if not 0 < suspicion <= suspicionMax:
             raise ValueError("suspicion must be positive and at most suspicionMax")
         self._clock = clock
@@ -130,6 +132,7 @@ class ProbeDetector(service.Service):
         self.peerId = peerId
         self.interval = interval
         self.timeout = timeout
+        self.roundTimeout = roundTimeout
         self.indirect = indirect
         self.suspicion = suspicion
         self.suspicionMax = suspicionMax
@@ -252,10 +255,10 @@ class ProbeDetector(service.Service):
         round = _Round(member, check, self._clock.seconds())
         self._rounds.append(round)
         self.statistics["probes"] += 1
-        d = self._send(member.node, self._message("ping"), self.interval)
+        d = self._send(member.node, self._message("ping"), self.roundTimeout)
         d.addCallback(self._directAnswered, round)
         round.calls.append(self._clock.callLater(self.timeout, self._indirect, round))
-        round.calls.append(self._clock.callLater(self.interval, self._roundEnded, round))
+        round.calls.append(self._clock.callLater(self.roundTimeout, self._roundEnded, round))
 
     def _directAnswered(self, response: Optional[sip.Response], round: _Round) -> None:
         if response is None or round.acked:
@@ -285,7 +288,7 @@ class ProbeDetector(service.Service):
         body = self._message("ping-req", member.node.uri)
         for helper in chosen:
             self.statistics["indirectProbes"] += 1
-            d = self._send(helper.node, body, self.interval - self.timeout)
+            d = self._send(helper.node, body, self.roundTimeout - self.timeout)
             d.addCallback(self._indirectAnswered, round, helper)
 
     def _indirectAnswered(self, response: Optional[sip.Response], round: _Round, helper: _Member) -> None:
@@ -542,7 +545,7 @@ class ProbeDetector(service.Service):
         target = self._nodeManager.find(message.target)
         if target is None or target.local:
             return PeerResponse(404, "Not Found")
-        d = self._send(target, self._message("ping"), self.interval - self.timeout)
+        d = self._send(target, self._message("ping"), self.roundTimeout - self.timeout)
         d.addCallback(self._relayed, target, node)
         return answer
 
@@ -550,7 +553,7 @@ class ProbeDetector(service.Service):
         if response is None or response.code != 200 or not self.running:
             return
         self._received(response.body, target)
-        self._send(asker, self._message("ack", target.uri), self.interval - self.timeout)
+        self._send(asker, self._message("ack", target.uri), self.roundTimeout - self.timeout)
 
     def nodeAdded(self, node: Node) -> None:
         pass

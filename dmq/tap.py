@@ -387,7 +387,8 @@ def _addDetector(reactor, node: DMQNodeService, config: NodeConfig, random) -> N
     """
     node.probe = ProbeDetector(
         reactor, node.bus, node.nodeManager,
-        interval=config.probeInterval, timeout=config.probeTimeout, indirect=config.probeIndirect,
+        interval=config.probeInterval, timeout=config.probeTimeout, roundTimeout=config.probeRound,
+        indirect=config.probeIndirect,
         suspicion=config.probeSuspicion, suspicionMax=config.probeSuspicionMax,
         removeAfter=config.probeRemoveAfter, random=random,
     )

@@ -358,7 +358,7 @@ class ScaleTests(SynchronousTestCase):
     def test_hundredNodes(self) -> None:
         """
         100 nodes joining 20 ms apart agree within 2 s of the last join;
-        in steady state each sends about 2 datagrams a second; a killed node
+        in steady state each sends about 4 datagrams a second; a killed node
         is disabled everywhere within 5 s and removed within 10 s.
         """
         bus = Bus(self, 100, seed=9, net="127.0.8", stagger=0.02)
@@ -366,7 +366,7 @@ class ScaleTests(SynchronousTestCase):
         sent, start = len(bus.network.sent), bus.clock.seconds()
         bus.network.run(20)
         perNode = (len(bus.network.sent) - sent) / 100 / (bus.clock.seconds() - start)
-        self.assertLess(perNode, 3)
+        self.assertLess(perNode, 5)
         bus.kill(50)
         killed = bus.clock.seconds()
         del bus.events[:]
