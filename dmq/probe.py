@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import random as _random
-from collections import Counter
-from typing import Callable, Dict, List, Optional
+from collections import Counter, OrderedDict
+from typing import Callable, Dict, List, Optional, Tuple
 
 import attr
 from twisted.application import service
@@ -47,6 +47,12 @@ from dmq.ratelimit import RateLimitedWarnings
 __all__ = ["ProbeDetector", "PROBE_PEER_ID"]
 
 PROBE_PEER_ID = "dmq_probe"
+
+#: Every how many ticks a node we removed is probed, for how long after its
+#: removal, and how many are remembered.
+GONE_EVERY = 4
+GONE_TIME = 600.0
+GONE_MAX = 256
 
 # How many times each item of news is passed on: this times log10(n + 1),
 # rounded up, as memberlist does.
@@ -150,6 +156,11 @@ class ProbeDetector(service.Service):
         #: node list again (L{dmq.tap} sets it).
         self.rejoin: Optional[Callable[[], None]] = None
         self._rejoinedAt = -math.inf
+        # The nodes we declared dead and removed, probed now and then for
+        # a while: a partition that healed would otherwise leave each side
+        # without the other until a tombstone expires.
+        self._gone: "OrderedDict[object, Tuple[sip.URI, float]]" = OrderedDict()
+        self._ticks = 0
         nodeManager.addObserver(self)
 
     # Who is covered
@@ -216,10 +227,13 @@ class ProbeDetector(service.Service):
 
     def _tick(self) -> None:
         self._loop = self._clock.callLater(self.interval, self._tick)
+        self._ticks += 1
         try:
             member = self._nextTarget()
             if member is not None:
                 self._probe(member, check=False)
+            if self._gone and self._ticks % GONE_EVERY == 0:
+                self._probeGone()
         except Exception:
             self._warnings.failure("probeTick", "A probe tick failed; the next one runs as usual")
 
@@ -368,6 +382,47 @@ class ProbeDetector(service.Service):
         if member.state == "dead" and self._members.get(member.node.key) is member:
             self.statistics["removals"] += 1
             self._nodeManager.remove(member.node.uri)
+            key = member.node.key
+            self._gone.pop(key, None)
+            self._gone[key] = (member.node.uri, self._clock.seconds())
+            while len(self._gone) > GONE_MAX:
+                self._gone.popitem(last=False)
+
+    def _probeGone(self) -> None:
+        """
+        Ping the node we removed longest ago (and then the next, in turn):
+        when it answers, its own word brings it back, and its answer tells
+        it that we had lost it, so that it announces itself to us.
+        """
+        horizon = self._clock.seconds() - GONE_TIME
+        for key, (uri, goneAt) in list(self._gone.items()):
+            if goneAt < horizon or self._nodeManager.find(uri) is not None:
+                del self._gone[key]
+        if not self._gone:
+            return
+        key, (uri, goneAt) = self._gone.popitem(last=False)
+        self._gone[key] = (uri, goneAt)
+        self.statistics["goneProbes"] += 1
+        d = self._send(Node(uri, NodeStatus.DISABLED), self._message("ping"), self.roundTimeout)
+        d.addCallback(self._goneAnswered, key, uri)
+
+    def _goneAnswered(self, response: Optional[sip.Response], key: object, uri: sip.URI) -> None:
+        if response is None or response.code != 200 or not self.running:
+            return
+        try:
+            message = decodeProbe(response.body)
+        except BadProbe as e:
+            self._bad(uri.toString(), str(e))
+            return
+        self._gone.pop(key, None)
+        self.statistics["goneBack"] += 1
+        self._log.info("node {node}, removed as dead, answers: it is back", node=uri.toString())
+        # Its own word, as the node list takes it (past the tombstone).
+        self._nodeManager.merge([NodeLine(uri, NodeStatus.ACTIVE)], sender=uri)
+        node = self._nodeManager.find(uri)
+        if node is not None:
+            self._member(node).capable = True
+            self._learn(message, uri)
 
     # News
 
@@ -511,7 +566,7 @@ class ProbeDetector(service.Service):
             if message.kind == "ack" and message.target is None:
                 raise BadProbe("an ack without a node is an answer, not a request")
         except BadProbe as e:
-            self._bad(shown(sender), str(e))
+            self._bad(_shown(sender), str(e))
             return PeerResponse(400, "Bad Request")
         if sender is None:
             return PeerResponse(400, "Bad Request")
@@ -576,5 +631,5 @@ class ProbeDetector(service.Service):
         )
 
 
-def shown(uri: Optional[sip.URI]) -> str:
+def _shown(uri: Optional[sip.URI]) -> str:
     return "(no From)" if uri is None else uri.toString()[:80]

@@ -250,6 +250,24 @@ class DetectorTests(SynchronousTestCase):
             self.assertIsNotNone(took, f"restarted {wait} s after the kill")
             bus.network.run(10)
 
+    def test_partitionHeals(self) -> None:
+        """
+        A node cut off long enough that each side removed the other (and
+        tombstoned it) is back on every list within 2 s of the partition
+        healing: each side still pings the nodes it removed, now and then.
+        """
+        bus = Bus(self, 10, seed=8)
+        self.assertIsNotNone(bus.runUntil(bus.converged, 5))
+        # Long enough for every node to have probed every other once.
+        bus.network.run(10)
+        lone = (bus.hosts[3], 5060)
+        bus.network.drop = lambda d: (d.source == lone) != (d.destination == lone)
+        bus.network.run(20)
+        self.assertEqual([n.uri.host for n in bus.nodes[3].nodeManager.nodes()], [bus.hosts[3]])
+        self.assertIsNone(bus.status(bus.nodes[0], 3))
+        bus.network.drop = None
+        self.assertIsNotNone(bus.runUntil(bus.converged, 2, step=0.01))
+
     def test_kamailioRulesForOtherNodes(self) -> None:
         """
         A node that answers the channel 404 (here, a dmq node without the
@@ -274,6 +292,33 @@ class DetectorTests(SynchronousTestCase):
         self.assertIsNotNone(
             bus.runUntil(lambda: all(bus.status(node, 3) is not NodeStatus.ACTIVE for _, node in bus.live()), 45)
         )
+
+
+class PingCapTests(SynchronousTestCase):
+    """
+    With the detector, a node's pings (whole node lists) go to the nodes it
+    does not watch and to one watched node a tick, not to every node.
+    """
+
+    def listsSent(self, probe: bool) -> int:
+        bus = Bus(self, 10, seed=7, net="127.0.7", pingInterval=5.0, probe=probe)
+        self.assertIsNotNone(bus.runUntil(bus.converged, 5))
+        bus.network.run(10)
+        sent = len(bus.network.sent)
+        bus.network.run(50)
+        source = (bus.hosts[1], 5060)
+        return len([
+            d for d in bus.network.sent[sent:]
+            if d.source == source and d.data.startswith(b"KDMQ sip:notification_peer@")
+        ])
+
+    def test_oneListATick(self) -> None:
+        """
+        Over 10 ticks, a node of a 10-node bus sends 10 lists with the
+        detector, 90 without.
+        """
+        self.assertEqual(self.listsSent(probe=False), 90)
+        self.assertEqual(self.listsSent(probe=True), 10)
 
 
 class HostileProbeTests(SynchronousTestCase):

@@ -79,10 +79,9 @@ class AntiEntropy(service.Service):
     The anti-entropy rounds over an L{HTableStore}, and the peer that
     answers them.
 
-    @ivar statistics: C{rounds}, C{bucketsDiffering}, C{cellsPulled},
-        C{cellsPushed} (applied from another node, whichever way),
-        C{deletionsApplied}, C{badMessages}, C{notDmq} (nodes that answered
-        404).
+    @ivar statistics: C{rounds}, C{bucketsDiffering}, C{cellsApplied}
+        and C{deletionsApplied} (taken from another node, whichever way),
+        C{badMessages}, C{notDmq} (nodes that answered 404).
     """
 
     _log = Logger()
@@ -234,6 +233,9 @@ class AntiEntropy(service.Service):
         if response is None:
             return
         if response.code == 404:
+            if len(self._notDmq) > 4096:
+                # Bounded: a node that left long ago is asked once more.
+                self._notDmq.clear()
             self._notDmq.add(node.key)
             self.statistics["notDmq"] += 1
             return
