@@ -11,9 +11,11 @@ from typing import List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dmq import sip
+from zope.interface.verify import verifyObject
+
+from dmq.interfaces import IDMQPeer
 from dmq.peers.htable.entropy import ENTROPY_PEER_ID, AntiEntropy
-from dmq.test.fakenet import FakeNetwork, HeapClock, crashNode, makeNode
+from dmq.test.fakenet import FakeNetwork, HeapClock, makeNode
 
 TABLE = "kdmq=>size=8;autoexpire=0;dmqreplicate=1"
 INTERVAL = 10.0
@@ -55,6 +57,20 @@ class Three:
                 node.stopService()
         self.network.drop = None
         self.network.run(40)
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    Anti-entropy is a peer.
+    """
+
+    def test_interface(self) -> None:
+        """
+        L{AntiEntropy} provides L{IDMQPeer}.
+        """
+        bus = Three(self)
+        self.assertTrue(verifyObject(IDMQPeer, bus.nodes[0].entropy))
+        self.assertIsInstance(bus.nodes[0].entropy, AntiEntropy)
 
 
 class PartitionTests(SynchronousTestCase):

@@ -8,11 +8,14 @@ L{FakeNetwork}, checked against issue 15's targets.
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from zope.interface.verify import verifyObject
+
 from dmq import sip
+from dmq.interfaces import IDMQPeer, INodeObserver
 from dmq.node import NodeStatus
 from dmq.probe import PROBE_PEER_ID
 from dmq.probewire import MAX_NEWS, BadProbe, News, ProbeMessage, decodeProbe, encodeProbe
@@ -69,6 +72,21 @@ class WireTests(SynchronousTestCase):
         ]
         for body in bad:
             self.assertRaises(BadProbe, decodeProbe, body)
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    The detector is a peer and a node observer.
+    """
+
+    def test_interface(self) -> None:
+        """
+        L{ProbeDetector} provides L{IDMQPeer} and L{INodeObserver}.
+        """
+        bus = Bus(self, 1, seed=0, net="127.0.7")
+        detector = bus.nodes[0].probe
+        self.assertTrue(verifyObject(IDMQPeer, detector))
+        self.assertTrue(verifyObject(INodeObserver, detector))
 
 
 class _Watch:
