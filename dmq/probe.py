@@ -41,7 +41,7 @@ from dmq.bus import DMQBus
 from dmq.interfaces import IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import Node, NodeError, NodeManager, NodeStatus
 from dmq.nodelist import NodeLine, nodeKey
-from dmq.probewire import CONTENT_TYPE, MAX_NEWS, BadProbe, News, ProbeMessage, decodeProbe, encodeProbe
+from dmq.probewire import CONTENT_TYPE, BadProbe, News, NewsQueue, ProbeMessage, decodeProbe, encodeProbe
 from dmq.ratelimit import RateLimitedWarnings
 
 __all__ = ["ProbeDetector", "PROBE_PEER_ID"]
@@ -53,10 +53,6 @@ PROBE_PEER_ID = "dmq_probe"
 GONE_EVERY = 4
 GONE_TIME = 600.0
 GONE_MAX = 256
-
-# How many times each item of news is passed on: this times log10(n + 1),
-# rounded up, as memberlist does.
-_RETRANSMIT_MULT = 4
 
 
 @attr.define(eq=False)
@@ -90,7 +86,6 @@ class _Member:
 class _Round:
     member: _Member
     check: bool
-    started: float = 0.0
     acked: bool = False
     calls: List[IDelayedCall] = attr.Factory(list)
 
@@ -149,7 +144,7 @@ class ProbeDetector(service.Service):
         self.statistics: Counter[str] = Counter()
         self._members: Dict[object, _Member] = {}
         self._order: List[object] = []
-        self._news: Dict[object, List] = {}
+        self._news = NewsQueue()
         self._rounds: List[_Round] = []
         self._loop: Optional[IDelayedCall] = None
         #: Called when we learn that a node declared us dead: announce our
@@ -172,14 +167,6 @@ class ProbeDetector(service.Service):
         """
         member = self._members.get(node.key)
         return member is not None and member.capable is True
-
-    def state(self, node: Node) -> Optional[str]:
-        """
-        C{alive}, C{suspect} or C{dead} for a node the detector knows, else
-        C{None}.
-        """
-        member = self._members.get(node.key)
-        return None if member is None else member.state
 
     # Service
 
@@ -242,12 +229,7 @@ class ProbeDetector(service.Service):
             while self._order:
                 key = self._order.pop()
                 member = self._members.get(key)
-                if (
-                    member is not None
-                    and member.capable is not False
-                    and member.state == "alive"
-                    and member.node.status is NodeStatus.ACTIVE
-                ):
+                if member is not None and self._up(member, False):
                     return member
             for key, member in list(self._members.items()):
                 if self._nodeManager.find(member.node.uri) is None:
@@ -261,12 +243,19 @@ class ProbeDetector(service.Service):
             self._random.shuffle(self._order)
         return None
 
+    @staticmethod
+    def _up(member: _Member, known: bool) -> bool:
+        # Alive and active; a dmq node with the detector (known), or not
+        # known not to be one.
+        capable = member.capable is True if known else member.capable is not False
+        return capable and member.state == "alive" and member.node.status is NodeStatus.ACTIVE
+
     def _probe(self, member: _Member, check: bool) -> None:
         if member.probing or not self.running:
             # The round out now is as good as a check.
             return
         member.probing = True
-        round = _Round(member, check, self._clock.seconds())
+        round = _Round(member, check)
         self._rounds.append(round)
         self.statistics["probes"] += 1
         d = self._send(member.node, self._message("ping"), self.roundTimeout)
@@ -291,12 +280,7 @@ class ProbeDetector(service.Service):
         if round.acked or member.capable is not True:
             return
         helpers = [
-            other
-            for other in self._members.values()
-            if other is not member
-            and other.capable is True
-            and other.state == "alive"
-            and other.node.status is NodeStatus.ACTIVE
+            other for other in self._members.values() if other is not member and self._up(other, True)
         ]
         chosen = self._random.sample(helpers, min(self.indirect, len(helpers)))
         body = self._message("ping-req", member.node.uri)
@@ -400,19 +384,15 @@ class ProbeDetector(service.Service):
                 del self._gone[key]
         if not self._gone:
             return
-        key, (uri, goneAt) = self._gone.popitem(last=False)
-        self._gone[key] = (uri, goneAt)
+        key = next(iter(self._gone))
+        self._gone.move_to_end(key)
+        uri = self._gone[key][0]
         self.statistics["goneProbes"] += 1
         d = self._send(Node(uri, NodeStatus.DISABLED), self._message("ping"), self.roundTimeout)
         d.addCallback(self._goneAnswered, key, uri)
 
     def _goneAnswered(self, response: Optional[sip.Response], key: object, uri: sip.URI) -> None:
         if response is None or response.code != 200 or not self.running:
-            return
-        try:
-            message = decodeProbe(response.body)
-        except BadProbe as e:
-            self._bad(uri.toString(), str(e))
             return
         self._gone.pop(key, None)
         self.statistics["goneBack"] += 1
@@ -421,33 +401,17 @@ class ProbeDetector(service.Service):
         self._nodeManager.merge([NodeLine(uri, NodeStatus.ACTIVE)], sender=uri)
         node = self._nodeManager.find(uri)
         if node is not None:
-            self._member(node).capable = True
-            self._learn(message, uri)
+            self._received(response.body, node)
 
     # News
 
     def _spread(self, news: News) -> None:
-        self._news[nodeKey(news.uri)] = [news, 0]
-
-    def _takeNews(self, first: Optional[News] = None) -> List[News]:
-        limit = _RETRANSMIT_MULT * max(1, math.ceil(math.log10(len(self._members) + 2)))
-        items = sorted(self._news.items(), key=lambda item: item[1][1])
-        taken = [] if first is None else [first]
-        for key, entry in items:
-            if len(taken) >= MAX_NEWS:
-                break
-            if entry[0] is first:
-                continue
-            taken.append(entry[0])
-            entry[1] += 1
-            if entry[1] >= limit:
-                del self._news[key]
-        return taken
+        self._news.spread(nodeKey(news.uri), news)
 
     def _message(
         self, kind: str, target: Optional[sip.URI] = None, first: Optional[News] = None
     ) -> bytes:
-        return encodeProbe(ProbeMessage(kind, self.incarnation, target, tuple(self._takeNews(first))))
+        return encodeProbe(ProbeMessage(kind, self.incarnation, target, tuple(self._news.take(len(self._members), first))))
 
     def _tellAll(self, news: News) -> None:
         # Every active node but those known not to be dmq nodes with the

@@ -18,7 +18,8 @@ C{alive}, C{suspect} or C{dead}, a node URI and its incarnation.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import math
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import attr
 
@@ -27,7 +28,7 @@ from dmq.nodeaddress import checkNodeURI
 
 __all__ = [
     "CONTENT_TYPE", "KINDS", "STATES", "MAX_BODY", "MAX_NEWS", "BadProbe", "News", "ProbeMessage",
-    "encodeProbe", "decodeProbe",
+    "encodeProbe", "decodeProbe", "NewsQueue",
 ]
 
 CONTENT_TYPE = "text/x-dmq-probe"
@@ -145,3 +146,50 @@ def decodeProbe(body: bytes) -> ProbeMessage:
             raise BadProbe(f"bad news line {line[:80]!r}")
         news.append(News(fields[0], _uri(fields[1]), _incarnation(fields[2])))
     return ProbeMessage(kind, incarnation, target, tuple(news))
+
+
+#: How many times each item of news is passed on: this times
+#: log10(n + 1), rounded up, as memberlist does.
+RETRANSMIT_MULT = 4
+
+
+class NewsQueue:
+    """
+    The news a node passes on, each item a bounded number of times (SWIM's
+    dissemination), the least passed on first; newer news of a node
+    replaces the older.
+    """
+
+    def __init__(self) -> None:
+        self._items: Dict[Hashable, List] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def spread(self, key: Hashable, news: News) -> None:
+        """
+        Pass on C{news} about the node C{key} names, from now on.
+        """
+        self._items[key] = [news, 0]
+
+    def take(self, members: int, first: Optional[News] = None) -> List[News]:
+        """
+        The news for one message: C{first}, then up to L{MAX_NEWS} in all,
+        each counted as passed on once more, and dropped once passed on
+        often enough for a bus of C{members} nodes.
+        """
+        limit = RETRANSMIT_MULT * max(1, math.ceil(math.log10(members + 2)))
+        taken = [] if first is None else [first]
+        for key, entry in sorted(self._items.items(), key=lambda item: item[1][1]):
+            if len(taken) >= MAX_NEWS:
+                break
+            if entry[0] is first:
+                continue
+            taken.append(entry[0])
+            entry[1] += 1
+            if entry[1] >= limit:
+                del self._items[key]
+        return taken
+
+    def clear(self) -> None:
+        self._items.clear()

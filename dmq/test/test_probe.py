@@ -18,7 +18,7 @@ from dmq import sip
 from dmq.interfaces import IDMQPeer, INodeObserver
 from dmq.node import NodeStatus
 from dmq.probe import PROBE_PEER_ID
-from dmq.probewire import MAX_NEWS, BadProbe, News, ProbeMessage, decodeProbe, encodeProbe
+from dmq.probewire import MAX_NEWS, BadProbe, News, NewsQueue, ProbeMessage, decodeProbe, encodeProbe
 from dmq.test.fakenet import FakeNetwork, HeapClock, crashNode, makeNode
 
 
@@ -48,6 +48,22 @@ class WireTests(SynchronousTestCase):
         news = tuple(News("alive", sip.URI(f"127.0.0.{i}", 5060), i) for i in range(1, 20))
         decoded = decodeProbe(encodeProbe(ProbeMessage("ping", 1, None, news)))
         self.assertEqual(decoded.news, news[:MAX_NEWS])
+
+    def test_newsPassedOnBoundedTimes(self) -> None:
+        """
+        An item of news is passed on 4 * ceil(log10(n + 2)) times, then
+        dropped; newer news of a node replaces the older; C{first} comes
+        first and is not counted.
+        """
+        queue = NewsQueue()
+        a = sip.URI("127.0.0.1", 5060)
+        queue.spread("a", News("suspect", a, 1))
+        queue.spread("a", News("alive", a, 2))
+        first = News("dead", sip.URI("127.0.0.2", 5060), 0)
+        taken = [queue.take(9, first) for _ in range(10)]
+        self.assertEqual(taken[0], [first, News("alive", a, 2)])
+        self.assertEqual(sum(len(t) for t in taken), 10 + 8)
+        self.assertEqual(len(queue), 0)
 
     def test_refused(self) -> None:
         """
