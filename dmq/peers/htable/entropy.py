@@ -28,7 +28,7 @@ import json
 import math
 import random as _random
 from collections import Counter, OrderedDict
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -117,11 +117,27 @@ class AntiEntropy(service.Service):
         self._notDmq: set = set()
         self._call: Optional[IDelayedCall] = None
         self._tables = [name for name in store.tables() if store.spec(name).dmqreplicate]
+        # The keys of each bucket, and each bucket's digest until it
+        # changes: a round costs the buckets changed since, not the table.
+        self._index: Dict[str, Dict[int, Set[str]]] = {table: {} for table in self._tables}
+        self._digestCache: Dict[str, Dict[int, str]] = {table: {} for table in self._tables}
+        for table in self._tables:
+            count = self._buckets(table)
+            for key, _ in store.items(table):
+                self._index[table].setdefault(coreCaseHash(key) % count, set()).add(key)
         self._unsubscribe = store.subscribe(self._changed)
 
     # Times
 
     def _changed(self, change: Change) -> None:
+        if change.table in self._index:
+            bucket = coreCaseHash(change.key) % self._buckets(change.table)
+            keys = self._index[change.table].setdefault(bucket, set())
+            if change.new is None:
+                keys.discard(change.key)
+            else:
+                keys.add(change.key)
+            self._digestCache[change.table].pop(bucket, None)
         if change.origin == _ORIGIN:
             return
         cell = (change.table, change.key)
@@ -152,25 +168,33 @@ class AntiEntropy(service.Service):
     def _buckets(self, table: str) -> int:
         return min(self._store.spec(table).slots, MAX_BUCKETS)
 
-    def _cellsByBucket(self, table: str) -> Dict[int, List[Tuple[str, Value]]]:
-        count = self._buckets(table)
-        result: Dict[int, List[Tuple[str, Value]]] = {}
-        for key, value in self._store.items(table):
-            result.setdefault(coreCaseHash(key) % count, []).append((key, value))
-        return result
+    def _bucketValues(self, table: str, bucket: int) -> List[Tuple[str, Value]]:
+        values = []
+        for key in sorted(self._index[table].get(bucket, ())):
+            value = self._store.get(table, key)
+            if value is not None:
+                values.append((key, value))
+        return values
 
     def digests(self, table: str) -> Dict[int, str]:
         """
         The digest of each non-empty bucket of C{table}: its cells' names
         and values (not their times).
         """
+        cache = self._digestCache[table]
         result = {}
-        for bucket, cells in self._cellsByBucket(table).items():
-            h = hashlib.sha1()
-            for key, value in sorted(cells):
-                kind = "i" if isinstance(value, int) else "s"
-                h.update(json.dumps([key, kind, value], ensure_ascii=False).encode("utf-8", "surrogatepass"))
-            result[bucket] = h.hexdigest()[:16]
+        for bucket, keys in list(self._index[table].items()):
+            if not keys:
+                del self._index[table][bucket]
+                cache.pop(bucket, None)
+                continue
+            if bucket not in cache:
+                h = hashlib.sha1()
+                for key, value in self._bucketValues(table, bucket):
+                    kind = "i" if isinstance(value, int) else "s"
+                    h.update(json.dumps([key, kind, value], ensure_ascii=False).encode("utf-8", "surrogatepass"))
+                cache[bucket] = h.hexdigest()[:16]
+            result[bucket] = cache[bucket]
         return result
 
     def _bucketCells(self, table: str, buckets: Iterable[int]) -> List[list]:
@@ -181,8 +205,8 @@ class AntiEntropy(service.Service):
         wanted = set(buckets)
         count = self._buckets(table)
         out: List[list] = []
-        for key, value in self._store.items(table):
-            if coreCaseHash(key) % count in wanted:
+        for bucket in sorted(wanted):
+            for key, value in self._bucketValues(table, bucket):
                 out.append([key, value, self._stamps.get((table, key), 0.0)])
         for (name, key), stamp in self._tombstones.items():
             if name == table and coreCaseHash(key) % count in wanted:
