@@ -32,10 +32,12 @@ from dmq.interfaces import IDMQPeer
 from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
 from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
+from dmq.peers.htable.entropy import ENTROPY_PEER_ID
 from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
 from dmq.signing import Keyring, loadKeyring
 from dmq.trust import Network, parseNetwork
+from dmq.probe import PROBE_PEER_ID
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
 
@@ -366,6 +368,37 @@ class NodeConfig:
         "fail_count_threshold_disabled", 1, _number(0, True),
         "Timeouts past which a not_active node becomes disabled.",
     )
+    probe: bool = _setting(
+        "probe", False, _boolean,
+        "Run the failure detector with the other dmq nodes (SWIM-like, channel dmq_probe): a dead "
+        "node is disabled in seconds; Kamailio nodes (they answer it 404) keep the ping's rules.",
+        flag=True,
+    )
+    probeInterval: float = _setting(
+        "probe_interval", 0.5, _number(0.1), "Seconds between the detector's rounds (one node each)."
+    )
+    probeTimeout: float = _setting(
+        "probe_timeout", 0.25, _number(),
+        "Seconds a direct probe waits before probing through other nodes (under --probe-round).",
+    )
+    probeRound: float = _setting(
+        "probe_round", 1.0, _number(),
+        "Seconds a round waits for an answer, direct or indirect, before the node is suspected.",
+    )
+    probeIndirect: int = _setting(
+        "probe_indirect", 3, _number(0, True), "How many nodes a failed direct probe goes through."
+    )
+    probeSuspicion: float = _setting(
+        "probe_suspicion", 1.5, _number(),
+        "Seconds a suspect has to refute a suspicion that this node's own check confirmed.",
+    )
+    probeSuspicionMax: float = _setting(
+        "probe_suspicion_max", 6.0, _number(),
+        "Seconds a suspect has to refute a suspicion that this node's own check did not confirm.",
+    )
+    probeRemoveAfter: float = _setting(
+        "probe_remove_after", 4.0, _number(0), "Seconds a node the detector disabled stays before removal."
+    )
     T1: float = _setting("t1", _T1, _number(), "SIP timer T1 in seconds (retransmission base; Timer F is 64*T1).")
     T2: float = _setting("t2", _T2, _number(), "SIP timer T2 in seconds (retransmission cap).")
     T4: float = _setting("t4", _T4, _number(), "SIP timer T4 in seconds (how long duplicates are absorbed).")
@@ -431,6 +464,15 @@ class NodeConfig:
         "htable_max_bytes", HTABLE_MAX_BYTES, _number(1, True),
         "Cap on the octets of keys and values of each htable (64 MiB); a set past it is refused as past "
         "--htable-max-cells.",
+    )
+    htableEntropy: bool = _setting(
+        "htable_entropy", False, _boolean,
+        "Anti-entropy for the replicated htables between dmq nodes (channel htable_entropy): per-slot "
+        "digests compared with one random node a round, differing cells settled by last writer wins.",
+        flag=True,
+    )
+    htableEntropyInterval: float = _setting(
+        "htable_entropy_interval", 10.0, _number(), "Seconds between anti-entropy rounds."
     )
     dialog: bool = _setting(
         "dialog", False, _boolean,
@@ -581,13 +623,23 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
         raise usage.UsageError(f"{origin['control_token_file']}: needs --control")
     if config.controlOpenMetrics and config.controlTokenFile is None:
         raise usage.UsageError(f"{origin['control_open_metrics']}: needs --control-token-file")
+    if config.probeTimeout >= config.probeRound:
+        raise usage.UsageError(f"{origin['probe_timeout']}: must be shorter than --probe-round")
+    if config.probeSuspicionMax < config.probeSuspicion:
+        raise usage.UsageError(f"{origin['probe_suspicion_max']}: must not be shorter than --probe-suspicion")
     tables = [spec.name for spec in config.htables]
     for name in tables:
         if tables.count(name) > 1:
             raise usage.UsageError(f"{origin['htable']}: the table {name!r} is declared twice")
+    if config.htableEntropy and not config.htables:
+        raise usage.UsageError(f"{origin['htable_entropy']}: needs at least one --htable")
     if config.htableInitSync and not config.htables:
         raise usage.UsageError(f"{origin['htable_init_sync']}: needs at least one --htable")
     taken = {config.notificationChannel: "the notification channel"}
+    if config.probe:
+        taken[PROBE_PEER_ID] = "the failure detector (--probe)"
+    if config.htableEntropy:
+        taken[ENTROPY_PEER_ID] = "htable anti-entropy (--htable-entropy)"
     if config.htables:
         taken[HTABLE_PEER_ID] = "the htable peer (--htable)"
     if config.usrloc:

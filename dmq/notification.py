@@ -13,7 +13,7 @@ L{NodeManager}, and merges the lists that come back.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TYPE_CHECKING, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -124,6 +124,10 @@ class NotificationPeer(service.Service):
         self._joining: Optional[Deferred[int]] = None
         self._leaving = False
         self.joined = False
+        #: A predicate saying which nodes a failure detector watches
+        #: (L{dmq.probe.ProbeDetector.covers}): their notification timeouts
+        #: are its business, not Kamailio's rules'.
+        self.covered: Optional[Callable[[Node], bool]] = None
         bus.addOutcomeObserver(self.sendEnded)
 
     def sendEnded(self, outcome: SendOutcome) -> None:
@@ -139,7 +143,7 @@ class NotificationPeer(service.Service):
         if outcome.peerId == self.peerId:
             if code == 200:
                 self._nodeManager.notificationSucceeded(outcome.node)
-            elif code == 408:
+            elif code == 408 and not (self.covered is not None and self.covered(outcome.node)):
                 self._nodeManager.notificationTimedOut(outcome.node, outcome.statusAtSend)
         elif code == 408:
             self._nodeManager.otherRequestTimedOut(outcome.node)

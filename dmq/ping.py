@@ -8,7 +8,8 @@ to merge).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import random as _random
+from typing import Callable, Dict, List, Optional
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -42,6 +43,11 @@ class PingService(service.Service):
     @ivar pingTimeout: seconds after which an unanswered ping counts as a
         timeout; C{None} for the transaction's own Timer F (32 s).  A shorter
         one detects a dead node sooner than Kamailio can.
+    @ivar covered: a predicate saying which nodes a failure detector
+        (L{dmq.probe.ProbeDetector}) watches: of those, one a tick is pinged,
+        to swap whole lists, rather than all of them, so that a node's pings
+        grow with the nodes the detector does not watch (Kamailio nodes)
+        and not with the bus.
     """
 
     _log = Logger()
@@ -53,6 +59,8 @@ class PingService(service.Service):
         nodeManager: NodeManager,
         pingInterval: float = 60.0,
         pingTimeout: Optional[float] = None,
+        covered: Optional[Callable[[Node], bool]] = None,
+        random: Optional[_random.Random] = None,
     ) -> None:
         if pingInterval < MIN_PING_INTERVAL:
             raise ValueError(f"pingInterval must be at least {MIN_PING_INTERVAL} s")
@@ -63,6 +71,8 @@ class PingService(service.Service):
         self._nodeManager = nodeManager
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
+        self.covered = covered
+        self._random = random if random is not None else _random.Random()
         self._warnings = RateLimitedWarnings(clock, self._log)
         self._loop: Optional[LoopingCall] = None
         self._outstanding: Dict[Node, Deferred[int]] = {}
@@ -98,9 +108,7 @@ class PingService(service.Service):
             # Only ourselves left (the seeds were removed by hand): start
             # again from the notification addresses, as Kamailio does.
             self._nodeManager.restoreSeeds()
-        targets = [
-            node for node in self._nodeManager.pingTargets() if node not in self._outstanding
-        ]
+        targets = self._targets()
         if not targets:
             return
         maxForwards = PING_MAX_FORWARDS
@@ -110,6 +118,19 @@ class PingService(service.Service):
             d = self._notification.announce([node], maxForwards, timeout=self.pingTimeout)
             self._outstanding[node] = d
             d.addBoth(self._pinged, node)
+
+    def _targets(self) -> List[Node]:
+        candidates = [
+            node for node in self._nodeManager.pingTargets() if node not in self._outstanding
+        ]
+        if self.covered is None:
+            return candidates
+        covered = self.covered
+        targets = [node for node in candidates if not covered(node)]
+        watched = [node for node in candidates if covered(node)]
+        if watched:
+            targets.append(self._random.choice(watched))
+        return targets
 
     def _pinged(self, result: object, node: Node) -> None:
         del self._outstanding[node]

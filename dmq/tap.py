@@ -32,9 +32,11 @@ from dmq.metrics import HandlerLatency, nodeRegistry
 from dmq.node import NodeManager, ipLiteral, parseNodeAddress
 from dmq.peers.dialog import DialogPeer, DialogRPC
 from dmq.peers.htable import HTablePeer, HTableRPC
+from dmq.peers.htable.entropy import AntiEntropy
 from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
-from dmq.notification import NotificationPeer
+from dmq.notification import PING_MAX_FORWARDS, NotificationPeer
 from dmq.ping import PingService
+from dmq.probe import ProbeDetector
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 from dmq.trust import Trust
 
@@ -264,6 +266,8 @@ class DMQNodeService(service.MultiService):
         self.htable: Optional[HTablePeer] = None
         self.dialog: Optional[DialogPeer] = None
         self.usrloc: Optional[UsrlocPeer] = None
+        self.probe: Optional[ProbeDetector] = None
+        self.entropy: Optional[AntiEntropy] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -355,7 +359,8 @@ class DMQNodeService(service.MultiService):
 # (IReactorTime, IReactorUDP, IReactorTCP, ...), which an annotation cannot
 # join into one.
 def makeNodeService(
-    reactor: Any, config: NodeConfig, *, resolver: Optional[IResolver] = None, listen: bool = True
+    reactor: Any, config: NodeConfig, *, resolver: Optional[IResolver] = None, listen: bool = True,
+    random: Any = None,
 ) -> DMQNodeService:
     """
     Build a node as C{config} says: its socket, node manager, bus,
@@ -373,6 +378,8 @@ def makeNodeService(
         one made from the system's resolver configuration.
     @param listen: C{False} to leave the socket out: the caller connects
         C{protocol} itself (tests do, to an in-memory network).
+    @param random: the C{random.Random} the ping and the failure detector
+        choose nodes with (tests seed one); by default a new one.
     @raise ValueError: when a peer of C{config.peers} cannot be made or
         registered (a factory that fails, makes no peer, or a peer whose id
         is taken), and when the control endpoint cannot be served as asked
@@ -449,9 +456,12 @@ def makeNodeService(
     node.bus.registerPeer(node.notification)
     node.notification.setServiceParent(node)  # type: ignore[no-untyped-call]
     node.ping = PingService(
-        reactor, node.notification, node.nodeManager, config.pingInterval, config.pingTimeout
+        reactor, node.notification, node.nodeManager, config.pingInterval, config.pingTimeout,
+        random=random,
     )
     node.ping.setServiceParent(node)  # type: ignore[no-untyped-call]
+    if config.probe:
+        _addDetector(reactor, node, config, random)
     addDMQMethods(node.rpc, node)
     if config.htables:
         # Replication leaves an eighth of the client transactions to the
@@ -463,6 +473,12 @@ def makeNodeService(
             clientRoom=lambda: room - transactions.liveClientTransactions,
         )
         node.addPeer(node.htable)
+        if config.htableEntropy:
+            node.entropy = AntiEntropy(
+                reactor, node.bus, node.htable.store, node.nodeManager.pingTargets,
+                interval=config.htableEntropyInterval, random=random,
+            )
+            node.addPeer(node.entropy)
         for name, method in HTableRPC(node.htable).methods().items():
             node.rpc.addMethod(name, method)
     if config.dialog:
@@ -497,6 +513,26 @@ class _ControlError(ValueError):
     """
     The control endpoint of L{NodeConfig.control} cannot be served as asked.
     """
+
+
+def _addDetector(reactor, node: DMQNodeService, config: NodeConfig, random) -> None:
+    """
+    Give the node the failure detector (L{ProbeDetector}): it watches the
+    dmq nodes, and the ping and the notification peer leave them to it.
+    """
+    node.probe = ProbeDetector(
+        reactor, node.bus, node.nodeManager,
+        interval=config.probeInterval, timeout=config.probeTimeout, roundTimeout=config.probeRound,
+        indirect=config.probeIndirect,
+        suspicion=config.probeSuspicion, suspicionMax=config.probeSuspicionMax,
+        removeAfter=config.probeRemoveAfter, random=random,
+    )
+    node.probe.rejoin = lambda: node.notification.announce(
+        node.nodeManager.pingTargets(), PING_MAX_FORWARDS
+    )
+    node.notification.covered = node.probe.covers
+    node.ping.covered = node.probe.covers
+    node.addPeer(node.probe)
 
 
 class _PeerError(ValueError):

@@ -171,6 +171,14 @@ class HTablePeer(service.Service):
             self._purger = None
         return succeed(None)
 
+    @property
+    def store(self) -> HTableStore:
+        """
+        The tables (for L{AntiEntropy<dmq.peers.htable.entropy.AntiEntropy>},
+        which changes them without replicating).
+        """
+        return self._store
+
     # Reading, as the store reads
 
     def tables(self) -> List[str]:
