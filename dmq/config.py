@@ -370,7 +370,7 @@ class NodeConfig:
     )
     probe: bool = _setting(
         "probe", False, _boolean,
-        "Run the failure detector with the other dmq nodes (SWIM-like, channel dmq_probe): a dead "
+        "Run the failure detector with the other dmq nodes (like SWIM, channel dmq_probe): a dead "
         "node is disabled in seconds; Kamailio nodes (they answer it 404) keep the ping's rules.",
         flag=True,
     )

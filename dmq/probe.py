@@ -106,6 +106,9 @@ class ProbeDetector(service.Service):
     _log = Logger()
 
     description = "DMQ failure detector (SWIM-like, dmq nodes only)"
+    # Open to non-members, as the join is: a node we removed must hear it is
+    # dead to us to join again, and a stranger's news is never taken.
+    acceptsStrangers = True
 
     def __init__(
         self,
