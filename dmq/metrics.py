@@ -42,21 +42,15 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import Dict, Iterator, List, Tuple
-
-from prometheus_client.core import (
-    CollectorRegistry,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 from dmq import __version__
 from dmq.bus import UNKNOWN_PEER
 from dmq.node import NodeStatus
+
+if TYPE_CHECKING:
+    from prometheus_client.core import CollectorRegistry, CounterMetricFamily
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS"]
 
@@ -110,9 +104,12 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class NodeCollector(Collector):
+class NodeCollector:
     """
-    Reads a node's counters at scrape time.
+    Reads a node's counters at scrape time: a Prometheus C{Collector}.
+    C{prometheus_client} is imported on the first scrape, not with this
+    module, so that a node nobody scrapes does not load it (see "Memory"
+    in doc/performance.md).
     """
 
     def __init__(self, node) -> None:
@@ -123,6 +120,8 @@ class NodeCollector(Collector):
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
         node = self._node
         bus = node.bus
         yield InfoMetricFamily(
@@ -163,6 +162,8 @@ class NodeCollector(Collector):
             yield _events("dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics))
 
     def _requests(self, bus) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         registered = {peer.peerId for peer in bus.peers}
         families = {
             "in": CounterMetricFamily(
@@ -186,6 +187,8 @@ class NodeCollector(Collector):
         yield from families.values()
 
     def _transactions(self, layer) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         statistics = dict(layer.statistics)
         started = CounterMetricFamily(
             "dmq_transactions_started", "SIP transactions started.", labels=["kind"]
@@ -213,6 +216,8 @@ class NodeCollector(Collector):
         )
 
     def _datagrams(self, statistics) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         statistics = dict(statistics)
         for name, key, doc in [
             ("dmq_datagrams_received", "received", "UDP datagrams received."),
@@ -224,6 +229,8 @@ class NodeCollector(Collector):
 
 
 def _events(name: str, doc: str, statistics: Dict[str, int]) -> CounterMetricFamily:
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(name, doc, labels=["event"])
     for event, count in sorted(statistics.items()):
         family.add_metric([_snake(event)], count)
@@ -234,6 +241,8 @@ def nodeRegistry(node) -> CollectorRegistry:
     """
     A registry of its own for C{node}'s metrics.
     """
+    from prometheus_client.core import CollectorRegistry
+
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
     return registry
