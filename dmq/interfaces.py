@@ -13,7 +13,7 @@ from zope.interface import Attribute, Interface
 
 from dmq.sip import isHeaderValue
 
-__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "RPCError"]
+__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "OK", "RPCError"]
 
 
 @attr.frozen
@@ -48,6 +48,14 @@ class PeerResponse:
             raise ValueError("a peer response with a body needs a content type")
         if self.contentType is not None and not isHeaderValue(self.contentType):
             raise ValueError(f"not a one-line content type: {self.contentType!r}")
+
+
+OK = PeerResponse(200, "OK")
+"""
+C{200 OK} without a body, the answer of a peer that took a request: one
+shared instance, since a L{PeerResponse} cannot change (and need not be
+checked again each time).
+"""
 
 
 class RPCError(Exception):
