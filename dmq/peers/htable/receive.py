@@ -53,7 +53,8 @@ class _Failed(Exception):
 
 
 # A bound on the octets of a set-cell body besides its table, key and string
-# value: the keys and punctuation, and the longest int (66 and 33 now).
+# value: the keys and punctuation, or those and the longest int (65 and 74
+# octets now).
 _SET_OVERHEAD = 128
 
 
