@@ -10,7 +10,7 @@ of running it under twistd: they give it a L{NodeConfig}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, succeed
@@ -244,10 +244,24 @@ class DMQNodeService(service.MultiService):
 
         endpoint = endpoints.serverFromString(reactor, description)
         self.control = ControlService(
-            endpoint, ControlResource(self.rpc, self.metrics, reactor), description, clock=reactor
+            endpoint, ControlResource(self.rpc, _Metrics(self), reactor), description, clock=reactor
         )
         self.control.setServiceParent(self)
         return self.control
+
+
+class _Metrics:
+    """
+    The node's metrics as the control endpoint exports them: what its
+    C{metrics} registry collects, read at each scrape, so that the
+    registry, and C{prometheus_client}, are made on the first scrape.
+    """
+
+    def __init__(self, node: DMQNodeService) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Any]:
+        return self._node.metrics.collect()
 
 
 def makeNodeService(

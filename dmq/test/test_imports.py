@@ -98,7 +98,7 @@ class ImportTests(SynchronousTestCase):
                     "--control=tcp:5080:interface=127.0.0.11",
                 ]
             ),
-            ["prometheus_client", "twisted.internet.endpoints", "twisted.web.server"],
+            ["twisted.internet.endpoints", "twisted.web.server"],
         )
 
     def test_peers(self) -> None:
