@@ -10,7 +10,7 @@ of running it under twistd: they give it a L{NodeConfig}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, succeed
@@ -260,7 +260,7 @@ class _Metrics:
     def __init__(self, node: DMQNodeService) -> None:
         self._node = node
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Any]:
         return self._node.metrics.collect()
 
 

@@ -41,7 +41,7 @@ def _rejectConstant(name: str) -> object:
 # A repeated key keeps its last value, as in Kamailio (Kamailio 5.6's dialog
 # module writes some keys twice).
 _DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def decodeObject(body: bytes) -> Dict[str, object]:
