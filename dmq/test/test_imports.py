@@ -88,13 +88,16 @@ class ImportTests(SynchronousTestCase):
 
     def test_controlEndpoint(self) -> None:
         """
-        A node with a control endpoint loads the HTTP server and the endpoint
-        parsers, and nothing else.
+        A node with the htable peer and a control endpoint (the node of
+        C{bench/bus.py} and C{bench/rest.py}) loads the HTTP server and the
+        endpoint parsers, and nothing else: not the other peers, nor the
+        Prometheus client before the first scrape.
         """
         self.assertEqual(
             _loaded(
                 [
                     "--server-address=sip:127.0.0.11:5060",
+                    "--htable=kdmq=>size=8;autoexpire=0;dmqreplicate=1",
                     "--control=tcp:5080:interface=127.0.0.11",
                 ]
             ),
