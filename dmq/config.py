@@ -33,13 +33,19 @@ from dmq.node import DEFAULT_MAX_NODES, ipLiteral, parseNodeAddress
 from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_MAX_CELLS
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
 from dmq.peers.htable.entropy import ENTROPY_PEER_ID
-from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
 from dmq.signing import Keyring, loadKeyring
 from dmq.trust import Network, parseNetwork
 from dmq.probe import PROBE_PEER_ID
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
+
+# dmq.peers.usrloc's limits (wire.py) and peer id, copied so that a node
+# without the usrloc peer does not import it (dmq.test.test_imports checks
+# that they are equal).
+MAX_BATCH_CONTACTS = 150
+MAX_BATCH_SIZE = 60000
+USRLOC_PEER_ID = "usrloc"
 
 __all__ = [
     "NodeConfig", "ServerSocket", "Parameter", "PARAMETERS", "parseServerAddress", "parseServerSocket",

@@ -17,7 +17,7 @@ from zope.interface import Attribute, Interface
 
 from dmq.sip import Request, Response, isHeaderValue
 
-__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "RPCError"]
+__all__ = ["IDMQPeer", "IDMQBus", "INodeObserver", "PeerResponse", "OK", "RPCError"]
 
 
 @attr.frozen
@@ -52,6 +52,14 @@ class PeerResponse:
             raise ValueError("a peer response with a body needs a content type")
         if self.contentType is not None and not isHeaderValue(self.contentType):
             raise ValueError(f"not a one-line content type: {self.contentType!r}")
+
+
+OK = PeerResponse(200, "OK")
+"""
+C{200 OK} without a body, the answer of a peer that took a request: one
+shared instance, since a L{PeerResponse} cannot change (and need not be
+checked again each time).
+"""
 
 
 #: A L{dmq.nodelist.Node}.  That module is in a layer above this one, and the

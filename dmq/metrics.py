@@ -54,18 +54,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Tuple
 
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.core import (
-    CollectorRegistry,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.core import CollectorRegistry, CounterMetricFamily
+    from prometheus_client.metrics_core import Metric
 
 from dmq import __version__
 from dmq.bus import UNKNOWN_PEER, DMQBus
@@ -147,9 +140,12 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class NodeCollector(Collector):
+class NodeCollector:
     """
-    Reads a node's counters at scrape time.
+    Reads a node's counters at scrape time: a Prometheus C{Collector}.
+    C{prometheus_client} is imported on the first scrape, not with this
+    module, so that a node nobody scrapes does not load it (see "Memory"
+    in doc/performance.md).
     """
 
     # node: Any, because DMQNodeService lives in dmq.tap, a layer above
@@ -162,6 +158,8 @@ class NodeCollector(Collector):
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
         node = self._node
         bus = node.bus
         yield InfoMetricFamily(
@@ -215,6 +213,8 @@ class NodeCollector(Collector):
             )
 
     def _requests(self, bus: DMQBus) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         registered = {peer.peerId for peer in bus.peers}
         families = {
             "in": CounterMetricFamily(
@@ -242,6 +242,8 @@ class NodeCollector(Collector):
         yield from families.values()
 
     def _transactions(self, layer: TransactionLayer) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         statistics = dict(layer.statistics)
         started = CounterMetricFamily(
             "dmq_transactions_started", "SIP transactions started.", labels=["kind"]
@@ -269,6 +271,8 @@ class NodeCollector(Collector):
         )
 
     def _datagrams(self, statistics: Mapping[str, int]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
         statistics = dict(statistics)
         for name, key, doc in [
             ("dmq_datagrams_received", "received", "UDP datagrams received."),
@@ -285,6 +289,8 @@ def _events(name: str, doc: str, statistics: Dict[str, int], known: Tuple[str, .
     """
     A family of event counters, C{known} events at zero until counted.
     """
+    from prometheus_client.core import CounterMetricFamily
+
     family = CounterMetricFamily(name, doc, labels=["event"])
     counts = dict.fromkeys(known, 0)
     counts.update(statistics)
@@ -297,6 +303,9 @@ def nodeRegistry(node: Any) -> CollectorRegistry:
     """
     A registry of its own for C{node}'s metrics, with the process's.
     """
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+    from prometheus_client.core import CollectorRegistry
+
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
     ProcessCollector(registry=registry)

@@ -41,6 +41,7 @@ def _rejectConstant(name: str) -> object:
 # A repeated key keeps its last value, as in Kamailio (Kamailio 5.6's dialog
 # module writes some keys twice).
 _DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def decodeObject(body: bytes) -> Dict[str, object]:
@@ -54,8 +55,14 @@ def decodeObject(body: bytes) -> Dict[str, object]:
     if not body:
         raise BadMessage()
     try:
-        message = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
+        text = body.decode("utf-8")
+        # A body as Kamailio writes it, an object with no whitespace around
+        # it, is read by the scanner alone; anything else, as decode()
+        # reads it (the whitespace skipped, the rest refused).
+        message, end = _SCAN(text, 0) if text[:1] == "{" else (None, -1)
+        if end != len(text):
+            message = _DECODER.decode(text)
+    except (ValueError, RecursionError, StopIteration):
         raise BadMessage() from None
     if not isinstance(message, dict):
         raise BadMessage()

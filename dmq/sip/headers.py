@@ -280,6 +280,8 @@ def _formatParameters(parameters: Parameters) -> str:
 
 
 def _lookup(parameters: Parameters, name: str) -> Optional[str]:
+    if not parameters:
+        return None
     name = name.lower()
     for key, value in parameters:
         if key.lower() == name:

@@ -6,6 +6,7 @@ over an in-memory network on one clock, and once over real loopback UDP.
 
 from __future__ import annotations
 
+import attr
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
@@ -14,7 +15,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dmq import sip
-from dmq.interfaces import IDMQBus, IDMQPeer, INodeObserver, PeerResponse
+from dmq.interfaces import OK, IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import NodeStatus
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
@@ -381,6 +382,19 @@ class DispatchTests(SynchronousTestCase):
         self.bus.network.run(1)
         self.assertEqual(outcome[0].code, 500)
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_sharedOK(self):
+        """
+        L{OK}, one L{PeerResponse} that peers share, answers every request
+        it is given for C{200 OK}, and cannot be changed by one of them.
+        """
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: OK))
+        first = self.send(b"1")
+        second = self.send(b"2")
+        self.bus.network.run(1)
+        self.assertEqual([(o.code, o.reason) for o in first + second], [(200, "OK"), (200, "OK")])
+        self.assertRaises(attr.exceptions.FrozenInstanceError, setattr, OK, "code", 500)
+        self.assertEqual((OK.code, OK.reason, OK.body, OK.contentType), (200, "OK", b"", None))
 
     def test_deadlinesOutOfOrder(self):
         """

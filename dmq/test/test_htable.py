@@ -384,6 +384,21 @@ class ReceiveTests(SynchronousTestCase):
         )
         self.assertEqual(self.bus.sent, [])
 
+    def test_tooLargeToSendOn(self):
+        """
+        A set whose change we could not send on in one datagram is answered
+        C{413} and not applied, however its size comes about: here, control
+        characters that JSON writes as six octets each (C{\\u0001}).  One
+        octet less is applied.
+        """
+        over = json.dumps({"action": 2, "htname": "kdmq", "cname": "k", "type": 2, "strval": "\x01" * 9989})
+        under = json.dumps({"action": 2, "htname": "kdmq", "cname": "k", "type": 2, "strval": "\x01" * 9988})
+        self.assertAnswer(over.encode("ascii"), 413)
+        self.assertIsNone(self.peer.get("kdmq", "k"))
+        self.assertEqual(self.peer.statistics["tooLarge"], 1)
+        self.assertAnswer(under.encode("ascii"), 200, "OK")
+        self.assertEqual(self.peer.get("kdmq", "k"), "\x01" * 9988)
+
     def test_capturedProbes(self):
         """
         The htable cases of probe-01 get Kamailio's answers, except where

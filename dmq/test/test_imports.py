@@ -20,8 +20,12 @@ import dmq
 
 #: Loaded only by the nodes that use them: the control endpoint's HTTP
 #: server, multi_notify's DNS client, --config's TOML parser, the endpoint
-#: parsers of --control, and the spelling hints of a bad config key.
+#: parsers of --control, the spelling hints of a bad config key, the
+#: dialog and usrloc peers, and the metrics' Prometheus client.
 OPTIONAL = [
+    "dmq.peers.dialog",
+    "dmq.peers.usrloc",
+    "prometheus_client",
     "twisted.web.server",
     "twisted.names.dns",
     "tomllib",
@@ -84,15 +88,41 @@ class ImportTests(SynchronousTestCase):
 
     def test_controlEndpoint(self) -> None:
         """
-        A node with a control endpoint loads the HTTP server and the endpoint
-        parsers, and nothing else.
+        A node with the htable peer and a control endpoint (the node of
+        C{bench/bus.py} and C{bench/rest.py}) loads the HTTP server and the
+        endpoint parsers, and nothing else: not the other peers, nor the
+        Prometheus client before the first scrape.
         """
         self.assertEqual(
             _loaded(
                 [
                     "--server-address=sip:127.0.0.11:5060",
+                    "--htable=kdmq=>size=8;autoexpire=0;dmqreplicate=1",
                     "--control=tcp:5080:interface=127.0.0.11",
                 ]
             ),
             ["twisted.internet.endpoints", "twisted.web.server"],
+        )
+
+    def test_peers(self) -> None:
+        """
+        A node with the dialog and usrloc peers loads them, and without a
+        control endpoint nothing else.
+        """
+        self.assertEqual(
+            _loaded(["--server-address=sip:127.0.0.11:5060", "--dialog", "--usrloc"]),
+            ["dmq.peers.dialog", "dmq.peers.usrloc"],
+        )
+
+    def test_usrlocLimits(self) -> None:
+        """
+        L{dmq.config}'s copies of the usrloc peer's id and limits, which
+        spare a node without that peer its import, are the peer's own.
+        """
+        from dmq import config
+        from dmq.peers import usrloc
+
+        self.assertEqual(
+            (config.USRLOC_PEER_ID, config.MAX_BATCH_CONTACTS, config.MAX_BATCH_SIZE),
+            (usrloc.PEER_ID, usrloc.MAX_BATCH_CONTACTS, usrloc.MAX_BATCH_SIZE),
         )
