@@ -21,7 +21,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl"),
     ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress"),
     ("dmq.transport", "dmq.nodelistbody"),
-    ("dmq.nodelist", "dmq.ownbody"),
+    ("dmq.nodelist", "dmq.ownbody", "dmq.stream"),
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),
     ("dmq.node",),
