@@ -31,6 +31,7 @@ from dmq.peers.htable import HTablePeer, HTableRPC
 from dmq.peers.usrloc import UsrlocPeer, UsrlocRPC
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
+from dmq.stream import SIPStreamTransport
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class DMQNodeService(service.MultiService):
         self.ping: PingService
         self.seeds: List[sip.URI] = []
         self.bindAddress: Address
+        self.listeners: List[str] = []
         self.rpc = RPCMethods()
         self.metrics = nodeRegistry(self)
         self.handlerLatency = HandlerLatency()
@@ -183,11 +185,11 @@ class DMQNodeService(service.MultiService):
         service.MultiService.startService(self)
         host, port = self.bindAddress
         self._log.info(
-            "dmq {version} node {node} listening on UDP {address}; "
+            "dmq {version} node {node} listening on {address}; "
             "notification addresses: {seeds}; peers: {peers}; control: {control}",
             version=__version__,
             node=self.nodeManager.localNode.uri.toString(),
-            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            address=", ".join(self.listeners) or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
             seeds=", ".join(uri.toString() for uri in self.seeds) or "none",
             peers=", ".join(peer.peerId for peer in self.bus.peers),
             control=self.control.description if self.control is not None else "off",
@@ -266,20 +268,24 @@ def makeNodeService(
     node.bindAddress = config.bindAddress
     node.protocol = SIPDatagramProtocol(
         reactor,
-        (config.serverAddress.host, config.serverAddress.port),
+        _sentBy(config, "udp"),
         T1=config.T1,
         T2=config.T2,
         T4=config.T4,
         maxTransactions=config.maxTransactions,
     )
-    if listen:
+    listeners = {listener.proto: listener for listener in config.listeners}
+    if [listener.proto for listener in config.listeners] != ["udp"]:
+        node.listeners = [str(listener) for listener in config.listeners]
+    if listen and "udp" in listeners:
         internet.UDPServer(
-            node.bindAddress[1],
+            listeners["udp"].port,
             node.protocol,
-            interface=node.bindAddress[0],
+            interface=listeners["udp"].host,
             maxPacketSize=MAX_DATAGRAM,
             reactor=reactor,
         ).setServiceParent(node)
+    _addStreams(reactor, node, config, listeners if listen else {})
     seeds = list(config.notificationAddresses)
     expand = []
     if config.multiNotify:
@@ -363,6 +369,45 @@ def makeNodeService(
     if config.control is not None:
         node.serveControl(reactor, config.control)
     return node
+
+
+def _sentBy(config: NodeConfig, proto: str) -> Address:
+    """
+    The C{(host, port)} our Via names for C{proto}: the server address's
+    when it is of that transport (the socket may be bound elsewhere, behind
+    a NAT), else that transport's listener's, else the server address's.
+    """
+    address = config.serverAddress
+    if (address.transport or "udp") == proto:
+        return (address.host, address.port)
+    for listener in config.listeners:
+        if listener.proto == proto:
+            return (listener.host, listener.port)
+    return (address.host, address.port)
+
+
+def _addStreams(reactor, node: DMQNodeService, config: NodeConfig, listeners: Dict[str, ServerSocket]) -> None:
+    """
+    Give the node its TCP transport, and its TLS one when it has a
+    certificate, each listening when C{listeners} has a socket for it: a
+    node over UDP may still send to a node over TCP or TLS.
+    """
+    tls = config.tlsSettings()
+    for name in ("tcp", "tls"):
+        if name == "tls" and tls is None:
+            continue
+        stream = SIPStreamTransport(
+            reactor, _sentBy(config, name), name, tls=tls if name == "tls" else None,
+            T1=config.T1, T2=config.T2, T4=config.T4, maxTransactions=config.maxTransactions,
+            maxMessage=config.maxMessageSize, idleTimeout=config.tcpConnectionLifetime,
+        )
+        node.protocol.addStream(name, stream)
+        if name in listeners:
+            listener = listeners[name]
+            internet.StreamServerEndpointService(
+                stream.serverEndpoint(reactor, (listener.host, listener.port)),
+                stream.serverFactory(),
+            ).setServiceParent(node)
 
 
 class _PeerError(ValueError):
