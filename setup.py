@@ -30,7 +30,9 @@ setup(
         'tomli>=1.1; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["hypothesis>=6.80"],
+        # KDMQ over TLS (dmq.stream): pyOpenSSL and service_identity.
+        "tls": ["twisted[tls]"],
+        "test": ["hypothesis>=6.80", "twisted[tls]", "cryptography"],
     },
     entry_points={"console_scripts": ["dmqctl = dmq.ctl:main"]},
 )

@@ -119,6 +119,7 @@ class SIPStreamProtocol(Protocol):
         self._partial: Optional[IDelayedCall] = None
         self.closed: Deferred[None] = Deferred()
         self.lost = False
+        self.receivedAny = False
 
     def connectionMade(self) -> None:
         if self._outbound is None:
@@ -148,6 +149,7 @@ class SIPStreamProtocol(Protocol):
                 transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        self.receivedAny = True
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._owner.idleTimeout)
         buffer = self._buffer
@@ -225,7 +227,7 @@ class SIPStreamProtocol(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._idle = self._partial = None
-        self._owner._connectionLost(self)
+        self._owner._connectionLost(self, reason)
         self.closed.callback(None)
 
 
@@ -380,6 +382,7 @@ class SIPStreamTransport(SIPMessageHandler):
         # address: (until when sends fail at once, the wait after the next failure)
         self._backoff: Dict[Address, Tuple[float, float]] = {}
         self._all: List[SIPStreamProtocol] = []
+        self._stopping = False
 
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
         host, port = address
@@ -465,18 +468,8 @@ class SIPStreamTransport(SIPMessageHandler):
         def failed(failure: Failure) -> None:
             if self._connecting.get(address, (None,))[0] is d:
                 del self._connecting[address]
-            self.statistics["connectFailures"] += 1
-            previous = self._backoff.get(address)
-            wait = FIRST_BACKOFF if previous is None else min(previous[1], MAX_BACKOFF)
-            self._backoff[address] = (self._clock.seconds() + wait, min(2 * wait, MAX_BACKOFF))
-            self._warnings.warn(
-                f"connect {self.name}",
-                "Could not connect over {transport} to {address}: {error}",
-                transport=self.name.upper(),
-                address=address,
-                error=failure.getErrorMessage(),
-            )
-            self.transactions.failDestination(address, "Connection Failed")
+            if not self._stopping:
+                self._connectFailed(address, failure)
 
         d.addCallbacks(connected, failed)
 
@@ -490,11 +483,38 @@ class SIPStreamTransport(SIPMessageHandler):
         if old is None or old.lost:
             self.connections[protocol.address] = protocol
 
-    def _connectionLost(self, protocol: SIPStreamProtocol) -> None:
+    def _connectionLost(self, protocol: SIPStreamProtocol, reason: Optional[Failure]) -> None:
         if protocol in self._all:
             self._all.remove(protocol)
         if self.connections.get(protocol.address) is protocol:
             del self.connections[protocol.address]
+        if protocol._outbound is None:
+            return
+        if protocol.receivedAny:
+            # Nothing more comes on it: what waits for an answer there
+            # has none coming (RFC 3261 §18.4).
+            self.transactions.failDestination(protocol.address, "Connection Lost")
+        elif reason is not None:
+            # Closed before a byte came back: over TLS, the handshake failed.
+            self._connectFailed(protocol.address, reason)
+
+    def _connectFailed(self, address: Address, failure: Failure) -> None:
+        """
+        No connection to C{address}: back off, warn, and end what waits on
+        it with a C{408 Connection Failed}.
+        """
+        self.statistics["connectFailures"] += 1
+        previous = self._backoff.get(address)
+        wait = FIRST_BACKOFF if previous is None else min(previous[1], MAX_BACKOFF)
+        self._backoff[address] = (self._clock.seconds() + wait, min(2 * wait, MAX_BACKOFF))
+        self._warnings.warn(
+            f"connect {self.name}",
+            "Could not connect over {transport} to {address}: {error}",
+            transport=self.name.upper(),
+            address=address,
+            error=failure.getErrorMessage(),
+        )
+        self.transactions.failDestination(address, "Connection Failed")
 
     def _dropped(self, cause: str, reason: str, address: Address) -> None:
         self.statistics[cause] += 1
@@ -514,6 +534,7 @@ class SIPStreamTransport(SIPMessageHandler):
         @return: a L{Deferred} that fires once every connection is closed.
         """
         SIPMessageHandler.stop(self)
+        self._stopping = True
         for d, _ in list(self._connecting.values()):
             d.cancel()
         self._connecting.clear()
@@ -521,6 +542,7 @@ class SIPStreamTransport(SIPMessageHandler):
         closing = [protocol.closed for protocol in self._all if not protocol.lost]
         for protocol in list(self._all):
             protocol.close()
+        self._stopping = False
         if not closing:
             return succeed(None)
         return DeferredList(closing).addCallback(lambda _: None)
