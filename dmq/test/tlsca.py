@@ -39,6 +39,7 @@ class TestCA:
     """
 
     def __init__(self, directory: str, name: str = "dmq test CA") -> None:
+        directory = os.path.abspath(directory)
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self._key = ec.generate_private_key(ec.SECP256R1())
