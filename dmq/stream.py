@@ -22,7 +22,6 @@ import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import attrs
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
@@ -385,6 +384,9 @@ class SIPStreamTransport(SIPMessageHandler):
         self._stopping = False
 
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
+        # Imported only by a node that connects: a plain node does without.
+        from twisted.internet import endpoints
+
         host, port = address
         if ":" in host:
             endpoint = endpoints.TCP6ClientEndpoint(self._reactor, host, port, timeout=10)
@@ -405,6 +407,8 @@ class SIPStreamTransport(SIPMessageHandler):
         The server endpoint to listen on at C{address}: TCP, or TLS with
         our server options.
         """
+        from twisted.internet import endpoints
+
         host, port = address
         if self._tls is not None:
             return endpoints.SSL4ServerEndpoint(
