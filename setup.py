@@ -31,8 +31,15 @@ setup(
     ],
     extras_require={
         # KDMQ over TLS (dmq.stream): pyOpenSSL and service_identity.
-        "tls": ["twisted[tls]"],
-        "test": ["hypothesis>=6.80", "twisted[tls]", "cryptography"],
+        # PyPy 3.9 has no wheel of cryptography 44 or later: pinned there so
+        # that pip does not try to build one (it needs Rust and the network).
+        "tls": ["twisted[tls]", 'cryptography<44; platform_python_implementation == "PyPy"'],
+        "test": [
+            "hypothesis>=6.80",
+            "twisted[tls]",
+            "cryptography",
+            'cryptography<44; platform_python_implementation == "PyPy"',
+        ],
     },
     entry_points={"console_scripts": ["dmqctl = dmq.ctl:main"]},
 )

@@ -67,6 +67,12 @@ L{FIRST_BACKOFF} seconds, doubling with each failure up to this.
 MAX_QUEUED = 256
 """Messages waiting for one connection to open; more are refused."""
 
+MAX_CONNECTIONS = 1024
+"""
+The default cap on connections, open and being opened, both ways: an
+accepted one past it is closed at once, a send that would open one fails.
+"""
+
 _CONTENT_LENGTH = re.compile(
     rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
 )
@@ -328,7 +334,8 @@ class SIPStreamTransport(SIPMessageHandler):
     @ivar statistics: beside L{SIPMessageHandler}'s, C{connectionsOpened},
         C{connectionsAccepted}, C{connectFailures}, C{idleClosed},
         C{oversize}, C{unframable}, C{slowSender} (connections closed for
-        what they carried), C{queueFull}.
+        what they carried), C{queueFull}, C{connectionsRefused} (accepted
+        past L{MAX_CONNECTIONS}, and closed).
     """
 
     _log = Logger()
@@ -346,6 +353,7 @@ class SIPStreamTransport(SIPMessageHandler):
         maxMessage: int = MAX_MESSAGE,
         idleTimeout: float = IDLE_TIMEOUT,
         messageTimeout: float = MESSAGE_TIMEOUT,
+        maxConnections: int = MAX_CONNECTIONS,
         endpointFor: Optional[Callable[[Address], IStreamClientEndpoint]] = None,
     ) -> None:
         """
@@ -375,6 +383,7 @@ class SIPStreamTransport(SIPMessageHandler):
         self.maxMessage = maxMessage
         self.idleTimeout = idleTimeout
         self.messageTimeout = messageTimeout
+        self.maxConnections = maxConnections
         self._endpointFor = endpointFor or self._defaultEndpoint
         self.connections: Dict[Address, SIPStreamProtocol] = {}
         self._connecting: Dict[Address, Tuple[Deferred, List[bytes]]] = {}
@@ -451,6 +460,8 @@ class SIPStreamTransport(SIPMessageHandler):
             raise ConnectError(
                 string=f"the last connection failed; trying again in {backoff[0] - now:.1f} s"
             )
+        if len(self._all) + len(self._connecting) >= self.maxConnections:
+            raise ConnectError(string=f"{self.maxConnections} connections are open, the most allowed")
         self._connect(address, data)
 
     def _connect(self, address: Address, data: bytes) -> None:
@@ -478,6 +489,14 @@ class SIPStreamTransport(SIPMessageHandler):
         d.addCallbacks(connected, failed)
 
     def _connectionMade(self, protocol: SIPStreamProtocol) -> None:
+        if protocol._outbound is None and len(self._all) >= self.maxConnections:
+            self._dropped(
+                "connectionsRefused",
+                f"{self.maxConnections} connections are open, the most allowed",
+                protocol.address,
+            )
+            protocol.close()
+            return
         self._all.append(protocol)
         if protocol._outbound is None:
             self.statistics["connectionsAccepted"] += 1

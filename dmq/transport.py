@@ -59,7 +59,7 @@ class SIPMessageHandler:
     peer can exist.
 
     @ivar transactions: the L{TransactionLayer}.
-    @ivar statistics: a L{Counter} of what happened to datagrams:
+    @ivar statistics: a L{Counter} of what happened to messages:
         C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
         C{unanswerable}, C{unmatchedResponses}, C{internalErrors}.  A
         datagram that could not be sent counts in the transaction layer's

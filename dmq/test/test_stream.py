@@ -329,3 +329,108 @@ class RoutingTests(SynchronousTestCase):
         big = sip.Request(big.method, sip.parseURI("sip:htable@127.0.0.12:5060"), big.headers, b"x" * 70000)
         udp = SIPDatagramProtocol(Clock(), ("127.0.0.11", 5060))
         self.failureResultOf(udp.sendRequest(big, NODE), MessageTooLarge)
+
+
+class ConnectionCapTests(StreamTestsMixin, SynchronousTestCase):
+    """
+    The cap on connections.
+    """
+
+    def test_acceptedPastTheCap(self):
+        """
+        A connection accepted past the cap is closed at once, counted; a
+        send that would open one past it ends at once with a 408.
+        """
+        self.stream.maxConnections = 1
+        self.accept()
+        protocol, transport = self.accept()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.stream.statistics["connectionsRefused"], 1)
+        protocol.connectionLost(None)
+        response = self.successResultOf(self.stream.sendRequest(request(), NODE))
+        self.assertEqual((response.code, response.reason), (408, "Connection Failed"))
+        self.assertEqual(self.endpoint.attempts, [])
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    The transport and TLS settings, and the node they make.
+    """
+
+    def setUp(self):
+        from dmq.test.tlsca import TestCA
+
+        self.ca = TestCA(self.mktemp())
+        self.certificate, self.key = self.ca.issue("127.0.0.11")
+
+    def options(self, *argv):
+        from dmq.tap import Options
+
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_refused(self):
+        """
+        TLS without a certificate, client verification without a CA, two
+        sockets of one transport, and a certificate that is not one are
+        usage errors.
+        """
+        from twisted.python.usage import UsageError
+
+        for argv, fragment in [
+            (["-s", "sip:127.0.0.11:5061;transport=tls"], "needs --tls-certificate"),
+            (["--listen", "tls:127.0.0.11:5061"], "needs --tls-certificate"),
+            (["--listen", "udp:127.0.0.11:5062"], "one socket per transport"),
+            (
+                ["--tls-certificate", self.certificate, "--tls-private-key", self.key,
+                 "--tls-verify-client", "1"],
+                "needs --tls-ca",
+            ),
+            (
+                ["--tls-certificate", self.ca.caPath + "x", "--tls-private-key", self.key],
+                "cannot read",
+            ),
+            (["--tls-certificate", self.key, "--tls-private-key", self.key], "unusable"),
+        ]:
+            error = self.assertRaises(
+                UsageError, self.options, "-s", "sip:127.0.0.11:5060", *argv
+            )
+            self.assertIn(fragment, str(error), argv)
+
+    def test_tlsNode(self):
+        """
+        A node over TLS listens over TLS on its server address and over the
+        other sockets of C{--listen}; its URI and Via carry the transport.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from dmq.tap import makeNodeService
+
+        options = self.options(
+            "-s", "sip:127.0.0.11:5061;transport=tls",
+            "--listen", "udp:127.0.0.11:5060",
+            "--listen", "tcp:127.0.0.11:5060",
+            "--tls-certificate", self.certificate,
+            "--tls-private-key", self.key,
+            "--tls-ca", self.ca.caPath,
+        )
+        class Reactor(MemoryReactorClock):
+            def __init__(self):
+                MemoryReactorClock.__init__(self)
+                self.udpServers = []
+
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+                self.udpServers.append((port, protocol, maxPacketSize, interface))
+                return None
+
+        reactor = Reactor()
+        node = makeNodeService(reactor, options.nodeConfig)
+        node.startService()
+        self.assertEqual([(port, interface) for port, _, _, _, interface in reactor.sslServers], [(5061, "127.0.0.11")])
+        self.assertEqual([(p[0], p[3]) for p in reactor.tcpServers], [(5060, "127.0.0.11")])
+        self.assertEqual([(p[0], p[3]) for p in reactor.udpServers], [(5060, "127.0.0.11")])
+        self.assertEqual(node.nodeManager.localNode.uri.toString(), "sip:127.0.0.11:5061;transport=tls")
+        self.assertEqual(sorted(node.protocol.streams), ["tcp", "tls"])
+        self.assertEqual(node.protocol.streams["tls"].sentBy, ("127.0.0.11", 5061))
+        self.assertEqual(node.protocol.streams["tcp"].sentBy, ("127.0.0.11", 5060))
