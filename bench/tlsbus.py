@@ -1,6 +1,7 @@
 """
 How many KDMQ htable sets per second one dmq node answers over UDP, TCP and
-TLS, with K requests outstanding: the load of bench/bus.py's rows, from a
+TLS, with K requests outstanding: the load of bench/bus.py's rows (1 s of warm-up,
+then the replies of --seconds counted; node CPU per request from /proc), from a
 plain-socket generator (stdlib C{ssl} for TLS, with a client certificate from
 a test CA made now).  The node runs in a child process.
 
@@ -82,6 +83,15 @@ def connect(transport: str, directory: str):
     return s
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    The user and system CPU seconds process C{pid} has used.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(transport: str, directory: str, outstanding: int, seconds: float) -> float:
     s = connect(transport, directory)
     sent = 0
@@ -144,8 +154,15 @@ def main() -> None:
         try:
             time.sleep(2.0)
             measure(transport, directory, options.outstanding, 1.0)
+            before = cpuSeconds(child.pid)
             rate = measure(transport, directory, options.outstanding, options.seconds)
-            print(f"{transport:4} K={options.outstanding:<4} {rate:8.0f} requests/s", flush=True)
+            used = cpuSeconds(child.pid) - before
+            perRequest = 1e6 * used / (rate * options.seconds)
+            print(
+                f"{transport:4} K={options.outstanding:<4} {rate:8.0f} requests/s"
+                f" {perRequest:6.0f} node CPU µs/request",
+                flush=True,
+            )
         finally:
             child.terminate()
             child.wait()
