@@ -127,16 +127,39 @@ class SIPStreamProtocol(Protocol):
         self.receivedAny = False
 
     def connectionMade(self) -> None:
+        # Told when the peer reads too slowly (pauseProducing): what we
+        # write meanwhile is counted, and bounded.
+        self._paused = False
+        self._unread = 0
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if self._outbound is None:
             peer = self.transport.getPeer()  # type: ignore[union-attr]
             self.address = (peer.host, peer.port)
         self._idle = self._clock.callLater(self._owner.idleTimeout, self._timedOut, "idle")
         self._owner._connectionMade(self)
 
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._unread = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
     def write(self, data: bytes) -> None:
         """
-        Send C{data}, one message, and count the connection as busy.
+        Send C{data}, one message, and count the connection as busy.  A
+        peer that has stopped reading may be written at most
+        L{SIPStreamTransport.maxUnread} octets more before the connection
+        is closed.
         """
+        if self._paused:
+            self._unread += len(data)
+            if self._unread > self._owner.maxUnread:
+                self._refuse("slowReader", f"over {self._owner.maxUnread} octets it does not read")
+                return
         self.transport.write(data)  # type: ignore[union-attr]
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._owner.idleTimeout)
@@ -166,7 +189,7 @@ class SIPStreamProtocol(Protocol):
             if buffer[:1] == b"\r" or buffer[:1] == b"\n":
                 if buffer[:4] == b"\r\n\r\n":
                     del buffer[:4]
-                    self.transport.write(b"\r\n")  # type: ignore[union-attr]
+                    self.write(b"\r\n")
                     continue
                 if buffer[:2] == b"\r\n" and len(buffer) >= 4:
                     del buffer[:2]
@@ -333,8 +356,9 @@ class SIPStreamTransport(SIPMessageHandler):
     @ivar connections: the open connections, by peer address.
     @ivar statistics: beside L{SIPMessageHandler}'s, C{connectionsOpened},
         C{connectionsAccepted}, C{connectFailures}, C{idleClosed},
-        C{oversize}, C{unframable}, C{slowSender} (connections closed for
-        what they carried), C{queueFull}, C{connectionsRefused} (accepted
+        C{oversize}, C{unframable}, C{slowSender}, C{slowReader}
+        (connections closed for what they carried, or did not read),
+        C{queueFull}, C{connectionsRefused} (accepted
         past L{MAX_CONNECTIONS}, and closed).
     """
 
@@ -384,6 +408,7 @@ class SIPStreamTransport(SIPMessageHandler):
         self.idleTimeout = idleTimeout
         self.messageTimeout = messageTimeout
         self.maxConnections = maxConnections
+        self.maxUnread = 4 * maxMessage
         self._endpointFor = endpointFor or self._defaultEndpoint
         self.connections: Dict[Address, SIPStreamProtocol] = {}
         self._connecting: Dict[Address, Tuple[Deferred, List[bytes]]] = {}
@@ -391,6 +416,7 @@ class SIPStreamTransport(SIPMessageHandler):
         self._backoff: Dict[Address, Tuple[float, float]] = {}
         self._all: List[SIPStreamProtocol] = []
         self._stopping = False
+        self._stopped = False
 
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
         # Imported only by a node that connects: a plain node does without.
@@ -488,7 +514,18 @@ class SIPStreamTransport(SIPMessageHandler):
 
         d.addCallbacks(connected, failed)
 
+    def start(self) -> None:
+        """
+        Take transactions and connections again after L{stop}.
+        """
+        SIPMessageHandler.start(self)
+        self._stopped = False
+
     def _connectionMade(self, protocol: SIPStreamProtocol) -> None:
+        if self._stopped:
+            # Accepted while the node stops: nothing would close it.
+            protocol.close()
+            return
         if protocol._outbound is None and len(self._all) >= self.maxConnections:
             self._dropped(
                 "connectionsRefused",
@@ -557,6 +594,7 @@ class SIPStreamTransport(SIPMessageHandler):
         @return: a L{Deferred} that fires once every connection is closed.
         """
         SIPMessageHandler.stop(self)
+        self._stopped = True
         self._stopping = True
         for d, _ in list(self._connecting.values()):
             d.cancel()

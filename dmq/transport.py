@@ -303,6 +303,18 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
             return succeed(sip.responseFor(request, 408, "Unsupported Transport"))
         return stream.sendRequest(request, destination)
 
+    def peerCommonName(self, address: Address) -> Optional[str]:
+        """
+        For admission: the subject common name of the certificate the peer
+        at C{address} (a request's source) presented over TLS, or C{None}
+        (not TLS, or no such connection).
+        """
+        for stream in self.streams.values():
+            name = getattr(stream, "peerCommonName", lambda address: None)(address)
+            if name is not None:
+                return name
+        return None
+
     def start(self) -> None:
         SIPMessageHandler.start(self)
         for stream in self.streams.values():

@@ -331,6 +331,50 @@ class RoutingTests(SynchronousTestCase):
         self.failureResultOf(udp.sendRequest(big, NODE), MessageTooLarge)
 
 
+class SlowReaderTests(StreamTestsMixin, SynchronousTestCase):
+    """
+    A peer that stops reading.
+    """
+
+    def test_slowReader(self):
+        """
+        Once the peer's transport pauses us, at most four times the message
+        limit more is written before the connection is closed, counted.
+        """
+        protocol, transport = self.accept()
+        self.assertIs(transport.producer, protocol)
+        protocol.pauseProducing()
+        protocol.write(b"x" * 4 * 4096)
+        self.assertFalse(transport.disconnecting)
+        protocol.write(b"x")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.stream.statistics["slowReader"], 1)
+
+    def test_resumed(self):
+        """
+        Once resumed, it may be written to as before.
+        """
+        protocol, transport = self.accept()
+        protocol.pauseProducing()
+        protocol.write(b"x" * 4 * 4096)
+        protocol.resumeProducing()
+        protocol.write(b"x" * 4096)
+        self.assertFalse(transport.disconnecting)
+
+    def test_acceptedWhileStopped(self):
+        """
+        A connection accepted once the transport is stopped is closed, and
+        none is once it is started again.
+        """
+        self.stream.stop()
+        protocol, transport = self.accept()
+        self.assertTrue(transport.disconnecting)
+        self.stream.start()
+        protocol, transport = self.accept()
+        self.assertFalse(transport.disconnecting)
+        self.assertIsNone(self.stream.peerCommonName(PEER))
+
+
 class ConnectionCapTests(StreamTestsMixin, SynchronousTestCase):
     """
     The cap on connections.

@@ -116,6 +116,7 @@ class TLSBusTests(TestCase):
         tls = a.protocol.streams["tls"]
         peer = next(address for address in tls.connections if address[0] == ips[1])
         self.assertEqual(tls.peerCommonName(peer), ips[1])
+        self.assertEqual(a.protocol.peerCommonName(peer), ips[1])
 
     @defer.inlineCallbacks
     def test_clientWithoutCertificateRefused(self):
