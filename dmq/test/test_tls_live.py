@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_tls_live -*-
 """
-Integration tests of KDMQ over TLS: real sockets on loopback (127.0.0.151
-to 127.0.0.155), certificates from a test CA made at test time.  Run under
+Integration tests of KDMQ over TLS and TCP: real sockets on loopback
+(127.0.0.151 to 127.0.0.158), certificates from a test CA made at test time.  Run under
 the shared test lock.
 """
 
@@ -117,6 +117,39 @@ class TLSBusTests(TestCase):
         peer = next(address for address in tls.connections if address[0] == ips[1])
         self.assertEqual(tls.peerCommonName(peer), ips[1])
         self.assertEqual(a.protocol.peerCommonName(peer), ips[1])
+
+    @defer.inlineCallbacks
+    def test_busOverTCP(self):
+        """
+        Two nodes over plain TCP join and replicate, nothing retransmitted.
+        """
+        ips = ["127.0.0.157", "127.0.0.158"]
+        uris = [f"sip:{ip}:5060;transport=tcp" for ip in ips]
+        a, b = [
+            makeNodeService(
+                reactor,
+                NodeConfig(
+                    serverAddress=parseServerAddress(uris[i]),
+                    notificationAddresses=[parseNodeAddress(uris[0])] if i else [],
+                    htables=[KDMQ_TABLE],
+                    pingInterval=2,
+                ),
+            )
+            for i in range(2)
+        ]
+        for node in (a, b):
+            node.startService()
+            self.addCleanup(lambda node=node: node.stopService() if node.running else None)
+        yield waitFor(
+            lambda: statuses(a) == {uris[1]: "active"} and statuses(b) == {uris[0]: "active"},
+            timeout=10,
+            interval=0.05,
+            description="two TCP nodes active",
+        )
+        yield b.htable.set("kdmq", "k", 1)
+        yield waitFor(lambda: a.htable.get("kdmq", "k") == 1, timeout=5, interval=0.05)
+        self.assertEqual(a.protocol.streams["tcp"].transactions.statistics["retransmissionsSent"], 0)
+        self.assertIsNone(a.protocol.peerCommonName(next(iter(a.protocol.streams["tcp"].connections))))
 
     @defer.inlineCallbacks
     def test_clientWithoutCertificateRefused(self):
