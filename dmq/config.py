@@ -32,7 +32,7 @@ from dmq.peers.htable import MAX_BYTES as HTABLE_MAX_BYTES, MAX_CELLS as HTABLE_
 from dmq.peers.htable import PEER_ID as HTABLE_PEER_ID, TableSpec, parseTableSpec
 from dmq.peers.usrloc import MAX_BATCH_CONTACTS, MAX_BATCH_SIZE, PEER_ID as USRLOC_PEER_ID
 from dmq.ping import MIN_PING_INTERVAL
-from dmq.stream import TLSSettings
+from dmq.tls import TLSSettings
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
 

@@ -18,7 +18,7 @@ import dmq
 #: a package) may import from lower layers only, and, inside a package, from
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl"),
+    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.ctl", "dmq.tls"),
     ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress"),
     ("dmq.transport", "dmq.nodelistbody"),
     ("dmq.nodelist", "dmq.ownbody", "dmq.stream"),
