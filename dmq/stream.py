@@ -21,7 +21,7 @@ import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, MessageLengthError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -392,6 +392,9 @@ class SIPStreamTransport(SIPMessageHandler):
         return _stampVia(message, address, forceRport=True)
 
     def _send(self, data: bytes, address: Address) -> None:
+        if len(data) > self.maxMessage:
+            # As the peer would refuse it: fail the send at once.
+            raise MessageLengthError(f"{len(data)} octets, over the limit of {self.maxMessage}")
         connection = self.connections.get(address)
         if connection is not None:
             connection.write(data)

@@ -257,6 +257,16 @@ class PoolTests(StreamTestsMixin, SynchronousTestCase):
         self.clock.advance(12)
         self.assertEqual(self.successResultOf(d2).code, 408)
 
+    def test_tooLarge(self):
+        """
+        A request over the message limit fails at once with
+        L{MessageTooLarge}, and no connection is opened for it.
+        """
+        big = request()
+        big = sip.Request(big.method, big.uri, big.headers, b"x" * 5000)
+        self.failureResultOf(self.stream.sendRequest(big, NODE), MessageTooLarge)
+        self.assertEqual(self.endpoint.attempts, [])
+
     def test_connectFails(self):
         """
         A failed connection ends its transactions at once with a 408, and

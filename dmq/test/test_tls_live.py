@@ -148,6 +148,15 @@ class TLSBusTests(TestCase):
         )
         yield b.htable.set("kdmq", "k", 1)
         yield waitFor(lambda: a.htable.get("kdmq", "k") == 1, timeout=5, interval=0.05)
+        # A body of most of a mebibyte goes (one datagram would carry 64 KiB).
+        from dmq.test.test_bus import RecordingPeer
+
+        peer = RecordingPeer("big")
+        a.bus.registerPeer(peer)
+        target = next(n for n in b.nodeManager.nodes() if not n.local)
+        response = yield b.bus.send("big", b"x" * 1000000, target)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(peer.received[0][0].body), 1000000)
         self.assertEqual(a.protocol.streams["tcp"].transactions.statistics["retransmissionsSent"], 0)
         self.assertIsNone(a.protocol.peerCommonName(next(iter(a.protocol.streams["tcp"].connections))))
 
