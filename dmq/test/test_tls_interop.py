@@ -56,7 +56,8 @@ class KamailioTLSTests(TestCase):
         Kamailio joins one of our nodes, our other node joins Kamailio; all
         three list each other active over TLS, pings flow both ways, and an
         htable cell set and deleted on either side reaches the others; a
-        node of ours that joins later is synced from the bus.
+        node of ours that joins later is synced from the bus; one that
+        stops says goodbye over TLS.
         """
         first = self.tlsNode("127.0.0.163", pingInterval=5)
         kamailio = yield self.kamailio("127.0.0.161", seeds=[tlsURI("127.0.0.163")])
@@ -118,3 +119,7 @@ class KamailioTLSTests(TestCase):
         )
         for node in ours + [late]:
             self.assertEqual(node.protocol.transactions.statistics["clientTransactions"], 0)
+        # Our goodbye goes over TLS before the connections close.
+        yield second.stopService()
+        theirs = yield kamailio.peerStatuses()
+        self.assertEqual(theirs.get("127.0.0.162:5061"), "disabled")
