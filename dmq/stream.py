@@ -118,6 +118,10 @@ class SIPStreamProtocol(Protocol):
         self._outbound = outbound
         self.address: Address = outbound or ("", 0)
         self._buffer = bytearray()
+        # The length of the message being read, once its headers are; and
+        # how much of the buffer has been searched for their end.
+        self._total: Optional[int] = None
+        self._scanned = 0
         self._idle: Optional[IDelayedCall] = None
         self._partial: Optional[IDelayedCall] = None
         self.closed: Deferred[None] = Deferred()
@@ -182,44 +186,48 @@ class SIPStreamProtocol(Protocol):
         buffer += data
         limit = self._owner.maxMessage
         while buffer:
-            # CRLF keep-alives (RFC 5626 §3.5.1): a double CRLF ping is
-            # answered with a single CRLF pong; a lone CRLF is ignored.
-            if buffer[:1] == b"\r" or buffer[:1] == b"\n":
+            if self._total is None and self._scanned == 0 and buffer[:1] in (b"\r", b"\n"):
+                # CRLF keep-alives (RFC 5626 §3.5.1) between messages: a
+                # double CRLF ping is answered with a single CRLF pong; a
+                # lone CRLF is ignored.
                 if buffer[:4] == b"\r\n\r\n":
                     del buffer[:4]
                     self.write(b"\r\n")
                     continue
-                if buffer[:2] == b"\r\n" and len(buffer) >= 4:
-                    del buffer[:2]
-                    continue
                 if buffer in (b"\r", b"\r\n", b"\r\n\r"):
                     break
-                if buffer[:1] == b"\n":
-                    del buffer[:1]
-                    continue
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > limit:
-                    self._refuse("oversize", f"no end of headers within {limit} octets")
+                del buffer[: 2 if buffer[:2] == b"\r\n" else 1]
+                continue
+            if self._total is None:
+                # Each byte is searched once for the end of the headers,
+                # however slowly they come.
+                end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
+                if end < 0:
+                    self._scanned = len(buffer)
+                    if len(buffer) > limit:
+                        self._refuse("oversize", f"no end of headers within {limit} octets")
+                        return
+                    break
+                try:
+                    length = contentLength(bytes(buffer[:end]))
+                except FramingError as e:
+                    self._refuse("unframable", str(e))
                     return
-                break
-            try:
-                length = contentLength(bytes(buffer[:end]))
-            except FramingError as e:
-                self._refuse("unframable", str(e))
-                return
-            total = end + 4 + length
-            if total > limit:
-                self._refuse("oversize", f"a message of {total} octets, over {limit}")
-                return
+                self._total = end + 4 + length
+                if self._total > limit:
+                    self._refuse("oversize", f"a message of {self._total} octets, over {limit}")
+                    return
+            total = self._total
             if len(buffer) < total:
                 break
             message = bytes(buffer[:total])
             del buffer[:total]
+            self._total = None
+            self._scanned = 0
             self._owner.messageReceived(message, self.address)
             if self.lost:
                 return
-        if buffer:
+        if buffer.strip(b"\r\n"):
             if self._partial is None:
                 self._partial = self._clock.callLater(
                     self._owner.messageTimeout, self._timedOut, "slow"
@@ -234,6 +242,8 @@ class SIPStreamProtocol(Protocol):
         """
         self._owner._dropped(cause, reason, self.address)
         self._buffer.clear()
+        self._total = None
+        self._scanned = 0
         self.close()
 
     def _timedOut(self, why: str) -> None:

@@ -158,6 +158,28 @@ class FramingTests(StreamTestsMixin, SynchronousTestCase):
         protocol.dataReceived(kdmq())
         self.assertEqual(len(self.handled), 1)
 
+    def test_loneCRLF(self):
+        """
+        A lone CRLF is no message begun: it does not start the message
+        timeout.
+        """
+        protocol, transport = self.accept()
+        protocol.dataReceived(b"\r\n")
+        self.clock.advance(MESSAGE_TIMEOUT + 1)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(kdmq())
+        self.assertEqual(len(self.handled), 1)
+
+    def test_headersByteByByte(self):
+        """
+        Headers and body a byte at a time make one message.
+        """
+        protocol, transport = self.accept()
+        data = kdmq(b"{}") + kdmq(b"[]", callID="c2", branch="z9hG4bKz")
+        for i in range(len(data)):
+            protocol.dataReceived(data[i : i + 1])
+        self.assertEqual([r.body for r in self.handled], [b"{}", b"[]"])
+
     def test_oversize(self):
         """
         A message whose Content-Length takes it over the limit closes the
