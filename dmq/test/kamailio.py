@@ -677,6 +677,10 @@ class KamailioNode:
         )
         return "\n".join(
             [
+                # Kamailio 5.6.3 with Debian 12's OpenSSL 3 may crash when
+                # several processes do TLS (kamailio/kamailio#3791, mended
+                # by tls_threads_mode from 5.7.5): one TCP reader.
+                "tcp_children=1",
                 "enable_tls=yes",
                 f"listen=tls:{self.ip}:{self.tlsPort}",
                 'loadmodule "tls.so"',
