@@ -53,7 +53,16 @@ setup(
         'tomli>=1.1; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["hypothesis>=6.80"],
+        # KDMQ over TLS (dmq.stream): pyOpenSSL and service_identity.
+        # PyPy 3.9 has no wheel of cryptography 44 or later: pinned there so
+        # that pip does not try to build one (it needs Rust and the network).
+        "tls": ["twisted[tls]", 'cryptography<44; platform_python_implementation == "PyPy"'],
+        "test": [
+            "hypothesis>=6.80",
+            "twisted[tls]",
+            "cryptography",
+            'cryptography<44; platform_python_implementation == "PyPy"',
+        ],
         # The type check of .ci/run (mypy --strict, config in pyproject.toml),
         # under CPython: mypy 2.x needs Python 3.10, and mypy-zope follows
         # mypy's releases closely, hence the pins.

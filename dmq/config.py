@@ -37,6 +37,7 @@ from dmq.ping import MIN_PING_INTERVAL
 from dmq.signing import Keyring, loadKeyring
 from dmq.trust import Network, parseNetwork
 from dmq.probe import PROBE_PEER_ID
+from dmq.tls import TLSSettings
 # Renamed: NodeConfig has fields of these names.
 from dmq.transaction import T1 as _T1, T2 as _T2, T4 as _T4
 
@@ -58,7 +59,8 @@ Address = Tuple[str, int]
 def parseServerAddress(text: str) -> sip.URI:
     """
     Parse and check a C{server_address}: a C{sip:} URI with an IP address we
-    can bind and a port, over UDP.
+    can bind and a port, over UDP (no transport), TCP or TLS
+    (C{;transport=tcp}, C{;transport=tls}, as Kamailio writes them).
 
     @raise ValueError: saying what is wrong.
     """
@@ -67,15 +69,15 @@ def parseServerAddress(text: str) -> sip.URI:
     except sip.SIPParseError as e:
         raise ValueError(f"{text!r} is not a SIP URI: {e.reason}") from None
     if uri.scheme != "sip":
-        raise ValueError(f"{text!r}: only sip: URIs are supported (TLS is not yet)")
+        raise ValueError(f"{text!r}: only sip: URIs are supported (for TLS: sip:...;transport=tls)")
     if uri.user is not None:
         raise ValueError(f"{text!r}: a node address has no user part")
     if ipLiteral(uri.host) is None:
         raise ValueError(f"{text!r}: the host must be the IP address to listen on, not a name")
     if uri.port is None or uri.port == 0:
         raise ValueError(f"{text!r}: give the port explicitly, e.g. sip:{uri.host}:5060")
-    if uri.transport not in (None, "udp"):
-        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
+    if uri.transport not in (None, "udp", "tcp", "tls"):
+        raise ValueError(f"{text!r}: the transport is udp, tcp or tls, not {uri.transport}")
     return uri
 
 
@@ -97,7 +99,8 @@ class ServerSocket:
 
 def parseServerSocket(text: str) -> ServerSocket:
     """
-    Parse a C{server_socket}: C{udp:HOST:PORT}, an IPv6 host in brackets.
+    Parse a C{server_socket} or a C{listen}: C{PROTO:HOST:PORT}, C{PROTO}
+    C{udp}, C{tcp} or C{tls}, an IPv6 host in brackets.
 
     @raise ValueError: saying what is wrong.
     """
@@ -105,15 +108,15 @@ def parseServerSocket(text: str) -> ServerSocket:
     host, colon, portText = rest.rpartition(":")
     if not proto or not colon or not host:
         raise ValueError(f"{text!r} is not proto:host:port, e.g. udp:127.0.0.1:5060")
-    if proto.lower() != "udp":
-        raise ValueError(f"{text!r}: only udp sockets are supported so far, not {proto}")
+    if proto.lower() not in ("udp", "tcp", "tls"):
+        raise ValueError(f"{text!r}: the protocol is udp, tcp or tls, not {proto}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if ipLiteral(host) is None:
         raise ValueError(f"{text!r}: the host must be an IP address, not {host!r}")
     if not portText.isdigit() or not 1 <= int(portText) <= 65535:
         raise ValueError(f"{text!r}: the port must be 1 to 65535, not {portText!r}")
-    return ServerSocket("udp", str(ipaddress.ip_address(host)), int(portText))
+    return ServerSocket(proto.lower(), str(ipaddress.ip_address(host)), int(portText))
 
 
 def _checkLocal(host: str) -> None:
@@ -169,6 +172,15 @@ def _boolean(text: str) -> bool:
     if lowered in ("0", "no", "off", "false"):
         return False
     raise ValueError(f"expected 0 or 1 (or true or false), not {text!r}")
+
+
+def _readableFile(text: str) -> str:
+    try:
+        with open(text, "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot read {text!r}: {e.strerror}") from None
+    return text
 
 
 def _controlEndpoint(text: str) -> str:
@@ -324,13 +336,45 @@ class NodeConfig:
 
     serverAddress: sip.URI = _setting(
         "server_address", "sip:127.0.0.1:5060", parseServerAddress,
-        "This node's SIP URI, sip:IP:PORT: how the other nodes know it, and the UDP socket it binds.",
+        "This node's SIP URI, sip:IP:PORT[;transport=tcp|tls]: how the other nodes know it, and the "
+        "socket it listens on.",
         short="s",
     )
     serverSocket: Optional[ServerSocket] = _setting(
         "server_socket", None, parseServerSocket,
-        "The socket to bind, as Kamailio writes it, udp:IP:PORT, when it is not the one of "
-        "--server-address (say, behind a NAT) [default: that one].",
+        "The socket to bind, as Kamailio writes it, udp|tcp|tls:IP:PORT, when it is not --server-address's "
+        "(say, behind a NAT) [default: the one of --server-address].",
+    )
+    listen: Tuple[ServerSocket, ...] = _setting(
+        "listen", (), parseServerSocket,
+        "Another socket to listen on, as Kamailio's listen=: udp|tcp|tls:IP:PORT, one per transport "
+        "(repeatable).",
+        repeatable=True,
+    )
+    tlsCertificate: Optional[str] = _setting(
+        "tls_certificate", None, _readableFile, "The PEM file of this node's TLS certificate (and chain)."
+    )
+    tlsPrivateKey: Optional[str] = _setting(
+        "tls_private_key", None, _readableFile, "The PEM file of the TLS certificate's private key."
+    )
+    tlsCA: Optional[str] = _setting(
+        "tls_ca", None, _readableFile,
+        "The PEM file of the CA(s) TLS peers must have certificates from [default: the system's, "
+        "and clients are not asked for one].",
+    )
+    tlsVerifyClient: Optional[bool] = _setting(
+        "tls_verify_client", None, _boolean,
+        "A TLS client must present a certificate from --tls-ca (mutual TLS); --no-tls-verify-client: "
+        "none is asked for [default: on when --tls-ca is given].",
+        flag=True,
+    )
+    maxMessageSize: int = _setting(
+        "max_message_size", 1024 * 1024, _number(1024, True),
+        "The largest SIP message taken or sent over TCP and TLS, in octets (UDP: one datagram).",
+    )
+    tcpConnectionLifetime: float = _setting(
+        "tcp_connection_lifetime", 120.0, _number(),
+        "Seconds a TCP or TLS connection may carry nothing before it is closed (Kamailio's name).",
     )
     notificationAddresses: Tuple[sip.URI, ...] = _setting(
         "notification_address", (), parseNodeAddress,
@@ -527,6 +571,28 @@ class NodeConfig:
         # parseServerAddress refuses a serverAddress without a port.
         return (self.serverAddress.host, self.serverAddress.port)  # type: ignore[return-value]
 
+    @property
+    def listeners(self) -> List[ServerSocket]:
+        """
+        Every socket to listen on: C{serverSocket}, else C{serverAddress}'s,
+        over its transport, then those of C{listen}.
+        """
+        if self.serverSocket is not None:
+            first = self.serverSocket
+        else:
+            first = ServerSocket(
+                self.serverAddress.transport or "udp", self.serverAddress.host, self.serverAddress.port
+            )
+        return [first, *self.listen]
+
+    def tlsSettings(self) -> Optional[TLSSettings]:
+        """
+        The TLS settings, or C{None} when no certificate is given.
+        """
+        if self.tlsCertificate is None or self.tlsPrivateKey is None:
+            return None
+        return TLSSettings(self.tlsCertificate, self.tlsPrivateKey, self.tlsCA, self.tlsVerifyClient)
+
 
 # The table: the settings in the order of NodeConfig's fields, each knowing its field.
 PARAMETERS: List[Parameter] = [
@@ -613,6 +679,23 @@ def _checkTogether(config: NodeConfig, origin: Dict[str, str]) -> None:
         _checkLocal(config.bindAddress[0])
     except ValueError as e:
         raise usage.UsageError(f"{bindOrigin}: {e}") from None
+    protos = [listener.proto for listener in config.listeners]
+    for proto in set(protos):
+        if protos.count(proto) > 1:
+            raise usage.UsageError(f"{origin['listen']}: one socket per transport: {proto} twice")
+    if config.serverSocket is not None and config.serverSocket.proto != (
+        config.serverAddress.transport or "udp"
+    ):
+        raise usage.UsageError(f"{origin['server_socket']}: not the transport of --server-address")
+    if "tls" in protos and (config.tlsCertificate is None or config.tlsPrivateKey is None):
+        raise usage.UsageError("listening over TLS needs --tls-certificate and --tls-private-key")
+    if config.tlsVerifyClient and config.tlsCA is None:
+        raise usage.UsageError(f"{origin['tls_verify_client']}: verifying clients needs --tls-ca")
+    if config.tlsCertificate is not None:
+        try:
+            config.tlsSettings().serverOptions()  # type: ignore[union-attr]
+        except Exception as e:
+            raise usage.UsageError(f"{origin['tls_certificate']}: unusable: {e}") from None
     if config.T2 < config.T1:
         raise usage.UsageError(f"{origin['t2']}: must not be smaller than t1 ({config.T1:g})")
     if config.handlerTimeout >= 64 * config.T1:

@@ -184,7 +184,8 @@ def withoutStatus(uri: URI) -> URI:
 
 def parseNodeAddress(text: str) -> URI:
     """
-    Parse the URI of a node we can talk to: a C{sip:} URI over UDP, such as
+    Parse the URI of a node we can talk to: a C{sip:} URI over UDP, TCP or
+    TLS (C{;transport=tcp}, C{;transport=tls}), such as
     a C{notification_address} or the argument of C{dmq.add}, that passes
     L{checkNodeURI}.
 
@@ -206,6 +207,6 @@ def parseNodeAddress(text: str) -> URI:
         raise ValueError(f"{text!r}: {e.reason}") from None
     if uri.port == 0:
         raise ValueError(f"{text!r}: port 0 names no node")
-    if uri.transport not in (None, "udp"):
-        raise ValueError(f"{text!r}: only UDP is supported so far, not {uri.transport}")
+    if uri.transport not in (None, "udp", "tcp", "tls"):
+        raise ValueError(f"{text!r}: the transport is udp, tcp or tls, not {uri.transport}")
     return uri

@@ -35,6 +35,7 @@ from dmq.peers.htable.entropy import AntiEntropy
 from dmq.notification import PING_MAX_FORWARDS, NotificationPeer
 from dmq.ping import PingService
 from dmq.probe import ProbeDetector
+from dmq.stream import SIPStreamTransport
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
 from dmq.trust import Trust
 
@@ -103,7 +104,7 @@ class Options(usage.Options):
         if parameter.flag
         for flag in (
             [parameter.option, parameter.short, parameter.describe()],
-            [parameter.negation, None, f"Turn --{parameter.option} off" + ("" if parameter.default else " (the default).")],
+            [parameter.negation, None, f"Turn --{parameter.option} off" + (" (the default)." if parameter.default is False else "")],
         )
     ]
 
@@ -262,6 +263,7 @@ class DMQNodeService(service.MultiService):
         self.ping: PingService
         self.seeds: List[sip.URI] = []
         self.bindAddress: Address
+        self.listeners: List[str] = []
         self.rpc = RPCMethods()
         self._metrics: Optional[CollectorRegistry] = None
         self.handlerLatency = HandlerLatency()
@@ -285,11 +287,11 @@ class DMQNodeService(service.MultiService):
         service.MultiService.startService(self)
         host, port = self.bindAddress
         self._log.info(
-            "dmq {version} node {node} listening on UDP {address}; "
+            "dmq {version} node {node} listening on {address}; "
             "notification addresses: {seeds}; peers: {peers}; control: {control}",
             version=__version__,
             node=self.nodeManager.localNode.uri.toString(),
-            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            address=", ".join(self.listeners) or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"),
             seeds=", ".join(uri.toString() for uri in self.seeds) or "none",
             peers=", ".join(peer.peerId for peer in self.bus.peers),
             control=self.control.description if self.control is not None else "off",
@@ -416,21 +418,24 @@ def makeNodeService(
     node.bindAddress = config.bindAddress
     node.protocol = SIPDatagramProtocol(
         reactor,
-        # parseServerAddress refuses a serverAddress without a port.
-        (config.serverAddress.host, config.serverAddress.port),  # type: ignore[arg-type]
+        _sentBy(config, "udp"),
         T1=config.T1,
         T2=config.T2,
         T4=config.T4,
         maxTransactions=config.maxTransactions,
     )
-    if listen:
+    listeners = {listener.proto: listener for listener in config.listeners}
+    if [listener.proto for listener in config.listeners] != ["udp"]:
+        node.listeners = [str(listener) for listener in config.listeners]
+    if listen and "udp" in listeners:
         internet.UDPServer(
-            node.bindAddress[1],
+            listeners["udp"].port,
             node.protocol,
-            interface=node.bindAddress[0],
+            interface=listeners["udp"].host,
             maxPacketSize=MAX_DATAGRAM,
             reactor=reactor,
         ).setServiceParent(node)
+    _addStreams(reactor, node, config, listeners if listen else {})
     seeds = list(config.notificationAddresses)
     expand = []
     if config.multiNotify:
@@ -565,6 +570,43 @@ def _addDetector(reactor, node: DMQNodeService, config: NodeConfig, random) -> N
     node.notification.covered = node.probe.covers
     node.ping.covered = node.probe.covers
     node.addPeer(node.probe)
+def _sentBy(config: NodeConfig, proto: str) -> Address:
+    """
+    The C{(host, port)} our Via names for C{proto}: the server address's
+    when it is of that transport (the socket may be bound elsewhere, behind
+    a NAT), else that transport's listener's, else the server address's.
+    """
+    address = config.serverAddress
+    if (address.transport or "udp") == proto:
+        return (address.host, address.port)
+    for listener in config.listeners:
+        if listener.proto == proto:
+            return (listener.host, listener.port)
+    return (address.host, address.port)
+
+
+def _addStreams(reactor, node: DMQNodeService, config: NodeConfig, listeners: Dict[str, ServerSocket]) -> None:
+    """
+    Give the node its TCP transport, and its TLS one when it has a
+    certificate, each listening when C{listeners} has a socket for it: a
+    node over UDP may still send to a node over TCP or TLS.
+    """
+    tls = config.tlsSettings()
+    for name in ("tcp", "tls"):
+        if name == "tls" and tls is None:
+            continue
+        stream = SIPStreamTransport(
+            reactor, _sentBy(config, name), name, tls=tls if name == "tls" else None,
+            T1=config.T1, T2=config.T2, T4=config.T4, maxTransactions=config.maxTransactions,
+            maxMessage=config.maxMessageSize, idleTimeout=config.tcpConnectionLifetime,
+        )
+        node.protocol.addStream(name, stream)
+        if name in listeners:
+            listener = listeners[name]
+            internet.StreamServerEndpointService(
+                stream.serverEndpoint(reactor, (listener.host, listener.port)),
+                stream.serverFactory(),
+            ).setServiceParent(node)
 
 
 class _PeerError(ValueError):

@@ -15,7 +15,7 @@ import socket
 from collections import Counter
 from typing import Callable, Dict, Optional, Tuple
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -31,7 +31,7 @@ from dmq.transaction import (
 )
 from dmq.ratelimit import RateLimitedWarnings
 
-__all__ = ["SIPDatagramProtocol", "MAX_DATAGRAM", "KDMQ", "RateLimitedWarnings"]
+__all__ = ["SIPMessageHandler", "SIPDatagramProtocol", "MAX_DATAGRAM", "KDMQ", "RateLimitedWarnings"]
 
 KDMQ = "KDMQ"
 
@@ -45,9 +45,12 @@ Address = Tuple[str, int]
 RequestHandler = Callable[[ServerTransaction], None]
 
 
-class SIPDatagramProtocol(DatagramProtocol):
+class SIPMessageHandler:
     """
-    SIP over one UDP socket.
+    What every SIP transport does with the messages it receives, whatever
+    carries them: parse and check them, hand them to its
+    L{TransactionLayer}, answer or drop what is malformed.  A transport
+    gives L{messageReceived} each message and implements C{_send}.
 
     Requests that pass the transaction layer (new ones, not retransmissions)
     go to the handler registered for their method with L{setHandler}.  A
@@ -56,7 +59,7 @@ class SIPDatagramProtocol(DatagramProtocol):
     peer can exist.
 
     @ivar transactions: the L{TransactionLayer}.
-    @ivar statistics: a C{Counter} of what happened to datagrams:
+    @ivar statistics: a C{Counter} of what happened to messages:
         C{received}, C{sent}, C{malformed}, C{badRequests} (answered 400),
         C{unanswerable}, C{unmatchedResponses}, C{internalErrors}.  A
         datagram that could not be sent counts in the transaction layer's
@@ -73,12 +76,17 @@ class SIPDatagramProtocol(DatagramProtocol):
         T2: float = T2,
         T4: float = T4,
         maxTransactions: int = 10000,
+        transport: str = "UDP",
+        reliable: bool = False,
     ) -> None:
         """
         @param clock: where all timers run.
         @param sentBy: the C{(host, port)} we listen on and advertise in Via.
         @param maxTransactions: the cap on live client transactions and, apart
             from it, on live server transactions.
+        @param transport: the Via transport token: C{UDP}, C{TCP}, C{TLS}.
+        @param reliable: whether the transport is reliable (RFC 3261 §17:
+            no retransmissions, no Timers J and K).
         """
         self._clock = clock
         self.sentBy = sentBy
@@ -90,8 +98,8 @@ class SIPDatagramProtocol(DatagramProtocol):
             self._send,
             self._requestReceived,
             sentBy,
-            transport="UDP",
-            reliable=False,
+            transport=transport,
+            reliable=reliable,
             T1=T1,
             T2=T2,
             T4=T4,
@@ -132,31 +140,21 @@ class SIPDatagramProtocol(DatagramProtocol):
         """
         return self.transactions.stop()
 
-    def startProtocol(self) -> None:
-        self.transactions.start()
-        # As Kamailio does (its maxbuffer, 256 KiB, which Linux doubles):
-        # the default 208 KiB holds about 120 KDMQ requests, and a burst
-        # past that is dropped and waits for the sender's retransmission.
-        sock = getattr(self.transport, "socket", None)
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            except OSError:
-                pass
-
-    def stopProtocol(self) -> None:
-        # The port is gone: nothing can be sent or answered any more.
-        self.transactions.stop()
-
     def _send(self, data: bytes, address: Address) -> None:
-        if self.transport is None:
-            raise OSError("the SIP socket is not listening")
-        self.transport.write(data, address)
-        self.statistics["sent"] += 1
+        raise NotImplementedError()
 
-    def datagramReceived(self, data: bytes, address: Address) -> None:
+    def _stamped(self, message: sip.Request, address: Address) -> sip.Request:
         """
-        Parse and check a datagram, and hand it to the transaction layer;
+        C{message} with its top Via stamped, if it needs it, so that its
+        replies go back where it came from (L{_stampVia}).
+        """
+        if _needsStamp(message.via[0], address[0]):
+            return _stampVia(message, address)
+        return message
+
+    def messageReceived(self, data: bytes, address: Address) -> None:
+        """
+        Parse and check a message, and hand it to the transaction layer;
         answer C{400} or drop it when it is malformed (L{_malformed}).
         Nothing is raised: an exception here is a bug, logged.
         """
@@ -175,15 +173,14 @@ class SIPDatagramProtocol(DatagramProtocol):
             except sip.SIPParseError as e:
                 self._malformed(e, message.headers, address)
                 return
-            if _needsStamp(message.via[0], address[0]):
-                message = _stampVia(message, address)
-            self.transactions.handleRequest(message, address)
+            self.transactions.handleRequest(self._stamped(message, address), address)
         except Exception:
             # A bug, not bad input: bad input is handled without raising.
             self.statistics["internalErrors"] += 1
             self._log.failure(
-                "Unexpected error handling a datagram from {address}", address=address
+                "Unexpected error handling a message from {address}", address=address
             )
+
 
     def _responseReceived(self, response: sip.Response, address: Address) -> None:
         try:
@@ -232,8 +229,8 @@ class SIPDatagramProtocol(DatagramProtocol):
         if any(name == "CSeq" and value.endswith(" ACK") for name, value in headers):
             # ACK is never answered.
             return False
-        if _needsStamp(topVia, address[0]):
-            partial = _stampVia(partial, address)
+        partial = self._stamped(partial, address)
+        topVia = partial.via[0]
         data = sip.serialiseReply(partial, 400, reason, toTag=sip.newTag())
         if self.transactions.transmit(data, responseAddress(topVia, address), "response"):
             return False
@@ -255,6 +252,109 @@ class SIPDatagramProtocol(DatagramProtocol):
             )
 
 
+
+class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
+    """
+    SIP over one UDP socket (L{SIPMessageHandler}).
+
+    Requests whose Request-URI names another transport (C{;transport=tcp}
+    or C{tls}) go through the stream transport added for it with
+    L{addStream}, so that the bus has one way out whatever the node's
+    transport; one with no such transport is answered at once with a local
+    C{408 Unsupported Transport}, never sent over UDP.
+
+    @ivar streams: the stream transports, by lower-case name.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        SIPMessageHandler.__init__(self, *args, **kwargs)
+        self.streams: Dict[str, SIPMessageHandler] = {}
+
+    def addStream(self, name: str, stream: SIPMessageHandler) -> None:
+        """
+        Send requests for nodes of transport C{name} (C{"tcp"}, C{"tls"})
+        through C{stream}, and hand it our request handlers.
+        """
+        self.streams[name] = stream
+        stream._handlers = self._handlers
+
+    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred:
+        """
+        Send C{request} in a new client transaction of the transport its
+        Request-URI names.
+
+        @return: a L{Deferred} firing with the final L{sip.Response} (a local
+            C{408} on timeout, or at once when C{destination} cannot be sent
+            to); see L{TransactionLayer.request}.
+        """
+        transport = request.uri.transport
+        if transport is None or transport == "udp":
+            return self.transactions.request(request, destination)
+        stream = self.streams.get(transport.lower())
+        if stream is None:
+            self.statistics["unsupportedTransport"] += 1
+            self._warnings.warn(
+                f"transport {transport}",
+                "No {transport} transport: {method} to {destination} not sent",
+                transport=transport,
+                method=request.method,
+                destination=destination,
+            )
+            return succeed(sip.responseFor(request, 408, "Unsupported Transport"))
+        return stream.sendRequest(request, destination)
+
+    def peerCommonName(self, address: Address) -> Optional[str]:
+        """
+        For admission: the subject common name of the certificate the peer
+        at C{address} (a request's source) presented over TLS, or C{None}
+        (not TLS, or no such connection).
+        """
+        for stream in self.streams.values():
+            name = getattr(stream, "peerCommonName", lambda address: None)(address)
+            if name is not None:
+                return name
+        return None
+
+    def start(self) -> None:
+        SIPMessageHandler.start(self)
+        for stream in self.streams.values():
+            stream.start()
+
+    def stop(self) -> Deferred:
+        SIPMessageHandler.stop(self)
+        return gatherResults(
+            [stream.stop() for stream in self.streams.values()]
+        ).addCallback(lambda _: None)
+
+    def startProtocol(self) -> None:
+        self.transactions.start()
+        # As Kamailio does (its maxbuffer, 256 KiB, which Linux doubles):
+        # the default 208 KiB holds about 120 KDMQ requests, and a burst
+        # past that is dropped and waits for the sender's retransmission.
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError:
+                pass
+
+    def stopProtocol(self) -> None:
+        # The port is gone: nothing can be sent or answered any more.
+        self.transactions.stop()
+
+    def _send(self, data: bytes, address: Address) -> None:
+        if self.transport is None:
+            raise OSError("the SIP socket is not listening")
+        self.transport.write(data, address)
+        self.statistics["sent"] += 1
+
+    def datagramReceived(self, data: bytes, address: Address) -> None:
+        """
+        One datagram is one message: see L{SIPMessageHandler.messageReceived}.
+        """
+        self.messageReceived(data, address)
+
+
 def _needsStamp(via: sip.Via, host: str) -> bool:
     """
     Whether the top Via C{via} of a request from C{host} needs stamping
@@ -270,17 +370,25 @@ def _needsStamp(via: sip.Via, host: str) -> bool:
     return False
 
 
-def _stampVia(request: sip.Request, source: Address) -> sip.Request:
+def _stampVia(
+    request: sip.Request, source: Address, forceRport: bool = False
+) -> sip.Request:
     """
     Stamp the top Via with where the request came from, so that replies go
     back there and nowhere else: C{received} (RFC 3261 §18.2.1) when the
     sent-by host is not the source address, and C{rport} (RFC 3581) set to
     the source port when the Via has one.  A C{received} or an C{rport}
     value the sender wrote itself is replaced, never believed.
+
+    @param forceRport: add C{rport} when the Via has none: over a stream,
+        the source is the connection, where replies go back (RFC 3261
+        §18.2.2).
     """
     via = request.via[0]
     host, port = source
     parameters = []
+    if forceRport and via.rport is None:
+        parameters.append(("rport", str(port)))
     for name, value in via.parameters:
         lowered = name.lower()
         if lowered == "received":

@@ -491,6 +491,10 @@ class KamailioNode:
     @ivar kdmqLog: log one line per received KDMQ request.
     @ivar defines: more C{-A} defines for the config template (C{"WITH_X"}
         or C{"NAME=VALUE"}), e.g. C{("WITH_DIALOG",)}.
+    @ivar tls: C{(certificate, private key, CA)} PEM paths to run DMQ over
+        mutual TLS on C{tlsPort}: the node's URI is then
+        C{sip:IP:TLSPORT;transport=tls} (UDP is still listened on).
+    @ivar tlsPort: the TLS port.
     @ivar debug: Kamailio's C{debug} level (2 is INFO, 3 is DEBUG).
     @ivar name: the node's log prefix; the address by default.
     @ivar startTimeout: seconds L{start} waits for RPC to answer.
@@ -511,6 +515,8 @@ class KamailioNode:
     dmqProcess: bool = False
     kdmqLog: bool = False
     defines: Tuple[str, ...] = attrs.field(default=(), converter=_toTuple)
+    tls: Optional[Tuple[str, str, str]] = None
+    tlsPort: int = 5061
     debug: int = 2
     name: str = attrs.field(
         default=attrs.Factory(lambda self: self.ip, takes_self=True)
@@ -550,6 +556,8 @@ class KamailioNode:
         """
         The node's DMQ URI (its C{server_address}), e.g. C{sip:127.0.0.21:5060}.
         """
+        if self.tls is not None:
+            return f"sip:{self.ip}:{self.tlsPort};transport=tls"
         return f"sip:{self.ip}:{self.port}"
 
     @property
@@ -557,7 +565,7 @@ class KamailioNode:
         """
         C{ip:port}, the key L{peerStatuses} uses for this node.
         """
-        return f"{self.ip}:{self.port}"
+        return f"{self.ip}:{self.tlsPort if self.tls is not None else self.port}"
 
     @property
     def configPath(self) -> FilePath[str]:
@@ -637,6 +645,9 @@ class KamailioNode:
             "WORKERS": str(self.numWorkers),
             "PING": str(self.pingInterval),
             "NOTIFICATION_ADDRESSES": notify,
+            "SERVER_ADDRESS": self.uri,
+            "DISABLE_TCP": "yes" if self.tls is None else "no",
+            "TLS": self._tlsLines(),
         }
         text = _TEMPLATE.getContent().decode("utf-8")
         text = _PLACEHOLDER.sub(
@@ -646,6 +657,36 @@ class KamailioNode:
         if left:
             raise KamailioError(f"unfilled placeholders in {_TEMPLATE.path}: {left}")
         return text
+
+    def _tlsLines(self) -> str:
+        """
+        The TLS part of the configuration, writing its C{tls.cfg} (mutual
+        TLS, 1.2 at least, peers verified against the CA) in the run dir.
+        """
+        if self.tls is None:
+            return ""
+        certificate, key, ca = self.tls
+        section = (
+            "method = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\n"
+            f"private_key = {key}\ncertificate = {certificate}\nca_list = {ca}\n"
+        )
+        self.runDir.makedirs(ignoreExistingDirectory=True)
+        tlsConfig = self.runDir.child("tls.cfg")
+        tlsConfig.setContent(
+            f"[server:default]\n{section}\n[client:default]\n{section}".encode("utf-8")
+        )
+        return "\n".join(
+            [
+                # Kamailio 5.6.3 with Debian 12's OpenSSL 3 may crash when
+                # several processes do TLS (kamailio/kamailio#3791, mended
+                # by tls_threads_mode from 5.7.5): one TCP reader.
+                "tcp_children=1",
+                "enable_tls=yes",
+                f"listen=tls:{self.ip}:{self.tlsPort}",
+                'loadmodule "tls.so"',
+                f'modparam("tls", "config", "{tlsConfig.path}")',
+            ]
+        )
 
     def commandLine(self) -> List[str]:
         """

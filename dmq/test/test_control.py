@@ -659,14 +659,14 @@ class DMQMethodsTests(SynchronousTestCase):
     def test_addOnlyNodesWeCanTalkTo(self):
         """
         C{dmq.add} refuses a URI that names no node we can talk to (not
-        C{sip:}, not UDP, port 0) with L{parseNodeAddress}'s reason, and
+        C{sip:}, not UDP, TCP or TLS, port 0) with L{parseNodeAddress}'s reason, and
         one that names ourselves, however spelled; the node list is left
         alone.
         """
         before = self.uris()
         for uri, message in [
             ("sips:127.0.0.14", "only sip: URIs are supported so far, not sips:"),
-            ("sip:127.0.0.14:5060;transport=tcp", "only UDP is supported so far, not tcp"),
+            ("sip:127.0.0.14:5060;transport=sctp", "the transport is udp, tcp or tls, not sctp"),
             ("sip:127.0.0.14:0", "port 0 names no node"),
             ("not a uri", "is not a SIP URI"),
             ("sip:127.0.0.11:5060", "Cannot add the local node"),

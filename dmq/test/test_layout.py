@@ -18,10 +18,10 @@ import dmq
 #: a package) may import from lower layers only, and, inside a package, from
 #: its siblings.  Keep this and the table in doc/design.md the same.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
-    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.jsonlog", "dmq.bearer", "dmq.ctlclient"),
+    ("dmq", "dmq.sip", "dmq.jobqueue", "dmq.observers", "dmq.ratelimit", "dmq.jsonlog", "dmq.bearer", "dmq.ctlclient", "dmq.tls"),
     ("dmq.interfaces", "dmq.transaction", "dmq.nodeaddress", "dmq.ctl", "dmq.signing"),
     ("dmq.transport", "dmq.nodelistbody", "dmq.trust", "dmq.probewire"),
-    ("dmq.nodelist", "dmq.ownbody"),
+    ("dmq.nodelist", "dmq.ownbody", "dmq.stream"),
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),
     ("dmq.node",),

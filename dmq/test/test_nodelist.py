@@ -615,7 +615,7 @@ class ParseNodeAddressTests(SynchronousTestCase):
             ("sip:10.0.0.1:5060;x=\u00e9", "not SIP's grammar"),
             (f"sip:{'z' * 4700}:5060", "longer than 400"),
             ("sip:10.0.0.1:0", "port 0"),
-            ("sip:10.0.0.1;transport=tcp", "only UDP"),
+            ("sip:10.0.0.1;transport=sctp", "udp, tcp or tls"),
             ("sips:10.0.0.1", "only sip:"),
             ("http://x", "not a SIP URI"),
         ]:

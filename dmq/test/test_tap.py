@@ -176,7 +176,7 @@ class OptionsTests(SynchronousTestCase):
             ("sip:127.0.0.11", "give the port"),
             ("sip:127.0.0.11:0", "give the port"),
             ("sip:127.0.0.11:70000", "Bad port"),
-            ("sip:127.0.0.11:5060;transport=tcp", "only UDP"),
+            ("sip:127.0.0.11:5060;transport=sctp", "udp, tcp or tls"),
             ("sip:peer@127.0.0.11:5060", "no user part"),
         ]:
             self.assertUsageError(["--server-address", bad], "--server-address", fragment)
@@ -207,7 +207,7 @@ class OptionsTests(SynchronousTestCase):
         """
         for bad, fragment in [
             ("127.0.0.11:5060", "not proto:host:port"),
-            ("tcp:127.0.0.11:5060", "only udp"),
+            ("sctp:127.0.0.11:5060", "udp, tcp or tls"),
             ("udp:localhost:5060", "must be an IP address"),
             ("udp:127.0.0.11:0", "1 to 65535"),
             ("udp:127.0.0.11:65536", "1 to 65535"),
@@ -229,7 +229,7 @@ class OptionsTests(SynchronousTestCase):
         for bad, fragment in [
             ("127.0.0.12", "not a SIP URI"),
             ("sip:127.0.0.12:0", "port 0"),
-            ("sip:127.0.0.12:5060;transport=tls", "only UDP"),
+            ("sip:127.0.0.12:5060;transport=sctp", "udp, tcp or tls"),
         ]:
             self.assertUsageError(LOCAL + ["--notification-address", bad], "--notification-address", fragment)
 

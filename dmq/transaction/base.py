@@ -14,7 +14,7 @@ import socket
 from enum import Enum
 from typing import Optional, Tuple
 
-from twisted.internet.error import InvalidAddressError, MessageLengthError
+from twisted.internet.error import ConnectError, InvalidAddressError, MessageLengthError
 
 from dmq.ratelimit import RateLimitedWarnings
 
@@ -111,11 +111,12 @@ class MessageTooLarge(ValueError):
 # an address this socket can reach.
 _NO_ADDRESS = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EINVAL, errno.EDESTADDRREQ)
 
-SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError)
+SEND_ERRORS = (OSError, InvalidAddressError, MessageLengthError, ConnectError)
 """
 What a socket's send raises when the datagram cannot go (Twisted's UDP port
-raises the last two for a name or an address of the other family, and for
-a datagram too long); anything else from a send is a bug.
+raises the middle two for a name or an address of the other family, and for
+a datagram too long), and what a stream transport raises when it cannot
+connect (L{ConnectError}); anything else from a send is a bug.
 """
 
 
@@ -125,10 +126,13 @@ def sendFailure(error: BaseException) -> Optional[str]:
 
     @return: C{None} when sending again may work (the network or the
         socket's buffer may recover); else why it never can, fit to be a
-        reason phrase: C{"Message Too Large"}, C{"Unreachable Address"} (an
+        reason phrase: C{"Message Too Large"}, C{"Connection Failed"} (a
+        stream transport could not connect, or failed to lately), C{"Unreachable Address"} (an
         address this socket cannot send to, such as an IPv6 address for an
         IPv4 socket, or a name), or C{"Could Not Send"} (a bug in the send).
     """
+    if isinstance(error, ConnectError):
+        return "Connection Failed"
     if isinstance(error, MessageLengthError) or (
         isinstance(error, OSError) and error.errno == errno.EMSGSIZE
     ):

@@ -125,6 +125,24 @@ class ClientTransactions:
         transaction.responseReceived(response)
         return True
 
+    def failDestination(self, destination: Address, reason: str) -> int:
+        """
+        End every client transaction to C{destination} that has no final
+        response yet with a local C{408 reason}: a reliable transport could
+        not reach it, and nothing will be sent again (RFC 3261 §17.1.4).
+
+        @return: how many were ended.
+        """
+        failing = [
+            client
+            for client in self._clients.values()
+            if client.destination == destination
+            and client.state is not TransactionState.COMPLETED
+        ]
+        for client in failing:
+            client.transportFailed(reason)
+        return len(failing)
+
     def stop(self) -> None:
         """
         End every client transaction, failing the pending ones.
@@ -260,6 +278,14 @@ class _ClientTransaction:
             )
         else:
             self.deferred.callback(responseFor(self.request, 408, reason))
+
+    def transportFailed(self, reason: str) -> None:
+        """
+        The transport could not deliver the request: end now with a local
+        C{408 reason}.
+        """
+        self._end()
+        self.deferred.callback(responseFor(self.request, 408, reason))
 
     def _timeout(self) -> None:
         """

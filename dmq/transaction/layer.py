@@ -262,6 +262,16 @@ class TransactionLayer:
             )
         return self._clientSide.request(request, destination)
 
+    def failDestination(self, destination: Address, reason: str) -> int:
+        """
+        A reliable transport could not reach C{destination}: end each client
+        transaction waiting on it with a local C{408 reason} now, rather
+        than on Timer F.
+
+        @return: how many were ended.
+        """
+        return self._clientSide.failDestination(destination, reason)
+
     def start(self) -> None:
         """
         Take transactions again after L{stop}: L{request} sends and
