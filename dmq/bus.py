@@ -32,7 +32,7 @@ from dmq.nodelist import Node
 from dmq.sender import KDMQSender, SendOutcome, checkPeerId
 from dmq.transaction import ServerTransaction
 from dmq.ratelimit import RateLimitedWarnings
-from dmq.transport import KDMQ
+from dmq.transport import KDMQ, SIPDatagramProtocol
 from dmq.trust import REFUSAL_CAUSES, Refusals, SigningTransport, Trust
 
 __all__ = ["DMQBus", "SendOutcome", "DEFAULT_NOTIFICATION_CHANNEL", "UNKNOWN_PEER", "checkPeerId"]
@@ -63,12 +63,14 @@ class _Registered:
     """
     A registered peer, with what the way in asks of it on every request.
 
+    @ivar peerId: its channel name, the key it is registered under.
     @ivar strangers: whether it takes requests from non-members.
     @ivar withSource: whether it is called with C{messageReceivedFrom}
         (and the source address) rather than C{messageReceived}.
     """
 
-    peer: object
+    peer: IDMQPeer
+    peerId: str
     strangers: bool
     withSource: bool
 
@@ -147,14 +149,15 @@ class DMQBus(service.Service):
         # None when admission is open: the way in then asks nothing more.
         self._trust: Optional[Trust] = trust if trust.active else None
         self._keyring = trust.keyring
+        sending: Union[SIPDatagramProtocol, SigningTransport] = protocol
         if trust.keyring is not None:
             # Our requests leave signed and their replies are checked,
             # under the transaction layer: the sender knows nothing of it.
-            protocol = SigningTransport(protocol, trust)
-        self._sender = KDMQSender(clock, protocol, nodeManager, resolve)
+            sending = SigningTransport(protocol, trust)
+        self._sender = KDMQSender(clock, sending, nodeManager, resolve)
         self._sender.addOutcomeObserver(self._countSent)
         self.notificationChannel = notificationChannel
-        self._peers: Dict[str, object] = OrderedDict()
+        self._peers: Dict[str, IDMQPeer] = OrderedDict()
         self._registered: Dict[str, _Registered] = {}
         self.statistics: Dict[Tuple[str, str, int], int] = {}
         self.latencyObserver: Optional[Callable[[str, float], None]] = None
@@ -224,6 +227,7 @@ class DMQBus(service.Service):
         self._peers[peerId] = peer
         self._registered[peerId] = _Registered(
             peer,
+            peerId,
             bool(getattr(peer, "acceptsStrangers", False)),
             callable(getattr(peer, "messageReceivedFrom", None)),
         )
@@ -302,14 +306,14 @@ class DMQBus(service.Service):
         peerId = request.uri.user
         registered = self._registered.get(peerId) if peerId is not None else None
         if not self.running:
-            self._early(answer, peerId if registered else UNKNOWN_PEER, 503, "Shutting Down")
+            self._early(answer, registered.peerId if registered else UNKNOWN_PEER, 503, "Shutting Down")
             return
         node = self._nodeManager.memberAt(source[0], source[1])
         trust = self._trust
         if trust is not None:
             refused = trust.check(request, source, node)
             if refused is not None:
-                self._refuse(answer, peerId if registered else UNKNOWN_PEER, refused, source)
+                self._refuse(answer, registered.peerId if registered else UNKNOWN_PEER, refused, source)
                 return
             if self._keyring is not None:
                 answer = self._signing(answer, request)
@@ -319,6 +323,7 @@ class DMQBus(service.Service):
             else:
                 self._early(answer, UNKNOWN_PEER, 404, "User Not Found")
             return
+        peerId = registered.peerId
         if node is None:
             if not registered.strangers:
                 self._refuse(answer, peerId, "notMember", source)
@@ -329,8 +334,11 @@ class DMQBus(service.Service):
         arrived = self._clock.seconds()
         try:
             if registered.withSource:
+                # An optional method (IDMQPeer's docstring), left out of the
+                # interface so that other peers need not write it: withSource
+                # says this peer has it.
                 result = self._jobs.call(
-                    (source, peerId), peer.messageReceivedFrom, request, node, source
+                    (source, peerId), peer.messageReceivedFrom, request, node, source  # type: ignore[attr-defined]
                 )
             else:
                 result = self._jobs.call((source, peerId), peer.messageReceived, request, node)
@@ -383,7 +391,7 @@ class DMQBus(service.Service):
 
         return signed
 
-    def _answer(self, result: object, answer: _Answer, peer, arrived: float) -> None:
+    def _answer(self, result: object, answer: _Answer, peer: IDMQPeer, arrived: float) -> None:
         """
         The peer answered C{result}: count it, and answer the request.
         """

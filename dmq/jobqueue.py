@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import CoroutineType
-from typing import Callable, Deque, Dict, Hashable, List, Optional, Set
+from typing import Callable, Deque, Dict, Generic, Hashable, List, Optional, Set, TypeVar
 
 import attr
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -20,6 +20,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 __all__ = ["KeyedJobQueue", "JobTimedOut", "QueueFull", "ShareUsed"]
+
+# The keys of one queue: the bus's are (source address, peer name).
+_K = TypeVar("_K", bound=Hashable)
 
 
 class QueueFull(Exception):
@@ -45,12 +48,12 @@ class JobTimedOut(Exception):
 
 
 @attr.define(eq=False)
-class _Job:
+class _Job(Generic[_K]):
     """
     One job, waiting or running.
     """
 
-    key: Hashable
+    key: _K
     work: Optional[Callable[[], object]]
     result: Deferred[object]
     deadline: Optional[IDelayedCall] = None
@@ -78,7 +81,7 @@ def _isPlain(result: object) -> bool:
 _plainTypes: Dict[type, bool] = {}
 
 
-class KeyedJobQueue:
+class KeyedJobQueue(Generic[_K]):
     """
     Runs jobs, one key at a time each, C{numWorkers} at a time in all.
 
@@ -97,7 +100,7 @@ class KeyedJobQueue:
         numWorkers: int,
         maxQueue: int,
         timeout: float,
-        groupOf: Optional[Callable[[Hashable], Hashable]] = None,
+        groupOf: Optional[Callable[[_K], Hashable]] = None,
         share: Optional[int] = None,
     ) -> None:
         """
@@ -122,10 +125,10 @@ class KeyedJobQueue:
         self.timeout = timeout
         # Per-key FIFO queues, and the keys that have a job waiting and none
         # running, in the order they became ready.
-        self._waiting: Dict[Hashable, Deque[_Job]] = {}
-        self._ready: Deque[Hashable] = deque()
+        self._waiting: Dict[_K, Deque[_Job[_K]]] = {}
+        self._ready: Deque[_K] = deque()
         # The keys with a job running, and how many run.
-        self._busy: Set[Hashable] = set()
+        self._busy: Set[_K] = set()
         self._workers = 0
         self._queued = 0
         self._idle: List[Deferred[None]] = []
@@ -143,7 +146,7 @@ class KeyedJobQueue:
         """
         return self._queued
 
-    def accepts(self, key: Hashable) -> bool:
+    def accepts(self, key: _K) -> bool:
         """
         Whether a job for C{key} would be taken now: it can start at once,
         or there is room for it to wait.
@@ -151,11 +154,11 @@ class KeyedJobQueue:
         canStartNow = self._workers < self._numWorkers and key not in self._busy
         return canStartNow or (self._queued < self._maxQueue and self._hasShare(key))
 
-    def _hasShare(self, key: Hashable) -> bool:
+    def _hasShare(self, key: _K) -> bool:
         groupOf = self._groupOf
         return groupOf is None or self._groupWaiting.get(groupOf(key), 0) < self.share
 
-    def _waited(self, key: Hashable, change: int) -> None:
+    def _waited(self, key: _K, change: int) -> None:
         groupOf = self._groupOf
         if groupOf is None:
             return
@@ -166,7 +169,7 @@ class KeyedJobQueue:
         else:
             del self._groupWaiting[group]
 
-    def call(self, key: Hashable, f: Callable[..., object], *args: object) -> object:
+    def call(self, key: _K, f: Callable[..., object], *args: object) -> object:
         """
         Run C{f(*args)} as a job of C{key}: now, when no job of C{key} runs
         or waits and a worker is free, or else when its turn comes, as
@@ -205,7 +208,7 @@ class KeyedJobQueue:
         self._follow(job, result)
         return job.result
 
-    def submit(self, key: Hashable, work: Callable[[], object]) -> Deferred[object]:
+    def submit(self, key: _K, work: Callable[[], object]) -> Deferred[object]:
         """
         Run C{work} when no other job of C{key} runs and a worker is free.
 
@@ -256,7 +259,7 @@ class KeyedJobQueue:
             self._workers += 1
             self._run(job)
 
-    def _run(self, job: _Job) -> None:
+    def _run(self, job: _Job[_K]) -> None:
         assert job.work is not None
         try:
             result = job.work()
@@ -268,7 +271,7 @@ class KeyedJobQueue:
         else:
             self._follow(job, result)
 
-    def _follow(self, job: _Job, result: object) -> None:
+    def _follow(self, job: _Job[_K], result: object) -> None:
         """
         The running C{job} gave a L{Deferred}, a L{Failure} or a coroutine:
         finish it when that has a result.
@@ -277,7 +280,7 @@ class KeyedJobQueue:
         job.running = d
         d.addCallbacks(self._finish, self._finish, callbackArgs=(job,), errbackArgs=(job,))
 
-    def _timedOut(self, job: _Job) -> None:
+    def _timedOut(self, job: _Job[_K]) -> None:
         job.deadline = None
         timedOut = Failure(JobTimedOut(f"no result within {self.timeout} s"))
         if job.running is None:
@@ -297,7 +300,7 @@ class KeyedJobQueue:
             self._finish(timedOut, job)
             job.running.cancel()
 
-    def _finish(self, outcome: object, job: _Job) -> None:
+    def _finish(self, outcome: object, job: _Job[_K]) -> None:
         if job.result.called:
             # The deadline ended the job already, and cancelled its Deferred.
             return

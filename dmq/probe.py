@@ -178,7 +178,7 @@ class ProbeDetector(service.Service):
         self.incarnation = max(self.incarnation, int(self._clock.seconds() * 1000))
         self._loop = self._clock.callLater(self.interval, self._tick)
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         service.Service.stopService(self)
         if self._loop is not None and self._loop.active():
             self._loop.cancel()
@@ -261,8 +261,7 @@ class ProbeDetector(service.Service):
         round = _Round(member, check)
         self._rounds.append(round)
         self.statistics["probes"] += 1
-        d = self._send(member.node, self._message("ping"), self.roundTimeout)
-        d.addCallback(self._directAnswered, round)
+        self._send(member.node, self._message("ping"), self.roundTimeout).addCallback(self._directAnswered, round)
         round.calls.append(self._clock.callLater(self.timeout, self._indirect, round))
         round.calls.append(self._clock.callLater(self.roundTimeout, self._roundEnded, round))
 
@@ -521,7 +520,7 @@ class ProbeDetector(service.Service):
 
     # IDMQPeer
 
-    def messageReceived(self, request: sip.Request, node: Optional[Node]):
+    def messageReceived(self, request: sip.Request, node: Optional[Node]) -> PeerResponse:
         """
         Answer every message with an ack; for a C{ping-req} from a node we
         know, probe the target and, when it answers, tell the asker with an
@@ -582,14 +581,13 @@ class ProbeDetector(service.Service):
 
     # Sending
 
-    def _send(self, node: Node, body: bytes, timeout: float) -> Deferred:
+    def _send(self, node: Node, body: bytes, timeout: float) -> Deferred[Optional[sip.Response]]:
         """
         Send C{body}; fire with the response, or C{None} when there was none
         (a timeout, or the send failed).
         """
         d = self._bus.send(self.peerId, body, node, CONTENT_TYPE, 1, timeout=timeout)
-        d.addCallbacks(lambda response: None if response.code == 408 else response, lambda _: None)
-        return d
+        return d.addCallbacks(lambda response: None if response.code == 408 else response, lambda _: None)
 
     def _bad(self, sender: str, error: str) -> None:
         self.statistics["badMessages"] += 1

@@ -19,7 +19,7 @@ C{alive}, C{suspect} or C{dead}, a node URI and its incarnation.
 from __future__ import annotations
 
 import math
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import attr
 
@@ -161,7 +161,9 @@ class NewsQueue:
     """
 
     def __init__(self) -> None:
-        self._items: Dict[Hashable, List] = {}
+        # Each entry [news, times passed on]: a list, so that take counts
+        # in place; its two types in one list leave it a list of Any.
+        self._items: Dict[Hashable, List[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._items)

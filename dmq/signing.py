@@ -59,6 +59,12 @@ BAD_SIGNATURE = "badSignature"
 STALE = "stale"
 
 
+def _keys(keys: Iterable[bytes]) -> Tuple[bytes, ...]:
+    # Keyring's converter: a bare tuple would leave mypy's attrs plugin
+    # to type the argument as Iterable[_T_co], which no list of keys is.
+    return tuple(keys)
+
+
 @attr.frozen(repr=False)
 class Keyring:
     """
@@ -67,7 +73,7 @@ class Keyring:
     @ivar keys: the keys, at least one.
     """
 
-    keys: Tuple[bytes, ...] = attr.ib(converter=tuple)
+    keys: Tuple[bytes, ...] = attr.ib(converter=_keys)
 
     def __attrs_post_init__(self) -> None:
         if not self.keys:
@@ -119,7 +125,7 @@ def _mac(key: bytes, fields: Iterable[bytes]) -> str:
     return mac.hexdigest()
 
 
-def _fromTag(message) -> bytes:
+def _fromTag(message: Request) -> bytes:
     try:
         tag = message.fromAddress.tag
     except Exception:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Protocol, Sequence, Tuple, Union
 
 import attr
 from twisted.internet.defer import Deferred
@@ -109,6 +109,12 @@ class Refusals:
         )
 
 
+def _networks(networks: Iterable[Network]) -> Tuple[Network, ...]:
+    # Trust's converter: a bare tuple would leave mypy's attrs plugin to
+    # type the argument as Iterable[_T_co], which no list of networks is.
+    return tuple(networks)
+
+
 @attr.define
 class Trust:
     """
@@ -126,7 +132,7 @@ class Trust:
     """
 
     _clock: IReactorTime
-    allowFrom: Tuple[Network, ...] = attr.ib(default=(), converter=tuple)
+    allowFrom: Tuple[Network, ...] = attr.ib(default=(), converter=_networks)
     keyring: Optional[Keyring] = None
     refusals: Refusals = attr.ib(
         default=attr.Factory(lambda self: Refusals(self._clock), takes_self=True)
@@ -218,6 +224,17 @@ class Trust:
         return (*headers, (SIGNATURE_HEADER, value))
 
 
+class _RequestSender(Protocol):
+    """
+    What L{SigningTransport} sends through: the C{sendRequest} of
+    L{dmq.transport.SIPDatagramProtocol}, or a test's fake.
+    """
+
+    def sendRequest(
+        self, request: sip.Request, destination: Address
+    ) -> Deferred[sip.Response]: ...
+
+
 class SigningTransport:
     """
     The SIP transport as the sender sees it when the node has a keyring:
@@ -226,7 +243,7 @@ class SigningTransport:
     C{408 Reply Not Signed}, counted as C{badReply}.
     """
 
-    def __init__(self, protocol, trust: Trust) -> None:
+    def __init__(self, protocol: _RequestSender, trust: Trust) -> None:
         """
         @param protocol: the transport, with the C{sendRequest} of
             L{dmq.transport.SIPDatagramProtocol}.
@@ -237,7 +254,7 @@ class SigningTransport:
         self._trust = trust
         self._keyring = trust.keyring
 
-    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred:
+    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred[sip.Response]:
         trust = self._trust
         value = signRequest(self._keyring, request, trust.now())
         signed = sip.Request(

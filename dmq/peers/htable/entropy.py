@@ -28,7 +28,7 @@ import json
 import math
 import random as _random
 from collections import Counter, OrderedDict
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
@@ -37,10 +37,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dmq.interfaces import IDMQBus, IDMQPeer, PeerResponse
-from dmq.nodelist import Node
+from dmq.nodelist import Node, NodeKey
 from dmq.peers.htable.spec import Value, coreCaseHash
 from dmq.peers.htable.store import Change, HTableStore, TableFull
 from dmq.ratelimit import RateLimitedWarnings
+from dmq.sip import Request, Response
 
 __all__ = ["AntiEntropy", "ENTROPY_PEER_ID"]
 
@@ -57,6 +58,13 @@ MAX_CELLS_BODY = 50000
 _ORIGIN = "entropy"
 
 Stamp = Tuple[float, str]
+
+
+# A JSON object of a message (the message, a table's part of it), and a
+# cell, the JSON array [key, value or None for a deletion, time]: what
+# json.loads gives, checked by EntropyPeer._decode, so of Any.
+_JSONObject = Dict[str, Any]
+_Cell = List[Any]
 
 
 def _rank(stamp: float, value: Optional[Value]) -> Tuple[float, int, str]:
@@ -114,7 +122,7 @@ class AntiEntropy(service.Service):
         self.statistics: Counter[str] = Counter()
         self._stamps: Dict[Tuple[str, str], float] = {}
         self._tombstones: "OrderedDict[Tuple[str, str], float]" = OrderedDict()
-        self._notDmq: set = set()
+        self._notDmq: Set[NodeKey] = set()
         self._call: Optional[IDelayedCall] = None
         self._tables = [name for name in store.tables() if store.spec(name).dmqreplicate]
         # The keys of each bucket, and each bucket's digest until it
@@ -197,14 +205,14 @@ class AntiEntropy(service.Service):
             result[bucket] = cache[bucket]
         return result
 
-    def _bucketCells(self, table: str, buckets: Iterable[int]) -> List[list]:
+    def _bucketCells(self, table: str, buckets: Iterable[int]) -> List[_Cell]:
         """
         Our cells and deletions in C{buckets}: C{[key, value, time]}, the
         value C{None} for a deletion.
         """
         wanted = set(buckets)
         count = self._buckets(table)
-        out: List[list] = []
+        out: List[_Cell] = []
         for bucket in sorted(wanted):
             for key, value in self._bucketValues(table, bucket):
                 out.append([key, value, self._stamps.get((table, key), 0.0)])
@@ -219,7 +227,7 @@ class AntiEntropy(service.Service):
         service.Service.startService(self)
         self._call = self._clock.callLater(self.interval, self._round)
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         service.Service.stopService(self)
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -233,7 +241,7 @@ class AntiEntropy(service.Service):
         except Exception:
             self._warnings.failure("entropyRound", "An anti-entropy round failed; the next runs as usual")
 
-    def exchange(self, node: Optional[Node] = None) -> Optional[Deferred]:
+    def exchange(self, node: Optional[Node] = None) -> Optional[Deferred[None]]:
         """
         One round: send our digests to C{node} (by default one other node
         at random), and settle the differences.
@@ -249,11 +257,9 @@ class AntiEntropy(service.Service):
             node = self._random.choice(candidates)
         self.statistics["rounds"] += 1
         body = {"op": "digest", "tables": {t: self.digests(t) for t in self._tables}}
-        d = self._send(node, body)
-        d.addCallback(self._answered, node)
-        return d
+        return self._send(node, body).addCallback(self._answered, node)
 
-    def _answered(self, response, node: Node) -> None:
+    def _answered(self, response: Optional[Response], node: Node) -> None:
         if response is None:
             return
         if response.code == 404:
@@ -270,7 +276,7 @@ class AntiEntropy(service.Service):
         except BadEntropy as e:
             self._bad(str(node), str(e))
             return
-        push: Dict[str, dict] = {}
+        push: Dict[str, _JSONObject] = {}
         for table, part in answer["tables"].items():
             if table not in self._tables:
                 continue
@@ -278,7 +284,7 @@ class AntiEntropy(service.Service):
             theirs = {cell[0]: cell for cell in part["cells"]}
             self.statistics["bucketsDiffering"] += len(buckets)
             ours = {cell[0]: cell for cell in self._bucketCells(table, buckets)}
-            newer = []
+            newer: List[_Cell] = []
             for key, cell in theirs.items():
                 self._settle(table, cell, ours.get(key))
             for key, cell in ours.items():
@@ -292,7 +298,7 @@ class AntiEntropy(service.Service):
         if push:
             self._send(node, {"op": "cells", "tables": push})
 
-    def _settle(self, table: str, theirs: list, ours: Optional[list]) -> None:
+    def _settle(self, table: str, theirs: _Cell, ours: Optional[_Cell]) -> None:
         """
         Keep their cell (or deletion) when it is newer than ours.
         """
@@ -321,7 +327,7 @@ class AntiEntropy(service.Service):
 
     # IDMQPeer
 
-    def messageReceived(self, request, node: Optional[Node]) -> PeerResponse:
+    def messageReceived(self, request: Request, node: Optional[Node]) -> PeerResponse:
         """
         Answer a digest with our cells of the buckets that differ; apply a
         push of newer cells.  Only from a node in our list.
@@ -341,15 +347,16 @@ class AntiEntropy(service.Service):
                 for cell in part["cells"]:
                     self._settle(table, cell, ours.get(cell[0]))
             return PeerResponse(200, "OK")
-        answer: Dict[str, dict] = {}
+        answer: Dict[str, _JSONObject] = {}
         room = MAX_CELLS_BODY
         for table in self._tables:
             theirs = message["tables"].get(table, {})
-            ours = self.digests(table)
+            digests = self.digests(table)
             differing = sorted(
-                b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b)
+                b for b in set(digests) | set(theirs) if digests.get(b) != theirs.get(b)
             )
-            buckets, cells = [], []
+            buckets: List[int] = []
+            cells: List[_Cell] = []
             for bucket in differing:
                 part = self._bucketCells(table, [bucket])
                 size = len(json.dumps(part, ensure_ascii=False))
@@ -367,7 +374,7 @@ class AntiEntropy(service.Service):
 
     # The body
 
-    def _decode(self, body: bytes, op: Optional[str]) -> dict:
+    def _decode(self, body: bytes, op: Optional[str]) -> _JSONObject:
         try:
             message = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -406,11 +413,10 @@ class AntiEntropy(service.Service):
                     raise BadEntropy("bad cell")
         return message
 
-    def _send(self, node: Node, message: dict) -> Deferred:
+    def _send(self, node: Node, message: _JSONObject) -> Deferred[Optional[Response]]:
         body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
         d = self._bus.send(self.peerId, body, node, CONTENT_TYPE, 1)
-        d.addErrback(lambda _: None)
-        return d
+        return d.addErrback(lambda _: None)
 
     def _bad(self, sender: str, error: str) -> None:
         self.statistics["badMessages"] += 1

@@ -298,7 +298,7 @@ def _value(message: Mapping[str, object], what: str) -> Value:
     The typed value of a set-cell message or a synced cell.
     """
     kind = message.get("type", TYPE_INT)
-    if type(kind) is not int or not INT32_MIN <= kind <= INT32_MAX:  # type: ignore[operator]
+    if type(kind) is not int or not INT32_MIN <= kind <= INT32_MAX:
         raise BadMessage(f"{what} with a bad type")
     if kind & TYPE_STR:
         value = message.get("strval")
