@@ -343,7 +343,7 @@ class NodeConfig:
     serverSocket: Optional[ServerSocket] = _setting(
         "server_socket", None, parseServerSocket,
         "The socket to bind, as Kamailio writes it, udp|tcp|tls:IP:PORT, when it is not --server-address's "
-        "(say, behind a NAT) [default: the one of --server-address].",
+        "(say, behind a NAT) [default: the server address's].",
     )
     listen: Tuple[ServerSocket, ...] = _setting(
         "listen", (), parseServerSocket,
@@ -364,8 +364,8 @@ class NodeConfig:
     )
     tlsVerifyClient: Optional[bool] = _setting(
         "tls_verify_client", None, _boolean,
-        "A TLS client must present a certificate from --tls-ca (mutual TLS); --no-tls-verify-client: "
-        "none is asked for [default: on when --tls-ca is given].",
+        "A TLS client must present a certificate from --tls-ca (mutual TLS); when off, none is asked "
+        "for [default: on when --tls-ca is given].",
         flag=True,
     )
     maxMessageSize: int = _setting(

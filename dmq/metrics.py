@@ -68,7 +68,9 @@ from dmq.transaction import TransactionLayer
 __all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS", "KNOWN_EVENTS"]
 
 KNOWN_EVENTS: Dict[str, Tuple[str, ...]] = {
-    "dmq_datagram_events": ("badRequests", "internalErrors", "unanswerable", "unmatchedResponses"),
+    "dmq_datagram_events": (
+        "badRequests", "internalErrors", "unanswerable", "unmatchedResponses", "unsupportedTransport",
+    ),
     "dmq_membership_events": (
         "bodyLinesOverBudget", "bodyLinesUnwritable", "nodeListLinesIgnored", "nodesRefusedFull",
         "nodesRefusedNotAllowed",

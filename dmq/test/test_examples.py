@@ -367,7 +367,7 @@ def runBlocks(case: SynchronousTestCase, path: str, text: Optional[str] = None) 
             output = ""
             for command in shellCommands(block):
                 if _SERVER.search(command):
-                    server = _Background(command, "listening on UDP", env, cwd)
+                    server = _Background(command, "listening on ", env, cwd)
                     background.append(server)
                     if not server.ready.wait(START_TIMEOUT) or not server.started or server.process.poll() is not None:
                         case.fail(f"{where}: {command!r} did not start:\n{''.join(server.output)}")

@@ -30,6 +30,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq.notification", "dmq.metrics", "dmq.peers", "dmq.probe"),
     ("dmq.ping", "dmq.control"),
     ("dmq.config",),
+    ("dmq.service",),
     ("dmq.tap",),
 )
 
