@@ -1,7 +1,7 @@
 # -*- test-case-name: dmq.test.test_probe -*-
 """
 Tests for L{dmq.probe} and L{dmq.probewire}: the failure detector's body
-codec, and whole buses of nodes on one L{Clock} and a seeded lossy
+codec, and whole buses of nodes on one clock and a seeded lossy
 L{FakeNetwork}, checked against issue 15's targets.
 """
 
