@@ -580,8 +580,9 @@ class NodeConfig:
         if self.serverSocket is not None:
             first = self.serverSocket
         else:
+            # parseServerAddress refuses a serverAddress without a port.
             first = ServerSocket(
-                self.serverAddress.transport or "udp", self.serverAddress.host, self.serverAddress.port
+                self.serverAddress.transport or "udp", self.serverAddress.host, self.serverAddress.port  # type: ignore[arg-type]
             )
         return [first, *self.listen]
 

@@ -152,7 +152,7 @@ class ProbeDetector(service.Service):
         self._loop: Optional[IDelayedCall] = None
         #: Called when we learn that a node declared us dead: announce our
         #: node list again (L{dmq.tap} sets it).
-        self.rejoin: Optional[Callable[[], None]] = None
+        self.rejoin: Optional[Callable[[], object]] = None
         self._rejoinedAt = -math.inf
         # The nodes we declared dead and removed, probed now and then for
         # a while: a partition that healed would otherwise leave each side

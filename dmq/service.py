@@ -38,7 +38,9 @@ from dmq.trust import Trust
 # twisted.application.service does not reach methods our services inherit.
 
 if TYPE_CHECKING:
-    from prometheus_client.core import CollectorRegistry
+    from random import Random
+
+    from prometheus_client.core import CollectorRegistry, Metric
 
     from dmq.control.endpoint import ControlService
     from dmq.peers.dialog import DialogPeer
@@ -197,7 +199,7 @@ class _Metrics:
     def __init__(self, node: DMQNodeService) -> None:
         self._node = node
 
-    def collect(self) -> Iterable[Any]:
+    def collect(self) -> Iterable[Metric]:
         return self._node.metrics.collect()
 
 
@@ -276,7 +278,8 @@ def makeNodeService(
         maxNodes=config.maxNodes,
     )
     node.nodeManager.setServiceParent(node)  # type: ignore[no-untyped-call]
-    trust = Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed)
+    # Trust, below dmq.nodelist, types a member as object; the bus gives it a Node, its memberAt's.
+    trust = Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed)  # type: ignore[arg-type]
     if trust.allowFrom and trust.keyring is None:
         node.nodeManager.setAdmission(trust.admitsNode)
     node.bus = DMQBus(
@@ -370,7 +373,8 @@ class _ControlError(ValueError):
     """
 
 
-def _addDetector(reactor, node: DMQNodeService, config: NodeConfig, random) -> None:
+# reactor: Any, as in makeNodeService.
+def _addDetector(reactor: Any, node: DMQNodeService, config: NodeConfig, random: Optional[Random]) -> None:
     """
     Give the node the failure detector (L{ProbeDetector}): it watches the
     dmq nodes, and the ping and the notification peer leave them to it.
@@ -395,15 +399,16 @@ def _sentBy(config: NodeConfig, proto: str) -> Address:
     a NAT), else that transport's listener's, else the server address's.
     """
     address = config.serverAddress
+    # parseServerAddress refuses a serverAddress without a port.
     if (address.transport or "udp") == proto:
-        return (address.host, address.port)
+        return (address.host, address.port)  # type: ignore[return-value]
     for listener in config.listeners:
         if listener.proto == proto:
             return (listener.host, listener.port)
-    return (address.host, address.port)
+    return (address.host, address.port)  # type: ignore[return-value]
 
 
-def _addStreams(reactor, node: DMQNodeService, config: NodeConfig, listeners: Dict[str, ServerSocket]) -> None:
+def _addStreams(reactor: Any, node: DMQNodeService, config: NodeConfig, listeners: Dict[str, ServerSocket]) -> None:
     """
     Give the node its TCP transport, and its TLS one when it has a
     certificate, each listening when C{listeners} has a socket for it: a

@@ -18,11 +18,18 @@ TLS is Twisted's, with the options of L{dmq.tls.TLSSettings}.
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, cast
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ConnectError, MessageLengthError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -135,7 +142,8 @@ class SIPStreamProtocol(Protocol):
         self._unread = 0
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if self._outbound is None:
-            peer = self.transport.getPeer()  # type: ignore[union-attr]
+            # A TCP connection's (TLS too): IAddress says no more than that.
+            peer = cast(Union[IPv4Address, IPv6Address], self.transport.getPeer())  # type: ignore[union-attr]
             self.address = (peer.host, peer.port)
         self._idle = self._clock.callLater(self._owner.idleTimeout, self._timedOut, "idle")
         self._owner._connectionMade(self)
@@ -186,7 +194,7 @@ class SIPStreamProtocol(Protocol):
         buffer += data
         limit = self._owner.maxMessage
         while buffer:
-            if self._total is None and self._scanned == 0 and buffer[:1] in (b"\r", b"\n"):
+            if self._total is None and self._scanned == 0 and buffer.startswith((b"\r", b"\n")):
                 # CRLF keep-alives (RFC 5626 §3.5.1) between messages: a
                 # double CRLF ping is answered with a single CRLF pong; a
                 # lone CRLF is ignored.
@@ -194,7 +202,8 @@ class SIPStreamProtocol(Protocol):
                     del buffer[:4]
                     self.write(b"\r\n")
                     continue
-                if buffer in (b"\r", b"\r\n", b"\r\n\r"):
+                # A bytearray equals the bytes it holds (mypy's strict bytes says never).
+                if buffer in (b"\r", b"\r\n", b"\r\n\r"):  # type: ignore[comparison-overlap]
                     break
                 del buffer[: 2 if buffer[:2] == b"\r\n" else 1]
                 continue
@@ -278,7 +287,8 @@ def peerCommonName(protocol: SIPStreamProtocol) -> Optional[str]:
     certificate = getCertificate()
     if certificate is None:
         return None
-    name = certificate.get_subject().commonName
+    # pyOpenSSL's X509Name: None when the subject has no CN.
+    name: Optional[str] = certificate.get_subject().commonName
     return name
 
 
@@ -345,7 +355,7 @@ class SIPStreamTransport(SIPMessageHandler):
         self.maxUnread = 4 * maxMessage
         self._endpointFor = endpointFor or self._defaultEndpoint
         self.connections: Dict[Address, SIPStreamProtocol] = {}
-        self._connecting: Dict[Address, Tuple[Deferred, List[bytes]]] = {}
+        self._connecting: Dict[Address, Tuple[Deferred[IProtocol], List[bytes]]] = {}
         # address: (until when sends fail at once, the wait after the next failure)
         self._backoff: Dict[Address, Tuple[float, float]] = {}
         self._all: List[SIPStreamProtocol] = []
@@ -357,6 +367,7 @@ class SIPStreamTransport(SIPMessageHandler):
         from twisted.internet import endpoints
 
         host, port = address
+        endpoint: IStreamClientEndpoint
         if ":" in host:
             endpoint = endpoints.TCP6ClientEndpoint(self._reactor, host, port, timeout=10)
         else:
@@ -371,7 +382,8 @@ class SIPStreamTransport(SIPMessageHandler):
         """
         return Factory.forProtocol(lambda: SIPStreamProtocol(self))
 
-    def serverEndpoint(self, reactor, address: Address):
+    # reactor: Any, an IReactorTCP (IReactorSSL too for TLS), as in dmq.service.
+    def serverEndpoint(self, reactor: Any, address: Address) -> IStreamServerEndpoint:
         """
         The server endpoint to listen on at C{address}: TCP, or TLS with
         our server options.
@@ -523,7 +535,7 @@ class SIPStreamTransport(SIPMessageHandler):
             reason=reason,
         )
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         """
         End every transaction, give up every connection being opened and
         close every open one.

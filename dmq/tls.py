@@ -10,9 +10,13 @@ made.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import attrs
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+    from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 
 __all__ = ["TLSSettings"]
 
@@ -36,7 +40,7 @@ class TLSSettings:
     ca: Optional[str] = None
     verifyClient: Optional[bool] = None
 
-    def _load(self):
+    def _load(self) -> Tuple[PrivateCertificate, List[Certificate]]:
         from twisted.internet import ssl
 
         with open(self.certificate, "rb") as f:
@@ -44,7 +48,7 @@ class TLSSettings:
         with open(self.privateKey, "rb") as f:
             key = f.read()
         own = ssl.PrivateCertificate.loadPEM(certificate + b"\n" + key)
-        authorities = []
+        authorities: List[Certificate] = []
         if self.ca is not None:
             with open(self.ca, "rb") as f:
                 pem = f.read()
@@ -54,34 +58,36 @@ class TLSSettings:
                 authorities.append(ssl.Certificate.loadPEM(block))
             if not authorities:
                 raise ValueError(f"{self.ca}: no certificate in it")
-        return ssl, own, authorities
+        return own, authorities
 
-    def serverOptions(self):
+    def serverOptions(self) -> CertificateOptions:
         """
         The server side's options: our certificate, TLS 1.2 at least, and,
         when clients are verified, a certificate from our CA required.
         """
-        ssl, own, authorities = self._load()
+        from twisted.internet import ssl
+
+        own, authorities = self._load()
         verify = self.verifyClient if self.verifyClient is not None else bool(authorities)
         if verify and not authorities:
             raise ValueError("verifying clients needs a CA (tls_ca)")
-        extra = {}
-        if verify:
-            extra["trustRoot"] = ssl.trustRootFromCertificates(authorities)
+        # trustRoot=None, CertificateOptions' default, asks for no client certificate.
         return ssl.CertificateOptions(
             privateKey=own.privateKey.original,
             certificate=own.original,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-            **extra,
+            trustRoot=ssl.trustRootFromCertificates(authorities) if verify else None,
         )
 
-    def clientOptions(self, host: str):
+    def clientOptions(self, host: str) -> IOpenSSLClientConnectionCreator:
         """
         The client side's options for a connection to C{host}: its
         certificate must come from our CA and name C{host} (as an IP address
         or a DNS name), ours is presented, TLS 1.2 at least.
         """
-        ssl, own, authorities = self._load()
+        from twisted.internet import ssl
+
+        own, authorities = self._load()
         trust = ssl.trustRootFromCertificates(authorities) if authorities else None
         return ssl.optionsForClientTLS(
             host,

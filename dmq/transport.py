@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -266,8 +266,20 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
     @ivar streams: the stream transports, by lower-case name.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        SIPMessageHandler.__init__(self, *args, **kwargs)
+    def __init__(
+        self,
+        clock: IReactorTime,
+        sentBy: Address,
+        T1: float = T1,
+        T2: float = T2,
+        T4: float = T4,
+        maxTransactions: int = 10000,
+        transport: str = "UDP",
+        reliable: bool = False,
+    ) -> None:
+        SIPMessageHandler.__init__(
+            self, clock, sentBy, T1, T2, T4, maxTransactions, transport, reliable
+        )
         self.streams: Dict[str, SIPMessageHandler] = {}
 
     def addStream(self, name: str, stream: SIPMessageHandler) -> None:
@@ -278,7 +290,7 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
         self.streams[name] = stream
         stream._handlers = self._handlers
 
-    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred:
+    def sendRequest(self, request: sip.Request, destination: Address) -> Deferred[sip.Response]:
         """
         Send C{request} in a new client transaction of the transport its
         Request-URI names.
@@ -310,7 +322,8 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
         (not TLS, or no such connection).
         """
         for stream in self.streams.values():
-            name = getattr(stream, "peerCommonName", lambda address: None)(address)
+            # Only the stream transports (dmq.stream, which imports us) have it.
+            name: Optional[str] = getattr(stream, "peerCommonName", lambda address: None)(address)
             if name is not None:
                 return name
         return None
@@ -320,7 +333,7 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
         for stream in self.streams.values():
             stream.start()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         SIPMessageHandler.stop(self)
         return gatherResults(
             [stream.stop() for stream in self.streams.values()]
@@ -386,7 +399,7 @@ def _stampVia(
     """
     via = request.via[0]
     host, port = source
-    parameters = []
+    parameters: List[Tuple[str, Optional[str]]] = []
     if forceRport and via.rport is None:
         parameters.append(("rport", str(port)))
     for name, value in via.parameters:

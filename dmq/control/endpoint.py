@@ -47,7 +47,7 @@ from dmq.control.jsonrpc import JSONRPC, RPCMethods
 from dmq.ratelimit import RateLimitedWarnings
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.registry import Collector
 
 __all__ = [
     "ControlResource", "ControlService", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",
@@ -139,7 +139,7 @@ class _MetricsResource(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: Collector) -> None:
         resource.Resource.__init__(self)
         self._registry = registry
 
@@ -182,7 +182,7 @@ class ControlResource(resource.Resource):
     def __init__(
         self,
         methods: RPCMethods,
-        registry: CollectorRegistry,
+        registry: Collector,
         clock: Optional[IReactorTime] = None,
         *,
         token: Optional[bytes] = None,

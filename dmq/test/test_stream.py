@@ -10,9 +10,11 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from dmq import sip
 from dmq.stream import (
@@ -58,6 +60,7 @@ def request(transport: str = "tcp") -> sip.Request:
     )
 
 
+@implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """
     A client endpoint whose connection attempts the test completes.
