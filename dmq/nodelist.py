@@ -277,8 +277,11 @@ class NodeList:
                 continue
             if node.status is not NodeStatus.ACTIVE and not self._pinned(node):
                 continue
-            # The oldest entry wins an address two entries share.
-            members.setdefault((node.resolvedIP, node.uri.port), node)
+            # A node over TCP or TLS sends from any port: its IP alone names
+            # it, as Kamailio's dmq_is_from_node() names every node.  The
+            # oldest entry wins an address two entries share.
+            port = None if node.uri.transport in ("tcp", "tls") else node.uri.port
+            members.setdefault((node.resolvedIP, port), node)
         return members
 
     def __iter__(self) -> Iterator[Node]:

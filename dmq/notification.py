@@ -41,10 +41,12 @@ __all__ = ["NotificationPeer", "CONTENT_TYPE"]
 def _at(line: NodeLine, source: Tuple[str, int]) -> bool:
     """
     Whether C{line} names the node at C{source}: its host is that IP
-    address, and its effective port that port.
+    address, and its effective port that port, unless it is a node over
+    TCP or TLS, whose connections come from any port.
     """
     identity = NodeIdentity.of(line.uri)
-    return identity.ip == source[0] and identity.address[0] == source[1]
+    port, transport = identity.address
+    return identity.ip == source[0] and (port == source[1] or transport in ("tcp", "tls"))
 
 
 # Max-Forwards of a join (the receiver passes it on once) and of a ping.

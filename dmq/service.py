@@ -415,6 +415,7 @@ def _addStreams(reactor: Any, node: DMQNodeService, config: NodeConfig, listener
     node over UDP may still send to a node over TCP or TLS.
     """
     tls = config.tlsSettings()
+    sockets = {listener.proto: listener.host for listener in config.listeners}
     for name in ("tcp", "tls"):
         if name == "tls" and tls is None:
             continue
@@ -422,6 +423,8 @@ def _addStreams(reactor: Any, node: DMQNodeService, config: NodeConfig, listener
             reactor, _sentBy(config, name), name, tls=tls if name == "tls" else None,
             T1=config.T1, T2=config.T2, T4=config.T4, maxTransactions=config.maxTransactions,
             maxMessage=config.maxMessageSize, idleTimeout=config.tcpConnectionLifetime,
+            # Connections from our own IP: members are known by it.
+            bindHost=sockets.get(name, config.listeners[0].host),
         )
         node.protocol.addStream(name, stream)
         if name in listeners:

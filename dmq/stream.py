@@ -323,10 +323,14 @@ class SIPStreamTransport(SIPMessageHandler):
         messageTimeout: float = MESSAGE_TIMEOUT,
         maxConnections: int = MAX_CONNECTIONS,
         endpointFor: Optional[Callable[[Address], IStreamClientEndpoint]] = None,
+        bindHost: Optional[str] = None,
     ) -> None:
         """
         @param reactor: the clock and, unless C{endpointFor} is given, the
             reactor to connect with.
+        @param bindHost: the IP our connections come from: the node's own,
+            as Kamailio's do, since the nodes we connect to know us as a
+            member by the source IP (the port of a connection is any).
         @param endpointFor: makes the client endpoint for a destination;
             by default TCP, or TLS with C{tls}'s client options.
         """
@@ -354,6 +358,7 @@ class SIPStreamTransport(SIPMessageHandler):
         self.maxConnections = maxConnections
         self.maxUnread = 4 * maxMessage
         self._endpointFor = endpointFor or self._defaultEndpoint
+        self._bindHost = bindHost
         self.connections: Dict[Address, SIPStreamProtocol] = {}
         self._connecting: Dict[Address, Tuple[Deferred[IProtocol], List[bytes]]] = {}
         # address: (until when sends fail at once, the wait after the next failure)
@@ -367,11 +372,13 @@ class SIPStreamTransport(SIPMessageHandler):
         from twisted.internet import endpoints
 
         host, port = address
+        bind = self._bindHost
+        bindAddress = (bind, 0) if bind is not None and (":" in bind) == (":" in host) else None
         endpoint: IStreamClientEndpoint
         if ":" in host:
-            endpoint = endpoints.TCP6ClientEndpoint(self._reactor, host, port, timeout=10)
+            endpoint = endpoints.TCP6ClientEndpoint(self._reactor, host, port, timeout=10, bindAddress=bindAddress)
         else:
-            endpoint = endpoints.TCP4ClientEndpoint(self._reactor, host, port, timeout=10)
+            endpoint = endpoints.TCP4ClientEndpoint(self._reactor, host, port, timeout=10, bindAddress=bindAddress)
         if self._tls is not None:
             return endpoints.wrapClientTLS(self._tls.clientOptions(host), endpoint)
         return endpoint

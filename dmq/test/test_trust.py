@@ -186,6 +186,34 @@ class MemberIndexTests(SynchronousTestCase):
         node = self.manager.add(sip.URI(C))
         self.assertIs(self.manager.memberAt(C, 40000), node)
 
+    def test_streamNodeAnyPort(self):
+        """
+        A node over TCP or TLS is a member from any port of its IP: its
+        connections come from ephemeral ports (Kamailio's
+        C{dmq_is_from_node()} compares only the IP).  A node over UDP is
+        still one from its own port only.
+        """
+        tls = self.manager.add(sip.URI(C, 5061, parameters=(("transport", "tls"),)), NodeStatus.ACTIVE)
+        udp = self.manager.add(sip.URI("127.0.0.14", 5070), NodeStatus.ACTIVE)
+        self.assertIs(self.manager.memberAt(C, 40000), tls)
+        self.assertIs(self.manager.memberAt("127.0.0.14", 5070), udp)
+        self.assertIsNone(self.manager.memberAt("127.0.0.14", 40000))
+
+    def test_strangerLineOverStream(self):
+        """
+        A stranger's own line, for a node over TCP or TLS, names it whatever
+        the source port of its connection; over UDP the port must match.
+        """
+        from dmq.notification import _at
+        from dmq.nodelist import NodeLine
+
+        tls = NodeLine(sip.URI(C, 5061, parameters=(("transport", "tls"),)), NodeStatus.ACTIVE)
+        udp = NodeLine(sip.URI(C, 5060), NodeStatus.ACTIVE)
+        self.assertTrue(_at(tls, (C, 40000)))
+        self.assertFalse(_at(tls, ("127.0.0.14", 40000)))
+        self.assertTrue(_at(udp, (C, 5060)))
+        self.assertFalse(_at(udp, (C, 40000)))
+
     def test_hostName(self):
         """
         A node named by a host name is a member from its address once that
