@@ -176,7 +176,7 @@ def statusPage(node: Any, now: float, rates: Dict[str, Tuple[int, int, Optional[
             tags.h1("dmq node ", tags.code(local)),
             tags.p(
                 tags.span("version ", tags.strong(__version__)),
-                tags.span("nodes ", tags.strong(str(len(others)), id="node-count")),
+                tags.span("other nodes ", tags.strong(str(len(others)), id="node-count")),
                 tags.span(
                     "active ",
                     tags.strong(str(sum(1 for n in others if n.status.value == "active")), id="active-count"),
