@@ -56,12 +56,21 @@ setup(
         # KDMQ over TLS (dmq.stream): pyOpenSSL and service_identity.
         # PyPy 3.9 has no wheel of cryptography 44 or later: pinned there so
         # that pip does not try to build one (it needs Rust and the network).
-        "tls": ["twisted[tls]", 'cryptography<44; platform_python_implementation == "PyPy"'],
+        # pyOpenSSL 25.2 and later need a newer cryptography: pinned too.
+        "tls": [
+            "twisted[tls]",
+            'cryptography<44; platform_python_implementation == "PyPy"',
+            'pyOpenSSL<25.2; platform_python_implementation == "PyPy"',
+        ],
         "test": [
             "hypothesis>=6.80",
             "twisted[tls]",
-            "cryptography",
+            # One requirement per interpreter: given both, an older pip
+            # fetches the newest cryptography's metadata before it applies
+            # the pin, and on PyPy that means building it from source.
+            'cryptography; platform_python_implementation != "PyPy"',
             'cryptography<44; platform_python_implementation == "PyPy"',
+            'pyOpenSSL<25.2; platform_python_implementation == "PyPy"',
         ],
         # The type check of .ci/run (mypy --strict, config in pyproject.toml),
         # under CPython: mypy 2.x needs Python 3.10, and mypy-zope follows
