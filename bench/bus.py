@@ -554,6 +554,11 @@ def startDMQ(workdir: str, python: str, interpreter: str, profile: Optional[str]
         f"--server-address=sip:{NODE_HOST}:{NODE_PORT}",
         f"--htable={TABLE}",
         f"--control=tcp:{CONTROL_PORT}:interface={NODE_HOST}",
+        # Only members may write (doc/security.md), as the Kamailio nodes
+        # that send htable changes on a real bus are: the generator's host,
+        # a seed without a port, is a member from any port of its IP.  The
+        # node's join to it goes unanswered: a few datagrams a second.
+        f"--notification-address=sip:{GENERATOR_HOST}",
     ]
     return Node("dmq", interpreter, argv, log, workdir)
 
