@@ -201,6 +201,10 @@ class ProbeDetector(service.Service):
         if member.state != "alive":
             member.cancel()
             member.state = "alive"
+        if member.capable is None and self.running:
+            # Ask at once whether it runs the detector: until we know, a
+            # node killed right after its join is left to the ping.
+            self._send(node, self._message("ping"), self.suspicionMax).addCallback(self._told, member)
 
     def nodeDeactivated(self, node: Node) -> None:
         member = self._members.get(node.key)

@@ -232,6 +232,21 @@ class DetectorTests(SynchronousTestCase):
         for _, node in bus.live():
             self.assertGreaterEqual(node.probe.statistics["deaths"] + node.probe.statistics["suspicions"], 1)
 
+    def test_killedRightAfterJoining(self) -> None:
+        """
+        A node killed as soon as every list has it is still disabled
+        everywhere within 5 s: each node asks a newly active node at once
+        whether it runs the detector, rather than waiting for its turn in
+        the rounds (until then the node was left to the ping).
+        """
+        bus = Bus(self, 10, seed=3)
+        self.assertIsNotNone(bus.runUntil(bus.converged, 5, step=0.01))
+        bus.kill(5)
+        disabled = bus.runUntil(
+            lambda: all(bus.status(node, 5) is not NodeStatus.ACTIVE for _, node in bus.live()), 5
+        )
+        self.assertIsNotNone(disabled)
+
     def test_killedNodeUnderLoss(self) -> None:
         """
         At 20 % loss on every link, a killed node is still disabled
