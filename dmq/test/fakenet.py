@@ -106,9 +106,12 @@ class FakeDatagramTransport:
         self.address = address
         self.connected = True
 
-    def write(self, data: bytes, addr: Address) -> None:
+    def write(self, data: bytes, addr: Optional[Address] = None) -> None:
         if not self.connected:
             raise OSError("not connected")
+        if addr is None:
+            # IUDPTransport allows it for a connected port; this fake has none.
+            raise OSError("no destination")
         self._network.send(self.address, addr, data)
 
     def getHost(self) -> IPv4Address:

@@ -960,7 +960,7 @@ def watchInputs(protocol: Any, recorder: FailureRecorder) -> None:
 
     def datagramReceived(data: bytes, address: Tuple[str, int]) -> None:
         recorder.current = _describeInput(f"datagram from {address[0]}:{address[1]},", data)
-        return original(data, address)
+        original(data, address)
 
     protocol.datagramReceived = datagramReceived
 

@@ -195,11 +195,12 @@ class DispatchTests(SynchronousTestCase):
         self.a.protocol.datagramReceived(data, ("127.0.0.12", 5060))
         scheduled = []
         callLater = self.bus.clock.callLater
-        self.patch(
-            self.bus.clock,
-            "callLater",
-            lambda *a, **k: scheduled.append(a[1]) or callLater(*a, **k),
-        )
+
+        def recordingCallLater(*a, **k):
+            scheduled.append(a[1])
+            return callLater(*a, **k)
+
+        self.patch(self.bus.clock, "callLater", recordingCallLater)
         sent = len(self.bus.network.sent)
         self.a.protocol.datagramReceived(data.replace(b"atonce", b"again"), ("127.0.0.12", 5060))
         self.assertEqual(len(peer.received), 2)

@@ -432,7 +432,12 @@ class FuzzTests(SynchronousTestCase):
         clock = Clock()
         network = FakeNetwork(clock)
         node = makeNode(clock, network, "127.0.0.11", htables=["kdmq=>size=8;dmqreplicate=1", "local=>size=4"])
-        self.addCleanup(lambda: (node.stopService(), network.run(70)))
+
+        def stop():
+            node.stopService()
+            network.run(70)
+
+        self.addCleanup(stop)
         rpc = JSONRPC(node.rpc, clock)
         names = node.rpc.names() + ["nosuch", ""]
         rng = random.Random(14)
@@ -485,7 +490,11 @@ class ConnectionBoundsTests(SynchronousTestCase):
         if protocol is None:
             return None, None
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
-        transport.abortConnection = lambda: protocol.connectionLost(Failure(ConnectionDone()))
+        # Not self.patch: its restore would run before the cleanup that stops
+        # the service, which aborts this connection through it.
+        transport.abortConnection = lambda: protocol.connectionLost(  # type: ignore[method-assign]
+            Failure(ConnectionDone())
+        )
         protocol.makeConnection(transport)
         return protocol, transport
 

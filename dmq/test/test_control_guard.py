@@ -247,6 +247,9 @@ class OptionsTests(SynchronousTestCase):
 
 
 class _FakeEndpoint:
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
+
     def listen(self, factory):
         from twisted.internet import defer
 
@@ -254,7 +257,7 @@ class _FakeEndpoint:
         return defer.succeed(self)
 
     def getHost(self):
-        return IPv4Address("TCP", "127.0.0.1", 5080)
+        return IPv4Address("TCP", self.host, 5080)
 
     def stopListening(self):
         pass
@@ -303,7 +306,11 @@ class GuardedEndpointTests(SynchronousTestCase):
         if protocol is None:
             return None
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
-        transport.abortConnection = lambda: protocol.connectionLost(Failure(ConnectionDone()))
+        # Not self.patch: its restore would run before the cleanup that stops
+        # the service, which aborts this connection through it.
+        transport.abortConnection = lambda: protocol.connectionLost(  # type: ignore[method-assign]
+            Failure(ConnectionDone())
+        )
         protocol.makeConnection(transport)
         self.transport = transport
         return protocol
@@ -444,8 +451,7 @@ class GuardedEndpointTests(SynchronousTestCase):
             ("192.0.2.1", "ssl:5080:interface=192.0.2.1", False),
             ("127.0.0.1", "tcp:5080", False),
         ]:
-            endpoint = _FakeEndpoint()
-            endpoint.getHost = lambda host=host: IPv4Address("TCP", host, 5080)
+            endpoint = _FakeEndpoint(host)
             control = ControlService(
                 endpoint, ControlResource(self.methods, None, self.clock, token=TOKEN), description, clock=self.clock
             )

@@ -571,8 +571,9 @@ class DMQCtlIntegrationTests(TestCase):
     reactor serves it.
     """
 
+    # trial waits on the Deferred setUp returns; unittest's stub says None.
     @defer.inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]
         self.a = makeNodeService(
             reactor,
             NodeConfig(

@@ -335,6 +335,13 @@ class DiscoveryTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+def _stopIfRunning(service):
+    """
+    Stop C{service} if it runs: a cleanup for a node a test may have stopped.
+    """
+    return service.stopService() if service.running else None
+
+
 def statuses(node) -> Dict[str, str]:
     return {
         n.uri.host: n.status.value for n in node.nodeManager.nodes() if not n.local
@@ -367,7 +374,7 @@ class FollowingDNSTests(SynchronousTestCase):
         nodes = [first, second, node]
         self.addCleanup(network.run, 70)
         for each in nodes:
-            self.addCleanup(lambda each=each: each.stopService() if each.running else None)
+            self.addCleanup(_stopIfRunning, each)
         network.run(2)
         self.assertEqual(statuses(node), {"127.0.0.11": "active"})
         self.assertNotIn("127.0.0.14", statuses(second))

@@ -14,11 +14,11 @@ import gc
 import json
 import random
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Generator, List, Optional, Tuple
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.failure import Failure
@@ -200,8 +200,11 @@ class SandboxTests(SynchronousTestCase):
         port = udp.Port(0, DatagramProtocol(), "127.0.0.93")
         port.addressFamily = socket.AF_INET
         port._connectedAddr = None
-        self.assertIsNone(port.write(b"x", ("10.0.0.1", 5060)))
-        self.assertIsNone(port.write(b"SIP/2.0 200 OK\r\n", ("10.0.0.1", 5060)))
+        # udp.Port.write returns sendto's count when it sends, though typed
+        # as returning None: None here says the sandbox kept the datagram.
+        write: Any = port.write
+        self.assertIsNone(write(b"x", ("10.0.0.1", 5060)))
+        self.assertIsNone(write(b"SIP/2.0 200 OK\r\n", ("10.0.0.1", 5060)))
         self.assertEqual(self.recorder.sandbox, {"request to 10.0.0.1": 1, "reply to 10.0.0.1": 1})
         self.assertRaises(error.InvalidAddressError, port.write, b"x", ("localhost", 5060))
 
@@ -261,7 +264,7 @@ class _OneRequest(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.chunks.append(data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.timeout.active():
             self.timeout.cancel()
         self.done.callback(b"".join(self.chunks))
@@ -363,7 +366,8 @@ class FuzzIntegrationTests(TestCase):
         return None if found is None else found.status
 
     def controlPort(self, node) -> int:
-        return node.control.port.getHost().port
+        port: int = node.control.port.getHost().port
+        return port
 
     @defer.inlineCallbacks
     def http(self, node, data: bytes):
@@ -390,7 +394,7 @@ class FuzzIntegrationTests(TestCase):
         return d
 
     @defer.inlineCallbacks
-    def send(self, count: int) -> defer.Deferred:
+    def send(self, count: int) -> Generator[defer.Deferred, Any, int]:
         """
         Send C{count} inputs at L{CI_RATE} per second; HTTP ones at most 8 at
         a time.

@@ -1081,7 +1081,12 @@ class ExpiryTests(SynchronousTestCase):
             (KDMQ, EXPIRING, "fixed=>autoexpire=60;updateexpire=0")
         )
         self.expired = []
-        self.peer.subscribe(lambda c: c.origin == "expired" and self.expired.append(c.key))
+
+        def onChange(c):
+            if c.origin == "expired":
+                self.expired.append(c.key)
+
+        self.peer.subscribe(onChange)
 
     def test_autoexpire(self):
         """

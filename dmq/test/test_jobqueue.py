@@ -270,7 +270,12 @@ class CallTests(SynchronousTestCase):
         first: Deferred = Deferred()
         order: List[str] = []
         running = self.queue.call("k", lambda: first)
-        second = self.queue.call("k", lambda: order.append("second") or "two")
+
+        def secondJob():
+            order.append("second")
+            return "two"
+
+        second = self.queue.call("k", secondJob)
         self.assertIsInstance(running, Deferred)
         self.assertIsInstance(second, Deferred)
         self.assertEqual(order, [])

@@ -1112,12 +1112,21 @@ class NodeListMergeTests(SynchronousTestCase):
         n2 = Node(N2, DISABLED)
         self.nodes.add(n2)
         seen = []
+
+        def admit(line):
+            seen.append(("admit", str(line.uri)))
+            return False
+
+        def accept(node, line):
+            seen.append(("accept", str(node)))
+            return True
+
         changes = self.nodes.merge(
             lines(
                 b"sip:127.0.0.1:5062;status=active\r\nsip:127.0.0.1:5063;status=active\r\n"
             ),
-            admit=lambda line: seen.append(("admit", str(line.uri))) or False,
-            accept=lambda node, line: seen.append(("accept", str(node))) or True,
+            admit=admit,
+            accept=accept,
         )
         self.assertEqual(
             seen, [("accept", "sip:127.0.0.1:5062"), ("admit", "sip:127.0.0.1:5063")]

@@ -2120,8 +2120,9 @@ def sipish(draw: Callable) -> bytes:
     )
     lines = [startLine] + draw(st.lists(headerLines, max_size=8))
     newline = draw(st.sampled_from(["\r\n", "\r\n", "\n"]))
-    text = newline.join(lines) + newline + newline
-    return text.encode("utf-8") + draw(st.binary(max_size=8))
+    text: str = newline.join(lines) + newline + newline
+    body: bytes = draw(st.binary(max_size=8))
+    return text.encode("utf-8") + body
 
 
 fuzzSettings = settings(

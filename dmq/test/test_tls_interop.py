@@ -39,7 +39,12 @@ class KamailioTLSTests(TestCase):
     timeout = 60
 
     setUp = test_tls_live.TLSBusTests.setUp
-    tlsNode = test_tls_live.TLSBusTests.tlsNode
+
+    def tlsNode(self, ip, seeds=(), ca=None, **options):
+        """
+        Start one of our nodes over TLS, as L{test_tls_live.TLSBusTests} does.
+        """
+        return test_tls_live.startTLSNode(self, ca or self.ca, ip, seeds, **options)
 
     @defer.inlineCallbacks
     def kamailio(self, ip, seeds=()):

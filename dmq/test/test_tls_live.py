@@ -47,6 +47,37 @@ class _Recorder(Protocol):
         self.lost.callback(None)
 
 
+def startTLSNode(testCase, ca, ip, seeds=(), **options):
+    """
+    Start one of our nodes over TLS on C{ip}:5061, with a certificate from
+    C{ca}, stopped in C{testCase}'s cleanup.
+    """
+    certificate, key = ca.issue(ip)
+    options.setdefault("pingInterval", 2)
+    options.setdefault("htables", [KDMQ_TABLE])
+    node = makeNodeService(
+        reactor,
+        NodeConfig(
+            serverAddress=parseServerAddress(tlsURI(ip)),
+            notificationAddresses=[parseNodeAddress(s) for s in seeds],
+            tlsCertificate=certificate,
+            tlsPrivateKey=key,
+            tlsCA=ca.caPath,
+            **options,
+        ),
+    )
+    node.startService()
+    testCase.addCleanup(lambda: node.stopService() if node.running else None)
+    return node
+
+
+def stopIfRunning(service):
+    """
+    Stop C{service} if it runs: a cleanup for a node a test may have stopped.
+    """
+    return service.stopService() if service.running else None
+
+
 class TLSBusTests(TestCase):
     """
     A bus of our nodes over mutual TLS.
@@ -62,24 +93,7 @@ class TLSBusTests(TestCase):
         Start one of our nodes over TLS on C{ip}:5061, with a certificate
         from C{ca} (ours by default), stopped in cleanup.
         """
-        ca = ca or self.ca
-        certificate, key = ca.issue(ip)
-        options.setdefault("pingInterval", 2)
-        options.setdefault("htables", [KDMQ_TABLE])
-        node = makeNodeService(
-            reactor,
-            NodeConfig(
-                serverAddress=parseServerAddress(tlsURI(ip)),
-                notificationAddresses=[parseNodeAddress(s) for s in seeds],
-                tlsCertificate=certificate,
-                tlsPrivateKey=key,
-                tlsCA=ca.caPath,
-                **options,
-            ),
-        )
-        node.startService()
-        self.addCleanup(lambda: node.stopService() if node.running else None)
-        return node
+        return startTLSNode(self, ca or self.ca, ip, seeds, **options)
 
     @defer.inlineCallbacks
     def test_busOfThree(self):
@@ -139,7 +153,7 @@ class TLSBusTests(TestCase):
         ]
         for node in (a, b):
             node.startService()
-            self.addCleanup(lambda node=node: node.stopService() if node.running else None)
+            self.addCleanup(stopIfRunning, node)
         yield waitFor(
             lambda: statuses(a) == {uris[1]: "active"} and statuses(b) == {uris[0]: "active"},
             timeout=10,

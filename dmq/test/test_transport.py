@@ -207,7 +207,12 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         seen = []
-        protocol.setHandler("KDMQ", lambda t: (seen.append(t), t.respond(sip.responseFor(t.request, 200, "OK", toTag="t"))))
+
+        def handler(t):
+            seen.append(t)
+            t.respond(sip.responseFor(t.request, 200, "OK", toTag="t"))
+
+        protocol.setHandler("KDMQ", handler)
         request = KDMQ_REQUEST.replace(
             b"UDP 127.0.0.12:5060;branch", b"UDP node2.example:5060;rport;branch"
         )

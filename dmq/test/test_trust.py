@@ -511,7 +511,12 @@ class FloodTests(SynchronousTestCase):
         options = {"numWorkers": 1, "maxQueue": 8, "maxQueuePerSource": 2}
         bus = Bus(self, [A, B, C], {A: options})
         pending = []
-        bus.peers[A].answer = lambda: pending.append(defer.Deferred()) or pending[-1]
+
+        def answer():
+            pending.append(defer.Deferred())
+            return pending[-1]
+
+        bus.peers[A].answer = answer
         node = bus.nodes[B]
         target = node.nodeManager.find(sip.URI(A, 5060))
         flooded = []

@@ -127,7 +127,7 @@ class UsrlocInteropTests(TestCase):
             self.received.append(request.body)
             return handler(request, sender)
 
-        node.usrloc.messageReceived = recording
+        self.patch(node.usrloc, "messageReceived", recording)
         return node.usrloc
 
     @defer.inlineCallbacks

@@ -24,11 +24,12 @@ def _name(common: str) -> x509.Name:
 
 
 def _pem(key) -> bytes:
-    return key.private_bytes(
+    pem: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
+    return pem
 
 
 class TestCA:
