@@ -38,11 +38,12 @@ from dmq.trust import Trust
 # twisted.application.service does not reach methods our services inherit.
 
 if TYPE_CHECKING:
+    from collections import Counter
     from random import Random
 
     from prometheus_client.core import CollectorRegistry, Metric
 
-    from dmq.control.endpoint import ControlService
+    from dmq.control.listener import ControlListener
     from dmq.peers.dialog import DialogPeer
     from dmq.peers.usrloc import UsrlocPeer
 
@@ -69,7 +70,8 @@ class DMQNodeService(service.MultiService):
     @ivar metrics: the node's own Prometheus C{CollectorRegistry}, made on
         first use.
     @ivar handlerLatency: the L{HandlerLatency} the metrics report.
-    @ivar control: the L{ControlService}, or C{None}.
+    @ivar control: the control endpoint (a
+        L{dmq.control.listener.LazyControlService}), or C{None}.
     """
 
     _log = Logger()
@@ -87,7 +89,7 @@ class DMQNodeService(service.MultiService):
         self.rpc = RPCMethods()
         self._metrics: Optional[CollectorRegistry] = None
         self.handlerLatency = HandlerLatency()
-        self.control: Optional[ControlService] = None
+        self.control: Optional[ControlListener] = None
         self.htable: Optional[HTablePeer] = None
         self.dialog: Optional[DialogPeer] = None
         self.usrloc: Optional[UsrlocPeer] = None
@@ -151,7 +153,7 @@ class DMQNodeService(service.MultiService):
     # reactor: Any, as in makeNodeService.
     def serveControl(
         self, reactor: Any, description: str, tokenFile: Optional[str] = None, openMetrics: bool = False
-    ) -> ControlService:
+    ) -> ControlListener:
         """
         Serve the control endpoint (L{dmq.control}) on the server endpoint
         C{description} (on loopback, or a socket of mode 600, unless it
@@ -167,24 +169,31 @@ class DMQNodeService(service.MultiService):
         """
         if self.control is not None:
             raise ValueError("the control endpoint is served already")
-        # The HTTP server and the endpoint parsers are imported only for a
-        # node that serves its control endpoint: they are a tenth of the
-        # memory of one at rest.
+        # The endpoint parsers are imported only for a node that serves its
+        # control endpoint, and the HTTP server only once someone connects
+        # to it: it is a tenth of the memory of a node at rest.
         from twisted.internet import endpoints
 
         from dmq.bearer import readTokenFile
-        from dmq.control.endpoint import ControlResource, ControlService
         from dmq.control.guard import checkControl
-        from dmq.control.status import StatusPage
+        from dmq.control.listener import LazyControlService
 
         description = checkControl(description, tokenFile).description
         token = readTokenFile(tokenFile) if tokenFile is not None else None
         endpoint = endpoints.serverFromString(reactor, description)
-        root = ControlResource(
-            self.rpc, _Metrics(self), reactor, token=token, openPaths=[b"metrics"] if openMetrics else [],
-            status=StatusPage(self, reactor),
-        )
-        self.control = ControlService(endpoint, root, description, clock=reactor)
+        paths = [b"metrics"] if openMetrics else []
+
+        # Built on the first connection, with twisted.web.
+        def makeRoot(statistics: Counter[str]) -> Any:
+            from dmq.control.endpoint import ControlResource
+            from dmq.control.status import StatusPage
+
+            return ControlResource(
+                self.rpc, _Metrics(self), reactor, token=token, openPaths=paths, status=StatusPage(self, reactor),
+                statistics=statistics,
+            )
+
+        self.control = LazyControlService(endpoint, makeRoot, description, reactor, token is not None)
         self.control.setServiceParent(self)  # type: ignore[no-untyped-call]
         return self.control
 

@@ -18,8 +18,9 @@ raising L{RPCError}, which is answered as Kamailio answers C{rpc->fault()}:
 a JSON-RPC error with code C{500} (or the code given) and the message.
 
 The parts: L{dmq.control.jsonrpc}, the method table and JSON-RPC itself;
-L{dmq.control.endpoint}, the HTTP resources and the service serving them,
-with the token and the bounds; L{dmq.control.guard}, where it may listen
+L{dmq.control.listener}, the service that listens (and builds its HTTP server
+on the first connection); L{dmq.control.endpoint}, the HTTP resources and
+the service serving them, with the token and the bounds; L{dmq.control.guard}, where it may listen
 without a token; L{dmq.control.status}, the status page;
 L{dmq.control.methods}, the C{dmq.*} methods.
 """

@@ -4,7 +4,9 @@ The control endpoint over HTTP: L{ControlResource}, which answers JSON-RPC
 at C{POST /RPC} from an L{RPCMethods} table, Prometheus metrics at
 C{GET /metrics} and the status page at C{GET /}, each behind the bearer
 token when there is one; and L{ControlService}, which serves it on a stream
-server endpoint and closes its connections on stop.
+server endpoint (a L{dmq.control.listener.ControlListener}) and closes its
+connections on stop; and L{serve}, the factory of its connections, which
+L{dmq.control.listener.LazyControlService} builds on its first connection.
 
 A request body over L{MAX_REQUEST} bytes is answered C{413} as soon as its
 C{Content-Length} (or, chunked, its bytes) says so, and the connection is
@@ -19,18 +21,14 @@ Each is counted, and warned of at most once a minute.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from io import BytesIO
-from typing import Any, Collection, List, Optional, TYPE_CHECKING, Tuple, cast
+from typing import Collection, List, Optional, TYPE_CHECKING, cast
 
-from twisted.application import service
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
-    IListeningPort,
     IProtocol,
     IReactorTime,
     IStreamServerEndpoint,
@@ -44,13 +42,14 @@ from twisted.web import resource, server
 
 from dmq.bearer import isAuthorized
 from dmq.control.jsonrpc import JSONRPC, RPCMethods
+from dmq.control.listener import EVENTS, ControlListener, describe, newStatistics
 from dmq.ratelimit import RateLimitedWarnings
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
 __all__ = [
-    "ControlResource", "ControlService", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",
+    "ControlResource", "ControlService", "EVENTS", "MAX_REQUEST", "IDLE_TIMEOUT", "REQUEST_TIMEOUT", "MAX_CONNECTIONS",
 ]
 
 MAX_REQUEST = 1024 * 1024
@@ -72,15 +71,6 @@ MAX_CONNECTIONS = 64
 """
 The most connections open at once.
 """
-
-EVENTS = (
-    "connectionsRefused", "slowRequests", "bodiesTooLarge", "noToken", "badToken",
-    "parseErrors", "invalidRequests", "batchesTooLarge", "internalErrors",
-)
-"""
-What L{ControlService.statistics} counts, each from zero.
-"""
-
 
 def _reactor(clock: Optional[IReactorTime]) -> IReactorTime:
     if clock is None:
@@ -188,6 +178,7 @@ class ControlResource(resource.Resource):
         token: Optional[bytes] = None,
         openPaths: Collection[bytes] = (),
         status: Optional[resource.Resource] = None,
+        statistics: Optional[Counter[str]] = None,
     ) -> None:
         """
         @param clock: the clock of the rate limit on warnings; the global
@@ -198,10 +189,12 @@ class ControlResource(resource.Resource):
             (C{b"metrics"} for a scraper that cannot send one).
         @param status: the resource of C{GET /}, usually a
             L{dmq.control.status.StatusPage}.
+        @param statistics: the counter to count in (a service's, made
+            before this root); a new one by default.
         """
         resource.Resource.__init__(self)
         clock = _reactor(clock)
-        self.statistics: Counter[str] = Counter()
+        self.statistics: Counter[str] = statistics if statistics is not None else Counter()
         self.token = token
         self._openPaths = frozenset(openPaths)
         self._warnings = RateLimitedWarnings(clock, self._log)
@@ -224,7 +217,7 @@ class ControlResource(resource.Resource):
             cause,
             "Control endpoint: {refusal} from {address}: 401",
             refusal="a wrong token" if header else "a request without the token",
-            address=_describe(request.getClientAddress()),
+            address=describe(request.getClientAddress()),
         )
         # Resource.__init__, which _Unauthorized inherits, is unannotated;
         # pyproject.toml's exclusion of twisted.web does not reach a
@@ -277,7 +270,7 @@ class _BoundedRequest(server.Request):
             size=size,
             # Unannotated in twisted.web, whose exclusion in pyproject.toml
             # does not reach what our subclass inherits.
-            address=_describe(self.getClientAddress()),  # type: ignore[no-untyped-call]
+            address=describe(self.getClientAddress()),  # type: ignore[no-untyped-call]
         )
         channel = self.channel
         # A request is being received: its channel is connected.
@@ -387,7 +380,7 @@ class _Connections(WrappingFactory):
                 "tooManyConnections",
                 "Control endpoint: {count} connections open, the most allowed: closed one from {address}",
                 count=len(self.protocols),
-                address=_describe(addr),
+                address=describe(addr),
             )
             return None
         return WrappingFactory.buildProtocol(self, addr)
@@ -401,7 +394,7 @@ class _Connections(WrappingFactory):
             "slowRequest",
             "Control endpoint: a connection from {address} sent no whole request within {timeout} s: closed",
             # ProtocolWrapper.getPeer is unannotated.
-            address=_describe(protocol.getPeer()),  # type: ignore[no-untyped-call]
+            address=describe(protocol.getPeer()),  # type: ignore[no-untyped-call]
             timeout=self.requestTimeout,
         )
 
@@ -428,24 +421,17 @@ class _Connections(WrappingFactory):
         return d
 
 
-class ControlService(service.Service):
+class ControlService(ControlListener):
     """
-    Serve a L{ControlResource} on a stream server endpoint.
+    Serve a L{ControlResource} on a stream server endpoint: a
+    L{ControlListener} with its HTTP server built at once.  Request bodies
+    are bounded by L{MAX_REQUEST}.
 
-    A listening address that is not a loopback address, when the root asks
-    for no token, is logged as a warning: whoever reaches it can change the
-    node list and send on the bus.  (L{dmq.tap} refuses to start such a
-    node; see L{dmq.control.guard}.)  Request bodies are bounded by
-    L{MAX_REQUEST}.
-
-    @ivar port: the listening port once listening, else C{None}.
     @ivar statistics: counters: C{connectionsRefused} (past
         C{maxConnections}), C{slowRequests} (closed past
         C{requestTimeout}), C{bodiesTooLarge} (answered 413), and those of the root's C{statistics} when it
         has one (L{ControlResource}).
     """
-
-    _log = Logger()
 
     def __init__(
         self,
@@ -465,111 +451,28 @@ class ControlService(service.Service):
         @param requestTimeout: seconds a connection has to send a whole
             request.
         """
-        clock = _reactor(clock)
-        self._endpoint = endpoint
-        shared = getattr(root, "statistics", None)
-        self.statistics: Counter[str] = shared if shared is not None else Counter()
-        # Every cause from the start, so that /metrics shows zeros rather
-        # than series that appear with their first event.
-        for cause in EVENTS:
-            self.statistics.setdefault(cause, 0)
-        self._token = getattr(root, "token", None)
-        site = _ControlSite(
-            root, self.statistics, RateLimitedWarnings(clock, self._log), timeout=idleTimeout, reactor=clock
-        )
-        self._factory = _Connections(site, clock, maxConnections, requestTimeout, self.statistics)
-        self._factory.noisy = False
-        self._listening: Optional[Deferred[IListeningPort]] = None
-        self.description = description
-        self.port: Optional[IListeningPort] = None
-
-    def startService(self) -> None:
-        """
-        Listen.  A failure to listen that is known at once (the port is
-        taken) is raised, so that a node does not start without the control
-        endpoint it was asked for.
-        """
-        service.Service.startService(self)
-        synchronous = True
-        failures: List[Failure] = []
-
-        def failed(failure: Failure) -> None:
-            self._listening = None
-            if synchronous:
-                failures.append(failure)
-            else:
-                self._cannotListen(failure)
-
-        self._listening = self._endpoint.listen(self._factory)
-        self._listening.addCallbacks(self._listen, failed)
-        synchronous = False
-        if failures:
-            service.Service.stopService(self)
-            failures[0].raiseException()
-
-    def _listen(self, port: IListeningPort) -> None:
-        self._listening = None
-        self.port = port
-        address = port.getHost()
-        host = getattr(address, "host", None)
-        self._log.info(
-            "Control endpoint {endpoint} listening on {address}: POST /RPC, GET /metrics, GET /{token}",
-            endpoint=self.description,
-            address=_describe(address),
-            token=", with a token" if self._token is not None else "",
-        )
-        if host is not None and not _isLoopback(host) and self._token is None:
-            self._log.warn(
-                "Control endpoint {endpoint} listens on {host}, not a loopback address: "
-                "anyone who reaches it can change the node list and send on the bus",
-                endpoint=self.description,
-                host=host,
-            )
-        elif host is not None and not _isLoopback(host) and not self.description.startswith(("ssl:", "tls:")):
-            self._log.warn(
-                "Control endpoint {endpoint} listens on {host} without TLS: its token crosses the network "
-                "in the clear; prefer an ssl: endpoint or a tunnel",
-                endpoint=self.description,
-                host=host,
-            )
-
-    def _cannotListen(self, failure: Failure) -> None:
-        if failure.check(CancelledError):
-            # Stopped before listening.
-            return
-        self._log.error(
-            "Control endpoint {endpoint} cannot listen: {error}",
-            endpoint=self.description,
-            error=failure.getErrorMessage(),
+        statistics = newStatistics(getattr(root, "statistics", None))
+        factory = serve(root, statistics, _reactor(clock), maxConnections, idleTimeout, requestTimeout)
+        ControlListener.__init__(
+            self, endpoint, factory, description, statistics, getattr(root, "token", None) is not None
         )
 
-    def stopService(self) -> Deferred[List[Tuple[bool, Any]]]:
-        """
-        Stop listening and close the open connections.
 
-        @return: a L{Deferred} that fires when the port and the connections
-            are gone.
-        """
-        service.Service.stopService(self)
-        if self._listening is not None:
-            self._listening.cancel()
-        port, self.port = self.port, None
-        # Any: stopListening may give a Deferred or None.
-        stopped: Deferred[Any] = maybeDeferred(port.stopListening) if port is not None else succeed(None)
-        return DeferredList([stopped, self._factory.closeAll()], consumeErrors=True)
-
-
-def _isLoopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        # "": every interface.
-        return False
-
-
-def _describe(address: object) -> str:
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    return str(address)
+def serve(
+    root: resource.IResource,
+    statistics: Counter[str],
+    clock: IReactorTime,
+    maxConnections: int = MAX_CONNECTIONS,
+    idleTimeout: float = IDLE_TIMEOUT,
+    requestTimeout: float = REQUEST_TIMEOUT,
+) -> _Connections:
+    """
+    The factory of the control endpoint's connections, serving C{root}
+    within the bounds given and counting in C{statistics}.
+    """
+    site = _ControlSite(
+        root, statistics, RateLimitedWarnings(clock, ControlService._log), timeout=idleTimeout, reactor=clock
+    )
+    factory = _Connections(site, clock, maxConnections, requestTimeout, statistics)
+    factory.noisy = False
+    return factory

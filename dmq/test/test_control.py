@@ -42,6 +42,8 @@ from dmq.control import (
     RPCError,
     RPCMethods,
 )
+from dmq.control.endpoint import EVENTS
+from dmq.control.listener import LazyControlService
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.metrics import HandlerLatency
 from dmq.config import NodeConfig
@@ -1098,6 +1100,63 @@ class ControlServiceTests(SynchronousTestCase):
         with capturedLogs() as events:
             self.successResultOf(control.stopService())
         self.assertEqual(events, [])
+
+
+class LazyControlServiceTests(SynchronousTestCase):
+    """
+    L{LazyControlService}: it listens at start, and builds its HTTP server
+    on its first connection.
+    """
+
+    def setUp(self):
+        self.roots = []
+        self.endpoint = _FakeEndpoint("127.0.0.11")
+        self.control = LazyControlService(self.endpoint, self.makeRoot, "test", Clock(), hasToken=False)
+
+    def makeRoot(self, statistics):
+        root = ControlResource(RPCMethods(), None, Clock(), statistics=statistics)
+        self.roots.append(root)
+        return root
+
+    def test_builtOnFirstConnection(self):
+        """
+        The root is made on the first connection, once, counting in the
+        service's statistics, which count every cause from zero before.
+        """
+        with capturedLogs() as events:
+            self.control.startService()
+        self.assertIs(self.control.port, self.endpoint)
+        self.assertEqual(["Control endpoint {endpoint} listening on {address}: POST /RPC, GET /metrics, GET /{token}"],
+                         [e["log_format"] for e in events])
+        self.assertEqual(self.roots, [])
+        self.assertEqual(dict(self.control.statistics), dict.fromkeys(EVENTS, 0))
+        factory = self.endpoint.factory
+        # As the port starts its factory.
+        factory.doStart()
+        address = IPv4Address("TCP", "127.0.0.1", 40000)
+        first = factory.buildProtocol(address)
+        second = factory.buildProtocol(address)
+        self.assertEqual(len(self.roots), 1)
+        self.assertIs(self.roots[0].statistics, self.control.statistics)
+        self.assertIsNot(first, second)
+        self.assertIs(first.factory, second.factory)
+        transport = StringTransport()
+        first.makeConnection(transport)
+        first.dataReceived(b"GET /RPC HTTP/1.1\r\nhost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))
+        first.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(self.control.stopService())
+        factory.doStop()
+        self.assertTrue(self.endpoint.stopped)
+
+    def test_stopUnconnected(self):
+        """
+        A service nobody connected to stops without making its root.
+        """
+        self.control.startService()
+        self.successResultOf(self.control.stopService())
+        self.assertTrue(self.endpoint.stopped)
+        self.assertEqual(self.roots, [])
 
 
 class ControlEndpointIntegrationTests(TestCase):

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from dmq import sip
 from dmq.bus import DMQBus
-from dmq.control import ControlService
+from dmq.control.listener import LazyControlService
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import NodeManager
 from dmq.notification import NotificationPeer
@@ -613,7 +613,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(node, DMQNodeService)
         self.assertEqual(
             [type(child) for child in node],
-            [internet.UDPServer, NodeManager, DMQBus, NotificationPeer, PingService, ControlService],
+            [internet.UDPServer, NodeManager, DMQBus, NotificationPeer, PingService, LazyControlService],
         )
         self.assertIs(node.control, list(node)[-1])
 
@@ -624,7 +624,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         node = self.build()
         self.assertIsNone(node.control)
-        self.assertNotIn(ControlService, [type(child) for child in node])
+        self.assertNotIn(LazyControlService, [type(child) for child in node])
         self.assertIn("dmq.list_nodes", node.rpc.names())
         self.assertIsNotNone(node.metrics)
 
