@@ -13,7 +13,7 @@ See C{doc/peers.md} (dialog) for the whole design.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import attr
 from twisted.application import service
@@ -21,7 +21,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dmq import sip
@@ -39,6 +38,7 @@ from dmq.peers.dialog.wire import (
 )
 from dmq.ratelimit import RateLimitedWarnings
 from dmq.peers.joins import Joins
+from dmq.peers.sending import sendOrBroadcast
 
 __all__ = ["PEER_ID", "DialogPeer"]
 
@@ -327,21 +327,6 @@ class DialogPeer(service.Service):
         Send C{body} to C{node}, or to every active node; C{what} names it
         in the warning logged when it cannot be sent.
         """
-        # Any: a Response, or a broadcast's Responses by node.
-        d: Deferred[Any]
-        if node is None:
-            d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
-        else:
-            d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
-
-        def failed(failure: Failure) -> None:
-            # The bus fails a send only when it cannot send at all (stopped,
-            # full): not a bug, and Kamailio does not retry either.
-            self._warnings.warn(
-                "dialog-not-sent",
-                "dialog {what} could not be sent: {error}",
-                what=what,
-                error=failure.getErrorMessage(),
-            )
-
-        return d.addErrback(failed)
+        return sendOrBroadcast(
+            self._bus, self.peerId, body, node, CONTENT_TYPE, self._warnings, "dialog-not-sent", f"dialog {what}"
+        )

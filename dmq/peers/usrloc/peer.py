@@ -13,7 +13,7 @@ See C{doc/peers.md} (usrloc) for the whole design.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import attr
 from twisted.application import service
@@ -21,7 +21,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dmq import sip
@@ -31,6 +30,7 @@ from dmq.peers.usrloc.apply import BusChanges
 from dmq.peers.usrloc.contact import Contact
 from dmq.peers.usrloc.store import Change, UsrlocStore
 from dmq.peers.joins import Joins
+from dmq.peers.sending import sendOrBroadcast
 from dmq.peers.usrloc.sync import Dumps
 from dmq.peers.usrloc.wire import (
     CONTENT_TYPE,
@@ -354,21 +354,6 @@ class UsrlocPeer(service.Service):
         Send C{body} to C{node}, or to every active node; C{what} names it
         in the warning logged when it cannot be sent.
         """
-        # Any: a Response, or a broadcast's Responses by node.
-        d: Deferred[Any]
-        if node is None:
-            d = self._bus.broadcast(self.peerId, body, contentType=CONTENT_TYPE)
-        else:
-            d = self._bus.send(self.peerId, body, node, contentType=CONTENT_TYPE)
-
-        def failed(failure: Failure) -> None:
-            # The bus fails a send only when it cannot send at all (stopped,
-            # full): not a bug, and Kamailio does not retry either.
-            self._warnings.warn(
-                "usrloc send failed",
-                "usrloc {what} could not be sent: {error}",
-                what=what,
-                error=failure.getErrorMessage(),
-            )
-
-        return d.addErrback(failed)
+        return sendOrBroadcast(
+            self._bus, self.peerId, body, node, CONTENT_TYPE, self._warnings, "usrloc send failed", f"usrloc {what}"
+        )
