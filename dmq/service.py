@@ -18,7 +18,8 @@ from twisted.logger import Logger
 
 from dmq import __version__, sip
 from dmq.bus import DMQBus
-from dmq.config import Address, NodeConfig, ServerSocket
+from dmq.config import NodeConfig, ServerSocket
+from dmq.settingvalues import Address
 from dmq.control.jsonrpc import RPCMethods
 from dmq.control.methods import addDMQMethods
 from dmq.interfaces import IDMQPeer

@@ -29,6 +29,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq.bus", "dmq.threaded"),
     ("dmq.notification", "dmq.metrics", "dmq.peers", "dmq.probe"),
     ("dmq.ping", "dmq.control"),
+    ("dmq.settingvalues",),
     ("dmq.config",),
     ("dmq.service",),
     ("dmq.tap",),
