@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IResolver
+from twisted.internet.interfaces import IListeningPort, IResolver
 from twisted.logger import Logger
 
 from dmq import __version__, sip
@@ -31,7 +31,7 @@ from dmq.notification import PING_MAX_FORWARDS, NotificationPeer
 from dmq.ping import PingService
 from dmq.probe import ProbeDetector
 from dmq.stream import SIPStreamTransport
-from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+from dmq.transport import SIPDatagramProtocol, listenSIP
 from dmq.trust import Trust
 
 # The "# type: ignore[no-untyped-call]" on setServiceParent below: Twisted's
@@ -48,7 +48,42 @@ if TYPE_CHECKING:
     from dmq.peers.dialog import DialogPeer
     from dmq.peers.usrloc import UsrlocPeer
 
-__all__ = ["DMQNodeService", "makeNodeService"]
+__all__ = ["DMQNodeService", "SIPServer", "makeNodeService"]
+
+
+class SIPServer(service.Service):
+    """
+    The node's UDP socket as a service: it listens with
+    L{listenSIP <dmq.transport.listenSIP>} (in C{privilegedStartService},
+    before twistd drops its privileges, as Twisted's C{UDPServer} does) and
+    stops listening when stopped.
+
+    @ivar port: the listening port while running, else C{None}.
+    """
+
+    port: Optional[IListeningPort] = None
+
+    def __init__(self, reactor: Any, portNumber: int, protocol: SIPDatagramProtocol, interface: str = "") -> None:
+        self._reactor = reactor
+        self._portNumber = portNumber
+        self._protocol = protocol
+        self._interface = interface
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        self.port = listenSIP(self._reactor, self._portNumber, self._protocol, self._interface)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if self.port is None:
+            self.port = listenSIP(self._reactor, self._portNumber, self._protocol, self._interface)
+
+    def stopService(self) -> Optional[Deferred[None]]:
+        service.Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return port.stopListening()
 
 
 class DMQNodeService(service.MultiService):
@@ -258,13 +293,9 @@ def makeNodeService(
     if [listener.proto for listener in config.listeners] != ["udp"]:
         node.listeners = [str(listener) for listener in config.listeners]
     if listen and "udp" in listeners:
-        internet.UDPServer(
-            listeners["udp"].port,
-            node.protocol,
-            interface=listeners["udp"].host,
-            maxPacketSize=MAX_DATAGRAM,
-            reactor=reactor,
-        ).setServiceParent(node)
+        SIPServer(
+            reactor, listeners["udp"].port, node.protocol, listeners["udp"].host
+        ).setServiceParent(node)  # type: ignore[no-untyped-call]
     _addStreams(reactor, node, config, listeners if listen else {})
     seeds = list(config.notificationAddresses)
     expand = []

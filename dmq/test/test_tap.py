@@ -10,7 +10,6 @@ import inspect
 import sys
 import types
 
-from twisted.application import internet
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.testing import MemoryReactorClock
@@ -26,6 +25,7 @@ from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.node import NodeManager
 from dmq.notification import NotificationPeer
 from dmq.ping import PingService
+from dmq.service import SIPServer
 from dmq.tap import (
     DMQNodeService,
     NodeConfig,
@@ -613,7 +613,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(node, DMQNodeService)
         self.assertEqual(
             [type(child) for child in node],
-            [internet.UDPServer, NodeManager, DMQBus, NotificationPeer, PingService, LazyControlService],
+            [SIPServer, NodeManager, DMQBus, NotificationPeer, PingService, LazyControlService],
         )
         self.assertIs(node.control, list(node)[-1])
 

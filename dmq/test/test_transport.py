@@ -5,17 +5,20 @@ Tests for L{dmq.transport}.
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
 from dmq.test.captures import datagrams
-from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol
+from dmq.transaction import TransactionLayerStopped
+from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol, SIPPort, listenSIP
 
 KDMQ_REQUEST = (
     b"KDMQ sip:htable@127.0.0.11:5060 SIP/2.0\r\n"
@@ -363,6 +366,169 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
 
 
+def request(n):
+    """
+    C{KDMQ_REQUEST} as the C{n}th of a burst: its own branch and Call-ID.
+    """
+    return KDMQ_REQUEST.replace(b"z9hG4bKabc.1", b"z9hG4bKabc.%d" % (n,)).replace(
+        b"c1@127.0.0.12", b"c%d@127.0.0.12" % (n,)
+    )
+
+
+class FakeSocket:
+    """
+    A non-blocking UDP socket with datagrams waiting, that keeps what
+    happens to it, in order, in C{events}.
+
+    @ivar refuse: how many C{sendto} calls to refuse with C{ENOBUFS}.
+    @ivar fail: an error C{recvfrom} raises once nothing waits, instead of
+        C{EAGAIN}.
+    """
+
+    def __init__(self, waiting):
+        self.waiting = list(waiting)
+        self.events = []
+        self.refuse = 0
+        self.fail = None
+
+    def recvfrom(self, size):
+        if not self.waiting:
+            if self.fail is not None:
+                raise self.fail
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        data, address = self.waiting.pop(0)
+        self.events.append(("received", data))
+        return data, address
+
+    def sendto(self, data, address):
+        if self.refuse:
+            self.refuse -= 1
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        self.events.append(("sent", data, address))
+        return len(data)
+
+    def setsockopt(self, *arguments):
+        pass
+
+
+class SIPPortTests(SynchronousTestCase):
+    """
+    L{SIPPort} sends the replies to what it read once the read is over.
+    """
+
+    def connect(self, waiting):
+        clock = Clock()
+        protocol = SIPDatagramProtocol(clock, ("127.0.0.11", 5060))
+        protocol.setHandler("KDMQ", lambda t: t.reply(200, "OK"))
+        port = SIPPort(5060, protocol, "127.0.0.11", MAX_DATAGRAM, MemoryReactorClock())
+        port.socket = FakeSocket(waiting)  # type: ignore[assignment]
+        protocol.makeConnection(port)
+        self.addCleanup(protocol.stop)
+        return protocol, port.socket, port
+
+    def test_repliesAfterTheRead(self):
+        """
+        Three requests waiting are all read before the first reply is sent,
+        and each is answered, in order, where it came from.
+        """
+        protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
+        port.doRead()
+        self.assertEqual([e[0] for e in sock.events], ["received"] * 3 + ["sent"] * 3)
+        replies = [sip.parse(data) for _, data, _ in sock.events[3:]]
+        self.assertEqual([r.code for r in replies], [200] * 3)
+        self.assertEqual(
+            [r.header("Call-ID") for r in replies], ["c1@127.0.0.12", "c2@127.0.0.12", "c3@127.0.0.12"]
+        )
+        self.assertEqual({e[2] for e in sock.events[3:]}, {SOURCE})
+        self.assertEqual(protocol.statistics["sent"], 3)
+        self.assertIsNone(protocol._held)
+
+    def test_sendsOutsideAReadAtOnce(self):
+        """
+        What is sent outside a read (a request of ours, a retransmission
+        from a timer) leaves at once.
+        """
+        protocol, sock, port = self.connect([])
+        sending = protocol.sendRequest(sip.parse(request(1)), ("127.0.0.12", 5060))
+        self.assertEqual([e[0] for e in sock.events], ["sent"])
+        protocol.stop()
+        self.failureResultOf(sending, TransactionLayerStopped)
+
+    def test_refusedWhenTheReadEnds(self):
+        """
+        A reply the socket refuses when the read ends is counted and
+        warned of, without a traceback, and the replies after it still go.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2)])
+        sock.refuse = 1
+        port.doRead()
+        sent = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
+        self.assertEqual([r.header("Call-ID") for r in sent], ["c2@127.0.0.12"])
+        self.assertEqual(protocol.transactions.statistics["sendErrors"], 1)
+        self.assertEqual(protocol.statistics["sent"], 1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        warnings = [e for e in events if "Could not send" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["what"], "response")
+
+    def test_neverSendableRefusedAtOnce(self):
+        """
+        While a read holds what is sent, a datagram the socket could never
+        send is refused when it is sent, with the reason a send would have
+        given, and is not held: a client transaction learns at once.
+        """
+        protocol, sock, port = self.connect([])
+        protocol.holdSends()
+        layer = protocol.transactions
+        self.assertEqual(
+            layer.transmit(b"x" * 65508, ("127.0.0.12", 5060), "response"), "Message Too Large"
+        )
+        self.assertEqual(layer.transmit(b"x", ("::1", 5060), "request"), "Unreachable Address")
+        self.assertEqual(layer.transmit(b"x", ("node.example", 5060), "request"), "Unreachable Address")
+        self.assertIsNone(layer.transmit(b"x" * 65507, ("127.0.0.12", 5060), "response"))
+        self.assertEqual(sock.events, [])
+        protocol.sendHeld()
+        self.assertEqual([(e[0], len(e[1])) for e in sock.events], [("sent", 65507)])
+        self.assertEqual(layer.statistics["sendErrors"], 3)
+
+    def test_readFails(self):
+        """
+        When reading fails, what was held is still sent before the error
+        goes on to the reactor.
+        """
+        protocol, sock, port = self.connect([(request(1), SOURCE)])
+        sock.fail = OSError(errno.EIO, "Input/output error")
+        self.assertRaises(OSError, port.doRead)
+        self.assertEqual([e[0] for e in sock.events], ["received", "sent"])
+        self.assertIsNone(protocol._held)
+
+
+class ListenSIPTests(SynchronousTestCase):
+    """
+    L{listenSIP} on a reactor without Twisted's UDP port.
+    """
+
+    def test_otherReactor(self):
+        """
+        A reactor that is not a C{PosixReactorBase} (here a memory reactor)
+        is asked to C{listenUDP}, with the protocol, interface and size.
+        """
+        asked = []
+
+        class UDPReactor(MemoryReactorClock):
+            def listenUDP(self, *arguments):
+                asked.append(arguments)
+                return "the port"
+
+        memory = UDPReactor()
+        protocol = SIPDatagramProtocol(memory, ("127.0.0.11", 5060))
+        self.assertEqual(listenSIP(memory, 5060, protocol, "127.0.0.11"), "the port")
+        self.assertEqual(asked, [(5060, protocol, "127.0.0.11", MAX_DATAGRAM)])
+
+
 class LoopbackUDPIntegrationTests(TestCase):
     """
     One real round trip over loopback UDP.
@@ -386,10 +552,8 @@ class LoopbackUDPIntegrationTests(TestCase):
                 )
             ),
         )
-        for protocol, (host, port) in ((server, server.sentBy), (client, client.sentBy)):
-            listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=MAX_DATAGRAM)
-            self.addCleanup(listening.stopListening)
-            self.addCleanup(protocol.stop)
+        for protocol in (server, client):
+            self.listen(protocol)
         request = sip.Request(
             "KDMQ",
             sip.URI("127.0.0.11", 15060, "echo"),
@@ -410,7 +574,8 @@ class LoopbackUDPIntegrationTests(TestCase):
 
     def listen(self, protocol):
         host, port = protocol.sentBy
-        listening = reactor.listenUDP(port, protocol, interface=host, maxPacketSize=MAX_DATAGRAM)
+        listening = listenSIP(reactor, port, protocol, host)
+        self.assertIsInstance(listening, SIPPort)
         self.addCleanup(listening.stopListening)
         self.addCleanup(protocol.stop)
 

@@ -325,24 +325,35 @@ class TransactionLayer:
         try:
             self._send(data, address)
         except Exception as e:
-            self.statistics["sendErrors"] += 1
-            reason = sendFailure(e)
-            if isinstance(e, SEND_ERRORS):
-                self._warnings.warn(  # type: ignore[union-attr]
-                    f"send {what}: {reason or type(e).__name__}",
-                    "Could not send a {what} to {address}: {error}",
-                    what=what,
-                    address=address,
-                    error=e,
-                )
-            else:
-                self._log.failure(
-                    "Unexpected error sending a {what} to {address}",
-                    what=what,
-                    address=address,
-                )
-            return reason
+            return self.sendFailed(e, address, what)
         return None
+
+    def sendFailed(self, error: Exception, address: Address, what: str) -> Optional[str]:
+        """
+        Count and log a send to C{address} that raised C{error}, as
+        L{transmit} does; call it from the C{except} block that caught it
+        (a transport that sends later, L{dmq.transport.SIPPort}'s).
+
+        @return: why sending again never can work, or C{None} (see
+            L{sendFailure}).
+        """
+        self.statistics["sendErrors"] += 1
+        reason = sendFailure(error)
+        if isinstance(error, SEND_ERRORS):
+            self._warnings.warn(  # type: ignore[union-attr]
+                f"send {what}: {reason or type(error).__name__}",
+                "Could not send a {what} to {address}: {error}",
+                what=what,
+                address=address,
+                error=error,
+            )
+        else:
+            self._log.failure(
+                "Unexpected error sending a {what} to {address}",
+                what=what,
+                address=address,
+            )
+        return reason
 
     def _answered(self, transaction: ServerTransaction, data: bytes) -> None:
         """
