@@ -67,6 +67,9 @@ def checkText(text: str, what: str) -> None:
     """
     if "\x00" in text:
         raise ValueError(f"a {what} must not contain NUL")
+    if text.isascii():
+        # Nearly every key and value: nothing to encode to know.
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -102,31 +105,33 @@ def coreCaseHash(name: str) -> int:
     """
     data = name.encode("utf-8")
     mask = 0xFFFFFFFF
-
-    def octet(b: int) -> int:
-        if 0x41 <= b <= 0x5A:
-            b |= 0x20
-        # C's char is signed on the platforms Kamailio runs on.
-        return b - 256 if b > 127 else b
-
+    folded = _FOLDED
     h = 0
     end = len(data)
     p = 0
     while p <= end - 4:
         v = (
-            (octet(data[p]) << 24)
-            + (octet(data[p + 1]) << 16)
-            + (octet(data[p + 2]) << 8)
-            + octet(data[p + 3])
+            (folded[data[p]] << 24)
+            + (folded[data[p + 1]] << 16)
+            + (folded[data[p + 2]] << 8)
+            + folded[data[p + 3]]
         ) & mask
         h = (h + (v ^ (v >> 3))) & mask
         p += 4
     v = 0
     while p < end:
-        v = ((v << 8) + octet(data[p])) & mask
+        v = ((v << 8) + folded[data[p]]) & mask
         p += 1
     h = (h + (v ^ (v >> 3))) & mask
     return ((h + (h >> 11)) + ((h >> 13) + (h >> 23))) & mask
+
+
+# Each octet as core_case_hash() adds it: ASCII letters folded to lower
+# case, and the value of a C char, which is signed on the platforms
+# Kamailio runs on.
+_FOLDED = tuple(
+    (b | 0x20 if 0x41 <= b <= 0x5A else b) - (256 if b > 127 else 0) for b in range(256)
+)
 
 
 def _nonNegative(instance: object, attribute: "attr.Attribute[int]", value: int) -> None:

@@ -89,7 +89,11 @@ def cellSize(key: str, value: Value) -> int:
     The octets a cell counts against its table's cap: its key's and its
     string value's UTF-8, 4 for an integer value.
     """
-    return len(key.encode("utf-8")) + (len(value.encode("utf-8")) if isinstance(value, str) else 4)
+    return _octets(key) + (_octets(value) if isinstance(value, str) else 4)
+
+
+def _octets(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 @attr.define
@@ -292,13 +296,18 @@ class HTableStore:
         checkValue(value)
         cell = self._live(t, key)
         size = cellSize(key, value)
-        self._checkRoom(t, cell, size)
-        if expireAt is None or not t.spec.autoexpire:
-            if cell is None or t.spec.updateexpire:
+        old = 0 if cell is None else cell.size
+        if len(t.cells) + (cell is None) > self.maxCells or t.size - old + size > self.maxBytes:
+            # Past a cap, unless expired cells make room.
+            self._checkRoom(t, cell, size)
+        spec = t.spec
+        if expireAt is None or not spec.autoexpire:
+            if cell is None or spec.updateexpire:
                 expireAt = self._defaultExpiry(t)
             else:
                 expireAt = cell.expireAt
-        t.put(key, _Cell(value, expireAt, coreCaseHash(key), size))
+        # A cell's key is its hash's: an old cell's saves computing it.
+        t.put(key, _Cell(value, expireAt, coreCaseHash(key) if cell is None else cell.hash, size))
         self._notify(Change(table, key, None if cell is None else cell.value, value, origin))
 
     def checkRoom(self, table: str, key: str, value: Value) -> None:
@@ -459,7 +468,7 @@ class HTableStore:
 
     def _live(self, table: _Table, key: str) -> Optional[_Cell]:
         cell = table.cells.get(key)
-        if cell is not None and self._expired(cell):
+        if cell is not None and cell.expireAt is not None and cell.expireAt <= self._clock.seconds():
             table.drop(key)
             self._notify(Change(table.spec.name, key, cell.value, None, "expired"))
             return None
