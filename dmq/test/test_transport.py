@@ -380,7 +380,8 @@ class FakeSocket:
     A non-blocking UDP socket with datagrams waiting, that keeps what
     happens to it, in order, in C{events}.
 
-    @ivar refuse: how many C{sendto} calls to refuse with C{ENOBUFS}.
+    @ivar refusals: whether to refuse each of the next C{sendto} calls
+        with C{ENOBUFS}, in turn.
     @ivar fail: an error C{recvfrom} raises once nothing waits, instead of
         C{EAGAIN}.
     """
@@ -388,7 +389,7 @@ class FakeSocket:
     def __init__(self, waiting):
         self.waiting = list(waiting)
         self.events = []
-        self.refuse = 0
+        self.refusals = []
         self.fail = None
 
     def recvfrom(self, size):
@@ -401,8 +402,7 @@ class FakeSocket:
         return data, address
 
     def sendto(self, data, address):
-        if self.refuse:
-            self.refuse -= 1
+        if self.refusals and self.refusals.pop(0):
             raise OSError(errno.ENOBUFS, "No buffer space available")
         self.events.append(("sent", data, address))
         return len(data)
@@ -428,18 +428,21 @@ class SIPPortTests(SynchronousTestCase):
 
     def test_repliesAfterTheRead(self):
         """
-        Three requests waiting are all read before the first reply is sent,
-        and each is answered, in order, where it came from.
+        Of three requests waiting, the first is answered at once and the
+        two others once all are read; each is answered, in order, where it
+        came from.
         """
         protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
         port.doRead()
-        self.assertEqual([e[0] for e in sock.events], ["received"] * 3 + ["sent"] * 3)
-        replies = [sip.parse(data) for _, data, _ in sock.events[3:]]
+        self.assertEqual(
+            [e[0] for e in sock.events], ["received", "sent", "received", "received", "sent", "sent"]
+        )
+        replies = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
         self.assertEqual([r.code for r in replies], [200] * 3)
         self.assertEqual(
             [r.header("Call-ID") for r in replies], ["c1@127.0.0.12", "c2@127.0.0.12", "c3@127.0.0.12"]
         )
-        self.assertEqual({e[2] for e in sock.events[3:]}, {SOURCE})
+        self.assertEqual({e[2] for e in sock.events if e[0] == "sent"}, {SOURCE})
         self.assertEqual(protocol.statistics["sent"], 3)
         self.assertIsNone(protocol._held)
 
@@ -462,13 +465,14 @@ class SIPPortTests(SynchronousTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2)])
-        sock.refuse = 1
+        protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
+        # The first reply leaves at once; the second is refused.
+        sock.refusals = [False, True]
         port.doRead()
         sent = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
-        self.assertEqual([r.header("Call-ID") for r in sent], ["c2@127.0.0.12"])
+        self.assertEqual([r.header("Call-ID") for r in sent], ["c1@127.0.0.12", "c3@127.0.0.12"])
         self.assertEqual(protocol.transactions.statistics["sendErrors"], 1)
-        self.assertEqual(protocol.statistics["sent"], 1)
+        self.assertEqual(protocol.statistics["sent"], 2)
         self.assertEqual(self.flushLoggedErrors(), [])
         warnings = [e for e in events if "Could not send" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
@@ -482,6 +486,8 @@ class SIPPortTests(SynchronousTestCase):
         """
         protocol, sock, port = self.connect([])
         protocol.holdSends()
+        protocol.datagramReceived(request(1), SOURCE)
+        del sock.events[:]
         layer = protocol.transactions
         self.assertEqual(
             layer.transmit(b"x" * 65508, ("127.0.0.12", 5060), "response"), "Message Too Large"
@@ -499,10 +505,10 @@ class SIPPortTests(SynchronousTestCase):
         When reading fails, what was held is still sent before the error
         goes on to the reactor.
         """
-        protocol, sock, port = self.connect([(request(1), SOURCE)])
+        protocol, sock, port = self.connect([(request(1), SOURCE), (request(2), SOURCE)])
         sock.fail = OSError(errno.EIO, "Input/output error")
         self.assertRaises(OSError, port.doRead)
-        self.assertEqual([e[0] for e in sock.events], ["received", "sent"])
+        self.assertEqual([e[0] for e in sock.events], ["received", "sent", "received", "sent"])
         self.assertIsNone(protocol._held)
 
 
