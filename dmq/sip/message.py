@@ -326,7 +326,7 @@ def newTag() -> str:
     A fresh From or To tag: 64 random bits in hex.  Tags must be unique,
     not secret.
     """
-    return f"{random.getrandbits(64):016x}"
+    return random.getrandbits(64).to_bytes(8, "big").hex()
 
 
 def fromURI(request: Request) -> Optional[URI]:
