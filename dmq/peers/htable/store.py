@@ -89,11 +89,11 @@ def cellSize(key: str, value: Value) -> int:
     The octets a cell counts against its table's cap: its key's and its
     string value's UTF-8, 4 for an integer value.
     """
-    return _octets(key) + (_octets(value) if isinstance(value, str) else 4)
-
-
-def _octets(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    # ASCII text (nearly all) has as many octets as characters.
+    size = len(key) if key.isascii() else len(key.encode("utf-8"))
+    if isinstance(value, str):
+        return size + (len(value) if value.isascii() else len(value.encode("utf-8")))
+    return size + 4
 
 
 @attr.define
