@@ -11,6 +11,7 @@ one rate-limited warning per cause.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
@@ -456,6 +457,36 @@ class SIPPort(udp.Port):
     """
 
     protocol: SIPDatagramProtocol
+
+    def write(self, datagram: bytes, addr: Optional[Address] = None) -> None:
+        """
+        Send C{datagram} to C{addr} as Twisted's port does, the address
+        checked with one C{inet_pton} rather than three of Twisted's checks
+        (a microsecond a reply on CPython); anything else, and an address
+        that fails, goes to Twisted's C{write}, which raises what it raises.
+        """
+        if addr is None or self._connectedAddr:
+            udp.Port.write(self, datagram, addr)
+            return
+        try:
+            socket.inet_pton(self.addressFamily, addr[0])
+        except (OSError, TypeError, ValueError):
+            udp.Port.write(self, datagram, addr)
+            return
+        while True:
+            try:
+                self.socket.sendto(datagram, addr)
+                return
+            except OSError as e:
+                if e.errno == errno.EINTR:
+                    continue
+                if e.errno == errno.EMSGSIZE:
+                    raise MessageLengthError("message too long") from None
+                if e.errno == errno.ECONNREFUSED:
+                    # A port unreachable from an earlier send, as Twisted
+                    # ignores it on an unconnected socket.
+                    return
+                raise
 
     def doRead(self) -> None:
         self.protocol.holdSends()

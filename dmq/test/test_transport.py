@@ -6,10 +6,12 @@ Tests for L{dmq.transport}.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import socket
 
 from twisted.internet import defer, reactor
+from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -380,8 +382,8 @@ class FakeSocket:
     A non-blocking UDP socket with datagrams waiting, that keeps what
     happens to it, in order, in C{events}.
 
-    @ivar refusals: whether to refuse each of the next C{sendto} calls
-        with C{ENOBUFS}, in turn.
+    @ivar refusals: for each of the next C{sendto} calls in turn, the
+        C{errno} it fails with, or 0 for none.
     @ivar fail: an error C{recvfrom} raises once nothing waits, instead of
         C{EAGAIN}.
     """
@@ -402,8 +404,9 @@ class FakeSocket:
         return data, address
 
     def sendto(self, data, address):
-        if self.refusals and self.refusals.pop(0):
-            raise OSError(errno.ENOBUFS, "No buffer space available")
+        code = self.refusals.pop(0) if self.refusals else 0
+        if code:
+            raise OSError(code, os.strerror(code))
         self.events.append(("sent", data, address))
         return len(data)
 
@@ -467,7 +470,7 @@ class SIPPortTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
         # The first reply leaves at once; the second is refused.
-        sock.refusals = [False, True]
+        sock.refusals = [0, errno.ENOBUFS]
         port.doRead()
         sent = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
         self.assertEqual([r.header("Call-ID") for r in sent], ["c1@127.0.0.12", "c3@127.0.0.12"])
@@ -499,6 +502,33 @@ class SIPPortTests(SynchronousTestCase):
         protocol.sendHeld()
         self.assertEqual([(e[0], len(e[1])) for e in sock.events], [("sent", 65507)])
         self.assertEqual(layer.statistics["sendErrors"], 3)
+
+    def test_writeChecksTheAddress(self):
+        """
+        L{SIPPort.write} refuses a name, or an address of another family,
+        as Twisted's port does, and sends nothing.
+        """
+        protocol, sock, port = self.connect([])
+        self.assertRaises(InvalidAddressError, port.write, b"x", ("node.example", 5060))
+        self.assertRaises(InvalidAddressError, port.write, b"x", ("::1", 5060))
+        self.assertEqual(sock.events, [])
+        port.write(b"x", SOURCE)
+        self.assertEqual(sock.events, [("sent", b"x", SOURCE)])
+
+    def test_writeErrors(self):
+        """
+        L{SIPPort.write} sends again when interrupted, says a datagram is
+        too long with L{MessageLengthError}, ignores a refused port (an
+        ICMP error of an earlier send) and raises any other error.
+        """
+        protocol, sock, port = self.connect([])
+        sock.refusals = [errno.EINTR, 0, errno.EMSGSIZE, errno.ECONNREFUSED, errno.ENOBUFS]
+        port.write(b"a", SOURCE)
+        self.assertRaises(MessageLengthError, port.write, b"b", SOURCE)
+        port.write(b"c", SOURCE)
+        error = self.assertRaises(OSError, port.write, b"d", SOURCE)
+        self.assertEqual(error.errno, errno.ENOBUFS)
+        self.assertEqual(sock.events, [("sent", b"a", SOURCE)])
 
     def test_readFails(self):
         """
