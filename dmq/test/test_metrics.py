@@ -109,6 +109,30 @@ class RegistryTests(SynchronousTestCase):
         Before anything happened, every known event of every family is
         reported, at zero.
         """
+        metrics = self.everything()
+        for family, events in KNOWN_EVENTS.items():
+            labels = (("transport", "tcp"),) if family == "dmq_stream_events" else ()
+            for event in events:
+                key = (f"{family}_total", tuple(sorted((("event", _snake(event)), *labels))))
+                self.assertEqual(metrics[key], 0, (family, event))
+
+    def test_documented(self) -> None:
+        """
+        doc/operating.md's table names every C{dmq_} metric a node with
+        every component exports.
+        """
+        metrics = self.everything()
+        with open(os.path.join(os.path.dirname(DMQ), "doc", "operating.md"), encoding="utf-8") as f:
+            documented = set(re.findall(r"`(dmq_\w+)`", f.read()))
+        exported = {re.sub(r"_(bucket|sum|count)$", "", name) for name, _ in metrics if name.startswith("dmq_")}
+        self.assertEqual(exported - documented, set())
+
+    def everything(self) -> Dict[tuple, float]:
+        """
+        The samples of a node with every component that has metrics: the
+        htable peer, the failure detector, anti-entropy, a TCP listener
+        and a control endpoint (a stand-in, without a socket).
+        """
         node = makeNode(
             self.clock, self.network, "127.0.0.12", htables=["kdmq=>size=8;dmqreplicate=1"], probe=True,
             htableEntropy=True, listen=(ServerSocket("tcp", "127.0.0.12", 5060),),
@@ -116,14 +140,9 @@ class RegistryTests(SynchronousTestCase):
         self.addCleanup(node.stopService)
         node.control = types.SimpleNamespace(statistics=Counter())
         try:
-            metrics = samples(node.metrics)
+            return samples(node.metrics)
         finally:
             node.control = None
-        for family, events in KNOWN_EVENTS.items():
-            labels = (("transport", "tcp"),) if family == "dmq_stream_events" else ()
-            for event in events:
-                key = (f"{family}_total", tuple(sorted((("event", _snake(event)), *labels))))
-                self.assertEqual(metrics[key], 0, (family, event))
 
     def test_requestsAtZero(self) -> None:
         """
