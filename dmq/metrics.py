@@ -40,6 +40,18 @@ Metrics, all prefixed C{dmq_}:
     with C{htable_replication_pending} the changes waiting to be sent.
   - C{control_events_total{event}}: what the control endpoint refused or
     closed (C{dmq.control.ControlService.statistics}).
+  - C{probe_events_total{event}} and C{probe_suspects}, with the failure
+    detector (L{dmq.probe.ProbeDetector.statistics}): probes, suspicions,
+    deaths, ..., and the nodes suspected now.
+  - C{htable_entropy_events_total{event}}, with htable anti-entropy
+    (L{dmq.peers.htable.entropy.AntiEntropy.statistics}): rounds, buckets
+    found differing, cells taken from another node, ...
+  - C{stream_events_total{transport,event}} and
+    C{stream_connections{transport}}: what each of the TCP and TLS
+    transports counted (L{dmq.stream.SIPStreamTransport.statistics}:
+    messages, connections accepted, opened, failed, closed and why) and
+    its connections open now, for each transport the node listens with or
+    has used.
   - C{info{version,node}}.
 
 Every label value known in advance is there from the first scrape, at
@@ -63,6 +75,7 @@ if TYPE_CHECKING:
 from dmq import __version__
 from dmq.bus import UNKNOWN_PEER, DMQBus
 from dmq.node import NodeStatus
+from dmq.stream import SIPStreamTransport
 from dmq.transaction import TransactionLayer
 
 __all__ = ["HandlerLatency", "NodeCollector", "nodeRegistry", "LATENCY_BUCKETS", "KNOWN_EVENTS"]
@@ -83,6 +96,21 @@ KNOWN_EVENTS: Dict[str, Tuple[str, ...]] = {
     "dmq_control_events": (
         "badToken", "batchesTooLarge", "bodiesTooLarge", "connectionsRefused", "internalErrors",
         "invalidRequests", "noToken", "parseErrors", "slowRequests",
+    ),
+    "dmq_probe_events": (
+        "badMessages", "deaths", "goneBack", "goneProbes", "indirectProbes", "probes", "refutations",
+        "refuted", "removals", "suspicions",
+    ),
+    "dmq_htable_entropy_events": (
+        "badMessages", "bucketsDiffering", "cellsApplied", "deletionsApplied", "notDmq", "rounds",
+    ),
+    # A stream transport counts its messages as the UDP one does (but for
+    # unsupportedTransport, which only the UDP one, that routes, counts),
+    # and its connections.
+    "dmq_stream_events": (
+        "badRequests", "connectFailures", "connectionsAccepted", "connectionsOpened", "connectionsRefused",
+        "idleClosed", "internalErrors", "malformed", "oversize", "queueFull", "received", "sent",
+        "slowReader", "slowSender", "unanswerable", "unframable", "unmatchedResponses",
     ),
 }
 """
@@ -213,6 +241,51 @@ class NodeCollector:
                 "dmq_control_events", "Control endpoint refusals, by name.", dict(control.statistics),
                 KNOWN_EVENTS["dmq_control_events"],
             )
+        probe = getattr(node, "probe", None)
+        if probe is not None:
+            yield _events(
+                "dmq_probe_events", "Failure detector events, by name.", dict(probe.statistics),
+                KNOWN_EVENTS["dmq_probe_events"],
+            )
+            yield GaugeMetricFamily(
+                "dmq_probe_suspects", "Nodes the failure detector suspects now.", value=probe.suspects
+            )
+        entropy = getattr(node, "entropy", None)
+        if entropy is not None:
+            yield _events(
+                "dmq_htable_entropy_events", "htable anti-entropy events, by name.", dict(entropy.statistics),
+                KNOWN_EVENTS["dmq_htable_entropy_events"],
+            )
+        yield from self._streams(node)
+
+    def _streams(self, node: Any) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        # Every node has a TCP transport (and a TLS one with a
+        # certificate), to send to nodes that ask for it: one the node does
+        # not listen with is reported once it has been used, so that a
+        # node over UDP alone has no stream families.
+        listening = getattr(node, "streams", {})
+        streams = [
+            (name, stream) for name, stream in sorted(node.protocol.streams.items())
+            if isinstance(stream, SIPStreamTransport)
+            and (name in listening or stream.openConnections or any(stream.statistics.values()))
+        ]
+        if not streams:
+            return
+        events = CounterMetricFamily(
+            "dmq_stream_events", "TCP and TLS transport events, by transport and name.",
+            labels=["transport", "event"],
+        )
+        connections = GaugeMetricFamily(
+            "dmq_stream_connections", "TCP and TLS connections open, both ways, by transport.",
+            labels=["transport"],
+        )
+        for name, stream in streams:
+            _addEvents(events, [name], dict(stream.statistics), KNOWN_EVENTS["dmq_stream_events"])
+            connections.add_metric([name], stream.openConnections)
+        yield events
+        yield connections
 
     def _requests(self, bus: DMQBus) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -294,11 +367,21 @@ def _events(name: str, doc: str, statistics: Dict[str, int], known: Tuple[str, .
     from prometheus_client.core import CounterMetricFamily
 
     family = CounterMetricFamily(name, doc, labels=["event"])
+    _addEvents(family, [], statistics, known)
+    return family
+
+
+def _addEvents(
+    family: CounterMetricFamily, labels: List[str], statistics: Dict[str, int], known: Tuple[str, ...]
+) -> None:
+    """
+    Add to C{family} a sample for each event, C{known} events at zero until
+    counted, each labelled C{labels} and then the event.
+    """
     counts = dict.fromkeys(known, 0)
     counts.update(statistics)
     for event, count in sorted(counts.items()):
-        family.add_metric([_snake(event)], count)
-    return family
+        family.add_metric([*labels, _snake(event)], count)
 
 
 def nodeRegistry(node: Any) -> CollectorRegistry:

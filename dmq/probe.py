@@ -100,7 +100,9 @@ class ProbeDetector(service.Service):
         raised by one for each suspicion we refute.
     @ivar statistics: counters: C{probes}, C{indirectProbes}, C{suspicions},
         C{refuted} (suspicions of others cleared), C{refutations} (of
-        suspicions of us), C{deaths}, C{removals}, C{badMessages}.
+        suspicions of us), C{deaths}, C{removals}, C{goneProbes} (pings of
+        nodes removed as dead), C{goneBack} (those that answered),
+        C{badMessages}; the metric C{dmq_probe_events_total}.
     """
 
     _log = Logger()
@@ -170,6 +172,13 @@ class ProbeDetector(service.Service):
         """
         member = self._members.get(node.key)
         return member is not None and member.capable is True
+
+    @property
+    def suspects(self) -> int:
+        """
+        How many nodes are suspected now (neither refuted nor dead yet).
+        """
+        return sum(1 for member in self._members.values() if member.state == "suspect")
 
     # Service
 

@@ -108,6 +108,10 @@ class DMQNodeService(service.MultiService):
     @ivar handlerLatency: the L{HandlerLatency} the metrics report.
     @ivar control: the control endpoint (a
         L{dmq.control.listener.LazyControlService}), or C{None}.
+    @ivar streams: the stream transports of the node's listeners, by
+        name (C{"tcp"}, C{"tls"}), whether or not L{makeNodeService} opened
+        their sockets.  Every node has a TCP transport to send with (and a
+        TLS one, with a certificate), in C{protocol.streams}.
     """
 
     _log = Logger()
@@ -131,6 +135,7 @@ class DMQNodeService(service.MultiService):
         self.usrloc: Optional[UsrlocPeer] = None
         self.probe: Optional[ProbeDetector] = None
         self.entropy: Optional[AntiEntropy] = None
+        self.streams: Dict[str, SIPStreamTransport] = {}
 
     @property
     def metrics(self) -> CollectorRegistry:
@@ -468,6 +473,8 @@ def _addStreams(reactor: Any, node: DMQNodeService, config: NodeConfig, listener
             bindHost=sockets.get(name, config.listeners[0].host),
         )
         node.protocol.addStream(name, stream)
+        if name in sockets:
+            node.streams[name] = stream
         if name in listeners:
             listener = listeners[name]
             internet.StreamServerEndpointService(

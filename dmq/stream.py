@@ -367,6 +367,14 @@ class SIPStreamTransport(SIPMessageHandler):
         self._stopping = False
         self._stopped = False
 
+    @property
+    def openConnections(self) -> int:
+        """
+        The connections open now, both ways: those L{maxConnections} caps,
+        but for those being opened.
+        """
+        return len(self._all)
+
     def _defaultEndpoint(self, address: Address) -> IStreamClientEndpoint:
         # Imported only by a node that connects: a plain node does without.
         from twisted.internet import endpoints

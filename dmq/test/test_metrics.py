@@ -14,12 +14,18 @@ from typing import Dict, Set
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 import dmq
+from dmq import sip
 from dmq.metrics import KNOWN_EVENTS, _snake
-from dmq.test.fakenet import FakeNetwork, makeNode
+from dmq.settingvalues import ServerSocket
+from dmq.tap import makeService
+from dmq.test.fakenet import FakeNetwork, HeapClock, crashNode, makeNode
+from dmq.test.test_tap import FakeReactor, parse
 
 DMQ = os.path.dirname(os.path.abspath(dmq.__file__))
 
@@ -30,12 +36,18 @@ _SOURCES = {
     "dmq_htable_events": [os.path.join("peers", "htable", name) for name in (
         "peer.py", "receive.py", "outbox.py", "sync.py", "store.py", "wire.py", "rpc.py")],
     "dmq_control_events": [os.path.join("control", name) for name in ("endpoint.py", "jsonrpc.py", "methods.py")],
+    "dmq_probe_events": ["probe.py"],
+    "dmq_htable_entropy_events": [os.path.join("peers", "htable", "entropy.py")],
+    "dmq_stream_events": ["stream.py"],
 }
 # Counted by a family of their own, not as events.
 _OWN_FAMILY = {"dmq_datagram_events": {"received", "sent", "malformed"}}
 _COUNTED = [
     re.compile(r'statistics\[\s*"(\w+)"\s*\]'),
     re.compile(r'_refused\(\s*request,\s*node,\s*"(\w+)"'),
+    # A stream connection closed for what it carried (dmq.stream).
+    re.compile(r'_refuse\(\s*"(\w+)"'),
+    re.compile(r'_dropped\(\s*"(\w+)"'),
 ]
 
 
@@ -97,14 +109,40 @@ class RegistryTests(SynchronousTestCase):
         Before anything happened, every known event of every family is
         reported, at zero.
         """
-        self.node.control = types.SimpleNamespace(statistics=Counter())
-        try:
-            metrics = samples(self.node.metrics)
-        finally:
-            self.node.control = None
+        metrics = self.everything()
         for family, events in KNOWN_EVENTS.items():
+            labels = (("transport", "tcp"),) if family == "dmq_stream_events" else ()
             for event in events:
-                self.assertEqual(metrics[(f"{family}_total", (("event", _snake(event)),))], 0, (family, event))
+                key = (f"{family}_total", tuple(sorted((("event", _snake(event)), *labels))))
+                self.assertEqual(metrics[key], 0, (family, event))
+
+    def test_documented(self) -> None:
+        """
+        doc/operating.md's table names every C{dmq_} metric a node with
+        every component exports.
+        """
+        metrics = self.everything()
+        with open(os.path.join(os.path.dirname(DMQ), "doc", "operating.md"), encoding="utf-8") as f:
+            documented = set(re.findall(r"`(dmq_\w+)`", f.read()))
+        exported = {re.sub(r"_(bucket|sum|count)$", "", name) for name, _ in metrics if name.startswith("dmq_")}
+        self.assertEqual(exported - documented, set())
+
+    def everything(self) -> Dict[tuple, float]:
+        """
+        The samples of a node with every component that has metrics: the
+        htable peer, the failure detector, anti-entropy, a TCP listener
+        and a control endpoint (a stand-in, without a socket).
+        """
+        node = makeNode(
+            self.clock, self.network, "127.0.0.12", htables=["kdmq=>size=8;dmqreplicate=1"], probe=True,
+            htableEntropy=True, listen=(ServerSocket("tcp", "127.0.0.12", 5060),),
+        )
+        self.addCleanup(node.stopService)
+        node.control = types.SimpleNamespace(statistics=Counter())
+        try:
+            return samples(node.metrics)
+        finally:
+            node.control = None
 
     def test_requestsAtZero(self) -> None:
         """
@@ -125,6 +163,140 @@ class RegistryTests(SynchronousTestCase):
         metrics = samples(self.node.metrics)
         self.assertEqual(metrics[("dmq_datagram_events_total", (("event", "unanswerable"),))], 2)
         self.assertEqual(metrics[("dmq_datagram_events_total", (("event", "bad_requests"),))], 0)
+
+
+def families(metrics: Dict[tuple, float], prefix: str) -> Set[str]:
+    """
+    The names of the samples of C{metrics} that start with C{prefix}.
+    """
+    return {name for name, _ in metrics if name.startswith(prefix)}
+
+
+class ComponentTests(SynchronousTestCase):
+    """
+    The failure detector's, anti-entropy's and the stream transports'
+    families: there, every event from zero, with the component; absent
+    without it.
+    """
+
+    def setUp(self) -> None:
+        self.clock = HeapClock()
+        self.network = FakeNetwork(self.clock)
+
+    def stop(self, node) -> None:
+        if node.running:
+            node.stopService()
+        self.network.run(40)
+
+    def makeNode(self, host: str, **options):
+        node = makeNode(self.clock, self.network, host, **options)
+        self.addCleanup(self.stop, node)
+        return node
+
+    def assertAtZero(self, metrics: Dict[tuple, float], family: str, labels=()) -> None:
+        for event in KNOWN_EVENTS[family]:
+            key = (f"{family}_total", tuple(sorted((("event", _snake(event)), *labels))))
+            self.assertEqual(metrics[key], 0, event)
+
+    def test_without(self) -> None:
+        """
+        A node without the detector, anti-entropy or a stream listener,
+        that never used a stream transport, has none of their families.
+        """
+        node = self.makeNode("127.0.0.11", htables=["kdmq=>size=8;dmqreplicate=1"])
+        self.assertIn("tcp", node.protocol.streams)
+        metrics = samples(node.metrics)
+        for prefix in ("dmq_probe_", "dmq_htable_entropy_", "dmq_stream_"):
+            self.assertEqual(families(metrics, prefix), set(), prefix)
+
+    def test_probe(self) -> None:
+        """
+        With C{probe}, every detector event is there from zero and the
+        suspects at zero; probes and a suspicion are counted, and the
+        suspect is one while it is suspected.
+        """
+        node = self.makeNode("127.0.0.11", probe=True)
+        metrics = samples(node.metrics)
+        self.assertAtZero(metrics, "dmq_probe_events")
+        self.assertEqual(metrics[("dmq_probe_suspects", ())], 0)
+        other = self.makeNode("127.0.0.12", seeds=["127.0.0.11"], probe=True)
+        self.network.run(5)
+        self.assertGreater(samples(node.metrics)[("dmq_probe_events_total", (("event", "probes"),))], 0)
+        crashNode(self.network, other)
+        for _ in range(200):
+            if node.probe.suspects:
+                break
+            self.network.run(0.05)
+        metrics = samples(node.metrics)
+        self.assertEqual(metrics[("dmq_probe_suspects", ())], 1)
+        self.assertEqual(metrics[("dmq_probe_events_total", (("event", "suspicions"),))], 1)
+        self.assertEqual(metrics[("dmq_probe_events_total", (("event", "deaths"),))], 0)
+
+    def test_entropy(self) -> None:
+        """
+        With C{htableEntropy}, every anti-entropy event is there from zero;
+        a round is counted.
+        """
+        table = "kdmq=>size=8;autoexpire=0;dmqreplicate=1"
+        node = self.makeNode("127.0.0.11", htables=[table], htableEntropy=True)
+        self.assertAtZero(samples(node.metrics), "dmq_htable_entropy_events")
+        self.makeNode("127.0.0.12", seeds=["127.0.0.11"], htables=[table], htableEntropy=True)
+        self.network.run(3)
+        self.assertIsNotNone(node.entropy.exchange())
+        self.network.run(1)
+        metrics = samples(node.metrics)
+        self.assertEqual(metrics[("dmq_htable_entropy_events_total", (("event", "rounds"),))], 1)
+        self.assertEqual(metrics[("dmq_htable_entropy_events_total", (("event", "bad_messages"),))], 0)
+
+    def test_streamListener(self) -> None:
+        """
+        A node made with C{--listen tcp:...} reports its TCP transport's
+        events from zero, and its connections; a connection accepted and
+        closed for what it sent moves them.  The TLS transport, which it
+        has not, is not there.
+        """
+        reactor = FakeReactor()
+        node = makeService(
+            parse("--server-address", "sip:127.0.0.11:5060", "--listen", "tcp:127.0.0.11:5060"), reactor
+        )
+        node.startService()
+        self.addCleanup(node.stopService)
+        self.assertEqual(reactor.tcpServers[0][0], 5060)
+        metrics = samples(node.metrics)
+        tcp = (("transport", "tcp"),)
+        self.assertAtZero(metrics, "dmq_stream_events", tcp)
+        self.assertEqual(metrics[("dmq_stream_connections", tcp)], 0)
+        self.assertEqual({labels for name, labels in metrics if name == "dmq_stream_connections"}, {tcp})
+
+        connection = reactor.tcpServers[0][1].buildProtocol(IPv4Address("TCP", "127.0.0.12", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.12", 40000))
+        connection.makeConnection(transport)
+        metrics = samples(node.metrics)
+        self.assertEqual(metrics[("dmq_stream_events_total", (("event", "connections_accepted"), *tcp))], 1)
+        self.assertEqual(metrics[("dmq_stream_connections", tcp)], 1)
+        connection.dataReceived(b"KDMQ sip:x SIP/2.0\r\nContent-Length: many\r\n\r\n")
+        connection.connectionLost(None)
+        metrics = samples(node.metrics)
+        self.assertEqual(metrics[("dmq_stream_events_total", (("event", "unframable"), *tcp))], 1)
+        self.assertEqual(metrics[("dmq_stream_connections", tcp)], 0)
+
+    def test_streamUsed(self) -> None:
+        """
+        A node over UDP alone reports its TCP transport once it has been
+        used (to send to a node over TCP), every event from zero.
+        """
+        node = self.makeNode("127.0.0.11")
+        node.protocol.sendRequest(
+            sip.Request("OPTIONS", sip.parseURI("sip:127.0.0.12:5060;transport=tcp"), (
+                ("From", "<sip:127.0.0.11>;tag=1"), ("To", "<sip:127.0.0.12>"), ("Call-ID", "metrics"),
+                ("CSeq", "1 OPTIONS"), ("Max-Forwards", "70"), ("Content-Length", "0"),
+            )),
+            ("127.0.0.12", 5060),
+        )
+        metrics = samples(node.metrics)
+        tcp = (("transport", "tcp"),)
+        self.assertEqual(metrics[("dmq_stream_events_total", (("event", "connect_failures"), *tcp))], 1)
+        self.assertEqual(metrics[("dmq_stream_events_total", (("event", "sent"), *tcp))], 0)
 
 
 class KnownEventsTests(SynchronousTestCase):
