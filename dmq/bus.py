@@ -306,6 +306,8 @@ class DMQBus(service.Service):
         peerId = request.uri.user
         registered = self._registered.get(peerId) if peerId is not None else None
         if not self.running:
+            if self._keyring is not None:
+                answer = self._refusing(answer, request)
             self._early(answer, registered.peerId if registered else UNKNOWN_PEER, 503, "Shutting Down")
             return
         node = self._nodeManager.memberAt(source[0], source[1])
@@ -313,6 +315,8 @@ class DMQBus(service.Service):
         if trust is not None:
             refused = trust.check(request, source, node)
             if refused is not None:
+                if self._keyring is not None:
+                    answer = self._refusing(answer, request)
                 self._refuse(answer, registered.peerId if registered else UNKNOWN_PEER, refused, source)
                 return
             if self._keyring is not None:
@@ -388,6 +392,23 @@ class DMQBus(service.Service):
             code: int, reason: str, headers: Sequence[Tuple[str, str]], body: bytes
         ) -> None:
             answer(code, reason, trust.signedReply(request, code, headers, body), body)
+
+        return signed
+
+    def _refusing(self, answer: _Answer, request: sip.Request) -> _Answer:
+        """
+        C{answer}, signing a refusal of C{request} made before it was
+        admitted (L{Trust.signedRefusal}): bound to the whole request and
+        its transaction, since its own signature, bad or replayed, proves
+        nothing; left unsigned when the request is.
+        """
+        trust = self._trust
+        assert trust is not None
+
+        def signed(
+            code: int, reason: str, headers: Sequence[Tuple[str, str]], body: bytes
+        ) -> None:
+            answer(code, reason, trust.signedRefusal(request, code, reason, headers, body), body)
 
         return signed
 

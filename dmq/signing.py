@@ -2,9 +2,11 @@
 """
 Signed requests between dmq nodes: an HMAC-SHA256 over what makes a KDMQ
 request (method, Request-URI, Call-ID, CSeq, From tag, a timestamp and the
-body), carried in one header, and one over the reply to a signed request;
-the keyring they are made with (L{Keyring}, read by L{loadKeyring}); and the
-replay guard (L{ReplayGuard}).  Pure: time is given, nothing is sent.
+body), carried in one header; one over the reply to a signed request; one
+over a refusal (L{signRefusal}), bound to the whole request it refuses and
+its transaction; the keyring they are made with (L{Keyring}, read by
+L{loadKeyring}); and the replay guard (L{ReplayGuard}).  Pure: time is
+given, nothing is sent.
 
 The keyring is a list of shared secrets: the first signs, every one
 verifies, so keys rotate without downtime (add the new key second on every
@@ -23,10 +25,11 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import attr
 
-from dmq.sip import Request, Response
+from dmq.sip import Request, Response, SIPParseError
 
 __all__ = [
     "SIGNATURE_HEADER",
+    "REFUSAL_MARK",
     "WINDOW",
     "MIN_KEY_LENGTH",
     "Keyring",
@@ -34,6 +37,7 @@ __all__ = [
     "signRequest",
     "verifyRequest",
     "signReply",
+    "signRefusal",
     "verifyReply",
     "ReplayGuard",
     "BAD_SIGNATURE",
@@ -42,6 +46,14 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-DMQ-Signature"
+
+REFUSAL_MARK = "refusal"
+"""
+The last field of the L{SIGNATURE_HEADER} of a refusal
+(C{t=...;s=...;refusal}): its MAC is over L{_refusalFields}, not
+L{_replyFields}.  A node that does not know the mark ignores it, and finds
+the MAC bad, as it found the refusal unsigned before.
+"""
 
 WINDOW = 30
 """
@@ -162,18 +174,56 @@ def _replyFields(
     )
 
 
+def _refusalFields(
+    code: int,
+    reason: str,
+    request: Request,
+    branch: str,
+    timestamp: int,
+    retryAfter: str,
+    body: bytes,
+) -> Tuple[bytes, ...]:
+    # A refusal may answer a request whose signature is bad, or a replay of
+    # a good one, so the request's signature binds nothing: the refusal is
+    # bound to the whole request as it came (every signed field, the
+    # signature header as written, the body) and to its transaction (the
+    # top Via branch, which the signature does not cover and which a
+    # replay must change to be more than a retransmission).
+    cseq = request.cseq
+    return (
+        b"dmq-refusal-v1",
+        str(code).encode("ascii"),
+        reason.encode("utf-8", "replace"),
+        request.method.encode("utf-8"),
+        request.uri.toString().encode("utf-8"),
+        request.callID.encode("utf-8"),
+        f"{cseq.number} {cseq.method}".encode("utf-8"),
+        _fromTag(request),
+        branch.encode("utf-8", "replace"),
+        (request.header(SIGNATURE_HEADER) or "").encode("utf-8", "replace"),
+        request.body,
+        str(timestamp).encode("ascii"),
+        retryAfter.encode("utf-8", "replace"),
+        body,
+    )
+
+
 def _header(timestamp: int, mac: str) -> str:
     return f"t={timestamp};s={mac}"
 
 
-def _parseHeader(value: Optional[str]) -> Optional[Tuple[int, str]]:
+def _parseHeader(value: Optional[str]) -> Optional[Tuple[int, str, bool]]:
+    """
+    @return: the timestamp, the MAC, and whether the value carries
+        L{REFUSAL_MARK}; C{None} when it is no signature.
+    """
     if value is None:
         return None
     fields = dict(part.strip().partition("=")[::2] for part in value.split(";"))
     timestamp, mac = fields.get("t", ""), fields.get("s", "")
     if not timestamp.isdigit() or len(timestamp) > 12 or len(mac) != 64:
         return None
-    return int(timestamp), mac
+    return int(timestamp), mac, REFUSAL_MARK in fields
 
 
 def signRequest(keyring: Keyring, request: Request, now: float) -> str:
@@ -207,7 +257,7 @@ def verifyRequest(keyring: Keyring, request: Request, now: float) -> Optional[st
     parsed = _parseHeader(value)
     if parsed is None:
         return BAD_SIGNATURE
-    timestamp, mac = parsed
+    timestamp, mac, _ = parsed
     if not _verify(keyring, _requestFields(request, timestamp), mac):
         return BAD_SIGNATURE
     if abs(now - timestamp) > WINDOW:
@@ -228,19 +278,70 @@ def signReply(keyring: Keyring, code: int, request: Request, body: bytes, now: f
     )
 
 
+def signRefusal(
+    keyring: Keyring,
+    code: int,
+    reason: str,
+    request: Request,
+    body: bytes,
+    now: float,
+    retryAfter: str = "",
+) -> str:
+    """
+    @return: the value of the L{SIGNATURE_HEADER} of our refusal of
+        C{request} (answered before, or instead of, checking its
+        signature): C{code}, C{reason}, C{body} and the value of its
+        C{Retry-After} header (C{""} for none), bound to the request as it
+        came, its top Via branch included.  It ends with L{REFUSAL_MARK}.
+
+    @raise dmq.sip.SIPParseError: if C{request} has no readable Via.
+    """
+    timestamp = int(now)
+    fields = _refusalFields(
+        code, reason, request, request.via[0].branch or "", timestamp, retryAfter, body
+    )
+    return f"{_header(timestamp, _mac(keyring.keys[0], fields))};{REFUSAL_MARK}"
+
+
 def verifyReply(
     keyring: Keyring, request: Request, response: Response, now: float
 ) -> Optional[str]:
     """
-    Check the signature of C{response}, the reply to our signed C{request}.
+    Check the signature of C{response}, the reply to our signed C{request}:
+    a reply's (L{signReply}) or a refusal's (L{signRefusal}).
 
+    A refusal's timestamp is not held to the window: it is bound to our
+    request, whose signature holds our own timestamp, and to the branch of
+    its transaction, so it cannot be an old one; and it is how a node
+    whose clock is off by more than the window hears C{403 Stale
+    Signature} from the others.
+
+    @param request: the request as we signed it; the branch it was sent
+        with is the one of C{response}'s top Via, by which the transaction
+        layer matched C{response} to it.
     @return: C{None} when good; else L{UNSIGNED}, L{BAD_SIGNATURE} or
         L{STALE}.
     """
-    parsed = _parseHeader(response.header(SIGNATURE_HEADER))
+    value = response.header(SIGNATURE_HEADER)
+    parsed = _parseHeader(value)
     if parsed is None:
-        return UNSIGNED if response.header(SIGNATURE_HEADER) is None else BAD_SIGNATURE
-    timestamp, mac = parsed
+        return UNSIGNED if value is None else BAD_SIGNATURE
+    timestamp, mac, refusal = parsed
+    if refusal:
+        try:
+            branch = response.via[0].branch or ""
+        except SIPParseError:
+            return BAD_SIGNATURE
+        fields = _refusalFields(
+            response.code,
+            response.reason,
+            request,
+            branch,
+            timestamp,
+            response.header("Retry-After") or "",
+            response.body,
+        )
+        return None if _verify(keyring, fields, mac) else BAD_SIGNATURE
     requestSignature = request.header(SIGNATURE_HEADER) or ""
     fields = _replyFields(response.code, request, requestSignature, timestamp, response.body)
     if not _verify(keyring, fields, mac):
@@ -272,6 +373,15 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def knows(self, request: Request, now: float) -> bool:
+        """
+        Whether C{request}'s (Call-ID, CSeq) was seen within the window,
+        without remembering it.
+        """
+        cseq = request.cseq
+        expires = self._seen.get((request.callID, f"{cseq.number} {cseq.method}"))
+        return expires is not None and expires > now
 
     def seen(self, request: Request, now: float) -> bool:
         """

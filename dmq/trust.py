@@ -27,9 +27,11 @@ from dmq import sip
 from dmq.ratelimit import RateLimitedWarnings
 from dmq.signing import (
     SIGNATURE_HEADER,
+    STALE,
     UNSIGNED,
     Keyring,
     ReplayGuard,
+    signRefusal,
     signReply,
     signRequest,
     verifyReply,
@@ -206,6 +208,10 @@ class Trust:
             why = verifyRequest(keyring, request, now)
             if why is None:
                 return "replay" if self._replays.seen(request, now) else None
+            if why == STALE and self._replays.knows(request, now):
+                # Well signed, too old, and taken before: say so, since our
+                # refusal is signed, and "stale" would read as "not taken".
+                return "replay"
             if self.allowFrom and self.allowed(source[0]):
                 return None
             return why
@@ -221,6 +227,39 @@ class Trust:
         """
         assert self.keyring is not None
         value = signReply(self.keyring, code, request, body, self._clock.seconds())
+        return (*headers, (SIGNATURE_HEADER, value))
+
+    def signedRefusal(
+        self,
+        request: sip.Request,
+        code: int,
+        reason: str,
+        headers: Sequence[Tuple[str, str]],
+        body: bytes,
+    ) -> Sequence[Tuple[str, str]]:
+        """
+        C{headers}, and the signature of our C{code} refusal of C{request}
+        when the request is signed (L{dmq.signing.signRefusal}): a refusal
+        made before, or instead of, admitting the request, so bound to the
+        whole request and its transaction, not to its signature.  An
+        unsigned request (a Kamailio node's) gets C{headers} alone, as
+        before.
+        """
+        keyring = self.keyring
+        if keyring is None or request.header(SIGNATURE_HEADER) is None:
+            return headers
+        retryAfter = ""
+        for name, value in headers:
+            if name == "Retry-After":
+                retryAfter = value
+        try:
+            value = signRefusal(
+                keyring, code, reason, request, body, self._clock.seconds(), retryAfter
+            )
+        except sip.SIPParseError:
+            # No Via to bind to (a request handed to handleRequest by hand):
+            # no transaction either, so nothing for a signature to prove.
+            return headers
         return (*headers, (SIGNATURE_HEADER, value))
 
 

@@ -20,6 +20,7 @@ from dmq.signing import (
     Keyring,
     ReplayGuard,
     loadKeyring,
+    signRefusal,
     signReply,
     signRequest,
     verifyReply,
@@ -176,6 +177,136 @@ class ReplySignatureTests(SynchronousTestCase):
         self.assertEqual(verifyReply(keyring, second, reply, 1001.0), BAD_SIGNATURE)
 
 
+def withBranch(message, branch):
+    """
+    C{message} with its top Via's branch changed to C{branch}.
+    """
+    headers = tuple(
+        (name, value.replace("branch=z9hG4bK1", "branch=" + branch) if name == "Via" else value)
+        for name, value in message.headers
+    )
+    return attr.evolve(message, headers=headers)
+
+
+def refusal(keyring, received, code=403, reason="Stale Signature", now=1040.0, extra=(), body=b""):
+    """
+    The refusal the receiver makes of C{received}, through the codec, as
+    the sender reads it.
+    """
+    retryAfter = dict(extra).get("Retry-After", "")
+    value = signRefusal(keyring, code, reason, received, body, now, retryAfter)
+    reply = sip.responseFor(received, code, reason, [*extra, (SIGNATURE_HEADER, value)], body)
+    return sip.parse(sip.serialise(reply))
+
+
+class RefusalSignatureTests(SynchronousTestCase):
+    """
+    L{signRefusal}, and L{verifyReply} of a refusal: bound to the whole
+    request and its branch, not to the request's signature.
+    """
+
+    def test_roundTrip(self):
+        """
+        A refusal of our request verifies, with its code and reason; its
+        header ends with the refusal mark.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        reply = refusal(keyring, sent)
+        self.assertEqual((reply.code, reply.reason), (403, "Stale Signature"))
+        self.assertTrue(reply.header(SIGNATURE_HEADER).endswith(";refusal"))
+        self.assertIsNone(verifyReply(keyring, sent, reply, 1000.0))
+
+    def test_timestampNotWindowed(self):
+        """
+        A refusal made on a clock 40 s off ours still verifies (it is bound
+        to our fresh request); a reply made so does not.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        self.assertIsNone(verifyReply(keyring, sent, refusal(keyring, sent, now=1040.0), 1000.0))
+        value = signReply(keyring, 200, sent, b"", 1040.0)
+        reply = sip.responseFor(sent, 200, "OK", [(SIGNATURE_HEADER, value)])
+        self.assertEqual(verifyReply(keyring, sent, reply, 1000.0), STALE)
+
+    def test_tampered(self):
+        """
+        A refusal whose code, reason, body, Retry-After or mark changed in
+        flight is badly signed.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        reply = refusal(keyring, sent, 503, "Too Many Requests From You", extra=[("Retry-After", "10")])
+        self.assertIsNone(verifyReply(keyring, sent, reply, 1000.0))
+        value = reply.header(SIGNATURE_HEADER)
+        others = [(n, v) for n, v in reply.headers if n not in ("Retry-After", SIGNATURE_HEADER)]
+        tampered = [
+            attr.evolve(reply, code=403),
+            attr.evolve(reply, reason="Shutting Down"),
+            attr.evolve(reply, body=b"x"),
+            attr.evolve(reply, headers=(*others, ("Retry-After", "3600"), (SIGNATURE_HEADER, value))),
+            attr.evolve(reply, headers=(*others, (SIGNATURE_HEADER, value))),
+            attr.evolve(
+                reply,
+                headers=(*others, ("Retry-After", "10"), (SIGNATURE_HEADER, value[: -len(";refusal")])),
+            ),
+        ]
+        for bad in tampered:
+            self.assertEqual(verifyReply(keyring, sent, bad, 1000.0), BAD_SIGNATURE, bad)
+
+    def test_unknownKey(self):
+        """
+        A refusal signed with a key we do not hold is badly signed.
+        """
+        sent = signed(Keyring([OLD]))
+        reply = refusal(Keyring([NEW]), sent)
+        self.assertEqual(verifyReply(Keyring([OLD]), sent, reply, 1000.0), BAD_SIGNATURE)
+
+    def test_boundToBranch(self):
+        """
+        The refusal of a copy of our request sent with another branch (a
+        replay: with the same branch it is a retransmission) does not
+        verify as the answer to ours, even moved to our branch; a reply
+        bound only to the request's signature would.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        replayed = withBranch(sent, "z9hG4bKreplay")
+        refused = refusal(keyring, replayed, reason="Replayed Request")
+        moved = sip.parse(sip.serialise(refused).replace(b"z9hG4bKreplay", b"z9hG4bK1"))
+        self.assertEqual(moved.via[0].branch, "z9hG4bK1")
+        self.assertEqual(verifyReply(keyring, sent, moved, 1000.0), BAD_SIGNATURE)
+        value = signReply(keyring, 403, replayed, b"", 1000.0)
+        bound = sip.responseFor(sent, 403, "Replayed Request", [(SIGNATURE_HEADER, value)])
+        self.assertIsNone(verifyReply(keyring, sent, bound, 1000.0))
+
+    def test_boundToWholeRequest(self):
+        """
+        The refusal of a tampered copy of our request (same signature
+        header, same branch, another body or Call-ID) does not verify as
+        the answer to ours; a reply bound only to the signature would.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        otherCall = tuple((n, "other" if n == "Call-ID" else v) for n, v in sent.headers)
+        for tampered in [attr.evolve(sent, body=b"evil"), attr.evolve(sent, headers=otherCall)]:
+            reply = refusal(keyring, tampered, reason="Bad Signature")
+            self.assertEqual(verifyReply(keyring, sent, reply, 1000.0), BAD_SIGNATURE)
+        value = signReply(keyring, 403, attr.evolve(sent, body=b"evil"), b"", 1000.0)
+        bound = sip.responseFor(sent, 403, "Bad Signature", [(SIGNATURE_HEADER, value)])
+        self.assertIsNone(verifyReply(keyring, sent, bound, 1000.0))
+
+    def test_replyNotARefusal(self):
+        """
+        A reply's signature with the refusal mark added does not verify.
+        """
+        keyring = Keyring([OLD])
+        sent = signed(keyring)
+        value = signReply(keyring, 403, sent, b"", 1000.0) + ";refusal"
+        reply = sip.responseFor(sent, 403, "Not A Member", [(SIGNATURE_HEADER, value)])
+        self.assertEqual(verifyReply(keyring, sent, reply, 1000.0), BAD_SIGNATURE)
+
+
 class ReplayGuardTests(SynchronousTestCase):
     """
     L{ReplayGuard}.
@@ -190,6 +321,19 @@ class ReplayGuardTests(SynchronousTestCase):
         self.assertFalse(guard.seen(request(), 1000.0))
         self.assertTrue(guard.seen(request(), 1010.0))
         self.assertFalse(guard.seen(request(cseq="11 KDMQ"), 1010.0))
+
+    def test_knows(self):
+        """
+        L{ReplayGuard.knows} says whether a request was seen within the
+        window, and remembers nothing.
+        """
+        guard = ReplayGuard()
+        self.assertFalse(guard.knows(request(), 1000.0))
+        self.assertFalse(guard.seen(request(), 1000.0))
+        self.assertTrue(guard.knows(request(), 1059.0))
+        self.assertFalse(guard.knows(request(), 1061.0))
+        self.assertFalse(guard.knows(request(callID="b"), 1000.0))
+        self.assertEqual(len(guard), 1)
 
     def test_expires(self):
         """

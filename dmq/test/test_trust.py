@@ -498,6 +498,272 @@ def _signedRequest(keyring, target, peerId, now, callID):
     return sip.Request(request.method, request.uri, (*request.headers, (SIGNATURE_HEADER, value)))
 
 
+class Skewed:
+    """
+    A clock C{offset} seconds ahead of C{clock}: what a node with a wrong
+    clock reads.
+    """
+
+    def __init__(self, clock, offset):
+        self._clock = clock
+        self._offset = offset
+
+    def seconds(self):
+        return self._clock.seconds() + self._offset
+
+
+class SignedRefusalTests(SynchronousTestCase):
+    """
+    A node with a keyring signs its refusals of signed requests, bound to
+    the whole request and its transaction: a signed sender sees the refusal
+    with its reason, at once, and nothing else; unsigned requests get
+    unsigned refusals, as before.
+    """
+
+    def setUp(self):
+        signed = {"keyring": Keyring([KEY]), "allowFrom": (parseNetwork(C + "/32"),)}
+        self.bus = Bus(self, [A, B, C], {A: signed, B: signed})
+        self.bus.network.run(3)
+
+    def skew(self, host, offset):
+        """
+        Put the clock C{host} checks and signs with C{offset} seconds ahead.
+        """
+        trust = self.bus.nodes[host].bus._trust
+        trust._clock = Skewed(self.bus.clock, offset)
+
+    def hold(self, source, destination):
+        """
+        Lose every datagram from C{source} to C{destination} from now on;
+        return the list they are kept in.
+        """
+        held = []
+
+        def drop(datagram):
+            if datagram.source[0] == source and datagram.destination[0] == destination:
+                held.append(datagram)
+                return True
+            return False
+
+        self.bus.network.drop = drop
+        return held
+
+    def sendLater(self, source, target, body=b"x"):
+        """
+        Start a send of C{source}'s to C{target}'s data peer; the list its
+        outcome will be in.
+        """
+        outcome = []
+        node = self.bus.nodes[source]
+        d = node.bus.send("data", body, node.nodeManager.find(sip.URI(target, 5060)))
+        d.addBoth(outcome.append)
+        return outcome
+
+    def test_stale(self):
+        """
+        A signed node whose requests the other finds stale (a clock 40 s
+        off) gets C{403 Stale Signature}, not a local C{408}, at once; the
+        refusing node counts it as before.
+        """
+        self.skew(B, 40)
+        outcome = self.sendLater(A, B)
+        self.bus.network.run(0.1)
+        [response] = outcome
+        self.assertEqual((response.code, response.reason), (403, "Stale Signature"))
+        self.assertEqual(self.bus.refused(B), {"stale": 1})
+        self.assertEqual(self.bus.refused(A), {})
+        self.assertEqual(self.bus.peers[B].received, [])
+        self.assertEqual(self.bus.nodes[B].bus.statistics[("in", "data", 403)], 1)
+        self.assertEqual(self.bus.nodes[A].bus.statistics[("out", "data", 403)], 1)
+
+    def test_notMember(self):
+        """
+        A signed node that is no member of the other gets C{403 Not A
+        Member}.
+        """
+        self.bus.nodes[A].nodeManager.changeStatus(sip.URI(B, 5060), NodeStatus.DISABLED)
+        response = self.bus.send(B, A)
+        self.assertEqual((response.code, response.reason), (403, "Not A Member"))
+        self.assertEqual(self.bus.refused(A), {"notMember": 1})
+        self.assertEqual(self.bus.refused(B), {})
+
+    def test_replay(self):
+        """
+        When a copy of a signed node's request (under another branch) got
+        there first, the node's own request gets C{403 Replayed Request};
+        the data was taken once.
+        """
+        held = self.hold(A, B)
+        outcome = self.sendLater(A, B)
+        self.bus.network.run(0.01)
+        [original] = held
+        self.bus.network.drop = None
+        branch = sip.parse(original.data).via[0].branch.encode()
+        # A copy from the node's own address (forged, or the node's own
+        # retransmission rewritten on the way), so from a member.
+        copy = original.data.replace(branch, branch + b"x")
+        self.bus.nodes[B].protocol.datagramReceived(copy, original.source)
+        self.bus.nodes[B].protocol.datagramReceived(original.data, original.source)
+        self.bus.network.run(1)
+        [response] = outcome
+        self.assertEqual((response.code, response.reason), (403, "Replayed Request"))
+        self.assertEqual(len(self.bus.peers[B].received), 1)
+        self.assertEqual(self.bus.refused(B), {"replay": 1})
+        self.assertEqual(self.bus.refused(A), {})
+
+    def test_staleReplay(self):
+        """
+        A well signed request past the window that was taken before is a
+        replay, not a stale request: its refusal must not read as "never
+        taken".
+        """
+        held = self.hold(A, B)
+        outcome = self.sendLater(A, B)
+        self.bus.network.run(0.01)
+        [original] = held
+        branch = sip.parse(original.data).via[0].branch.encode()
+        self.bus.nodes[B].protocol.datagramReceived(
+            original.data.replace(branch, branch + b"x"), original.source
+        )
+        self.bus.network.run(0.01)
+        self.skew(B, 31)
+        stale = self.bus.inject(B, "data", b"", keyring=Keyring([KEY]))
+        self.assertEqual(codes(stale), [(403, "Stale Signature")])
+        self.bus.nodes[B].protocol.datagramReceived(original.data, original.source)
+        self.bus.network.drop = None
+        self.bus.network.run(1)
+        self.assertEqual((outcome[0].code, outcome[0].reason), (403, "Replayed Request"))
+        self.assertEqual(self.bus.refused(B), {"replay": 1, "stale": 1})
+
+    def test_replayRefusalMoved(self):
+        """
+        The signed refusal of a replay (another branch) of a node's
+        request, moved onto the branch of the node's own request while it
+        waits, is not signed for it: a local C{408}, counted.
+        """
+        held = self.hold(A, B)
+        outcome = self.sendLater(A, B)
+        self.bus.network.run(0.01)
+        [original] = held
+        branch = sip.parse(original.data).via[0].branch.encode()
+        n = len(self.bus.network.sent)
+        for suffix in [b"x", b"y"]:
+            self.bus.nodes[B].protocol.datagramReceived(
+                original.data.replace(branch, branch + suffix), original.source
+            )
+        self.bus.network.run(0.01)
+        # What B answered the copies (lost at the node: no transaction of
+        # its own has their branches), as an attacker on the way reads it.
+        replies = [sip.parse(d.data) for d in self.bus.network.sent[n:] if d.source[0] == B]
+        self.assertEqual(codes(replies), [(200, "OK"), (403, "Replayed Request")])
+        forged = sip.serialise(replies[1]).replace(branch + b"y", branch)
+        self.bus.nodes[A].protocol.datagramReceived(forged, (B, 5060))
+        self.bus.network.run(0.01)
+        [response] = outcome
+        self.assertEqual((response.code, response.reason), (408, "Reply Not Signed"))
+        self.assertEqual(self.bus.refused(A), {"badReply": 1})
+
+    def test_tamperedRefusal(self):
+        """
+        A signed refusal changed in flight (reason, code, body, a
+        Retry-After added, the mark taken off) is a local C{408}, counted.
+        """
+        self.skew(B, 40)
+
+        def reason(data):
+            return data.replace(b"Stale Signature", b"Not A Member")
+
+        def code(data):
+            return data.replace(b"SIP/2.0 403", b"SIP/2.0 503", 1)
+
+        def body(data):
+            return data.replace(b"Content-Length: 0", b"Content-Length: 4") + b"evil"
+
+        def retryAfter(data):
+            return data.replace(b"\r\n\r\n", b"\r\nRetry-After: 3600\r\n\r\n", 1)
+
+        def unmarked(data):
+            return data.replace(b";refusal", b"")
+
+        tamperings = [reason, code, body, retryAfter, unmarked]
+        for tamper in tamperings:
+            held = self.hold(B, A)
+            outcome = self.sendLater(A, B)
+            self.bus.network.run(0.01)
+            [refused] = held[:1]
+            tampered = tamper(refused.data)
+            self.assertNotEqual(tampered, refused.data)
+            self.bus.nodes[A].protocol.datagramReceived(tampered, refused.source)
+            self.bus.network.run(0.01)
+            [response] = outcome
+            self.assertEqual((response.code, response.reason), (408, "Reply Not Signed"), tamper)
+        self.assertEqual(self.bus.refused(A), {"badReply": len(tamperings)})
+
+    def test_unknownKey(self):
+        """
+        A refusal signed with a key the sender does not hold is a local
+        C{408}, counted.
+        """
+        self.bus.nodes[B].bus._trust.keyring = Keyring([OTHER, KEY])
+        self.skew(B, 40)
+        response = self.bus.send(A, B)
+        self.assertEqual((response.code, response.reason), (408, "Reply Not Signed"))
+        self.assertEqual(self.bus.refused(A), {"badReply": 1})
+        self.assertEqual(self.bus.refused(B), {"stale": 1})
+
+    def test_unsignedGetUnsigned(self):
+        """
+        Unsigned requests (a Kamailio node's) get unsigned refusals, as
+        before: C{403 Signature Required} from a stranger.
+        """
+        replies = self.bus.inject(A, "data", b"x", source=STRANGER)
+        self.assertEqual(codes(replies), [(403, "Signature Required")])
+        self.assertIsNone(replies[0].header(SIGNATURE_HEADER))
+
+    def test_shuttingDown(self):
+        """
+        While it stops, a node answers C{503 Shutting Down}: signed to a
+        signed node, which sees it at once; unsigned to an unsigned one.
+        """
+        pending = defer.Deferred()
+        self.bus.peers[B].answer = lambda: pending
+        first = self.sendLater(A, B)
+        self.bus.network.run(0.01)
+        stopped = self.bus.nodes[B].bus.stopService()
+        second = self.sendLater(A, B)
+        self.bus.network.run(0.1)
+        self.assertEqual([(r.code, r.reason) for r in second], [(503, "Shutting Down")])
+        self.assertEqual(self.bus.refused(A), {})
+        replies = self.bus.inject(B, "data", b"x", source=C)
+        self.assertEqual(codes(replies), [(503, "Shutting Down")])
+        self.assertIsNone(replies[0].header(SIGNATURE_HEADER))
+        pending.callback(PeerResponse(200, "OK"))
+        self.bus.network.run(1)
+        self.assertEqual([r.code for r in first], [200])
+        self.assertTrue(stopped.called)
+
+    def test_earlyAnswers(self):
+        """
+        The answers made after a signed request is admitted but before a
+        peer has it (an unknown peer, a full queue) are signed as replies,
+        as before, and seen by the signed sender with their reason.
+        """
+        response = self.bus.send(A, B, peerId="nobody")
+        self.assertEqual((response.code, response.reason), (404, "User Not Found"))
+        self.assertEqual(self.bus.refused(A), {})
+
+    def test_badSignatureSigned(self):
+        """
+        A signed request with a bad signature gets a signed C{403 Bad
+        Signature}, bound to the request as it came (so useless for the
+        request it was made from); the refusal is counted as before.
+        """
+        replies = self.bus.inject(A, "data", b"x", keyring=Keyring([OTHER]))
+        self.assertEqual(codes(replies), [(403, "Bad Signature")])
+        self.assertTrue(replies[0].header(SIGNATURE_HEADER).endswith(";refusal"))
+        self.assertEqual(self.bus.refused(A), {"badSignature": 1})
+
+
 class FloodTests(SynchronousTestCase):
     """
     The per-source share of the job queue.
@@ -538,6 +804,46 @@ class FloodTests(SynchronousTestCase):
             bus.network.run(0.1)
         self.assertEqual([r.code for r in other], [200])
         self.assertEqual(bus.refused(A), {"flooding": 3})
+
+
+    def test_signedSenders(self):
+        """
+        On a signed bus the sender sees the C{503} of a flooded share (with
+        its Retry-After) and of a full queue, signed and with their reasons,
+        not a local C{408}.
+        """
+        for maxQueue, share, expected in [
+            (8, 2, [(503, "Too Many Requests From You", "10")] * 3),
+            (2, 2, [(503, "Queue Full", None)] * 3),
+        ]:
+            options = {
+                "keyring": Keyring([KEY]),
+                "numWorkers": 1,
+                "maxQueue": maxQueue,
+                "maxQueuePerSource": share,
+            }
+            bus = Bus(self, [A, B], {A: options, B: {"keyring": Keyring([KEY])}})
+            pending = []
+
+            def answer():
+                pending.append(defer.Deferred())
+                return pending[-1]
+
+            bus.peers[A].answer = answer
+            node = bus.nodes[B]
+            target = node.nodeManager.find(sip.URI(A, 5060))
+            refused = []
+            for i in range(6):
+                node.bus.send("data", b"%d" % i, target).addCallback(refused.append)
+            bus.network.run(0.1)
+            self.assertEqual(
+                [(r.code, r.reason, r.header("Retry-After")) for r in refused], expected
+            )
+            self.assertEqual(bus.refused(B), {})
+            while pending:
+                pending.pop(0).callback(PeerResponse(200, "OK"))
+                bus.network.run(0.1)
+            bus.stop()
 
 
 class OptionsTests(SynchronousTestCase):
