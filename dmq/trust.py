@@ -212,7 +212,11 @@ class Trust:
                 # Well signed, too old, and taken before: say so, since our
                 # refusal is signed, and "stale" would read as "not taken".
                 return "replay"
-            if self.allowFrom and self.allowed(source[0]):
+            if why == UNSIGNED and self.allowFrom and self.allowed(source[0]):
+                # Kamailio's, which cannot sign.  A request that carries a
+                # signature is judged by it wherever it comes from: taken
+                # as unsigned, a tampered copy of a signed node's request
+                # would get a reply bound to that node's signature.
                 return None
             return why
         if self.allowed(source[0]) or (member is not None and self._isSeed(member)):

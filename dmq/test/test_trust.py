@@ -425,6 +425,30 @@ class SignedBusTests(SynchronousTestCase):
         self.assertEqual(codes(replies), [(403, "Bad Signature")])
         self.assertEqual(self.bus.statuses(A), {B: "active", C: "active"})
 
+    def test_signedFromAllowedNetwork(self):
+        """
+        From the C{--allow-from} networks, only requests that carry no
+        signature are taken unsigned: one signed with another key, a
+        tampered copy of a signed request and a stale one are refused as
+        from anywhere else, so that no reply is bound to a signature that
+        did not check.
+        """
+        replies = self.bus.inject(A, "data", b"x", source=C, keyring=Keyring([OTHER]))
+        self.assertEqual(codes(replies), [(403, "Bad Signature")])
+        now = self.bus.clock.seconds()
+        signed = _signedRequest(Keyring([KEY]), A, "data", now, "tampered")
+        tampered = sip.Request(signed.method, signed.uri, signed.headers, b"changed")
+        stale = _signedRequest(Keyring([KEY]), A, "data", now - 31, "stale")
+        for request, reason in [(tampered, "Bad Signature"), (stale, "Stale Signature")]:
+            n = len(self.bus.network.sent)
+            self.bus.nodes[A].protocol.datagramReceived(sip.serialise(request), (C, 5060))
+            self.bus.network.run(0.4)
+            replies = [sip.parse(d.data) for d in self.bus.network.sent[n:] if d.destination == (C, 5060)]
+            self.assertEqual(codes(replies), [(403, reason)])
+        self.assertEqual(self.bus.refused(A), {"badSignature": 2, "stale": 1})
+        replies = self.bus.inject(A, "data", b"x", source=C)
+        self.assertEqual(replies[0].code, 200)
+
     def test_signedStranger(self):
         """
         A well signed request from outside the networks is admitted: the
