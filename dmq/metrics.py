@@ -51,7 +51,12 @@ Metrics, all prefixed C{dmq_}:
     transports counted (L{dmq.stream.SIPStreamTransport.statistics}:
     messages, connections accepted, opened, failed, closed and why) and
     its connections open now, for each transport the node listens with or
-    has used.
+    has used; with them, C{stream_transactions_started_total{transport,kind}},
+    C{stream_live_transactions{transport,kind}},
+    C{stream_transaction_timeouts_total{transport}} and
+    C{stream_transaction_events_total{transport,event}}: each stream
+    transport's own transaction layer, whose counters the unlabelled
+    C{transaction*} families above (the UDP transport's) do not include.
   - C{info{version,node}}.
 
 Every label value known in advance is there from the first scrape, at
@@ -268,8 +273,7 @@ class NodeCollector:
         listening = getattr(node, "streams", {})
         streams = [
             (name, stream) for name, stream in sorted(node.protocol.streams.items())
-            if isinstance(stream, SIPStreamTransport)
-            and (name in listening or stream.openConnections or any(stream.statistics.values()))
+            if isinstance(stream, SIPStreamTransport) and (name in listening or _used(stream))
         ]
         if not streams:
             return
@@ -286,6 +290,47 @@ class NodeCollector:
             connections.add_metric([name], stream.openConnections)
         yield events
         yield connections
+        yield from self._streamTransactions(streams)
+
+    def _streamTransactions(self, streams: List[Tuple[str, SIPStreamTransport]]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        # Families of their own rather than a transport label on the UDP
+        # transport's dmq_transaction_* ones: a label added there would
+        # change the identity of every series dashboards and alerts already
+        # select (see doc/operating.md, "Metrics").
+        started = CounterMetricFamily(
+            "dmq_stream_transactions_started", "SIP transactions started over TCP and TLS, by transport.",
+            labels=["transport", "kind"],
+        )
+        live = GaugeMetricFamily(
+            "dmq_stream_live_transactions", "SIP transactions alive over TCP and TLS, by transport.",
+            labels=["transport", "kind"],
+        )
+        timeouts = CounterMetricFamily(
+            "dmq_stream_transaction_timeouts",
+            "Requests of ours over TCP and TLS never answered (Timer F, 408), by transport.",
+            labels=["transport"],
+        )
+        events = CounterMetricFamily(
+            "dmq_stream_transaction_events",
+            "Other SIP transaction events over TCP and TLS, by transport and name.",
+            labels=["transport", "event"],
+        )
+        for name, stream in streams:
+            layer = stream.transactions
+            statistics = dict(layer.statistics)
+            started.add_metric([name, "client"], statistics.pop("clientTransactions", 0))
+            started.add_metric([name, "server"], statistics.pop("serverTransactions", 0))
+            live.add_metric([name, "client"], layer.liveClientTransactions)
+            live.add_metric([name, "server"], layer.liveServerTransactions)
+            timeouts.add_metric([name], statistics.pop("timeouts", 0))
+            # The layer's statistics start with every counter at zero.
+            _addEvents(events, [name], statistics, ())
+        yield started
+        yield live
+        yield timeouts
+        yield events
 
     def _requests(self, bus: DMQBus) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -358,6 +403,19 @@ class NodeCollector:
         yield _events(
             "dmq_datagram_events", "Other datagram events, by name.", statistics, KNOWN_EVENTS["dmq_datagram_events"]
         )
+
+
+def _used(stream: SIPStreamTransport) -> bool:
+    """
+    Whether C{stream} has been used: it has a connection, or counted
+    something, itself or in its transaction layer (a send refused before
+    any connection counts only there).
+    """
+    return bool(
+        stream.openConnections
+        or any(stream.statistics.values())
+        or any(stream.transactions.statistics.values())
+    )
 
 
 def _events(name: str, doc: str, statistics: Dict[str, int], known: Tuple[str, ...] = ()) -> CounterMetricFamily:

@@ -24,6 +24,7 @@ from dmq import sip
 from dmq.metrics import KNOWN_EVENTS, _snake
 from dmq.settingvalues import ServerSocket
 from dmq.tap import makeService
+from dmq.transaction.base import _COUNTERS
 from dmq.test.fakenet import FakeNetwork, HeapClock, crashNode, makeNode
 from dmq.test.test_tap import FakeReactor, parse
 
@@ -297,6 +298,170 @@ class ComponentTests(SynchronousTestCase):
         tcp = (("transport", "tcp"),)
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "connect_failures"), *tcp))], 1)
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "sent"), *tcp))], 0)
+
+
+# The transaction layer's counters that dmq_stream_transaction_events_total
+# reports (the others have a family of their own).
+_TRANSACTION_EVENTS = sorted(
+    set(_COUNTERS) - {"clientTransactions", "serverTransactions", "timeouts"}
+)
+
+
+def options(callID: str, destination: str) -> sip.Request:
+    """
+    An C{OPTIONS} request from 127.0.0.11 to C{destination}, a SIP URI.
+    """
+    return sip.Request("OPTIONS", sip.parseURI(destination), (
+        ("From", "<sip:127.0.0.11>;tag=1"), ("To", "<sip:127.0.0.12>"), ("Call-ID", callID),
+        ("CSeq", "1 OPTIONS"), ("Max-Forwards", "70"), ("Content-Length", "0"),
+    ))
+
+
+class StreamTransactionTests(SynchronousTestCase):
+    """
+    The stream transports' transaction counters: C{dmq_stream_transaction*}
+    families labelled by C{transport}, under the rule of the other stream
+    families, apart from the UDP transport's C{dmq_transaction*} ones.
+    """
+
+    def listeningNode(self):
+        """
+        A node on a fake reactor made with C{--listen tcp:127.0.0.11:5060},
+        started; and the reactor.
+        """
+        reactor = FakeReactor()
+        node = makeService(
+            parse("--server-address", "sip:127.0.0.11:5060", "--listen", "tcp:127.0.0.11:5060"), reactor
+        )
+        node.startService()
+        self.addCleanup(node.stopService)
+        return node, reactor
+
+    def assertTransactionsAt(
+        self, metrics: Dict[tuple, float], transport: str, expected: Dict[tuple, float]
+    ) -> None:
+        """
+        Each stream transaction sample of C{transport} is there, at zero but
+        for those in C{expected}.
+        """
+        label = ("transport", transport)
+        wanted: Dict[tuple, float] = {
+            ("dmq_stream_transaction_timeouts_total", (label,)): 0,
+            **{
+                (name, (("kind", kind), label)): 0
+                for name in ("dmq_stream_transactions_started_total", "dmq_stream_live_transactions")
+                for kind in ("client", "server")
+            },
+            **{
+                ("dmq_stream_transaction_events_total", (("event", _snake(event)), label)): 0
+                for event in _TRANSACTION_EVENTS
+            },
+        }
+        wanted.update(expected)
+        self.assertEqual(
+            {key: value for key, value in metrics.items()
+             if key[0].startswith("dmq_stream_") and "transaction" in key[0] and label in key[1]},
+            wanted,
+        )
+
+    def test_listeningAtZero(self) -> None:
+        """
+        A node listening on TCP reports its TCP transport's transaction
+        counters, every one at zero, and none of TLS.
+        """
+        node, reactor = self.listeningNode()
+        metrics = samples(node.metrics)
+        self.assertTransactionsAt(metrics, "tcp", {})
+        self.assertEqual(
+            {labels for name, labels in metrics if name == "dmq_stream_transaction_timeouts_total"},
+            {(("transport", "tcp"),)},
+        )
+
+    def test_timeoutOverTCP(self) -> None:
+        """
+        A request over TCP on a connection that never answers times out
+        (Timer F): the TCP timeout counter moves, the UDP one does not.
+        """
+        node, reactor = self.listeningNode()
+        node.protocol.sendRequest(
+            options("tcp-timeout", "sip:127.0.0.12:5060;transport=tcp"), ("127.0.0.12", 5060)
+        )
+        host, port, factory = reactor.tcpClients[0][:3]
+        self.assertEqual((host, port), ("127.0.0.12", 5060))
+        connection = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        connection.makeConnection(transport)
+        self.assertIn(b"OPTIONS sip:127.0.0.12:5060;transport=tcp SIP/2.0", transport.value())
+        metrics = samples(node.metrics)
+        self.assertTransactionsAt(metrics, "tcp", {
+            ("dmq_stream_transactions_started_total", (("kind", "client"), ("transport", "tcp"))): 1,
+            ("dmq_stream_live_transactions", (("kind", "client"), ("transport", "tcp"))): 1,
+        })
+
+        reactor.advance(64 * 0.5 + 1)
+        metrics = samples(node.metrics)
+        self.assertTransactionsAt(metrics, "tcp", {
+            ("dmq_stream_transactions_started_total", (("kind", "client"), ("transport", "tcp"))): 1,
+            ("dmq_stream_transaction_timeouts_total", (("transport", "tcp"),)): 1,
+        })
+        self.assertEqual(metrics[("dmq_transaction_timeouts_total", ())], 0)
+        self.assertEqual(metrics[("dmq_transactions_started_total", (("kind", "client"),))], 0)
+
+    def test_timeoutOverUDP(self) -> None:
+        """
+        A node over UDP alone whose request times out counts it in
+        C{dmq_transaction_timeouts_total}, and has no stream series.
+        """
+        clock = HeapClock()
+        network = FakeNetwork(clock)
+        node = makeNode(clock, network, "127.0.0.11")
+        self.addCleanup(network.run, 40)
+        self.addCleanup(node.stopService)
+        node.protocol.sendRequest(options("udp-timeout", "sip:127.0.0.12:5060"), ("127.0.0.12", 5060))
+        network.run(64 * 0.5 + 1)
+        metrics = samples(node.metrics)
+        self.assertGreaterEqual(metrics[("dmq_transaction_timeouts_total", ())], 1)
+        self.assertEqual(families(metrics, "dmq_stream_"), set())
+
+    def test_usedByTransactionsAlone(self) -> None:
+        """
+        A stream transport whose only count is in its transaction layer (a
+        send refused before any connection) is reported as used.
+        """
+        clock = HeapClock()
+        network = FakeNetwork(clock)
+        node = makeNode(clock, network, "127.0.0.11")
+        self.addCleanup(network.run, 40)
+        self.addCleanup(node.stopService)
+        node.protocol.streams["tcp"].transactions.statistics["refusedTooLarge"] += 1
+        metrics = samples(node.metrics)
+        self.assertTransactionsAt(metrics, "tcp", {
+            ("dmq_stream_transaction_events_total", (("event", "refused_too_large"), ("transport", "tcp"))): 1,
+        })
+        self.assertEqual(metrics[("dmq_stream_connections", (("transport", "tcp"),))], 0)
+
+    def test_parses(self) -> None:
+        """
+        The scrape of a node with a TCP listener parses with
+        prometheus_client's parser, each stream transaction family with its
+        type and its labels.
+        """
+        node, reactor = self.listeningNode()
+        text = generate_latest(node.metrics).decode("utf-8")
+        parsed = {family.name: family for family in text_string_to_metric_families(text)}
+        for name, kind, labels in [
+            ("dmq_stream_transactions_started", "counter", {"transport", "kind"}),
+            ("dmq_stream_live_transactions", "gauge", {"transport", "kind"}),
+            ("dmq_stream_transaction_timeouts", "counter", {"transport"}),
+            ("dmq_stream_transaction_events", "counter", {"transport", "event"}),
+        ]:
+            self.assertEqual(parsed[name].type, kind, name)
+            self.assertTrue(parsed[name].samples, name)
+            for sample in parsed[name].samples:
+                self.assertEqual(set(sample.labels), labels, name)
+        # The UDP transport's families keep their label sets.
+        self.assertEqual({s.labels["kind"] for s in parsed["dmq_transactions_started"].samples}, {"client", "server"})
+        self.assertEqual([s.labels for s in parsed["dmq_transaction_timeouts"].samples], [{}])
 
 
 class KnownEventsTests(SynchronousTestCase):
