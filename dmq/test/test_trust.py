@@ -138,6 +138,38 @@ def codes(replies):
     return [(r.code, r.reason) for r in replies]
 
 
+def holdAnswers(bus, host):
+    """
+    Make the test peer of C{host} answer only when told.
+
+    @return: the L{defer.Deferred}s it answered with, in order: fire one to
+        answer.
+    """
+    pending = []
+
+    def answer():
+        pending.append(defer.Deferred())
+        return pending[-1]
+
+    bus.peers[host].answer = answer
+    return pending
+
+
+def sendMany(bus, source, target, count):
+    """
+    Send C{count} data messages from C{source} to C{target} at once.
+
+    @return: the list their replies are appended to, as they come.
+    """
+    node = bus.nodes[source]
+    to = node.nodeManager.find(sip.URI(target, 5060))
+    replies = []
+    for i in range(count):
+        node.bus.send("data", b"%d" % i, to).addCallback(replies.append)
+    bus.network.run(0.1)
+    return replies
+
+
 class MemberIndexTests(SynchronousTestCase):
     """
     L{NodeManager.memberAt}: the members by source address, kept up to date.
@@ -800,19 +832,8 @@ class FloodTests(SynchronousTestCase):
         """
         options = {"numWorkers": 1, "maxQueue": 8, "maxQueuePerSource": 2}
         bus = Bus(self, [A, B, C], {A: options})
-        pending = []
-
-        def answer():
-            pending.append(defer.Deferred())
-            return pending[-1]
-
-        bus.peers[A].answer = answer
-        node = bus.nodes[B]
-        target = node.nodeManager.find(sip.URI(A, 5060))
-        flooded = []
-        for i in range(6):
-            node.bus.send("data", b"%d" % i, target).addCallback(flooded.append)
-        bus.network.run(0.1)
+        pending = holdAnswers(bus, A)
+        flooded = sendMany(bus, B, A, 6)
         self.assertEqual(
             [(r.code, r.header("Retry-After")) for r in flooded], [(503, "10")] * 3
         )
@@ -847,19 +868,8 @@ class FloodTests(SynchronousTestCase):
                 "maxQueuePerSource": share,
             }
             bus = Bus(self, [A, B], {A: options, B: {"keyring": Keyring([KEY])}})
-            pending = []
-
-            def answer():
-                pending.append(defer.Deferred())
-                return pending[-1]
-
-            bus.peers[A].answer = answer
-            node = bus.nodes[B]
-            target = node.nodeManager.find(sip.URI(A, 5060))
-            refused = []
-            for i in range(6):
-                node.bus.send("data", b"%d" % i, target).addCallback(refused.append)
-            bus.network.run(0.1)
+            pending = holdAnswers(bus, A)
+            refused = sendMany(bus, B, A, 6)
             self.assertEqual(
                 [(r.code, r.reason, r.header("Retry-After")) for r in refused], expected
             )
