@@ -16,20 +16,23 @@ node that is not active: what heals is anti-entropy alone, and its
 C{cells_applied} counter says it took cells.
 
 The bound.  A node runs a round every L{INTERVAL} seconds from its start,
-with one node chosen at random among those it lists; a round settles both
-ways (the asker takes the newer cells and pushes back its own newer ones);
-a node answers only a node its list has as active.  With three nodes, cut
-1 | 2: once the lists are whole again (the detector's target, 2 s after a
-node comes back), the cut-off node's next round (within one interval) is
-with a node of the other side, which then holds everything; the third
-node's next round after that (within one more interval) is with one of
-those two.  So every node holds the same cells at most 2 s + 2 intervals
-after healing; a node restarted empty, once listed, at its first round
-(one interval after its start) or the first of another node's that picks
-it, and at most 2 s + 2 intervals after its control endpoint answers.
-The interval is 2 s here (the option's default is 10 s: 22 s by the same
-reckoning), to keep the module near 30 s; C{DMQ_NETNS_ENTROPY_INTERVAL}
-sets another, for measuring.
+with one node chosen at random among those it lists, whatever their status;
+a round settles both ways (the asker takes the newer cells and pushes back
+its own newer ones); a node answers only a node it lists as active, or its
+seed (node 1, here).  Once every node lists every other as active again
+(the failure detector's business: measured, not assumed), with three nodes
+cut 1 | 2: the cut-off node's next round (within one interval) is with a
+node of the other side, and both then hold everything; the third node's
+next round after that (within one more interval) is with one of those two.
+So every node holds the same cells at most 2 intervals after the lists are
+whole; a node restarted empty, at most 1 interval after (its next round is
+with a node that holds everything).  Before the lists are whole, rounds
+still succeed (the seed admits, and is admitted by, nodes it does not yet
+list as active; rounds sent during the cut are retransmitted), so the cells
+are often the same first.  L{SLACK} allows for a loaded machine's late
+timers.  The interval is 2 s here (the option's default is 10 s), to keep
+the module near 30 s; C{DMQ_NETNS_ENTROPY_INTERVAL} sets another, for
+measuring.
 
 It needs root and C{ip} (iproute2), and skips, saying why, without them;
 the partition is an nftables rule, or without C{nft} the link's bridge end
@@ -55,16 +58,16 @@ INTERVAL = float(os.environ.get("DMQ_NETNS_ENTROPY_INTERVAL", "2"))
 Seconds between a node's anti-entropy rounds (C{--htable-entropy-interval}).
 """
 
-REJOIN = 2.0
+SLACK = 1.0
 """
-Seconds for the lists to be whole again once a node can be heard: the
-detector's target for a restarted node (L{dmq.test.test_netns}).
+Seconds allowed past the bound for a timer late on a loaded machine, a
+round's time on the wire, and a poll's period.
 """
 
-BOUND = REJOIN + 2 * INTERVAL
+SETTLE_TIMEOUT = 20.0 + 3 * INTERVAL
 """
-Seconds within which every node must hold the same cells (see the module's
-docstring).
+Seconds to wait, at most, for the lists and the cells to settle (the
+lists: 0.8 to 4.5 s after healing, measured).
 """
 
 TABLE = "kdmq"
@@ -89,6 +92,7 @@ class AntiEntropyTests(SynchronousTestCase):
         ])
         self.bus.create()
         self.nodes = list(range(1, self.count + 1))
+        self.lagging: Dict[int, Optional[Dict[str, str]]] = {}
 
     def startAll(self) -> None:
         for n in self.nodes:
@@ -156,6 +160,35 @@ class AntiEntropyTests(SynchronousTestCase):
         poll(held, timeout, f"{what}: {expected}, not {[self.cells(n) for n in nodes]}", self.bus)
         return time.monotonic() - began
 
+    def settled(self, expected: Cells, since: float, what: str) -> Dict[str, float]:
+        """
+        Wait until every node lists all three as active, and until every
+        node holds exactly C{expected}, whichever comes first.
+
+        @param since: the C{time.monotonic()} the times are counted from.
+        @return: C{{"whole": seconds, "same": seconds}}: when each was
+            first seen, from C{since}.
+        """
+        hosts = {self.bus.host(n): "active" for n in self.nodes}
+        seen: Dict[str, float] = {}
+        # The last lists not yet whole, for the record.
+        self.lagging = {}
+
+        def check() -> Optional[bool]:
+            now = time.monotonic() - since
+            if "whole" not in seen:
+                lists = {n: self.bus.statuses(n) for n in self.nodes}
+                if all(statuses == hosts for statuses in lists.values()):
+                    seen["whole"] = now
+                else:
+                    self.lagging = {n: statuses for n, statuses in lists.items() if statuses != hosts}
+            if "same" not in seen and all(self.cells(n) == expected for n in self.nodes):
+                seen["same"] = now
+            return True if len(seen) == 2 else None
+
+        poll(check, SETTLE_TIMEOUT, f"{what}: {expected}, lists whole ({seen})", self.bus)
+        return seen
+
     def applied(self, n: int) -> float:
         """
         How many cells node N's anti-entropy took from another node.
@@ -171,8 +204,8 @@ class AntiEntropyTests(SynchronousTestCase):
         """
         Node 3 cut off while cells are written on both sides (new cells, a
         deletion, two conflicting writes) holds what nodes 1 and 2 hold,
-        and they what it holds, within L{BOUND} of healing; the later
-        write wins each conflict.
+        and they what it holds, within two rounds of the lists being whole
+        again; the later write wins each conflict.
         """
         self.startAll()
         for key, value in [("base", "b"), ("doomed", "d"), ("conflict", "c0"), ("conflict2", "c0")]:
@@ -203,25 +236,12 @@ class AntiEntropyTests(SynchronousTestCase):
         expected: Cells = {
             "base": "b", "conflict": "from3", "conflict2": "from2", "left1": "one", "left2": 2, "right3": "three",
         }
-        hosts = {self.bus.host(n): "active" for n in self.nodes}
-        seen: Dict[str, float] = {}
-
-        def settled() -> Optional[bool]:
-            # When the lists were first whole again, and when the cells
-            # were first the same on every node, whichever comes first.
-            now = time.monotonic() - healed
-            if "whole" not in seen and all(self.bus.statuses(n) == hosts for n in self.nodes):
-                seen["whole"] = now
-            if "same" not in seen and all(self.cells(n) == expected for n in self.nodes):
-                seen["same"] = now
-            return True if len(seen) == 2 else None
-
-        poll(settled, BOUND + 15.0, f"every node holds {expected} and lists all three active ({seen})", self.bus)
-        agreed = seen["same"]
-        print(f"\ncut off node 3 ({how}): apart after {apart:.2f} s; healed: same cells on all three"
-              f" after {agreed:.2f} s (bound {BOUND:g} s, interval {INTERVAL:g} s), lists whole after"
-              f" {seen['whole']:.2f} s; cells applied by anti-entropy {[self.applied(n) for n in self.nodes]}")
-        self.assertLessEqual(agreed, BOUND)
+        seen = self.settled(expected, healed, "every node holds the same cells")
+        print(f"\ncut off node 3 ({how}): apart after {apart:.2f} s; healed: lists whole after"
+              f" {seen['whole']:.2f} s (the last not whole: {self.lagging}), same cells on all three after"
+              f" {seen['same']:.2f} s (interval {INTERVAL:g} s); cells applied by anti-entropy"
+              f" {[self.applied(n) for n in self.nodes]}")
+        self.assertLessEqual(seen["same"], seen["whole"] + 2 * INTERVAL + SLACK)
         # The cut-off node's cells came by anti-entropy; so did the others'
         # from it (nothing else sends a node-to-node copy here).
         self.assertGreater(self.applied(3), 0)
@@ -231,8 +251,8 @@ class AntiEntropyTests(SynchronousTestCase):
         """
         Node 3 killed, cells written and one deleted while it is down, and
         restarted with an empty table (autoexpire=0: cells only in memory)
-        holds every cell again within L{BOUND} of its control endpoint
-        answering, by anti-entropy (no sync asked for).
+        holds every cell again within a round of the lists being whole, by
+        anti-entropy (no sync asked for).
         """
         self.startAll()
         for key, value in [("a", "1"), ("b", 2), ("doomed", "d")]:
@@ -253,9 +273,9 @@ class AntiEntropyTests(SynchronousTestCase):
         restarted = time.monotonic()
         poll(lambda: self.cells(3), START_TIMEOUT, "node 3 answers after its restart", self.bus)
         answering = time.monotonic()
-        refilled = self.holding(self.nodes, expected, BOUND + 15.0, "node 3 holds every cell again")
-        print(f"\nrestarted node 3: answering after {answering - restarted:.2f} s, every cell"
-              f" {refilled:.2f} s later (bound {BOUND:g} s, interval {INTERVAL:g} s); cells applied by"
-              f" anti-entropy on node 3: {self.applied(3)}")
-        self.assertLessEqual(refilled, BOUND)
+        seen = self.settled(expected, answering, "node 3 holds every cell again")
+        print(f"\nrestarted node 3: answering after {answering - restarted:.2f} s; then lists whole after"
+              f" {seen['whole']:.2f} s, every cell on node 3 after {seen['same']:.2f} s (interval"
+              f" {INTERVAL:g} s); cells applied by anti-entropy on node 3: {self.applied(3)}")
+        self.assertLessEqual(seen["same"], seen["whole"] + INTERVAL + SLACK)
         self.assertGreater(self.applied(3), 0)
