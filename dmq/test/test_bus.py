@@ -17,10 +17,11 @@ from zope.interface.verify import verifyObject
 from dmq import sip
 from dmq.interfaces import OK, IDMQBus, IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import NodeStatus
+from dmq.sender import SendOutcome
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.captures import datagrams
-from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
+from dmq.test.fakenet import Datagram, FakeNetwork, crashNode, makeNode
 from dmq.threaded import ThreadedPeer
 
 
@@ -76,7 +77,7 @@ class Bus:
 
 
 def result(deferred):
-    results = []
+    results: list[object] = []
     deferred.addBoth(results.append)
     return results
 
@@ -257,8 +258,8 @@ class DispatchTests(SynchronousTestCase):
         A peer that has not answered within the handler timeout is answered
         C{500}, long before the sender's Timer F.
         """
-        cancelled = []
-        pending = defer.Deferred(cancelled.append)
+        cancelled: list[defer.Deferred[PeerResponse]] = []
+        pending: defer.Deferred[PeerResponse] = defer.Deferred(cancelled.append)
         self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
         outcome = self.send()
         self.bus.network.run(9.9)
@@ -287,7 +288,7 @@ class DispatchTests(SynchronousTestCase):
         """
         peer = RecordingPeer()
         self.a.bus.registerPeer(peer)
-        lost = []
+        lost: list[Datagram] = []
 
         def drop(datagram):
             if datagram.data.startswith(b"SIP/2.0 200") and not lost:
@@ -312,7 +313,7 @@ class DispatchTests(SynchronousTestCase):
             node.stopService()
         bus = Bus(self, count=3, numWorkers=4)
         a, b, c = bus.nodes
-        pending = {}
+        pending: dict[bytes, defer.Deferred[PeerResponse]] = {}
 
         def answer(request, node):
             d = pending[request.body] = defer.Deferred()
@@ -358,7 +359,7 @@ class DispatchTests(SynchronousTestCase):
         """
         Stopping the bus lets accepted requests finish and leaves no timer.
         """
-        pending = defer.Deferred()
+        pending: defer.Deferred[PeerResponse] = defer.Deferred()
         self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
         outcome = self.send()
         self.bus.network.run(0.1)
@@ -403,7 +404,7 @@ class DispatchTests(SynchronousTestCase):
         from the same sender that runs (equal times fire in any order), the
         queued one is answered C{500} and nothing breaks.
         """
-        pending = defer.Deferred()
+        pending: defer.Deferred[PeerResponse] = defer.Deferred()
         self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: pending))
         first = self.send(b"1")
         second = self.send(b"2")
@@ -430,7 +431,7 @@ class OutcomeObserverTests(SynchronousTestCase):
         self.a = self.bus.nodes[0]
         for node in self.bus.nodes:
             node.bus.registerPeer(RecordingPeer())
-        self.outcomes = []
+        self.outcomes: list[SendOutcome] = []
         self.a.bus.addOutcomeObserver(self.outcomes.append)
 
     def test_outcomes(self):

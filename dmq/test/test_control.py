@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
@@ -1026,7 +1027,7 @@ class _LaterEndpoint:
     """
 
     def __init__(self):
-        self.listening = defer.Deferred()
+        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
 
     def listen(self, factory):
         return self.listening

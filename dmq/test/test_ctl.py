@@ -582,7 +582,7 @@ class DMQCtlIntegrationTests(TestCase):
                 control="tcp:0:interface=127.0.0.11",
             ),
         )
-        activated = defer.Deferred()
+        activated: defer.Deferred[object] = defer.Deferred()
 
         class Observer:
             def nodeActivated(self, node):

@@ -386,7 +386,7 @@ class FuzzIntegrationTests(TestCase):
         Send a request from the fuzzer's socket; fire with the final code,
         or C{None} after 3 s.
         """
-        d = defer.Deferred()
+        d: defer.Deferred[Optional[int]] = defer.Deferred()
         self.replies.waiting[tag.encode()] = d
         target = Target(*node.bindAddress)
         self.replies.transport.write(kdmqRequest(target, FUZZER, peer, body, contentType, tag=tag), node.bindAddress)

@@ -18,7 +18,7 @@ from twisted.application.service import IService
 from twisted.internet import defer, reactor
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import LogEvent, Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -200,7 +200,7 @@ class Cluster:
 
 
 def result(deferred):
-    results = []
+    results: list[object] = []
     deferred.addBoth(results.append)
     return results
 
@@ -337,7 +337,7 @@ class ReceiveTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def receive(self, body, node=None):
@@ -693,7 +693,7 @@ class ReceiveTests(SynchronousTestCase):
         traceback; the other cells are applied and the dump is answered
         C{200}.
         """
-        events = []
+        events: list[LogEvent] = []
         self.patch(HTablePeer, "_log", Logger(observer=events.append))
         self.clock, self.bus, self.peer = makePeer()
         self.clock.advance(1_700_000_000)
@@ -770,7 +770,7 @@ class ReceiveTests(SynchronousTestCase):
         """
         Bad input is logged once, as a warning, without a traceback.
         """
-        events = []
+        events: list[LogEvent] = []
         self.patch(HTablePeer, "_log", Logger(observer=events.append))
         self.clock, self.bus, self.peer = makePeer()
         self.receive(b"{not json")
@@ -1036,7 +1036,7 @@ class APITests(SynchronousTestCase):
         Subscribers hear of every change with its origin; a failing one is
         logged and does not stop the others; unsubscribing works.
         """
-        changes = []
+        changes: list[Change] = []
 
         def broken(change):
             raise RuntimeError("subscriber bug")
@@ -1080,7 +1080,7 @@ class ExpiryTests(SynchronousTestCase):
         self.clock, self.bus, self.peer = makePeer(
             (KDMQ, EXPIRING, "fixed=>autoexpire=60;updateexpire=0")
         )
-        self.expired = []
+        self.expired: list[str] = []
 
         def onChange(c):
             if c.origin == "expired":

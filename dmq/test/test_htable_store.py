@@ -31,7 +31,7 @@ class StoreTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = HTableStore(self.clock, [KDMQ, LOCAL, EXPIRING, parseTableSpec(FIXED)])
-        self.changes = []
+        self.changes: list[Change] = []
         self.store.subscribe(self.changes.append)
 
 
@@ -157,7 +157,7 @@ class ValueTests(StoreTestCase):
         A failing subscriber is logged and does not stop the others;
         unsubscribing (twice is harmless) stops the calls.
         """
-        heard = []
+        heard: list[Change] = []
 
         def broken(change):
             raise RuntimeError("subscriber bug")
@@ -554,7 +554,7 @@ class CapTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = HTableStore(self.clock, [KDMQ, EXPIRING], maxCells=3, maxBytes=100)
-        self.changes = []
+        self.changes: list[Change] = []
         self.store.subscribe(self.changes.append)
 
     def test_defaults(self):

@@ -424,7 +424,7 @@ class HelpTests(SynchronousTestCase):
         """
         from dmq import __version__
 
-        output = []
+        output: list[str] = []
         self.patch(sys, "stdout", types.SimpleNamespace(write=output.append, flush=lambda: None))
         error = self.assertRaises(SystemExit, parse, "--version")
         self.assertEqual(error.code, 0)
@@ -670,7 +670,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(self.reactor.getDelayedCalls())
         self.assertEqual(node.protocol.transactions.liveClientTransactions, 1)
 
-        stopped = []
+        stopped: list[object] = []
         node.stopService().addBoth(stopped.append)
         self.assertEqual(stopped, [None])
         self.assertFalse(udp.listening)

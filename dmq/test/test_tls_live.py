@@ -36,7 +36,7 @@ def tlsURI(ip):
 class _Recorder(Protocol):
     def __init__(self):
         self.received = b""
-        self.lost = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
         self.reason = None
 
     def dataReceived(self, data):

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.error import InvalidAddressError, MessageLengthError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
@@ -181,7 +181,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         Bytes that are no SIP message are dropped, counted and warned about once.
         """
         clock, protocol, transport = connectedProtocol(self)
-        events = []
+        events: list[LogEvent] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         for _ in range(5):
@@ -298,7 +298,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         traceback.
         """
         clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
-        events = []
+        events: list[LogEvent] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         protocol.setHandler(
@@ -465,7 +465,7 @@ class SIPPortTests(SynchronousTestCase):
         A reply the socket refuses when the read ends is counted and
         warned of, without a traceback, and the replies after it still go.
         """
-        events = []
+        events: list[LogEvent] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
@@ -648,7 +648,7 @@ class LoopbackUDPIntegrationTests(TestCase):
         """
         server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
         self.listen(server)
-        answered = defer.Deferred()
+        answered: defer.Deferred[None] = defer.Deferred()
 
         def handler(transaction):
             transaction.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)

@@ -12,7 +12,7 @@ import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -89,7 +89,7 @@ class Bus:
         }
 
     def send(self, source, target, peerId="data", body=b"x"):
-        outcome = []
+        outcome: list[object] = []
         node = self.nodes[source]
         d = node.bus.send(peerId, body, node.nodeManager.find(sip.URI(target, 5060)))
         d.addBoth(outcome.append)
@@ -250,7 +250,7 @@ class MembershipBySourceTests(SynchronousTestCase):
         A non-member's request to a data peer gets 403, even with a member's
         From URI, and is counted and logged with its source.
         """
-        logged = []
+        logged: list[LogEvent] = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         replies = self.bus.inject(A, "data", b"x", fromHost=B)
@@ -577,7 +577,7 @@ class SignedRefusalTests(SynchronousTestCase):
         Start a send of C{source}'s to C{target}'s data peer; the list its
         outcome will be in.
         """
-        outcome = []
+        outcome: list[object] = []
         node = self.bus.nodes[source]
         d = node.bus.send("data", body, node.nodeManager.find(sip.URI(target, 5060)))
         d.addBoth(outcome.append)
@@ -749,7 +749,7 @@ class SignedRefusalTests(SynchronousTestCase):
         While it stops, a node answers C{503 Shutting Down}: signed to a
         signed node, which sees it at once; unsigned to an unsigned one.
         """
-        pending = defer.Deferred()
+        pending: defer.Deferred[PeerResponse] = defer.Deferred()
         self.bus.peers[B].answer = lambda: pending
         first = self.sendLater(A, B)
         self.bus.network.run(0.01)
@@ -800,7 +800,7 @@ class FloodTests(SynchronousTestCase):
         """
         options = {"numWorkers": 1, "maxQueue": 8, "maxQueuePerSource": 2}
         bus = Bus(self, [A, B, C], {A: options})
-        pending = []
+        pending: list[defer.Deferred[PeerResponse]] = []
 
         def answer():
             pending.append(defer.Deferred())
@@ -809,14 +809,14 @@ class FloodTests(SynchronousTestCase):
         bus.peers[A].answer = answer
         node = bus.nodes[B]
         target = node.nodeManager.find(sip.URI(A, 5060))
-        flooded = []
+        flooded: list[sip.Response] = []
         for i in range(6):
             node.bus.send("data", b"%d" % i, target).addCallback(flooded.append)
         bus.network.run(0.1)
         self.assertEqual(
             [(r.code, r.header("Retry-After")) for r in flooded], [(503, "10")] * 3
         )
-        other = []
+        other: list[sip.Response] = []
         bus.nodes[C].bus.send("data", b"c", bus.nodes[C].nodeManager.find(sip.URI(A, 5060))).addCallback(
             other.append
         )
@@ -847,7 +847,7 @@ class FloodTests(SynchronousTestCase):
                 "maxQueuePerSource": share,
             }
             bus = Bus(self, [A, B], {A: options, B: {"keyring": Keyring([KEY])}})
-            pending = []
+            pending: list[defer.Deferred[PeerResponse]] = []
 
             def answer():
                 pending.append(defer.Deferred())
@@ -856,7 +856,7 @@ class FloodTests(SynchronousTestCase):
             bus.peers[A].answer = answer
             node = bus.nodes[B]
             target = node.nodeManager.find(sip.URI(A, 5060))
-            refused = []
+            refused: list[sip.Response] = []
             for i in range(6):
                 node.bus.send("data", b"%d" % i, target).addCallback(refused.append)
             bus.network.run(0.1)
@@ -908,7 +908,7 @@ class OptionsTests(SynchronousTestCase):
         A node without --allow-from and without a keyring says at start, in
         one warning, that admission is open; one with either does not.
         """
-        logged = []
+        logged: list[LogEvent] = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         bus = Bus(self, [A, B], {B: {"allowFrom": (parseNetwork("127.0.0.0/8"),)}})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from dmq import sip
 from dmq.config import NodeConfig
-from dmq.peers.usrloc import DELETE, EXPIRE, INSERT, UPDATE, Contact
+from dmq.peers.usrloc import DELETE, EXPIRE, INSERT, UPDATE, Change, Contact
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, KamailioRPCError, waitFor
 
@@ -136,7 +136,7 @@ class UsrlocInteropTests(TestCase):
         Whether C{kamailio} holds exactly our contacts, with our record ids.
         """
         theirs = kamailioContacts((yield kamailio.rpc("ul.dump")))
-        ours = {}
+        ours: Dict[str, List[Tuple[str, str]]] = {}
         for contact in peer.contacts():
             ours.setdefault(contact.aor, []).append((contact.uri, contact.ruid))
         return {aor: sorted((c["Address"], c["Ruid"]) for c in cs) for aor, cs in theirs.items()} == {
@@ -152,7 +152,7 @@ class UsrlocInteropTests(TestCase):
         k1 = self.kamailio(KAMAILIO_1)
         yield k1.start()
         ours = self.ourNode(seeds=[KAMAILIO_1])
-        changes = []
+        changes: List[Change] = []
         ours.subscribe(changes.append)
         yield waitFor(lambda: ours._joins._reported, timeout=10, description="our node joined Kamailio's bus")
 

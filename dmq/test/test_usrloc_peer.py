@@ -96,7 +96,7 @@ class FakeBus:
     def _outcome(self, result):
         if not self.hold:
             return succeed(result)
-        d = Deferred()
+        d: Deferred[object] = Deferred()
         self.pending.append((d, result))
         return d
 
@@ -139,7 +139,7 @@ class ReceiveTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def receive(self, body, node=None):
@@ -303,7 +303,7 @@ class LocalTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def test_save(self):

@@ -148,7 +148,7 @@ class CapturedTests(SynchronousTestCase):
         """
         requests = [r for r in usrlocRequests("02-multi.txt") if r.body.startswith(b'{"multi"')]
         self.assertEqual(len(requests), 12)
-        dumps = []
+        dumps: list[Contact] = []
         for request in requests:
             batch = decode(request.body)
             self.assertIsInstance(batch, Batch)
