@@ -227,7 +227,7 @@ def makeNode(
     for seed in seeds:
         seedHost, seedPort = (seed, 5060) if isinstance(seed, str) else seed
         seedURIs.append(sip.URI(seedHost, seedPort))
-    config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=seedURIs, **options)
+    config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=tuple(seedURIs), **options)
     node = makeNodeService(clock, config, resolver=resolver, listen=False, random=random)
     network.attach(node.protocol, (host, port))
     node.startService()

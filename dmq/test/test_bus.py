@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import attr
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -98,7 +99,7 @@ class PeerRegistryTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IDMQBus, self.dmq))
         self.assertTrue(verifyObject(IDMQPeer, self.bus.nodes[0].notification))
         self.assertTrue(verifyObject(IDMQPeer, RecordingPeer()))
-        self.assertTrue(verifyObject(IDMQPeer, ThreadedPeer(RecordingPeer(), reactor, ThreadPool())))
+        self.assertTrue(verifyObject(IDMQPeer, ThreadedPeer(RecordingPeer(), IReactorFromThreads(reactor), ThreadPool())))
 
     def test_nodeObserver(self):
         """
@@ -379,7 +380,7 @@ class DispatchTests(SynchronousTestCase):
         A peer answering with a body that is not bytes gets a C{500} sent for
         it, rather than nothing.
         """
-        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", "text", "text/plain")))
+        self.a.bus.registerPeer(RecordingPeer(answer=lambda r, n: PeerResponse(200, "OK", "text", "text/plain")))  # type: ignore[arg-type]  # str on purpose
         outcome = self.send()
         self.bus.network.run(1)
         self.assertEqual(outcome[0].code, 500)
@@ -578,12 +579,13 @@ class BroadcastTests(SynchronousTestCase):
             clock,
             NodeConfig(
                 serverAddress=sip.URI("127.0.0.1", 5062),
-                notificationAddresses=[sip.URI("127.0.0.1", 5061)],
+                notificationAddresses=(sip.URI("127.0.0.1", 5061),),
             ),
             listen=False,
         )
         network.attach(node.protocol, ("127.0.0.1", 5062))
         target = node.nodeManager.find(sip.URI("127.0.0.1", 5061))
+        assert target is not None
         ours = node.bus.buildRequest("notification_peer", theirs.body, target, "text/plain", 2)
         node.protocol.sendRequest(ours, ("127.0.0.1", 5061)).addErrback(lambda f: None)
         # Now the request as it went out, parsed back.
@@ -625,7 +627,7 @@ class LoopbackBusIntegrationTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI("127.0.0.12", 25060),
-                notificationAddresses=[sip.URI("127.0.0.11", 25060)],
+                notificationAddresses=(sip.URI("127.0.0.11", 25060),),
                 pingInterval=1,
             ),
         )

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, ConnectionDone
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
@@ -138,7 +138,8 @@ class RPCMethodsTests(SynchronousTestCase):
         Parameters that do not fit the method are C{INVALID_PARAMS}, with
         its usage.
         """
-        for params in [[], ["x", "y", "z"], {"c": 1}]:
+        cases: list[list[object] | dict[str, object]] = [[], ["x", "y", "z"], {"c": 1}]
+        for params in cases:
             error = self.failureResultOf(self.methods.call("test.join", params), RPCError).value
             self.assertEqual(error.code, INVALID_PARAMS)
             self.assertIn("usage: test.join a [b]", error.message)
@@ -998,6 +999,7 @@ class MetricsTests(SynchronousTestCase):
         )
 
 
+@implementer(IStreamServerEndpoint)
 class _FakeEndpoint:
     """
     A server endpoint that listens at once on a fake port, or fails.

@@ -208,7 +208,7 @@ class DialogInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(OUR_IP, 5060),
-                notificationAddresses=[sip.parseURI(s) for s in seeds],
+                notificationAddresses=tuple(sip.parseURI(s) for s in seeds),
                 pingInterval=5,
                 dialog=True,
             ),
@@ -258,7 +258,9 @@ class DialogInteropTests(TestCase):
             DialogRPC(node.dialog, reactor).statsActive(), (yield kamailio.rpc("dlg.stats_active"))
         )
         theirs = yield kamailio.rpc("dlg.dlg_list", "call-1@test", "a-call-1")
-        self.assertEqual(shared(DialogRPC(node.dialog, reactor).dlgList("call-1@test", "a-call-1")), shared(theirs))
+        found = DialogRPC(node.dialog, reactor).dlgList("call-1@test", "a-call-1")
+        assert isinstance(found, dict)
+        self.assertEqual(shared(found), shared(theirs))
 
         yield ua.hangUp("call-1@test")
         yield waitFor(lambda: changes and changes[-1][0] == "removed", timeout=30, interval=0.1,

@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
 from dmq.node import NodeStatus
+from dmq.peers.htable import parseTableSpec
 from dmq.tap import NodeConfig, makeNodeService
 from dmq.test import hostile
 from dmq.test.hostile import FailureRecorder, HostileInputs, Limits, Target, hostileReply, kdmqRequest
@@ -294,8 +295,8 @@ class FuzzIntegrationTests(TestCase):
                 reactor,
                 NodeConfig(
                     serverAddress=sip.URI(host, port),
-                    notificationAddresses=[sip.URI(*other)],
-                    htables=[TABLE],
+                    notificationAddresses=(sip.URI(*other),),
+                    htables=(parseTableSpec(TABLE),),
                     control=f"tcp:0:interface={host}",
                     pingInterval=1,
                 ),

@@ -306,13 +306,14 @@ class RemoveMatchingTests(StoreTestCase):
 
     def setUp(self):
         StoreTestCase.setUp(self)
-        for key, value in [
+        cells: list[tuple[str, int | str]] = [
             ("203.0.113.7", "ban"),
             ("203.0.113.8", 1),
             ("alice", "sip:alice@192.0.2.10"),
             ("bob", "sip:bob@example.com"),
             ("Alpha", "x-bob-x\nline 2"),
-        ]:
+        ]
+        for key, value in cells:
             self.store.set("kdmq", key, value)
         self.changes[:] = []
 

@@ -23,6 +23,7 @@ from dmq.peers.htable.wire import (
     Cell,
     Cells,
     DeleteCell,
+    Message,
     RemoveMatching,
     SetCell,
     SetExpire,
@@ -281,7 +282,7 @@ class EncodeTests(SynchronousTestCase):
         """
         Each message carries its action code of Kamailio's C{ht_dmq.h}.
         """
-        cases = [
+        cases: list[tuple[Message, Action]] = [
             (SyncRequest(), Action.SYNC),
             (SetCell("t", "k", 1), Action.SET_CELL),
             (SetExpire("t", "k", 1), Action.SET_CELL_EXPIRE),
@@ -298,7 +299,7 @@ class EncodeTests(SynchronousTestCase):
         """
         What L{encode} writes, L{decode} reads back as the same message.
         """
-        messages = [
+        messages: list[Message] = [
             SetCell("t", "k", "v"),
             SetCell("t\xe9", "k \"\\/\n", "\u2603 \U0001f600"),
             SetCell("t", "k", -(2**31)),

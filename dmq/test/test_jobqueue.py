@@ -276,8 +276,8 @@ class CallTests(SynchronousTestCase):
             return "two"
 
         second = self.queue.call("k", secondJob)
-        self.assertIsInstance(running, Deferred)
-        self.assertIsInstance(second, Deferred)
+        assert isinstance(running, Deferred)
+        assert isinstance(second, Deferred)
         self.assertEqual(order, [])
         first.callback("one")
         self.assertEqual(self.successResultOf(running), "one")
@@ -292,6 +292,7 @@ class CallTests(SynchronousTestCase):
         for key, blocker in zip("ab", blockers):
             self.queue.call(key, lambda blocker=blocker: blocker)
         waiting = self.queue.call("c", lambda: "c")
+        assert isinstance(waiting, Deferred)
         self.assertNoResult(waiting)
         blockers[0].callback(None)
         self.assertEqual(self.successResultOf(waiting), "c")
@@ -355,7 +356,7 @@ class ShareTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.queue: KeyedJobQueue[str] = KeyedJobQueue(
+        self.queue: KeyedJobQueue[tuple[str, int]] = KeyedJobQueue(
             self.clock, numWorkers=1, maxQueue=4, timeout=10.0, groupOf=lambda key: key[0], share=2
         )
         self.blocker: Deferred = Deferred()

@@ -15,6 +15,7 @@ from typing import Dict, Set
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -276,7 +277,7 @@ class ComponentTests(SynchronousTestCase):
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "connections_accepted"), *tcp))], 1)
         self.assertEqual(metrics[("dmq_stream_connections", tcp)], 1)
         connection.dataReceived(b"KDMQ sip:x SIP/2.0\r\nContent-Length: many\r\n\r\n")
-        connection.connectionLost(None)
+        connection.connectionLost(connectionDone)
         metrics = samples(node.metrics)
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "unframable"), *tcp))], 1)
         self.assertEqual(metrics[("dmq_stream_connections", tcp)], 0)

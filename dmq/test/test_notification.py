@@ -524,7 +524,7 @@ class LoopbackMembershipIntegrationTests(TestCase):
         """
         nodes = []
         for i, host in enumerate(HOSTS):
-            seeds = [sip.URI(HOSTS[0], 35060)] if i else []
+            seeds = (sip.URI(HOSTS[0], 35060),) if i else ()
             node = makeNodeService(
                 reactor,
                 NodeConfig(serverAddress=sip.URI(host, 35060), notificationAddresses=seeds, pingInterval=1),

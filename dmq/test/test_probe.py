@@ -8,7 +8,7 @@ L{FakeNetwork}, checked against issue 15's targets.
 from __future__ import annotations
 
 import random
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -129,7 +129,7 @@ class Bus:
 
     def __init__(
         self, testCase: SynchronousTestCase, count: int, seed: int, net: str = "127.0.6",
-        stagger: float = 0.0, started: Optional[int] = None, **options: object,
+        stagger: float = 0.0, started: Optional[int] = None, **options: Any,
     ) -> None:
         self.clock = HeapClock()
         self.network = FakeNetwork(self.clock)
@@ -145,7 +145,7 @@ class Bus:
             if stagger:
                 self.network.run(stagger)
 
-    def start(self, i: int, **options: object):
+    def start(self, i: int, **options: Any):
         node = makeNode(
             self.clock, self.network, self.hosts[i], seeds=[self.hosts[0]] if i else [],
             random=random.Random(f"{self.seed}:{i}:{self.clock.seconds()}"),

@@ -277,6 +277,7 @@ class PoolTests(StreamTestsMixin, SynchronousTestCase):
         self.assertEqual(transport.value().count(b"KDMQ sip:"), 2)
         self.assertEqual(self.stream.transactions.statistics["retransmissionsSent"], 0)
         parsed = sip.parse(first)
+        assert isinstance(parsed, sip.Request)
         protocol.dataReceived(sip.serialise(sip.responseFor(parsed, 200, "OK")))
         self.assertEqual(self.successResultOf(d1).code, 200)
         self.clock.advance(12)

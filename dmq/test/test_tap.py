@@ -759,7 +759,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
         config = NodeConfig(
             serverAddress=sip.URI("127.0.0.11", 5060),
             pingInterval=7,
-            peers=[("dmq_test_peers.Greeter", Greeter)],
+            peers=(("dmq_test_peers.Greeter", Greeter),),
             control="tcp:5080:interface=127.0.0.11",
         )
         node = makeNodeService(FakeReactor(), config)
@@ -775,7 +775,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
         """
         _peerModule(self)
         broken = sys.modules["dmq_test_peers"].broken
-        config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=[("broken", broken)])
+        config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=(("broken", broken),))
         error = self.assertRaises(ValueError, makeNodeService, FakeReactor(), config)
         self.assertIn("broken: calling it with the node failed", str(error))
 
@@ -800,7 +800,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
         self.patch(client, "createResolver", createResolver)
         config = NodeConfig(
             serverAddress=sip.URI("127.0.0.11", 5060),
-            notificationAddresses=[sip.URI("dmq.example", 5060)],
+            notificationAddresses=(sip.URI("dmq.example", 5060),),
             multiNotify=True,
         )
         makeNodeService(FakeReactor(), config)

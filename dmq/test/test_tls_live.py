@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from dmq.config import NodeConfig, parseServerAddress
 from dmq.nodeaddress import parseNodeAddress
+from dmq.peers.htable import parseTableSpec
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import waitFor
 from dmq.test.test_stream import kdmq
@@ -59,7 +60,7 @@ def startTLSNode(testCase, ca, ip, seeds=(), **options):
         reactor,
         NodeConfig(
             serverAddress=parseServerAddress(tlsURI(ip)),
-            notificationAddresses=[parseNodeAddress(s) for s in seeds],
+            notificationAddresses=tuple(parseNodeAddress(s) for s in seeds),
             tlsCertificate=certificate,
             tlsPrivateKey=key,
             tlsCA=ca.caPath,
@@ -144,8 +145,8 @@ class TLSBusTests(TestCase):
                 reactor,
                 NodeConfig(
                     serverAddress=parseServerAddress(uris[i]),
-                    notificationAddresses=[parseNodeAddress(uris[0])] if i else [],
-                    htables=[KDMQ_TABLE],
+                    notificationAddresses=(parseNodeAddress(uris[0]),) if i else (),
+                    htables=(parseTableSpec(KDMQ_TABLE),),
                     pingInterval=2,
                 ),
             )

@@ -91,6 +91,15 @@ def kdmqRequest(**kwargs: object) -> Request:
     return request
 
 
+def respond(transaction: ServerTransaction, code: int, reason: Optional[str] = None) -> None:
+    """
+    Answer C{transaction}, which holds its request until it is answered.
+    """
+    request = transaction.request
+    assert request is not None, "answered already"
+    transaction.respond(sip.responseFor(request, code, reason, toTag="t"))
+
+
 def outgoingRequest() -> Request:
     """
     Return a request as the bus would hand it to L{TransactionLayer.request}:
@@ -859,7 +868,7 @@ class ServerTransactionTests(LayerTestCase):
         A handler may answer before it returns.
         """
         self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, toTag="t"))
+            lambda t: respond(t, 200)
         )
         self.receive()
         [response] = self.send.messages()
@@ -992,7 +1001,7 @@ class ServerTransactionTests(LayerTestCase):
         retransmission is then a new request.
         """
         self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, "OK", toTag="t")),
+            lambda t: respond(t, 200, "OK"),
             maxTransactions=2,
         )
         self.receive(branch="z9hG4bKfirst00000000000")
@@ -1035,7 +1044,7 @@ class ServerTransactionTests(LayerTestCase):
         """
 
         def handler(transaction: ServerTransaction) -> None:
-            transaction.respond(sip.responseFor(transaction.request, 202, toTag="t"))
+            respond(transaction, 202)
             raise RuntimeError("boom")
 
         self.makeLayer(handler)
@@ -1146,11 +1155,14 @@ class ServerTransactionTests(LayerTestCase):
         them all, each on time (or at most T1/8 late, when it comes due
         with others).
         """
-        self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, toTag="t"))
-            if t.request.callID.startswith("answer")
-            else None
-        )
+
+        def handler(transaction: ServerTransaction) -> None:
+            request = transaction.request
+            assert request is not None
+            if request.callID.startswith("answer"):
+                respond(transaction, 200)
+
+        self.makeLayer(handler)
         for i in range(100):
             self.receive(branch=f"z9hG4bKa{i}", callID=f"answer-{i}")
             self.receive(branch=f"z9hG4bKp{i}", callID=f"pending-{i}")
@@ -1199,9 +1211,7 @@ class StopTests(LayerTestCase):
         self.assertEqual(self.layer.liveServerTransactions, 0)
 
         sends = len(self.send.sent)
-        self.received[1].respond(
-            sip.responseFor(self.received[1].request, 200, toTag="t")
-        )
+        respond(self.received[1], 200)
         self.assertEqual(len(self.send.sent), sends)
 
     def test_afterStop(self) -> None:

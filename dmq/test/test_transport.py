@@ -12,10 +12,12 @@ import socket
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import InvalidAddressError, MessageLengthError
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from dmq import sip
 from dmq.test.captures import datagrams
@@ -181,9 +183,9 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         Bytes that are no SIP message are dropped, counted and warned about once.
         """
         clock, protocol, transport = connectedProtocol(self)
-        events: list[LogEvent] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         for _ in range(5):
             protocol.datagramReceived(b"this is not a SIP message\r\n", SOURCE)
         self.assertEqual(transport.written, [])
@@ -199,6 +201,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         request = sip.parse(KDMQ_REQUEST)
+        assert isinstance(request, sip.Request)
         protocol.datagramReceived(
             sip.serialise(sip.responseFor(request, 200, "OK", toTag="x")), SOURCE
         )
@@ -298,9 +301,9 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         traceback.
         """
         clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
-        events: list[LogEvent] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         protocol.setHandler(
             "KDMQ", lambda t: t.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)
         )
@@ -465,9 +468,9 @@ class SIPPortTests(SynchronousTestCase):
         A reply the socket refuses when the read ends is counted and
         warned of, without a traceback, and the replies after it still go.
         """
-        events: list[LogEvent] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
         # The first reply leaves at once; the second is refused.
         sock.refusals = [0, errno.ENOBUFS]
@@ -554,6 +557,7 @@ class ListenSIPTests(SynchronousTestCase):
         """
         asked = []
 
+        @implementer(IReactorUDP)
         class UDPReactor(MemoryReactorClock):
             def listenUDP(self, *arguments):
                 asked.append(arguments)
@@ -579,15 +583,17 @@ class LoopbackUDPIntegrationTests(TestCase):
         server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
         client = SIPDatagramProtocol(reactor, ("127.0.0.12", 15060))
         body = "é".encode("utf-8") * 30000
-        server.setHandler(
-            "KDMQ",
-            lambda t: t.respond(
+
+        def echo(transaction):
+            request = transaction.request
+            assert request is not None
+            transaction.respond(
                 sip.responseFor(
-                    t.request, 200, "OK", headers=[("Content-Type", "text/plain")],
-                    body=t.request.body[::-1], toTag="s",
+                    request, 200, "OK", headers=[("Content-Type", "text/plain")], body=request.body[::-1], toTag="s"
                 )
-            ),
-        )
+            )
+
+        server.setHandler("KDMQ", echo)
         for protocol in (server, client):
             self.listen(protocol)
         request = sip.Request(
@@ -610,7 +616,7 @@ class LoopbackUDPIntegrationTests(TestCase):
 
     def listen(self, protocol):
         host, port = protocol.sentBy
-        listening = listenSIP(reactor, port, protocol, host)
+        listening = listenSIP(IReactorUDP(reactor), port, protocol, host)
         self.assertIsInstance(listening, SIPPort)
         self.addCleanup(listening.stopListening)
         self.addCleanup(protocol.stop)

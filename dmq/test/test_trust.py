@@ -12,7 +12,8 @@ import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -250,9 +251,9 @@ class MembershipBySourceTests(SynchronousTestCase):
         A non-member's request to a data peer gets 403, even with a member's
         From URI, and is counted and logged with its source.
         """
-        logged: list[LogEvent] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
         replies = self.bus.inject(A, "data", b"x", fromHost=B)
         self.assertEqual(codes(replies), [(403, "Not A Member")])
         self.assertEqual(self.bus.peers[A].received, [])
@@ -356,7 +357,8 @@ class AllowFromTests(SynchronousTestCase):
         """
         clock = Clock()
         manager = NodeManager(clock, sip.URI(A, 5060), [sip.URI(STRANGER, 5060)])
-        trust = Trust(clock, (parseNetwork("10.0.0.0/8"),), isSeed=manager.isSeed)
+        # As dmq.service does: Trust, below dmq.node, types a member as object.
+        trust = Trust(clock, (parseNetwork("10.0.0.0/8"),), isSeed=manager.isSeed)  # type: ignore[arg-type]
         seed = manager.memberAt(STRANGER, 5060)
         request = sip.Request("KDMQ", sip.URI(A, 5060, "data"))
         self.assertIsNone(trust.check(request, (STRANGER, 5060), seed))
@@ -908,9 +910,9 @@ class OptionsTests(SynchronousTestCase):
         A node without --allow-from and without a keyring says at start, in
         one warning, that admission is open; one with either does not.
         """
-        logged: list[LogEvent] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
         bus = Bus(self, [A, B], {B: {"allowFrom": (parseNetwork("127.0.0.0/8"),)}})
         warnings = [e for e in logged if "Admission is open" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from dmq import sip
 from dmq.config import NodeConfig
 from dmq.metrics import nodeRegistry
+from dmq.peers.htable import parseTableSpec
 from dmq.peers.htable.wire import SetCell, encode
 from dmq.signing import Keyring
 from dmq.tap import makeNodeService
@@ -73,8 +74,8 @@ class TrustInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(ip, 5060),
-                notificationAddresses=[sip.parseURI(s) for s in seeds],
-                htables=[KDMQ_TABLE],
+                notificationAddresses=tuple(sip.parseURI(s) for s in seeds),
+                htables=(parseTableSpec(KDMQ_TABLE),),
                 **options,
             ),
         )

@@ -112,7 +112,7 @@ class UsrlocInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(OURS, 5060),
-                notificationAddresses=[sip.URI(seed, 5060) for seed in seeds],
+                notificationAddresses=tuple(sip.URI(seed, 5060) for seed in seeds),
                 pingInterval=5,
                 usrloc=True,
                 **options,
