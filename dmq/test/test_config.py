@@ -205,7 +205,7 @@ class OptionsConfigTests(SynchronousTestCase):
         C{--peer} fills C{peers} with each name and what it names.
         """
         module = types.ModuleType("dmq_test_config_peers")
-        module.greeter = _Greeter()
+        vars(module)["greeter"] = _Greeter()
         sys.modules[module.__name__] = module
         self.addCleanup(sys.modules.pop, module.__name__)
         config = parse("-s", "sip:127.0.0.11:5060", "--peer", "dmq_test_config_peers.greeter")

@@ -23,7 +23,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web import server
+from twisted.web import resource, server
 from zope.interface import implementer
 
 from dmq import sip
@@ -264,8 +264,15 @@ class _FakeEndpoint:
         pass
 
 
-def _status(request):
-    return b"<html>status</html>"
+class _StatusResource(resource.Resource):
+    """
+    Stands for the status page.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"<html>status</html>"
 
 
 class GuardedEndpointTests(SynchronousTestCase):
@@ -282,11 +289,7 @@ class GuardedEndpointTests(SynchronousTestCase):
         self.token: Optional[bytes] = TOKEN
 
     def start(self):
-        from twisted.web import resource
-
-        status = resource.Resource()
-        status.isLeaf = True
-        status.render_GET = _status
+        status = _StatusResource()
         self.endpoint = _FakeEndpoint()
         from prometheus_client import CollectorRegistry
 

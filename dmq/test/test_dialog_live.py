@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
@@ -97,7 +98,7 @@ class SmallUA:
         self.ip = ip
         self.caller, self.callee = _Leg(), _Leg()
         for leg, port in ((self.caller, CALLER_PORT), (self.callee, CALLEE_PORT)):
-            listening = reactor.listenUDP(port, leg, interface=ip)
+            listening = IReactorUDP(reactor).listenUDP(port, leg, interface=ip, maxPacketSize=8192)
             testCase.addCleanup(listening.stopListening)
         self._routes: List[Tuple[str, str]] = []
         self._branch = 0

@@ -6,7 +6,7 @@ A and AAAA records, and again on the clock, with a fake resolver.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -37,7 +37,7 @@ class FakeResolver(ResolverBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: Dict[Tuple[str, str], object] = {}
+        self.records: Dict[Tuple[str, str], Union[Sequence[dns.IEncodableRecord], Exception]] = {}
         self.queries: List[Tuple[str, str]] = []
         self.hold = False
         self.pending: List[Tuple[Deferred, object]] = []
@@ -59,7 +59,7 @@ class FakeResolver(ResolverBase):
         elif isinstance(found, Exception):
             result = found
         else:
-            result = ([dns.RRHeader(name, type=p.TYPE, payload=p) for p in found], [], [])  # type: ignore[union-attr]
+            result = ([dns.RRHeader(name, type=p.TYPE, payload=p) for p in found], [], [])
         d: Deferred = Deferred()
         if self.hold:
             self.pending.append((d, result))

@@ -18,6 +18,7 @@ from typing import Any, Dict, Generator, List, Optional, Tuple
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorThreads, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, globalLogPublisher
@@ -306,11 +307,12 @@ class FuzzIntegrationTests(TestCase):
             self.addCleanup(self.stop, node)
             self.nodes.append(node)
         self.replies = _Replies()
-        port = reactor.listenUDP(FUZZER[1], self.replies, interface=FUZZER[0], maxPacketSize=65535)
-        self.addCleanup(port.stopListening)
+        udp = IReactorUDP(reactor)
+        listening = udp.listenUDP(FUZZER[1], self.replies, interface=FUZZER[0], maxPacketSize=65535)
+        self.addCleanup(listening.stopListening)
         self.responder = _Responder()
-        port = reactor.listenUDP(RESPONDER[1], self.responder, interface=RESPONDER[0], maxPacketSize=65535)
-        self.addCleanup(port.stopListening)
+        listening = udp.listenUDP(RESPONDER[1], self.responder, interface=RESPONDER[0], maxPacketSize=65535)
+        self.addCleanup(listening.stopListening)
         return self.waitFor(self.agree, 10, "the nodes did not list each other as active")
 
     def collectLeftovers(self) -> None:
@@ -332,7 +334,7 @@ class FuzzIntegrationTests(TestCase):
         threads have ended and their results arrived, so that what they log
         is this test's and not the next one's.
         """
-        pool = reactor.getThreadPool()
+        pool = IReactorThreads(reactor).getThreadPool()
         idle = 0
         for _ in range(200):
             statistics = pool._team.statistics()

@@ -373,7 +373,7 @@ class DecodeObjectTests(SynchronousTestCase):
         none to use.
         """
         self.assertEqual(
-            jsonbody._pypyLoads is not None, platform.python_implementation() == "PyPy"
+            vars(jsonbody)["_pypyLoads"] is not None, platform.python_implementation() == "PyPy"
         )
 
     def test_constants(self):

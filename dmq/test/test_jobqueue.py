@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import List
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -199,6 +200,7 @@ class KeyedJobQueueTests(SynchronousTestCase):
         self.submit("k", "k1")
         self.submit("k", "k2")
         first, second = self.clock.getDelayedCalls()
+        assert isinstance(second, DelayedCall)
         func, args, kw = second.func, second.args, second.kw
         second.cancel()
         func(*args, **kw)

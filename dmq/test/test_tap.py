@@ -64,18 +64,21 @@ def _peerModule(testCase):
     C{--peer}.
     """
     module = types.ModuleType("dmq_test_peers")
-    module.Greeter = Greeter
-    module.greeter = Greeter(peerId="greeter")
-    module.other = Greeter(peerId="other")
-    module.notification = Greeter(peerId="notification_peer")
-    module.HTableLike = Greeter(peerId="htable")
-    module.notAPeer = 42
-    module.makesNothing = lambda node: object()
 
     def broken(node):
         raise RuntimeError("no tables configured")
 
-    module.broken = broken
+    # A module built at run time has no attributes its type knows of.
+    vars(module).update(
+        Greeter=Greeter,
+        greeter=Greeter(peerId="greeter"),
+        other=Greeter(peerId="other"),
+        notification=Greeter(peerId="notification_peer"),
+        HTableLike=Greeter(peerId="htable"),
+        notAPeer=42,
+        makesNothing=lambda node: object(),
+        broken=broken,
+    )
     sys.modules[module.__name__] = module
     testCase.addCleanup(sys.modules.pop, module.__name__)
 
@@ -719,7 +722,7 @@ class MakeServiceTests(SynchronousTestCase):
             pass
 
         module = types.ModuleType("dmq_test_service_peer")
-        module.peer = ServicePeer(peerId="svc")
+        vars(module)["peer"] = ServicePeer(peerId="svc")
         sys.modules[module.__name__] = module
         self.addCleanup(sys.modules.pop, module.__name__)
         node = self.build("--peer", "dmq_test_service_peer.peer")
@@ -766,7 +769,9 @@ class MakeNodeServiceTests(SynchronousTestCase):
         self.assertEqual(node.ping.pingInterval, 7)
         self.assertEqual(node.bindAddress, ("127.0.0.11", 5060))
         self.assertEqual([peer.peerId for peer in node.bus.peers], ["notification_peer", "greeter"])
-        self.assertIs(node.bus.peers[1].node, node)
+        greeter = node.bus.peers[1]
+        assert isinstance(greeter, Greeter)
+        self.assertIs(greeter.node, node)
         self.assertIs(node.control, list(node)[-1])
 
     def test_badPeer(self):

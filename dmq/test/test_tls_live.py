@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from dmq.config import NodeConfig, parseServerAddress
 from dmq.nodeaddress import parseNodeAddress
 from dmq.peers.htable import parseTableSpec
+from dmq.stream import SIPStreamTransport
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import waitFor
 from dmq.test.test_stream import kdmq
@@ -172,8 +173,10 @@ class TLSBusTests(TestCase):
         response = yield b.bus.send("big", b"x" * 1000000, target)
         self.assertEqual(response.code, 200)
         self.assertEqual(len(peer.received[0][0].body), 1000000)
-        self.assertEqual(a.protocol.streams["tcp"].transactions.statistics["retransmissionsSent"], 0)
-        self.assertIsNone(a.protocol.peerCommonName(next(iter(a.protocol.streams["tcp"].connections))))
+        tcp = a.protocol.streams["tcp"]
+        assert isinstance(tcp, SIPStreamTransport)
+        self.assertEqual(tcp.transactions.statistics["retransmissionsSent"], 0)
+        self.assertIsNone(a.protocol.peerCommonName(next(iter(tcp.connections))))
 
     @defer.inlineCallbacks
     def test_clientWithoutCertificateRefused(self):

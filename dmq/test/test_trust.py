@@ -40,6 +40,7 @@ class Peer:
 
     peerId = "data"
     description = "records"
+    acceptsStrangers = False
 
     def __init__(self, answer=None):
         self.received = []

@@ -13,6 +13,7 @@ the shared test lock (see L{dmq.test.kamailio}).
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
@@ -154,7 +155,7 @@ class TrustInteropTests(TestCase):
             description="the Kamailio node joined us",
         )
         stranger = Stranger()
-        port = reactor.listenUDP(5060, stranger, interface="127.0.0.127")
+        port = IReactorUDP(reactor).listenUDP(5060, stranger, interface="127.0.0.127", maxPacketSize=8192)
         self.addCleanup(port.stopListening)
         target = ("127.0.0.125", 5060)
         body = encode(SetCell("kdmq", "evil", "x"))

@@ -16,6 +16,7 @@ import time
 from typing import Dict, List, Tuple
 
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
@@ -98,7 +99,7 @@ class UsrlocInteropTests(TestCase):
 
     def setUp(self):
         self.agent = UserAgent()
-        port = reactor.listenUDP(AGENT[1], self.agent, interface=AGENT[0])
+        port = IReactorUDP(reactor).listenUDP(AGENT[1], self.agent, interface=AGENT[0], maxPacketSize=8192)
         self.addCleanup(port.stopListening)
 
     def kamailio(self, ip, seeds=(), batch=1):

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dmq.config import NodeConfig, readConfigFile
 from dmq.peers.usrloc import SocketInfo, UsrlocPeer
 from dmq.tap import Options, makeNodeService, makeService
-from dmq.test.test_tap import LOCAL, _peerModule, parse
+from dmq.test.test_tap import LOCAL, Greeter, _peerModule, parse
 
 
 class UsrlocOptionsTests(SynchronousTestCase):
@@ -97,7 +97,7 @@ class UsrlocOptionsTests(SynchronousTestCase):
         _peerModule(self)
         import sys
 
-        sys.modules["dmq_test_peers"].UsrlocLike = sys.modules["dmq_test_peers"].Greeter(peerId="usrloc")
+        vars(sys.modules["dmq_test_peers"])["UsrlocLike"] = Greeter(peerId="usrloc")
         error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--usrloc", "--peer", "dmq_test_peers.UsrlocLike")
         self.assertIn("duplicate peer id 'usrloc', already the usrloc peer (--usrloc)", str(error))
         self.assertIsInstance(parse(*LOCAL, "--peer", "dmq_test_peers.UsrlocLike"), Options)
