@@ -47,6 +47,7 @@ from dmq.control.endpoint import EVENTS
 from dmq.control.listener import LazyControlService
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.metrics import HandlerLatency
+from dmq.service import DMQNodeService
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
@@ -93,6 +94,17 @@ def handle(rpc, message):
     d = rpc.handle(data)
     d.addCallback(lambda answer: None if answer is None else json.loads(answer))
     return d
+
+
+def controlPort(node: DMQNodeService) -> int:
+    """
+    The port C{node}'s control endpoint listens on, which the test knows it does.
+    """
+    control = node.control
+    assert control is not None and control.port is not None
+    address = control.port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
 
 
 def strictJSON(data):
@@ -1176,8 +1188,7 @@ class ControlEndpointIntegrationTests(TestCase):
         )
         self.node.startService()
         self.addCleanup(self.node.stopService)
-        port = self.node.control.port.getHost().port
-        self.base = f"http://127.0.0.11:{port}".encode("ascii")
+        self.base = f"http://127.0.0.11:{controlPort(self.node)}".encode("ascii")
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=pool)
         self.addCleanup(pool.closeCachedConnections)
@@ -1306,7 +1317,7 @@ class GuardedEndpointIntegrationTests(TestCase):
         )
         self.node.startService()
         self.addCleanup(self.node.stopService)
-        self.base = f"http://127.0.0.11:{self.node.control.port.getHost().port}".encode("ascii")
+        self.base = f"http://127.0.0.11:{controlPort(self.node)}".encode("ascii")
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=pool)
         self.addCleanup(pool.closeCachedConnections)
@@ -1340,6 +1351,7 @@ class GuardedEndpointIntegrationTests(TestCase):
         code, data = yield self.fetch(b"/", self.token)
         self.assertEqual(code, 200)
         self.assertIn(b"<!DOCTYPE html>", data)
+        assert self.node.control is not None
         self.assertEqual(self.node.control.statistics["noToken"], 2)
         self.assertEqual(self.node.control.statistics["badToken"], 1)
         code, data = yield self.fetch(b"/metrics")

@@ -24,6 +24,7 @@ from dmq.ctl import TOKEN_FILE_VARIABLE, Watcher, controlURL, main, metricsURL, 
 from dmq.interfaces import IDMQPeer, INodeObserver, PeerResponse
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
+from dmq.test.test_control import controlPort
 
 NODES = [
     {
@@ -608,7 +609,7 @@ class DMQCtlIntegrationTests(TestCase):
         self.b.startService()
         self.addCleanup(self.b.stopService)
         yield activated.addTimeout(5, reactor)
-        self.url = f"http://127.0.0.11:{self.a.control.port.getHost().port}/RPC"
+        self.url = f"http://127.0.0.11:{controlPort(self.a)}/RPC"
 
     @defer.inlineCallbacks
     def dmqctl(self, *arguments):

@@ -254,7 +254,7 @@ class SyncTests(SynchronousTestCase):
             self.bus.sent.append(arguments)
             return fail(RuntimeError("full"))
 
-        self.bus.send = cannotSend  # type: ignore[method-assign]
+        self.bus.send = cannotSend
         events = EventLoggingObserver()
         globalLogPublisher.addObserver(events)
         self.addCleanup(globalLogPublisher.removeObserver, events)

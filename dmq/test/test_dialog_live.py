@@ -71,6 +71,7 @@ class _Leg(DatagramProtocol):
     def send(self, startLine: str, headers: Sequence[Tuple[str, str]], addr: Address) -> None:
         lines = [startLine] + [f"{name}: {value}" for name, value in headers]
         lines += ["Content-Length: 0", "", ""]
+        assert self.transport is not None
         self.transport.write("\r\n".join(lines).encode("utf-8"), addr)
 
 

@@ -6,7 +6,7 @@ A and AAAA records, and again on the clock, with a fake resolver.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -88,9 +88,9 @@ class FakeResolver(ResolverBase):
         return self._answer("SRV", name)
 
 
-def resolved(resolver: FakeResolver, uri: sip.URI = NAME, **options: object) -> Resolution:
+def resolved(resolver: FakeResolver, uri: sip.URI = NAME, **options: Any) -> Resolution:
     results: List[Resolution] = []
-    resolveName(resolver, uri, **options).addCallback(results.append)  # type: ignore[arg-type]
+    resolveName(resolver, uri, **options).addCallback(results.append)
     [result] = results
     return result
 

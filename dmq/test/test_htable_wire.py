@@ -35,6 +35,15 @@ from dmq.peers.htable.wire import (
 from dmq.test.test_htable import htableRequests
 
 
+def decodeCells(body: bytes) -> Cells:
+    """
+    C{body}, a dump's cells, decoded.
+    """
+    message = decode(body)
+    assert isinstance(message, Cells), message
+    return message
+
+
 def capturedBodies(name):
     """
     The distinct bodies of the htable requests in capture C{name}, in order.
@@ -346,7 +355,7 @@ class ChunkTests(SynchronousTestCase):
         self.assertEqual([len(b) for b in bodies], [MAX_SYNC_BODY, MAX_SYNC_BODY, 12])
         self.assertEqual(bodies[-1], b'{"cells":[]}')
         self.assertEqual(
-            [c for b in bodies for c in decode(b).cells], self.cells(478)
+            [c for b in bodies for c in decodeCells(b).cells], self.cells(478)
         )
         bodies = encodeCells(self.cells(477))
         self.assertEqual([len(b) for b in bodies], [MAX_SYNC_BODY, MAX_SYNC_BODY - 251])
@@ -358,7 +367,7 @@ class ChunkTests(SynchronousTestCase):
         big = Cell("kdmq", "big", "x" * MAX_SYNC_BODY)
         small = Cell("kdmq", "small", 1)
         bodies = encodeCells([small, big, small])
-        self.assertEqual([decode(b).cells for b in bodies], [(small,), (big,), (small,)])
+        self.assertEqual([decodeCells(b).cells for b in bodies], [(small,), (big,), (small,)])
 
 
 class DecodeObjectTests(SynchronousTestCase):

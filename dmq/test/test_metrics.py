@@ -271,6 +271,7 @@ class ComponentTests(SynchronousTestCase):
         self.assertEqual({labels for name, labels in metrics if name == "dmq_stream_connections"}, {tcp})
 
         connection = reactor.tcpServers[0][1].buildProtocol(IPv4Address("TCP", "127.0.0.12", 40000))
+        assert connection is not None
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.12", 40000))
         connection.makeConnection(transport)
         metrics = samples(node.metrics)

@@ -327,6 +327,7 @@ class CaptureTests(ManagerTestCase):
         n2 = self.manager(local=N2, seeds=[N1])
         self.assertEqual(n2.nodeListBody(), self.body("01-n2-join.txt"))
         seed = n2.find(N1)
+        assert seed is not None
         self.assertEqual(n2.merge(captured("01-n1-notify-n2.txt"), sender=seed), 1)
         self.assertIs(seed.status, ACTIVE)
         self.assertEqual(n2.nodeListBody(), self.body("01-n2-reply-n1.txt"))
@@ -996,6 +997,7 @@ class TombstoneTests(ManagerTestCase):
         self.clock.advance(DEFAULT_TOMBSTONE_TIME)
         manager.merge(lines(b"sip:127.0.0.1:5063;status=disabled\r\n"), sender=N2)
         again = manager.find(N3)
+        assert again is not None
         self.assertIsNot(again, n3)
         manager.notificationSucceeded(n3)
         self.assertIs(again.status, ACTIVE)

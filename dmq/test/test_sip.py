@@ -1953,6 +1953,7 @@ class PropertyTests(SynchronousTestCase):
         """
         arguments = (message, code, reason, extras, body, toTag)
         try:
+            # Drawn to include what responseFor refuses: wrong types on purpose.
             expected = serialise(responseFor(*arguments))  # type: ignore[arg-type]
         except ValueError:
             self.assertRaises(ValueError, sip.serialiseReply, *arguments)

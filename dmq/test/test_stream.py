@@ -104,6 +104,7 @@ class StreamTestsMixin:
 
     def accept(self):
         protocol = self.stream.serverFactory().buildProtocol(IPv4Address("TCP", *PEER))
+        assert protocol is not None
         transport = StringTransport(peerAddress=IPv4Address("TCP", *PEER))
         protocol.makeConnection(transport)
         return protocol, transport

@@ -858,6 +858,7 @@ class HTableOptionsTests(SynchronousTestCase):
         )
         self.assertIn(node.htable, node.bus.peers)
         self.assertIn(node.htable, list(node))
+        assert node.htable is not None
         self.assertEqual(node.htable.tables(), ["kdmq"])
         self.assertTrue(
             {"htable.get", "htable.sets", "htable.seti", "htable.delete", "htable.dump", "htable.listTables"}

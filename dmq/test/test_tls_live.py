@@ -162,8 +162,10 @@ class TLSBusTests(TestCase):
             interval=0.05,
             description="two TCP nodes active",
         )
-        yield b.htable.set("kdmq", "k", 1)
-        yield waitFor(lambda: a.htable.get("kdmq", "k") == 1, timeout=5, interval=0.05)
+        tableA, tableB = a.htable, b.htable
+        assert tableA is not None and tableB is not None
+        yield tableB.set("kdmq", "k", 1)
+        yield waitFor(lambda: tableA.get("kdmq", "k") == 1, timeout=5, interval=0.05)
         # A body of most of a mebibyte goes (one datagram would carry 64 KiB).
         from dmq.test.test_bus import RecordingPeer
 
@@ -197,6 +199,7 @@ class TLSBusTests(TestCase):
         protocol.transport.write(kdmq())
         yield recorder.lost
         self.assertEqual(recorder.received, b"")
+        assert recorder.reason is not None
         self.assertIn("certificate required", str(recorder.reason.value))
         self.assertEqual(node.protocol.streams["tls"].statistics["received"], 0)
 

@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from dmq import sip
 from dmq.test.captures import datagrams
+from dmq.test.test_sip import parseResponse
 from dmq.transaction import TransactionLayerStopped
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol, SIPPort, listenSIP
 
@@ -113,7 +114,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(seen[0].body, b"{}")
         self.assertEqual(len(transport.written), 2)
         self.assertEqual(transport.written[0], transport.written[1])
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (200, "OK"))
         self.assertEqual(transport.written[0][1], SOURCE)
 
@@ -123,7 +124,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (404, "User Not Found"))
         self.assertEqual(reply.header("Call-ID"), "c1@127.0.0.12")
         self.assertEqual(reply.to.tag is not None, True)
@@ -137,7 +138,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             b"10 KDMQ", b"10 OPTIONS"
         )
         protocol.datagramReceived(options, SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual(reply.code, 405)
         self.assertEqual(reply.header("Allow"), "KDMQ")
 
@@ -153,7 +154,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             b"10 KDMQ", b"10 OPTIONS"
         )
         protocol.datagramReceived(options, SOURCE)
-        self.assertEqual(sip.parse(transport.written[0][0]).code, 200)
+        self.assertEqual(parseResponse(transport.written[0][0]).code, 200)
 
     def test_shortBodyAnswered400(self):
         """
@@ -163,7 +164,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST.replace(b"Length: 2", b"Length: 200"), SOURCE)
         [(data, address)] = transport.written
-        reply = sip.parse(data)
+        reply = parseResponse(data)
         self.assertEqual(reply.code, 400)
         self.assertEqual(reply.reason, "Body shorter than Content-Length")
         self.assertEqual(address, SOURCE)
@@ -175,7 +176,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST.replace(b"Call-ID: c1@127.0.0.12\r\n", b""), SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (400, "Missing Call-ID header"))
 
     def test_garbageDropped(self):
@@ -246,7 +247,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             protocol.datagramReceived(request, SOURCE)
             [(data, address)] = transport.written
             self.assertEqual(address, ("127.0.0.12", 5070))
-            reply = sip.parse(data)
+            reply = parseResponse(data)
             self.assertEqual(reply.code, 200)
             self.assertEqual(reply.via[0].received, "127.0.0.12")
         self.assertEqual(self.flushLoggedErrors(), [])
@@ -288,7 +289,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             protocol.datagramReceived(request, SOURCE)
             [(data, address)] = transport.written
             self.assertEqual(address, SOURCE)
-            reply = sip.parse(data)
+            reply = parseResponse(data)
             self.assertEqual((reply.code, reply.reason), (400, "Bad CSeq header"))
             self.assertEqual(reply.via[0].received, "127.0.0.12")
             self.assertEqual(protocol.statistics["badRequests"], 1)
@@ -443,7 +444,7 @@ class SIPPortTests(SynchronousTestCase):
         self.assertEqual(
             [e[0] for e in sock.events], ["received", "sent", "received", "received", "sent", "sent"]
         )
-        replies = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
+        replies = [parseResponse(e[1]) for e in sock.events if e[0] == "sent"]
         self.assertEqual([r.code for r in replies], [200] * 3)
         self.assertEqual(
             [r.header("Call-ID") for r in replies], ["c1@127.0.0.12", "c2@127.0.0.12", "c3@127.0.0.12"]

@@ -24,12 +24,31 @@ from dmq.node import NodeManager, NodeStatus
 from dmq.signing import SIGNATURE_HEADER, Keyring, signRequest
 from dmq.tap import Options
 from dmq.test.fakenet import FakeNetwork, makeNode
+from dmq.test.test_sip import parseRequest
 from dmq.trust import REFUSAL_CAUSES, Trust, parseNetwork
 from zope.interface import implementer
 
 KEY = b"bus-key-0123456789abcdef"
 OTHER = b"other-key-0123456789abcd"
 A, B, C, STRANGER = "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.66"
+
+
+def topBranch(data: bytes) -> bytes:
+    """
+    The branch of the top Via of the request in C{data}.
+    """
+    branch = parseRequest(data).via[0].branch
+    assert branch is not None
+    return branch.encode("ascii")
+
+
+def keyringOf(options: Options) -> Keyring:
+    """
+    The keyring C{options} were given.
+    """
+    keyring = options.nodeConfig.keyring
+    assert keyring is not None
+    return keyring
 
 
 @implementer(IDMQPeer)
@@ -154,6 +173,7 @@ class MemberIndexTests(SynchronousTestCase):
         A seed is a member whatever its status; the local node never is.
         """
         seed = self.manager.find(sip.URI(B, 5060))
+        assert seed is not None
         self.assertEqual(seed.status, NodeStatus.NOT_ACTIVE)
         self.assertIs(self.manager.memberAt(B, 5060), seed)
         self.assertIsNone(self.manager.memberAt(B, 5061))
@@ -625,7 +645,7 @@ class SignedRefusalTests(SynchronousTestCase):
         self.bus.network.run(0.01)
         [original] = held
         self.bus.network.drop = None
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         # A copy from the node's own address (forged, or the node's own
         # retransmission rewritten on the way), so from a member.
         copy = original.data.replace(branch, branch + b"x")
@@ -648,7 +668,7 @@ class SignedRefusalTests(SynchronousTestCase):
         outcome = self.sendLater(A, B)
         self.bus.network.run(0.01)
         [original] = held
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         self.bus.nodes[B].protocol.datagramReceived(
             original.data.replace(branch, branch + b"x"), original.source
         )
@@ -672,7 +692,7 @@ class SignedRefusalTests(SynchronousTestCase):
         outcome = self.sendLater(A, B)
         self.bus.network.run(0.01)
         [original] = held
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         n = len(self.bus.network.sent)
         for suffix in [b"x", b"y"]:
             self.bus.nodes[B].protocol.datagramReceived(
@@ -893,7 +913,7 @@ class OptionsTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions(["--secret-file", self.keyringFile(0o600)])
-        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+        self.assertEqual(keyringOf(options).keys, (KEY,))
 
     def test_readableSecretFile(self):
         """
@@ -934,4 +954,4 @@ class OptionsTests(SynchronousTestCase):
             options.nodeConfig.allowFrom,
             (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32")),
         )
-        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+        self.assertEqual(keyringOf(options).keys, (KEY,))

@@ -43,6 +43,7 @@ class Stranger(DatagramProtocol):
         self.replies.append(sip.parse(data))
 
     def send(self, target, peerId, body, fromHost, n, contentType="text/plain"):
+        assert self.transport is not None
         host = self.transport.getHost()
         request = sip.Request(
             "KDMQ",

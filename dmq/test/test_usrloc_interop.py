@@ -74,6 +74,7 @@ class UserAgent(DatagramProtocol):
             f"Content-Length: 0\r\n\r\n"
         ).encode()
         waiting = self._waiting[callID] = defer.Deferred()
+        assert self.transport is not None
         self.transport.write(data, (registrar, 5060))
         return waiting.addTimeout(5, reactor)
 
@@ -122,6 +123,7 @@ class UsrlocInteropTests(TestCase):
         node.startService()
         self.addCleanup(lambda: node.stopService() if node.running else None)
         self.received: List[bytes] = []
+        assert node.usrloc is not None
         handler = node.usrloc.messageReceived
 
         def recording(request, sender):

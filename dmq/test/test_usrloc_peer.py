@@ -39,6 +39,7 @@ from dmq.peers.usrloc import (
 )
 from dmq.peers.usrloc.sync import Dump
 from dmq.peers.usrloc.wire import decode, encodeContact
+from dmq.test.test_usrloc_wire import decodeBatch, decodeContact, entryContact
 from dmq.test.fakenet import FakeNetwork, makeNode
 from dmq.test.test_usrloc_wire import rpcOutputs, usrlocRequests
 
@@ -423,9 +424,9 @@ class SyncTests(SynchronousTestCase):
             peer.save(Contact(f"u{i}", f"sip:u{i}@h", f"r{i}"))
         bus.sent.clear()
         peer.messageReceived(makeRequest(b'{"action":3}'), self.k1)
-        batches = [decode(s[1]) for s in bus.sent]
+        batches = [decodeBatch(s[1]) for s in bus.sent]
         self.assertEqual([len(b.entries) for b in batches], [2, 2, 1])
-        self.assertEqual([e.contact for b in batches for e in b.entries], peer.contacts())
+        self.assertEqual([entryContact(e) for b in batches for e in b.entries], peer.contacts())
 
     def test_paced(self):
         """
@@ -448,9 +449,9 @@ class SyncTests(SynchronousTestCase):
         bus.hold = True
         bus.sent.clear()
         bus.release()
-        self.assertEqual([decode(s[1]).contact.uri for s in bus.sent], ["sip:changed"])
+        self.assertEqual([decodeContact(s[1]).uri for s in bus.sent], ["sip:changed"])
         bus.release(2)
-        self.assertEqual([decode(s[1]).contact for s in bus.sent[1:]], [order[4]])
+        self.assertEqual([decodeContact(s[1]) for s in bus.sent[1:]], [order[4]])
         bus.release(1)
         self.assertEqual(len(peer._dumps), 0)
 

@@ -83,11 +83,12 @@ class UsrlocOptionsTests(SynchronousTestCase):
             parse(*LOCAL, "--usrloc", "--usrloc-batch-msg-contacts", "20", "--usrloc-replicate-socket-info", "1"),
             MemoryReactorClock(),
         )
-        self.assertIsInstance(node.usrloc, UsrlocPeer)
-        self.assertIn(node.usrloc, node.bus.peers)
-        self.assertIn(node.usrloc, list(node))
-        self.assertEqual((node.usrloc.batchMsgContacts, node.usrloc.socketInfo), (20, SocketInfo.SOCKET))
-        self.assertTrue(node.usrloc.sync)
+        usrloc = node.usrloc
+        assert isinstance(usrloc, UsrlocPeer)
+        self.assertIn(usrloc, node.bus.peers)
+        self.assertIn(usrloc, list(node))
+        self.assertEqual((usrloc.batchMsgContacts, usrloc.socketInfo), (20, SocketInfo.SOCKET))
+        self.assertTrue(usrloc.sync)
         self.assertTrue({"ul.dump", "ul.lookup"} <= set(node.rpc.names()))
 
     def test_peerIdTaken(self):
