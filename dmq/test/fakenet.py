@@ -15,6 +15,7 @@ import attr
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.base import DelayedCall
+from twisted.internet.protocol import AbstractDatagramProtocol
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -146,7 +147,7 @@ class FakeNetwork:
     def __init__(self, clock: Clock, latency: float = 0.001) -> None:
         self._clock = clock
         self._latency = latency
-        self._endpoints: Dict[Address, object] = {}
+        self._endpoints: Dict[Address, AbstractDatagramProtocol] = {}
         self.sent: List[Datagram] = []
         self.drop: Optional[Callable[[Datagram], bool]] = None
         self.crashed: set = set()
@@ -227,7 +228,7 @@ def makeNode(
     for seed in seeds:
         seedHost, seedPort = (seed, 5060) if isinstance(seed, str) else seed
         seedURIs.append(sip.URI(seedHost, seedPort))
-    config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=seedURIs, **options)
+    config = NodeConfig(serverAddress=sip.URI(host, port), notificationAddresses=tuple(seedURIs), **options)
     node = makeNodeService(clock, config, resolver=resolver, listen=False, random=random)
     network.attach(node.protocol, (host, port))
     node.startService()

@@ -57,7 +57,8 @@ from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
-from twisted.logger import LogLevel, formatEvent
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from zope.interface import implementer
 
 from dmq.test.captures import DATA, datagrams
 
@@ -871,6 +872,7 @@ def _site(failure: Any) -> str:
     return f"{chosen[1]}:{chosen[2]} {chosen[0]}"
 
 
+@implementer(ILogObserver)
 class FailureRecorder:
     """
     A log observer that counts what a node must never log under hostile

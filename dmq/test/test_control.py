@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs
@@ -46,6 +47,7 @@ from dmq.control.endpoint import EVENTS
 from dmq.control.listener import LazyControlService
 from dmq.interfaces import IDMQPeer, PeerResponse
 from dmq.metrics import HandlerLatency
+from dmq.service import DMQNodeService
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
 from dmq.test.fakenet import FakeNetwork, crashNode, makeNode
@@ -94,6 +96,17 @@ def handle(rpc, message):
     return d
 
 
+def controlPort(node: DMQNodeService) -> int:
+    """
+    The port C{node}'s control endpoint listens on, which the test knows it does.
+    """
+    control = node.control
+    assert control is not None and control.port is not None
+    address = control.port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
+
+
 def strictJSON(data):
     """
     Decode C{data} as JSON, refusing C{NaN} and the infinities as JSON
@@ -137,7 +150,8 @@ class RPCMethodsTests(SynchronousTestCase):
         Parameters that do not fit the method are C{INVALID_PARAMS}, with
         its usage.
         """
-        for params in [[], ["x", "y", "z"], {"c": 1}]:
+        cases: list[list[object] | dict[str, object]] = [[], ["x", "y", "z"], {"c": 1}]
+        for params in cases:
             error = self.failureResultOf(self.methods.call("test.join", params), RPCError).value
             self.assertEqual(error.code, INVALID_PARAMS)
             self.assertIn("usage: test.join a [b]", error.message)
@@ -997,6 +1011,7 @@ class MetricsTests(SynchronousTestCase):
         )
 
 
+@implementer(IStreamServerEndpoint)
 class _FakeEndpoint:
     """
     A server endpoint that listens at once on a fake port, or fails.
@@ -1026,7 +1041,7 @@ class _LaterEndpoint:
     """
 
     def __init__(self):
-        self.listening = defer.Deferred()
+        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
 
     def listen(self, factory):
         return self.listening
@@ -1173,8 +1188,7 @@ class ControlEndpointIntegrationTests(TestCase):
         )
         self.node.startService()
         self.addCleanup(self.node.stopService)
-        port = self.node.control.port.getHost().port
-        self.base = f"http://127.0.0.11:{port}".encode("ascii")
+        self.base = f"http://127.0.0.11:{controlPort(self.node)}".encode("ascii")
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=pool)
         self.addCleanup(pool.closeCachedConnections)
@@ -1303,7 +1317,7 @@ class GuardedEndpointIntegrationTests(TestCase):
         )
         self.node.startService()
         self.addCleanup(self.node.stopService)
-        self.base = f"http://127.0.0.11:{self.node.control.port.getHost().port}".encode("ascii")
+        self.base = f"http://127.0.0.11:{controlPort(self.node)}".encode("ascii")
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=pool)
         self.addCleanup(pool.closeCachedConnections)
@@ -1337,6 +1351,7 @@ class GuardedEndpointIntegrationTests(TestCase):
         code, data = yield self.fetch(b"/", self.token)
         self.assertEqual(code, 200)
         self.assertIn(b"<!DOCTYPE html>", data)
+        assert self.node.control is not None
         self.assertEqual(self.node.control.statistics["noToken"], 2)
         self.assertEqual(self.node.control.statistics["badToken"], 1)
         code, data = yield self.fetch(b"/metrics")

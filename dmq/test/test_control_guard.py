@@ -23,6 +23,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import resource, server
 from zope.interface import implementer
 
 from dmq import sip
@@ -263,8 +264,15 @@ class _FakeEndpoint:
         pass
 
 
-def _status(request):
-    return b"<html>status</html>"
+class _StatusResource(resource.Resource):
+    """
+    Stands for the status page.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"<html>status</html>"
 
 
 class GuardedEndpointTests(SynchronousTestCase):
@@ -281,11 +289,7 @@ class GuardedEndpointTests(SynchronousTestCase):
         self.token: Optional[bytes] = TOKEN
 
     def start(self):
-        from twisted.web import resource
-
-        status = resource.Resource()
-        status.isLeaf = True
-        status.render_GET = _status
+        status = _StatusResource()
         self.endpoint = _FakeEndpoint()
         from prometheus_client import CollectorRegistry
 
@@ -540,6 +544,18 @@ class _Page(HTMLParser):
             self._cell.append(data)
 
 
+def getRequest() -> server.Request:
+    """
+    A request as twisted.web hands it to a resource, on a channel that goes
+    nowhere.
+    """
+    from twisted.web.test.requesthelper import DummyChannel
+
+    request = server.Request(DummyChannel(), False)
+    request.method = b"GET"
+    return request
+
+
 class StatusPageTests(SynchronousTestCase):
     """
     The status page of a node on a bus of three on an in-memory network,
@@ -558,9 +574,7 @@ class StatusPageTests(SynchronousTestCase):
         self.page = StatusPage(self.nodes[0], self.clock)
 
     def render(self):
-        from twisted.web.test.requesthelper import DummyRequest
-
-        request = DummyRequest([b""])
+        request = getRequest()
         html = self.page.render_GET(request)
         self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"text/html; charset=utf-8"])
         self.assertTrue(html.startswith(b"<!DOCTYPE html>"))
@@ -612,9 +626,7 @@ class StatusPageTests(SynchronousTestCase):
         What a peer or the bus says is shown as text, never as markup.
         """
         self.nodes[0].addPeer(_HostilePeer())
-        from twisted.web.test.requesthelper import DummyRequest
-
-        html = self.page.render_GET(DummyRequest([b""]))
+        html = self.page.render_GET(getRequest())
         self.assertNotIn(b"<script>", html)
         self.assertIn(b"&lt;script&gt;alert(1)&lt;/script&gt; &amp; more", html)
         self.assertEqual(_Page(html.decode()).external, [])
@@ -623,8 +635,6 @@ class StatusPageTests(SynchronousTestCase):
         """
         The summary shows the queue depth.
         """
-        from twisted.web.test.requesthelper import DummyRequest
-
-        html = self.page.render_GET(DummyRequest([b""])).decode()
+        html = self.page.render_GET(getRequest()).decode()
         self.assertIn('id="queue-depth">0<', html)
         self.assertIn('id="node-count">2<', html)

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import urllib.error
+from email.message import Message
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
@@ -20,9 +21,10 @@ from zope.interface import implementer
 from dmq import sip
 from dmq import __version__
 from dmq.ctl import TOKEN_FILE_VARIABLE, Watcher, controlURL, main, metricsURL, table
-from dmq.interfaces import IDMQPeer, PeerResponse
+from dmq.interfaces import IDMQPeer, INodeObserver, PeerResponse
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
+from dmq.test.test_control import controlPort
 
 NODES = [
     {
@@ -235,7 +237,7 @@ class TokenTests(SynchronousTestCase):
         """
         A 401 says how to give the token, or that it is wrong.
         """
-        refusal = urllib.error.HTTPError("http://127.0.0.1:5080/RPC", 401, "Unauthorized", {}, None)
+        refusal = urllib.error.HTTPError("http://127.0.0.1:5080/RPC", 401, "Unauthorized", Message(), None)
         code, _, err = run(["nodes"], FakeOpener(error=refusal))
         self.assertEqual(code, 1)
         self.assertIn("--token-file or $DMQCTL_TOKEN_FILE", err)
@@ -525,7 +527,7 @@ class FailureTests(SynchronousTestCase):
         """
         An HTTP error (a wrong path, say) is one line and exit 1.
         """
-        error = urllib.error.HTTPError("http://127.0.0.1:5080/x", 404, "Not Found", {}, io.BytesIO())
+        error = urllib.error.HTTPError("http://127.0.0.1:5080/x", 404, "Not Found", Message(), io.BytesIO())
         self.assertOneLine(FakeOpener(error=error), ["nodes"], "HTTP 404 Not Found")
 
     def test_rpcError(self):
@@ -582,8 +584,9 @@ class DMQCtlIntegrationTests(TestCase):
                 control="tcp:0:interface=127.0.0.11",
             ),
         )
-        activated = defer.Deferred()
+        activated: defer.Deferred[object] = defer.Deferred()
 
+        @implementer(INodeObserver)
         class Observer:
             def nodeActivated(self, node):
                 if not activated.called:
@@ -599,14 +602,14 @@ class DMQCtlIntegrationTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI("127.0.0.12", 25080),
-                notificationAddresses=[sip.URI("127.0.0.11", 25080)],
+                notificationAddresses=(sip.URI("127.0.0.11", 25080),),
             ),
         )
         self.b.bus.registerPeer(EchoPeer())
         self.b.startService()
         self.addCleanup(self.b.stopService)
         yield activated.addTimeout(5, reactor)
-        self.url = f"http://127.0.0.11:{self.a.control.port.getHost().port}/RPC"
+        self.url = f"http://127.0.0.11:{controlPort(self.a)}/RPC"
 
     @defer.inlineCallbacks
     def dmqctl(self, *arguments):

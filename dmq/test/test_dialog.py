@@ -14,6 +14,7 @@ import attr
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -142,9 +143,9 @@ class ReceiveTests(SynchronousTestCase):
         A body the wire refuses is answered C{400} with its reason, and
         logged once however often it comes.
         """
-        events: List[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         for _ in range(3):
             response = receive(self.peer, b'{"action":2,"h_entry":1,"h_id":2}')
             self.assertEqual((response.code, response.reason), (400, "Bad Request (action 2 without a state)"))
@@ -253,10 +254,10 @@ class SyncTests(SynchronousTestCase):
             self.bus.sent.append(arguments)
             return fail(RuntimeError("full"))
 
-        self.bus.send = cannotSend  # type: ignore[method-assign]
-        events: List[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.bus.send = cannotSend
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         receive(self.peer, b'{"action":4}')
         self.assertEqual(len([e for e in events if "could not be sent" in e.get("log_format", "")]), 1)
         self.assertEqual(len(self.bus.sent), 4)
@@ -387,7 +388,9 @@ class RPCTests(SynchronousTestCase):
         self.assertEqual(self.rpc.dlgList("call1@127.0.4.3"), entry)
         self.assertEqual(self.rpc.dlgList("call1@127.0.4.3", "b1"), {})
         receive(self.peer, b'{"action":1,"h_entry":1,"h_id":2,"callid":"call1@127.0.4.3"}')
-        self.assertEqual(len(self.rpc.dlgList("call1@127.0.4.3")), 2)
+        both = self.rpc.dlgList("call1@127.0.4.3")
+        assert isinstance(both, list)
+        self.assertEqual(len(both), 2)
 
     def test_badParameters(self) -> None:
         """

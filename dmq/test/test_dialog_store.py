@@ -6,13 +6,14 @@ dialog module applies what the bus tells it.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dmq.peers.dialog.store import (
     DEFAULT_LIFETIME,
+    Dialog,
     DialogChange,
     DialogStore,
     StoreFull,
@@ -26,16 +27,16 @@ CALLEE = Leg("b1", "0", "", "sip:bob@h")
 PROFILES = (Profile("calls"), Profile("caller", "alice", "p1"))
 
 
-def invite(dialogId: DialogId = ID, **fields: object) -> Update:
+def invite(dialogId: DialogId = ID, **fields: Any) -> Update:
     """
     The update a Kamailio node sends on an INVITE.
     """
-    values = dict(
+    values: Dict[str, Any] = dict(
         callID="c1@h", fromURI="sip:alice@h", toURI="sip:bob@h", reqURI="sip:bob@h:5080",
         initTS=1000, caller=CALLER, variables=(("origin", "h"),), profiles=PROFILES,
     )
     values.update(fields)
-    return Update(dialogId, **values)  # type: ignore[arg-type]
+    return Update(dialogId, **values)
 
 
 CONFIRM = StateChange(ID, DialogState.CONFIRMED, 1001, 3600, CALLER, CALLEE)
@@ -53,6 +54,14 @@ class StoreTests(SynchronousTestCase):
         self.changes: List[DialogChange] = []
         self.store.subscribe(self.changes.append)
 
+    def held(self) -> Dialog:
+        """
+        The dialog C{ID}, which the test knows the store holds.
+        """
+        dialog = self.store.get(ID)
+        assert dialog is not None
+        return dialog
+
     def kinds(self) -> List[tuple]:
         return [(c.kind, c.dialog.state) for c in self.changes]
 
@@ -65,7 +74,7 @@ class StoreTests(SynchronousTestCase):
         self.store.apply(StateChange(ID, DialogState.EARLY, 0, 0, CALLER))
         self.store.apply(CONFIRM)
         self.store.apply(StateChange(ID, DialogState.DELETED))
-        deleted = self.store.get(ID)
+        deleted = self.held()
         self.store.apply(Remove(ID, DialogState.DELETED))
         self.assertEqual(
             self.kinds(),
@@ -78,7 +87,9 @@ class StoreTests(SynchronousTestCase):
             ],
         )
         self.assertIsNone(self.changes[0].previous)
-        self.assertEqual(self.changes[2].previous.state, DialogState.EARLY)
+        previous = self.changes[2].previous
+        assert previous is not None
+        self.assertEqual(previous.state, DialogState.EARLY)
         self.assertEqual(len(self.store), 0)
         self.assertIsNone(self.store.get(ID))
         self.assertEqual(deleted.profiles, ())
@@ -91,7 +102,7 @@ class StoreTests(SynchronousTestCase):
         """
         self.store.apply(invite())
         self.store.apply(CONFIRM)
-        dialog = self.store.get(ID)
+        dialog = self.held()
         self.assertEqual(
             (dialog.caller, dialog.callee, dialog.startTS, dialog.lifetime),
             (CALLER, CALLEE, 1001, 3600),
@@ -106,8 +117,8 @@ class StoreTests(SynchronousTestCase):
         self.store.apply(invite())
         self.store.apply(CONFIRM)
         self.store.apply(StateChange(ID, DialogState.EARLY, 5, 5, Leg("x")))
-        self.assertEqual(self.store.get(ID).state, DialogState.CONFIRMED)
-        self.assertEqual(self.store.get(ID).caller, CALLER)
+        self.assertEqual(self.held().state, DialogState.CONFIRMED)
+        self.assertEqual(self.held().caller, CALLER)
         self.assertEqual(len(self.changes), 2)
 
     def test_syncedConfirmed(self) -> None:
@@ -117,7 +128,7 @@ class StoreTests(SynchronousTestCase):
         """
         self.store.apply(invite(state=DialogState.CONFIRMED, startTS=1001, lifetime=60, callee=CALLEE))
         self.assertEqual(self.kinds(), [("new", DialogState.CONFIRMED)])
-        dialog = self.store.get(ID)
+        dialog = self.held()
         self.assertEqual((dialog.callee, dialog.lifetime, dialog.startTS), (CALLEE, 60, 1001))
 
     def test_updateOfKnownDialog(self) -> None:
@@ -132,7 +143,7 @@ class StoreTests(SynchronousTestCase):
                 callee=CALLEE, variables=(("new", "1"), ("origin", "k")), profiles=(),
             )
         )
-        dialog = self.store.get(ID)
+        dialog = self.held()
         self.assertEqual(dialog.callID, "c1@h")
         self.assertEqual(dialog.variables, (("origin", "k"), ("new", "1")))
         self.assertEqual((dialog.initTS, dialog.state, dialog.profiles), (2000, DialogState.CONFIRMED, ()))
@@ -220,7 +231,7 @@ class StoreTests(SynchronousTestCase):
         """
         self.store.apply(invite())
         self.store.apply(CONFIRM)
-        dialog = self.store.get(ID)
+        dialog = self.held()
         fresh = DialogStore(Clock())
         fresh.apply(dialog.toUpdate())
         self.assertEqual(fresh.get(ID), dialog)

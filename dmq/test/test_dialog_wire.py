@@ -147,6 +147,7 @@ class DecodeTests(SynchronousTestCase):
         counts, as in Kamailio.
         """
         update = decode(SYNC_UPDATE)
+        assert isinstance(update, Update)
         self.assertEqual((update.state, update.caller, update.callee), (DialogState.CONFIRMED, CALLER, CALLEE))
         self.assertEqual((update.startTS, update.lifetime), (1795996126, 43200))
 
@@ -177,7 +178,9 @@ class DecodeTests(SynchronousTestCase):
             {"profiles": [{"value": "x"}, {"name": "p", "expires": 7, "flags": 1}]}
         )
         body = json.dumps({"action": 1, "h_entry": 1, "h_id": 2, "callid": "c", "profiles": profiles})
-        self.assertEqual(decode(body.encode()).profiles, (Profile("p", None, "", 7, 1),))
+        update = decode(body.encode())
+        assert isinstance(update, Update)
+        self.assertEqual(update.profiles, (Profile("p", None, "", 7, 1),))
 
     def assertBad(self, body: bytes, reason: str = "Bad Request") -> None:
         with self.assertRaises(BadMessage) as caught:

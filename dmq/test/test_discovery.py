@@ -6,13 +6,16 @@ A and AAAA records, and again on the clock, with a fake resolver.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.names import dns
+from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError, DNSServerError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,15 +27,17 @@ from dmq.test.fakenet import FakeNetwork, makeNode
 NAME = sip.parseURI("sip:dmq.example:5060")
 
 
-class FakeResolver:
+class FakeResolver(ResolverBase):
     """
     A resolver of a table: C{records[(kind, name)]} is a list of record
-    payloads, or an exception to fail with; other names do not exist.
+    payloads, or an exception to fail with; other names do not exist.  The
+    lookups it does not answer are L{ResolverBase}'s, which fail.
     With C{hold}, answers wait in C{pending} until the test fires them.
     """
 
     def __init__(self) -> None:
-        self.records: Dict[Tuple[str, str], object] = {}
+        super().__init__()
+        self.records: Dict[Tuple[str, str], Union[Sequence[dns.IEncodableRecord], Exception]] = {}
         self.queries: List[Tuple[str, str]] = []
         self.hold = False
         self.pending: List[Tuple[Deferred, object]] = []
@@ -54,7 +59,7 @@ class FakeResolver:
         elif isinstance(found, Exception):
             result = found
         else:
-            result = ([dns.RRHeader(name, type=p.TYPE, payload=p) for p in found], [], [])  # type: ignore[union-attr]
+            result = ([dns.RRHeader(name, type=p.TYPE, payload=p) for p in found], [], [])
         d: Deferred = Deferred()
         if self.hold:
             self.pending.append((d, result))
@@ -83,9 +88,9 @@ class FakeResolver:
         return self._answer("SRV", name)
 
 
-def resolved(resolver: FakeResolver, uri: sip.URI = NAME, **options: object) -> Resolution:
+def resolved(resolver: FakeResolver, uri: sip.URI = NAME, **options: Any) -> Resolution:
     results: List[Resolution] = []
-    resolveName(resolver, uri, **options).addCallback(results.append)  # type: ignore[arg-type]
+    resolveName(resolver, uri, **options).addCallback(results.append)
     [result] = results
     return result
 
@@ -255,11 +260,9 @@ class DiscoveryTests(SynchronousTestCase):
         self.discovery.refresh()
         self.resolver.a("dmq.example", "10.0.0.3")
         self.resolver.records[("AAAA", "dmq.example")] = DNSLookupError("timeout")
-        events: List[dict] = []
-        from twisted.logger import globalLogPublisher
-
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         self.discovery.refresh()
         self.assertEqual(self.found, ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
         self.assertEqual(self.lost, [])
@@ -425,6 +428,7 @@ class DropSeedTests(SynchronousTestCase):
         manager = NodeManager(Clock(), sip.URI("127.0.0.14", 5060))
         dropped = manager.addSeed(sip.URI("127.0.0.11", 5060))
         kept = manager.addSeed(sip.URI("127.0.0.12", 5060))
+        assert dropped is not None and kept is not None
         self.assertTrue(manager.dropSeed(sip.URI("127.0.0.11", 5060)))
         self.assertFalse(manager.dropSeed(sip.URI("127.0.0.11", 5060)))
         self.assertFalse(manager.isSeed(dropped))

@@ -26,6 +26,14 @@ class ForgottenIdentitiesTests(SynchronousTestCase):
         self.clock = Clock()
         self.forgotten = ForgottenIdentities(self.clock, 10.0, 4)
 
+    def found(self, identity: NodeIdentity) -> Forgotten:
+        """
+        What is remembered of C{identity}, which the test knows is forgotten.
+        """
+        forgotten = self.forgotten.find(identity)
+        assert forgotten is not None, identity
+        return forgotten
+
     def test_emptyForgetsNothing(self) -> None:
         """
         A new set covers no identity.
@@ -52,7 +60,7 @@ class ForgottenIdentitiesTests(SynchronousTestCase):
         address it shares with the node we know.
         """
         self.forgotten.forgetSpelling(identity("sip:node2.example.com:5060", "10.0.0.2"))
-        self.assertTrue(self.forgotten.find(identity("sip:node2.example.com:5060")).spellingOnly)
+        self.assertTrue(self.found(identity("sip:node2.example.com:5060")).spellingOnly)
         self.assertIsNone(self.forgotten.find(identity("sip:10.0.0.2:5060")))
 
     def test_spellingFirst(self) -> None:
@@ -62,7 +70,7 @@ class ForgottenIdentitiesTests(SynchronousTestCase):
         """
         self.forgotten.forgetNode(identity("sip:10.0.0.1:5060"))
         self.forgotten.forgetSpelling(identity("sip:10.0.0.1:5060"))
-        self.assertTrue(self.forgotten.find(identity("sip:10.0.0.1:5060")).spellingOnly)
+        self.assertTrue(self.found(identity("sip:10.0.0.1:5060")).spellingOnly)
 
     def test_expiry(self) -> None:
         """
@@ -93,7 +101,7 @@ class ForgottenIdentitiesTests(SynchronousTestCase):
         self.forgotten.remember(identity("sip:10.0.0.1"))
         self.assertEqual(len(self.forgotten), 2)
         self.assertIsNotNone(self.forgotten.find(identity("sip:10.0.0.3:5060")))
-        self.assertTrue(self.forgotten.find(identity("sip:10.0.0.1:5060")).spellingOnly)
+        self.assertTrue(self.found(identity("sip:10.0.0.1:5060")).spellingOnly)
         self.assertIsNone(self.forgotten.find(identity("sip:10.0.0.1")))
 
     def test_forgottenAgain(self) -> None:
@@ -105,7 +113,7 @@ class ForgottenIdentitiesTests(SynchronousTestCase):
         self.clock.advance(8)
         self.forgotten.forgetNode(identity("sip:10.0.0.1:5060"))
         self.clock.advance(8)
-        self.assertEqual(self.forgotten.find(identity("sip:10.0.0.1:5060")).until, 18.0)
+        self.assertEqual(self.found(identity("sip:10.0.0.1:5060")).until, 18.0)
 
     def test_bounded(self) -> None:
         """

@@ -16,8 +16,9 @@ import random
 import socket
 from typing import Any, Dict, Generator, List, Optional, Tuple
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorThreads, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, globalLogPublisher
@@ -26,9 +27,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dmq import sip
 from dmq.node import NodeStatus
+from dmq.peers.htable import parseTableSpec
 from dmq.tap import NodeConfig, makeNodeService
 from dmq.test import hostile
 from dmq.test.hostile import FailureRecorder, HostileInputs, Limits, Target, hostileReply, kdmqRequest
+from dmq.test.test_control import controlPort
+from dmq.test.test_sip import parseRequest
 
 TARGETS = [Target("127.0.0.91", 5060), Target("127.0.0.92", 5060)]
 SOURCE = ("127.0.0.93", 5060)
@@ -77,7 +81,7 @@ class HostileInputsTests(SynchronousTestCase):
         """
         generator = HostileInputs(3, TARGETS, SOURCE, mix=[("nodelist", 1), ("htable", 1)])
         for one in generator.inputs(200):
-            message = sip.parse(one.data)
+            message = parseRequest(one.data)
             self.assertEqual((message.via[0].host, message.via[0].port), SOURCE)
             self.assertEqual((message.uri.host, message.uri.port), (TARGETS[one.target].host, TARGETS[one.target].port))
 
@@ -231,6 +235,10 @@ class _Replies(DatagramProtocol):
         self.codes: Dict[str, int] = {}
         self.waiting: Dict[bytes, defer.Deferred] = {}
 
+    def send(self, data: bytes, address: Tuple[str, int]) -> None:
+        assert self.transport is not None, "not listening"
+        self.transport.write(data, address)
+
     def datagramReceived(self, data: bytes, address: Tuple[str, int]) -> None:
         code = data[8:11].decode("ascii", "replace") if data.startswith(b"SIP/2.0 ") else "request"
         self.codes[code] = self.codes.get(code, 0) + 1
@@ -248,7 +256,16 @@ class _Responder(DatagramProtocol):
         reply = hostileReply(data, self.rng)
         if reply is not None:
             self.answered += 1
+            assert self.transport is not None
             self.transport.write(reply[: hostile.MAX_UDP], address)
+
+
+def tcpTransport(protocol: Protocol) -> tcp.Connection:
+    """
+    The transport of C{protocol}, connected over TCP.
+    """
+    assert isinstance(protocol.transport, tcp.Connection), protocol.transport
+    return protocol.transport
 
 
 class _OneRequest(Protocol):
@@ -258,8 +275,9 @@ class _OneRequest(Protocol):
         self.done: defer.Deferred = defer.Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.write(self.data)
-        self.timeout = reactor.callLater(5, self.transport.abortConnection)
+        transport = tcpTransport(self)
+        transport.write(self.data)
+        self.timeout = reactor.callLater(5, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -294,8 +312,8 @@ class FuzzIntegrationTests(TestCase):
                 reactor,
                 NodeConfig(
                     serverAddress=sip.URI(host, port),
-                    notificationAddresses=[sip.URI(*other)],
-                    htables=[TABLE],
+                    notificationAddresses=(sip.URI(*other),),
+                    htables=(parseTableSpec(TABLE),),
                     control=f"tcp:0:interface={host}",
                     pingInterval=1,
                 ),
@@ -305,11 +323,12 @@ class FuzzIntegrationTests(TestCase):
             self.addCleanup(self.stop, node)
             self.nodes.append(node)
         self.replies = _Replies()
-        port = reactor.listenUDP(FUZZER[1], self.replies, interface=FUZZER[0], maxPacketSize=65535)
-        self.addCleanup(port.stopListening)
+        udp = IReactorUDP(reactor)
+        listening = udp.listenUDP(FUZZER[1], self.replies, interface=FUZZER[0], maxPacketSize=65535)
+        self.addCleanup(listening.stopListening)
         self.responder = _Responder()
-        port = reactor.listenUDP(RESPONDER[1], self.responder, interface=RESPONDER[0], maxPacketSize=65535)
-        self.addCleanup(port.stopListening)
+        listening = udp.listenUDP(RESPONDER[1], self.responder, interface=RESPONDER[0], maxPacketSize=65535)
+        self.addCleanup(listening.stopListening)
         return self.waitFor(self.agree, 10, "the nodes did not list each other as active")
 
     def collectLeftovers(self) -> None:
@@ -331,7 +350,7 @@ class FuzzIntegrationTests(TestCase):
         threads have ended and their results arrived, so that what they log
         is this test's and not the next one's.
         """
-        pool = reactor.getThreadPool()
+        pool = IReactorThreads(reactor).getThreadPool()
         idle = 0
         for _ in range(200):
             statistics = pool._team.statistics()
@@ -366,8 +385,7 @@ class FuzzIntegrationTests(TestCase):
         return None if found is None else found.status
 
     def controlPort(self, node) -> int:
-        port: int = node.control.port.getHost().port
-        return port
+        return controlPort(node)
 
     @defer.inlineCallbacks
     def http(self, node, data: bytes):
@@ -386,10 +404,10 @@ class FuzzIntegrationTests(TestCase):
         Send a request from the fuzzer's socket; fire with the final code,
         or C{None} after 3 s.
         """
-        d = defer.Deferred()
+        d: defer.Deferred[Optional[int]] = defer.Deferred()
         self.replies.waiting[tag.encode()] = d
         target = Target(*node.bindAddress)
-        self.replies.transport.write(kdmqRequest(target, FUZZER, peer, body, contentType, tag=tag), node.bindAddress)
+        self.replies.send(kdmqRequest(target, FUZZER, peer, body, contentType, tag=tag), node.bindAddress)
         d.addTimeout(3, reactor, onTimeoutCancel=lambda *_: None)
         return d
 
@@ -423,7 +441,7 @@ class FuzzIntegrationTests(TestCase):
 
                 d.addCallback(done)
             else:
-                self.replies.transport.write(one.data, node.bindAddress)
+                self.replies.send(one.data, node.bindAddress)
             sent += 1
             if sent % perTick == 0:
                 delay = started + sent / CI_RATE - reactor.seconds()
@@ -442,9 +460,9 @@ class FuzzIntegrationTests(TestCase):
         for node in self.nodes:
             protocol = Protocol()
             yield connectProtocol(TCP4ClientEndpoint(reactor, node.bindAddress[0], self.controlPort(node)), protocol)
-            protocol.transport.write(b"POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-            slow.append(protocol)
-        self.addCleanup(lambda: [p.transport.abortConnection() for p in slow if p.transport.connected])
+            tcpTransport(protocol).write(b"POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            slow.append(tcpTransport(protocol))
+        self.addCleanup(lambda: [t.abortConnection() for t in slow if t.connected])
         sent = yield self.send(CI_COUNT)
         yield deferLater(reactor, 1, lambda: None)
 
@@ -467,6 +485,7 @@ class FuzzIntegrationTests(TestCase):
             if status != "200":
                 problems.append(f"node {name}'s control endpoint answered {status}")
         a, b = self.nodes
+        assert a.htable is not None and b.htable is not None
         for _ in range(50):
             if b.htable.get("kdmq", "ci-rpc-a") == "rpc" and a.htable.get("kdmq", "ci-rpc-b") == "rpc":
                 break

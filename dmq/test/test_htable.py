@@ -18,6 +18,7 @@ from twisted.application.service import IService
 from twisted.internet import defer, reactor
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -42,7 +43,7 @@ from dmq.peers.htable import (
 from dmq.test.captures import DATA, datagrams
 from dmq.config import NodeConfig
 from dmq.tap import makeNodeService
-from dmq.test.fakenet import FakeNetwork, makeNode
+from dmq.test.fakenet import Datagram, FakeNetwork, makeNode
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, waitFor
 
 # The tables of the captured Kamailio nodes (kamailio-node.cfg.example).
@@ -185,7 +186,7 @@ class Cluster:
         The htable datagrams sent since index C{since} of C{network.sent},
         parsed: C{(index, datagram, message)}.
         """
-        found = []
+        found: list[tuple[int, Datagram, sip.Message]] = []
         for i, datagram in enumerate(self.network.sent[since:], since):
             message = sip.parse(datagram.data)
             if isinstance(message, sip.Request):
@@ -200,7 +201,7 @@ class Cluster:
 
 
 def result(deferred):
-    results = []
+    results: list[object] = []
     deferred.addBoth(results.append)
     return results
 
@@ -337,7 +338,7 @@ class ReceiveTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def receive(self, body, node=None):
@@ -693,8 +694,8 @@ class ReceiveTests(SynchronousTestCase):
         traceback; the other cells are applied and the dump is answered
         C{200}.
         """
-        events = []
-        self.patch(HTablePeer, "_log", Logger(observer=events.append))
+        events = EventLoggingObserver()
+        self.patch(HTablePeer, "_log", Logger(observer=events))
         self.clock, self.bus, self.peer = makePeer()
         self.clock.advance(1_700_000_000)
         body = (
@@ -770,8 +771,8 @@ class ReceiveTests(SynchronousTestCase):
         """
         Bad input is logged once, as a warning, without a traceback.
         """
-        events = []
-        self.patch(HTablePeer, "_log", Logger(observer=events.append))
+        events = EventLoggingObserver()
+        self.patch(HTablePeer, "_log", Logger(observer=events))
         self.clock, self.bus, self.peer = makePeer()
         self.receive(b"{not json")
         [event] = events
@@ -1036,7 +1037,7 @@ class APITests(SynchronousTestCase):
         Subscribers hear of every change with its origin; a failing one is
         logged and does not stop the others; unsubscribing works.
         """
-        changes = []
+        changes: list[Change] = []
 
         def broken(change):
             raise RuntimeError("subscriber bug")
@@ -1080,7 +1081,7 @@ class ExpiryTests(SynchronousTestCase):
         self.clock, self.bus, self.peer = makePeer(
             (KDMQ, EXPIRING, "fixed=>autoexpire=60;updateexpire=0")
         )
-        self.expired = []
+        self.expired: list[str] = []
 
         def onChange(c):
             if c.origin == "expired":
@@ -1509,8 +1510,14 @@ class RPCTests(SynchronousTestCase):
         for key in keys:
             peer.set("t", key, key)
         dump = HTableRPC(peer).dump("t")
+
+        def slotSize(entry: dict[str, object]) -> int:
+            slot = entry["slot"]
+            assert isinstance(slot, list)
+            return len(slot)
+
         self.assertEqual(sum(e["size"] for e in dump), 9)
-        self.assertEqual([e["size"] for e in dump], [len(e["slot"]) for e in dump])
+        self.assertEqual([e["size"] for e in dump], [slotSize(e) for e in dump])
         self.assertEqual(sorted(e["entry"] for e in dump), [e["entry"] for e in dump])
         self.assertLessEqual(len(dump), 8)
 
@@ -1599,7 +1606,7 @@ class KamailioInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(ip, 5060),
-                notificationAddresses=[sip.parseURI(s) for s in seeds],
+                notificationAddresses=tuple(sip.parseURI(s) for s in seeds),
                 pingInterval=5,
             ),
         )

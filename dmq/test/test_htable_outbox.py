@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -52,19 +53,19 @@ class ManualBus:
     def send(self, peerId, body, node, contentType="text/plain", maxForwards=1):
         if node in self.refuse:
             return fail(TransactionLimitExceeded("full"))
-        d = Deferred()
+        d: Deferred[sip.Response] = Deferred()
         self.sent.append((body, node, d))
         return d
 
     def broadcast(self, peerId, body, contentType="text/plain", exclude=None, maxForwards=1):
         targets = [n for n in self.others if n.status is NodeStatus.ACTIVE]
-        results = {}
+        results: dict[Node, sip.Response | Failure] = {}
         waiting = []
         for node in targets:
             d = self.send(peerId, body, node, contentType)
             d.addBoth(lambda r, n=node: results.__setitem__(n, r))
             waiting.append(d)
-        done = Deferred()
+        done: Deferred[dict[Node, sip.Response | Failure]] = Deferred()
 
         def check(_=None):
             if len(results) == len(targets) and not done.called:
@@ -89,7 +90,7 @@ class ManualBus:
 
 
 def fired(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     return results
 

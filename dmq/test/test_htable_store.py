@@ -31,7 +31,7 @@ class StoreTestCase(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = HTableStore(self.clock, [KDMQ, LOCAL, EXPIRING, parseTableSpec(FIXED)])
-        self.changes = []
+        self.changes: list[Change] = []
         self.store.subscribe(self.changes.append)
 
 
@@ -157,7 +157,7 @@ class ValueTests(StoreTestCase):
         A failing subscriber is logged and does not stop the others;
         unsubscribing (twice is harmless) stops the calls.
         """
-        heard = []
+        heard: list[Change] = []
 
         def broken(change):
             raise RuntimeError("subscriber bug")
@@ -306,13 +306,14 @@ class RemoveMatchingTests(StoreTestCase):
 
     def setUp(self):
         StoreTestCase.setUp(self)
-        for key, value in [
+        cells: list[tuple[str, int | str]] = [
             ("203.0.113.7", "ban"),
             ("203.0.113.8", 1),
             ("alice", "sip:alice@192.0.2.10"),
             ("bob", "sip:bob@example.com"),
             ("Alpha", "x-bob-x\nline 2"),
-        ]:
+        ]
+        for key, value in cells:
             self.store.set("kdmq", key, value)
         self.changes[:] = []
 
@@ -554,7 +555,7 @@ class CapTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.store = HTableStore(self.clock, [KDMQ, EXPIRING], maxCells=3, maxBytes=100)
-        self.changes = []
+        self.changes: list[Change] = []
         self.store.subscribe(self.changes.append)
 
     def test_defaults(self):

@@ -49,7 +49,7 @@ class InteropTestCase(TestCase):
         node = makeNodeService(
             reactor,
             NodeConfig(
-                serverAddress=sip.URI(ip, 5060), notificationAddresses=[sip.parseURI(s) for s in seeds], **options
+                serverAddress=sip.URI(ip, 5060), notificationAddresses=tuple(sip.parseURI(s) for s in seeds), **options
             ),
         )
         node.startService()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import List
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -37,7 +38,7 @@ class KeyedJobQueueTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
+        self.queue: KeyedJobQueue[str] = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
         self.outcomes = Outcomes()
         self.started: List[str] = []
         self.pending: dict = {}
@@ -141,7 +142,7 @@ class KeyedJobQueueTests(SynchronousTestCase):
         Once C{maxQueue} jobs wait, a job that cannot start at once is
         refused; one that can start at once is still taken.
         """
-        queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=1, timeout=10.0)
+        queue: KeyedJobQueue[str] = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=1, timeout=10.0)
         queue.submit("a", self.job("a1"))
         queue.submit("a", self.job("a2"))
         self.assertFalse(queue.accepts("a"))
@@ -156,7 +157,7 @@ class KeyedJobQueueTests(SynchronousTestCase):
         """
         With C{maxQueue} 0, only jobs that can start at once are taken.
         """
-        queue = KeyedJobQueue(self.clock, numWorkers=1, maxQueue=0, timeout=10.0)
+        queue: KeyedJobQueue[str] = KeyedJobQueue(self.clock, numWorkers=1, maxQueue=0, timeout=10.0)
         self.assertTrue(queue.accepts("a"))
         queue.submit("a", self.job("a1"))
         self.assertFalse(queue.accepts("b"))
@@ -199,6 +200,7 @@ class KeyedJobQueueTests(SynchronousTestCase):
         self.submit("k", "k1")
         self.submit("k", "k2")
         first, second = self.clock.getDelayedCalls()
+        assert isinstance(second, DelayedCall)
         func, args, kw = second.func, second.args, second.kw
         second.cancel()
         func(*args, **kw)
@@ -250,7 +252,7 @@ class CallTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.queue = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
+        self.queue: KeyedJobQueue[str] = KeyedJobQueue(self.clock, numWorkers=2, maxQueue=2, timeout=10.0)
 
     def test_atOnce(self) -> None:
         """
@@ -276,8 +278,8 @@ class CallTests(SynchronousTestCase):
             return "two"
 
         second = self.queue.call("k", secondJob)
-        self.assertIsInstance(running, Deferred)
-        self.assertIsInstance(second, Deferred)
+        assert isinstance(running, Deferred)
+        assert isinstance(second, Deferred)
         self.assertEqual(order, [])
         first.callback("one")
         self.assertEqual(self.successResultOf(running), "one")
@@ -288,10 +290,11 @@ class CallTests(SynchronousTestCase):
         """
         With every worker taken, a job of another key waits as well.
         """
-        blockers = [Deferred(), Deferred()]
+        blockers: list[Deferred[None]] = [Deferred(), Deferred()]
         for key, blocker in zip("ab", blockers):
             self.queue.call(key, lambda blocker=blocker: blocker)
         waiting = self.queue.call("c", lambda: "c")
+        assert isinstance(waiting, Deferred)
         self.assertNoResult(waiting)
         blockers[0].callback(None)
         self.assertEqual(self.successResultOf(waiting), "c")
@@ -322,7 +325,7 @@ class CallTests(SynchronousTestCase):
         """
         A job there is no room for is refused with L{QueueFull}.
         """
-        blockers = [Deferred(), Deferred()]
+        blockers: list[Deferred[None]] = [Deferred(), Deferred()]
         for key, blocker in zip("ab", blockers):
             self.queue.call(key, lambda blocker=blocker: blocker)
         self.queue.call("c", lambda: None)
@@ -355,7 +358,7 @@ class ShareTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.queue = KeyedJobQueue(
+        self.queue: KeyedJobQueue[tuple[str, int]] = KeyedJobQueue(
             self.clock, numWorkers=1, maxQueue=4, timeout=10.0, groupOf=lambda key: key[0], share=2
         )
         self.blocker: Deferred = Deferred()

@@ -15,6 +15,7 @@ from typing import Dict, Set
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -270,13 +271,14 @@ class ComponentTests(SynchronousTestCase):
         self.assertEqual({labels for name, labels in metrics if name == "dmq_stream_connections"}, {tcp})
 
         connection = reactor.tcpServers[0][1].buildProtocol(IPv4Address("TCP", "127.0.0.12", 40000))
+        assert connection is not None
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.12", 40000))
         connection.makeConnection(transport)
         metrics = samples(node.metrics)
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "connections_accepted"), *tcp))], 1)
         self.assertEqual(metrics[("dmq_stream_connections", tcp)], 1)
         connection.dataReceived(b"KDMQ sip:x SIP/2.0\r\nContent-Length: many\r\n\r\n")
-        connection.connectionLost(None)
+        connection.connectionLost(connectionDone)
         metrics = samples(node.metrics)
         self.assertEqual(metrics[("dmq_stream_events_total", (("event", "unframable"), *tcp))], 1)
         self.assertEqual(metrics[("dmq_stream_connections", tcp)], 0)

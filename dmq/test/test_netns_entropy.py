@@ -255,7 +255,8 @@ class AntiEntropyTests(SynchronousTestCase):
         anti-entropy (no sync asked for).
         """
         self.startAll()
-        for key, value in [("a", "1"), ("b", 2), ("doomed", "d")]:
+        cells: list[tuple[str, Union[str, int]]] = [("a", "1"), ("b", 2), ("doomed", "d")]
+        for key, value in cells:
             self.set(1, key, value)
         self.set(2, "c", "3")
         self.holding(self.nodes, {"a": "1", "b": 2, "c": "3", "doomed": "d"}, 5.0, "replicated to all three")

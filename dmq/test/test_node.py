@@ -327,6 +327,7 @@ class CaptureTests(ManagerTestCase):
         n2 = self.manager(local=N2, seeds=[N1])
         self.assertEqual(n2.nodeListBody(), self.body("01-n2-join.txt"))
         seed = n2.find(N1)
+        assert seed is not None
         self.assertEqual(n2.merge(captured("01-n1-notify-n2.txt"), sender=seed), 1)
         self.assertIs(seed.status, ACTIVE)
         self.assertEqual(n2.nodeListBody(), self.body("01-n2-reply-n1.txt"))
@@ -356,6 +357,7 @@ class CaptureTests(ManagerTestCase):
         n1.merge(captured("01-n2-join.txt"), sender=N2)
         n1.merge(captured("01-n3-join.txt"), sender=N3)
         n3 = n1.find(N3)
+        assert n3 is not None
         n1.notificationTimedOut(n3, ACTIVE)
         self.assertIs(n3.status, DISABLED)
         self.assertEqual(n1.nodeListBody(), self.body("04-n1-reply-n2-n3-disabled.txt"))
@@ -388,6 +390,7 @@ class CaptureTests(ManagerTestCase):
         """
         n2 = self.manager(local=N2, seeds=[N1])
         seed = n2.find(N1)
+        assert seed is not None
         n2.notificationSucceeded(seed)
         n2.merge(captured("01-n1-notify-n3.txt"), sender=seed)
         n3 = n2.find(N3)
@@ -424,6 +427,7 @@ class CaptureTests(ManagerTestCase):
         prober = uri("sip:notification_peer@127.0.0.1:5099")
         n1.merge(lines(b"sip:127.0.0.1:5099;status=active\r\n"), sender=prober)
         node = n1.find(prober)
+        assert node is not None
         self.assertEqual(
             n1.merge(lines(b"sip:127.0.0.1:5099;status=disabled\r\n"), sender=prober), 1
         )
@@ -692,6 +696,7 @@ class OutcomeTests(ManagerTestCase):
         """
         manager = self.manager(seeds=[N2])
         seed = manager.find(N2)
+        assert seed is not None
         manager.notificationSucceeded(seed)
         for i in range(5):
             manager.notificationTimedOut(seed, seed.status)
@@ -704,6 +709,7 @@ class OutcomeTests(ManagerTestCase):
         """
         manager = self.manager(seeds=[N2])
         seed = manager.find(N2)
+        assert seed is not None
         manager.changeStatus(N2, DISABLED)
         manager.notificationTimedOut(seed, NOT_ACTIVE)
         self.assertIs(seed.status, DISABLED)
@@ -717,6 +723,7 @@ class OutcomeTests(ManagerTestCase):
         """
         manager = self.manager(seeds=[uri("sip:127.0.0.1:5062;transport=udp")])
         seed = manager.find(N2)
+        assert seed is not None
         manager.merge(lines(b"sip:127.0.0.1:5062;status=disabled\r\n"), sender=seed)
         manager.notificationTimedOut(seed, DISABLED)
         self.assertEqual(manager.pingTargets(), [seed])
@@ -778,6 +785,7 @@ class OutcomeTests(ManagerTestCase):
         """
         manager = self.manager(seeds=[N2], failCountEnabled=True)
         seed = manager.find(N2)
+        assert seed is not None
         manager.notificationSucceeded(seed)
         manager.notificationTimedOut(seed, ACTIVE)
         self.assertEqual((seed.status, seed.failCount), (NOT_ACTIVE, 1))
@@ -989,6 +997,7 @@ class TombstoneTests(ManagerTestCase):
         self.clock.advance(DEFAULT_TOMBSTONE_TIME)
         manager.merge(lines(b"sip:127.0.0.1:5063;status=disabled\r\n"), sender=N2)
         again = manager.find(N3)
+        assert again is not None
         self.assertIsNot(again, n3)
         manager.notificationSucceeded(n3)
         self.assertIs(again.status, ACTIVE)
@@ -1088,6 +1097,7 @@ class ObserverTests(ManagerTestCase):
         """
         manager = self.manager()
 
+        @implementer(INodeObserver)
         class Broken:
             def nodeActivated(self, node):
                 raise RuntimeError("broken")

@@ -222,7 +222,7 @@ class FailureTests(SynchronousTestCase):
         A node that stops tells the others, who mark it disabled at once and
         do not wait for a timeout.
         """
-        stopped = []
+        stopped: list[object] = []
         self.c.stopService().addCallback(stopped.append)
         self.cluster.network.run(0.1)
         self.assertEqual(stopped, [None])
@@ -524,7 +524,7 @@ class LoopbackMembershipIntegrationTests(TestCase):
         """
         nodes = []
         for i, host in enumerate(HOSTS):
-            seeds = [sip.URI(HOSTS[0], 35060)] if i else []
+            seeds = (sip.URI(HOSTS[0], 35060),) if i else ()
             node = makeNodeService(
                 reactor,
                 NodeConfig(serverAddress=sip.URI(host, 35060), notificationAddresses=seeds, pingInterval=1),
@@ -772,7 +772,7 @@ class HostileListTests(SynchronousTestCase):
         still timed out and removed.
         """
         announce = self.a.notification.announce
-        failed = []
+        failed: list[tuple[object, ...]] = []
 
         def broken(*args, **kwargs):
             if len(failed) < 3:

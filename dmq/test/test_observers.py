@@ -21,8 +21,8 @@ class ObserversTests(SynchronousTestCase):
         Observers are told in the order they were added; a removed one is
         told nothing more.
         """
-        told = []
-        observers: Observers = Observers("thing")
+        told: list[str] = []
+        observers: Observers[str] = Observers("thing")
         for name in "abc":
             observers.add(name)
         observers.remove("b")

@@ -8,7 +8,7 @@ L{FakeNetwork}, checked against issue 15's targets.
 from __future__ import annotations
 
 import random
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -17,8 +17,9 @@ from zope.interface.verify import verifyObject
 from dmq import sip
 from dmq.interfaces import IDMQPeer, INodeObserver
 from dmq.node import NodeStatus
-from dmq.probe import PROBE_PEER_ID
+from dmq.probe import PROBE_PEER_ID, ProbeDetector
 from dmq.probewire import MAX_NEWS, BadProbe, News, NewsQueue, ProbeMessage, decodeProbe, encodeProbe
+from dmq.service import DMQNodeService
 from dmq.test.fakenet import FakeNetwork, HeapClock, crashNode, makeNode
 
 
@@ -100,7 +101,7 @@ class InterfaceTests(SynchronousTestCase):
         L{ProbeDetector} provides L{IDMQPeer} and L{INodeObserver}.
         """
         bus = Bus(self, 1, seed=0, net="127.0.7")
-        detector = bus.nodes[0].probe
+        detector = bus.node(0).probe
         self.assertTrue(verifyObject(IDMQPeer, detector))
         self.assertTrue(verifyObject(INodeObserver, detector))
 
@@ -121,6 +122,14 @@ class _Watch:
         self._bus.events.append((self._bus.clock.seconds(), self._viewer, "down", node.uri.host))
 
 
+def probeOf(node: DMQNodeService) -> ProbeDetector:
+    """
+    The failure detector of C{node}, which runs one.
+    """
+    assert node.probe is not None, "no detector"
+    return node.probe
+
+
 class Bus:
     """
     C{count} nodes with the detector on one clock and network, every
@@ -129,7 +138,7 @@ class Bus:
 
     def __init__(
         self, testCase: SynchronousTestCase, count: int, seed: int, net: str = "127.0.6",
-        stagger: float = 0.0, started: Optional[int] = None, **options: object,
+        stagger: float = 0.0, started: Optional[int] = None, **options: Any,
     ) -> None:
         self.clock = HeapClock()
         self.network = FakeNetwork(self.clock)
@@ -137,7 +146,7 @@ class Bus:
         self.options = dict(options, probe=options.get("probe", True))
         self.hosts = [f"{net}.{i + 1}" for i in range(count)]
         self.events: List[Tuple[float, int, str, str]] = []
-        self.nodes: List[Optional[object]] = []
+        self.nodes: List[Optional[DMQNodeService]] = []
         self._loss = random.Random(f"loss:{seed}")
         testCase.addCleanup(self.stop)
         for i in range(count if started is None else started):
@@ -145,7 +154,7 @@ class Bus:
             if stagger:
                 self.network.run(stagger)
 
-    def start(self, i: int, **options: object):
+    def start(self, i: int, **options: Any):
         node = makeNode(
             self.clock, self.network, self.hosts[i], seeds=[self.hosts[0]] if i else [],
             random=random.Random(f"{self.seed}:{i}:{self.clock.seconds()}"),
@@ -158,6 +167,14 @@ class Bus:
             self.nodes.append(node)
         return node
 
+    def node(self, i: int) -> DMQNodeService:
+        """
+        Node C{i}, which the test knows is running.
+        """
+        node = self.nodes[i]
+        assert node is not None, f"node {i} is down"
+        return node
+
     def lose(self, fraction: float) -> None:
         """
         Lose C{fraction} of the datagrams on every link, seeded.
@@ -168,10 +185,10 @@ class Bus:
         crashNode(self.network, self.nodes[i])
         self.nodes[i] = None
 
-    def live(self) -> List[Tuple[int, object]]:
+    def live(self) -> List[Tuple[int, DMQNodeService]]:
         return [(i, node) for i, node in enumerate(self.nodes) if node is not None]
 
-    def status(self, viewer: object, target: int) -> Optional[NodeStatus]:
+    def status(self, viewer: DMQNodeService, target: int) -> Optional[NodeStatus]:
         found = viewer.nodeManager.find(sip.URI(self.hosts[target], 5060))
         return None if found is None else found.status
 
@@ -230,7 +247,7 @@ class DetectorTests(SynchronousTestCase):
         )
         self.assertIsNotNone(removed)
         for _, node in bus.live():
-            self.assertGreaterEqual(node.probe.statistics["deaths"] + node.probe.statistics["suspicions"], 1)
+            self.assertGreaterEqual(probeOf(node).statistics["deaths"] + probeOf(node).statistics["suspicions"], 1)
 
     def test_killedRightAfterJoining(self) -> None:
         """
@@ -280,8 +297,8 @@ class DetectorTests(SynchronousTestCase):
         bus.network.run(600)
         self.assertEqual([event for event in bus.events if event[2] == "down"], [])
         self.assertTrue(bus.converged())
-        suspicions = sum(node.probe.statistics["suspicions"] for _, node in bus.live())
-        deaths = sum(node.probe.statistics["deaths"] for _, node in bus.live())
+        suspicions = sum(probeOf(node).statistics["suspicions"] for _, node in bus.live())
+        deaths = sum(probeOf(node).statistics["deaths"] for _, node in bus.live())
         self.assertGreater(suspicions, 0)
         self.assertEqual(deaths, 0)
 
@@ -314,8 +331,8 @@ class DetectorTests(SynchronousTestCase):
         lone = (bus.hosts[3], 5060)
         bus.network.drop = lambda d: (d.source == lone) != (d.destination == lone)
         bus.network.run(20)
-        self.assertEqual([n.uri.host for n in bus.nodes[3].nodeManager.nodes()], [bus.hosts[3]])
-        self.assertIsNone(bus.status(bus.nodes[0], 3))
+        self.assertEqual([n.uri.host for n in bus.node(3).nodeManager.nodes()], [bus.hosts[3]])
+        self.assertIsNone(bus.status(bus.node(0), 3))
         bus.network.drop = None
         self.assertIsNotNone(bus.runUntil(bus.converged, 2, step=0.01))
 
@@ -329,12 +346,14 @@ class DetectorTests(SynchronousTestCase):
         bus.start(3, probe=False)
         self.assertIsNotNone(bus.runUntil(bus.converged, 10))
         bus.network.run(10)
-        plain = bus.nodes[3]
+        plain = bus.node(3)
         self.assertIsNone(plain.probe)
         for i, node in bus.live()[:3]:
             found = node.nodeManager.find(sip.URI(bus.hosts[3], 5060))
-            self.assertFalse(node.probe.covers(found))
-            self.assertTrue(node.probe.covers(node.nodeManager.find(sip.URI(bus.hosts[(i + 1) % 3], 5060))))
+            following = node.nodeManager.find(sip.URI(bus.hosts[(i + 1) % 3], 5060))
+            assert found is not None and following is not None
+            self.assertFalse(probeOf(node).covers(found))
+            self.assertTrue(probeOf(node).covers(following))
         bus.kill(3)
         bus.network.run(8)
         # The detector does not judge it: still active after 8 s.
@@ -380,7 +399,7 @@ class HostileProbeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.bus = Bus(self, 2, seed=6, net="127.0.7")
         self.assertIsNotNone(self.bus.runUntil(self.bus.converged, 5))
-        self.node = self.bus.nodes[0]
+        self.node = self.bus.node(0)
         # Off the ticks' times, so that what a request makes us send at once
         # is told from the rounds.
         self.bus.network.run(0.37)
@@ -410,10 +429,10 @@ class HostileProbeTests(SynchronousTestCase):
         """
         A body that is not a probe message is answered 400 and counted.
         """
-        before = self.node.probe.statistics["badMessages"]
+        before = probeOf(self.node).statistics["badMessages"]
         replies = self.send(b"ping \xff\r\n", (self.bus.hosts[1], 5060), "bad1")
         self.assertTrue(replies[0].startswith(b"SIP/2.0 400 "))
-        self.assertEqual(self.node.probe.statistics["badMessages"], before + 1)
+        self.assertEqual(probeOf(self.node).statistics["badMessages"], before + 1)
 
     def test_strangerPingRequest(self) -> None:
         """

@@ -274,6 +274,7 @@ class RefusalSignatureTests(SynchronousTestCase):
         replayed = withBranch(sent, "z9hG4bKreplay")
         refused = refusal(keyring, replayed, reason="Replayed Request")
         moved = sip.parse(sip.serialise(refused).replace(b"z9hG4bKreplay", b"z9hG4bK1"))
+        assert isinstance(moved, sip.Response)
         self.assertEqual(moved.via[0].branch, "z9hG4bK1")
         self.assertEqual(verifyReply(keyring, sent, moved, 1000.0), BAD_SIGNATURE)
         value = signReply(keyring, 403, replayed, b"", 1000.0)

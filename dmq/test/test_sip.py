@@ -24,7 +24,6 @@ from dmq.sip import (
     SIPParseError,
     URI,
     Via,
-    canonicalName,
     checkRequest,
     parse,
     parseNameAddress,
@@ -33,6 +32,7 @@ from dmq.sip import (
     responseFor,
     serialise,
 )
+from dmq.sip.headers import _CANONICAL_NAMES, _KNOWN_NAMES, _LIST_HEADERS, canonicalName
 from dmq.test.captures import Capture, datagrams
 
 # The traffic of a real Kamailio 5.6.3 bus: every datagram is a valid message.
@@ -1727,7 +1727,7 @@ taggedAddresses = st.builds(
 # Names written canonically, as parse writes them: known names, and unknown
 # tokens (which keep their spelling).  Content-Length is not a header of the
 # model.
-knownNames = sorted(set(sip._CANONICAL_NAMES.values()) - {"Content-Length"})
+knownNames = sorted(set(_CANONICAL_NAMES.values()) - {"Content-Length"})
 headerNames = st.one_of(
     st.sampled_from(knownNames),
     tokens.filter(lambda name: canonicalName(name) == name),
@@ -1750,7 +1750,7 @@ def headerLists(draw: Callable) -> Tuple[Tuple[str, str], ...]:
                 uris().map(str),
             )
         )
-        if name in sip._LIST_HEADERS:
+        if name in _LIST_HEADERS:
             value = value.replace(",", "")
         result.append((name, value.strip(" \t")))
     return tuple(result)
@@ -1773,7 +1773,7 @@ responses = st.builds(
 
 COMPACT = {
     long: short
-    for short, long in sip._CANONICAL_NAMES.items()
+    for short, long in _CANONICAL_NAMES.items()
     if len(short) == 1 and short.islower()
 }
 
@@ -1809,7 +1809,7 @@ def otherSpellings(message: sip.Message) -> st.SearchStrategy:
         while i < len(headers):
             name, value = headers[i]
             i += 1
-            if name in sip._KNOWN_NAMES:
+            if name in _KNOWN_NAMES:
                 spelling = draw(
                     st.sampled_from(
                         [name, name.lower(), name.upper(), COMPACT.get(name, name)]
@@ -1817,7 +1817,7 @@ def otherSpellings(message: sip.Message) -> st.SearchStrategy:
                 )
             else:
                 spelling = name
-            if name in sip._LIST_HEADERS and value and not set('"<>') & set(value):
+            if name in _LIST_HEADERS and value and not set('"<>') & set(value):
                 # Join the next values of the same header, as a list.
                 while (
                     i < len(headers)
@@ -1953,6 +1953,7 @@ class PropertyTests(SynchronousTestCase):
         """
         arguments = (message, code, reason, extras, body, toTag)
         try:
+            # Drawn to include what responseFor refuses: wrong types on purpose.
             expected = serialise(responseFor(*arguments))  # type: ignore[arg-type]
         except ValueError:
             self.assertRaises(ValueError, sip.serialiseReply, *arguments)

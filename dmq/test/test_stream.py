@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -70,7 +70,7 @@ class FakeEndpoint:
         self.attempts = []
 
     def connect(self, factory):
-        d = Deferred()
+        d: Deferred[IProtocol] = Deferred()
         self.attempts.append((factory, d))
         return d
 
@@ -94,7 +94,7 @@ class StreamTestsMixin:
             maxMessage=4096,
             endpointFor=lambda address: self.endpoint,
         )
-        self.handled = []
+        self.handled: list[sip.Request] = []
 
         def handler(transaction):
             self.handled.append(transaction.request)
@@ -104,6 +104,7 @@ class StreamTestsMixin:
 
     def accept(self):
         protocol = self.stream.serverFactory().buildProtocol(IPv4Address("TCP", *PEER))
+        assert protocol is not None
         transport = StringTransport(peerAddress=IPv4Address("TCP", *PEER))
         protocol.makeConnection(transport)
         return protocol, transport
@@ -277,6 +278,7 @@ class PoolTests(StreamTestsMixin, SynchronousTestCase):
         self.assertEqual(transport.value().count(b"KDMQ sip:"), 2)
         self.assertEqual(self.stream.transactions.statistics["retransmissionsSent"], 0)
         parsed = sip.parse(first)
+        assert isinstance(parsed, sip.Request)
         protocol.dataReceived(sip.serialise(sip.responseFor(parsed, 200, "OK")))
         self.assertEqual(self.successResultOf(d1).code, 200)
         self.clock.advance(12)

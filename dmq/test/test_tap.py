@@ -64,18 +64,21 @@ def _peerModule(testCase):
     C{--peer}.
     """
     module = types.ModuleType("dmq_test_peers")
-    module.Greeter = Greeter
-    module.greeter = Greeter(peerId="greeter")
-    module.other = Greeter(peerId="other")
-    module.notification = Greeter(peerId="notification_peer")
-    module.HTableLike = Greeter(peerId="htable")
-    module.notAPeer = 42
-    module.makesNothing = lambda node: object()
 
     def broken(node):
         raise RuntimeError("no tables configured")
 
-    module.broken = broken
+    # A module built at run time has no attributes its type knows of.
+    vars(module).update(
+        Greeter=Greeter,
+        greeter=Greeter(peerId="greeter"),
+        other=Greeter(peerId="other"),
+        notification=Greeter(peerId="notification_peer"),
+        HTableLike=Greeter(peerId="htable"),
+        notAPeer=42,
+        makesNothing=lambda node: object(),
+        broken=broken,
+    )
     sys.modules[module.__name__] = module
     testCase.addCleanup(sys.modules.pop, module.__name__)
 
@@ -424,7 +427,7 @@ class HelpTests(SynchronousTestCase):
         """
         from dmq import __version__
 
-        output = []
+        output: list[str] = []
         self.patch(sys, "stdout", types.SimpleNamespace(write=output.append, flush=lambda: None))
         error = self.assertRaises(SystemExit, parse, "--version")
         self.assertEqual(error.code, 0)
@@ -670,7 +673,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(self.reactor.getDelayedCalls())
         self.assertEqual(node.protocol.transactions.liveClientTransactions, 1)
 
-        stopped = []
+        stopped: list[object] = []
         node.stopService().addBoth(stopped.append)
         self.assertEqual(stopped, [None])
         self.assertFalse(udp.listening)
@@ -719,7 +722,7 @@ class MakeServiceTests(SynchronousTestCase):
             pass
 
         module = types.ModuleType("dmq_test_service_peer")
-        module.peer = ServicePeer(peerId="svc")
+        vars(module)["peer"] = ServicePeer(peerId="svc")
         sys.modules[module.__name__] = module
         self.addCleanup(sys.modules.pop, module.__name__)
         node = self.build("--peer", "dmq_test_service_peer.peer")
@@ -759,14 +762,16 @@ class MakeNodeServiceTests(SynchronousTestCase):
         config = NodeConfig(
             serverAddress=sip.URI("127.0.0.11", 5060),
             pingInterval=7,
-            peers=[("dmq_test_peers.Greeter", Greeter)],
+            peers=(("dmq_test_peers.Greeter", Greeter),),
             control="tcp:5080:interface=127.0.0.11",
         )
         node = makeNodeService(FakeReactor(), config)
         self.assertEqual(node.ping.pingInterval, 7)
         self.assertEqual(node.bindAddress, ("127.0.0.11", 5060))
         self.assertEqual([peer.peerId for peer in node.bus.peers], ["notification_peer", "greeter"])
-        self.assertIs(node.bus.peers[1].node, node)
+        greeter = node.bus.peers[1]
+        assert isinstance(greeter, Greeter)
+        self.assertIs(greeter.node, node)
         self.assertIs(node.control, list(node)[-1])
 
     def test_badPeer(self):
@@ -775,7 +780,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
         """
         _peerModule(self)
         broken = sys.modules["dmq_test_peers"].broken
-        config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=[("broken", broken)])
+        config = NodeConfig(serverAddress=sip.URI("127.0.0.11", 5060), peers=(("broken", broken),))
         error = self.assertRaises(ValueError, makeNodeService, FakeReactor(), config)
         self.assertIn("broken: calling it with the node failed", str(error))
 
@@ -800,7 +805,7 @@ class MakeNodeServiceTests(SynchronousTestCase):
         self.patch(client, "createResolver", createResolver)
         config = NodeConfig(
             serverAddress=sip.URI("127.0.0.11", 5060),
-            notificationAddresses=[sip.URI("dmq.example", 5060)],
+            notificationAddresses=(sip.URI("dmq.example", 5060),),
             multiNotify=True,
         )
         makeNodeService(FakeReactor(), config)
@@ -853,6 +858,7 @@ class HTableOptionsTests(SynchronousTestCase):
         )
         self.assertIn(node.htable, node.bus.peers)
         self.assertIn(node.htable, list(node))
+        assert node.htable is not None
         self.assertEqual(node.htable.tables(), ["kdmq"])
         self.assertTrue(
             {"htable.get", "htable.sets", "htable.seti", "htable.delete", "htable.dump", "htable.listTables"}

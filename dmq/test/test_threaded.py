@@ -7,13 +7,38 @@ with a fake pool whose "threads" the test runs by hand.
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from dmq import sip
 from dmq.interfaces import IDMQPeer, PeerResponse
+from dmq.node import Node, NodeStatus
 from dmq.threaded import ThreadedPeer
+
+NODE = Node(sip.URI("127.0.0.12", 5060), NodeStatus.ACTIVE)
+
+
+def request(n: int) -> sip.Request:
+    """
+    The KDMQ request numbered C{n}: its body says which it is.
+    """
+    uri = sip.URI("127.0.0.11", 5060, user="blocking")
+    return sip.Request(
+        "KDMQ",
+        uri,
+        (
+            ("To", f"<{uri.toString()}>"),
+            ("From", "<sip:blocking@127.0.0.12:5060>;tag=1"),
+            ("CSeq", f"{n + 1} KDMQ"),
+            ("Call-ID", f"{n}@127.0.0.12"),
+            ("Max-Forwards", "1"),
+        ),
+        str(n).encode("ascii"),
+    )
 
 
 @implementer(IDMQPeer)
@@ -40,20 +65,20 @@ class BlockingPeer:
         self.added.append(node)
 
 
-class FakePool:
+class FakePool(ThreadPool):
     """
-    Stands for a L{ThreadPool <twisted.python.threadpool.ThreadPool>}: calls handed to it wait in C{queue} until
-    the test starts one (L{start}), and return when the test says so.
+    A L{ThreadPool <twisted.python.threadpool.ThreadPool>} that starts no threads: calls handed to it wait in
+    C{queue} until the test starts one (L{startCall}), and return when the test says so.
     """
 
     def __init__(self, max=2):
-        self.max = max
+        super().__init__(minthreads=0, maxthreads=max, name="fake")
         self.queue = []
 
-    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
-        self.queue.append((onResult, f, args, kwargs))
+    def callInThreadWithCallback(self, onResult, func, *args, **kw):
+        self.queue.append((onResult, func, args, kw))
 
-    def start(self):
+    def startCall(self):
         """
         A thread takes the oldest queued call and runs it.
 
@@ -71,16 +96,17 @@ class FakePool:
         Run every queued call to its end, and those queued meanwhile.
         """
         while self.queue:
-            self.start()()
+            self.startCall()()
 
 
+@implementer(IReactorFromThreads)
 class FakeReactor:
     """
     Calls from a thread run at once.
     """
 
-    def callFromThread(self, f, *args, **kwargs):
-        f(*args, **kwargs)
+    def callFromThread(self, callable, *args, **kwargs):
+        callable(*args, **kwargs)
 
 
 class ThreadedPeerTests(SynchronousTestCase):
@@ -108,21 +134,21 @@ class ThreadedPeerTests(SynchronousTestCase):
         C{messageReceived} and C{nodeAdded} run the wrapped peer's in the
         pool and fire with what it returns.
         """
-        received = self.threaded.messageReceived("request", None)
-        added = self.threaded.nodeAdded("node")
+        received = self.threaded.messageReceived(request(0), None)
+        added = self.threaded.nodeAdded(NODE)
         self.assertNoResult(received)
         self.assertEqual(self.peer.received, [])
         self.pool.run()
         self.assertEqual(self.successResultOf(received), PeerResponse(200, "OK"))
         self.assertIsNone(self.successResultOf(added))
-        self.assertEqual((self.peer.received, self.peer.added), (["request"], ["node"]))
+        self.assertEqual((self.peer.received, self.peer.added), ([request(0)], [NODE]))
 
     def test_error(self):
         """
         An exception in the wrapped peer fails the L{Deferred <twisted.internet.defer.Deferred>} with it.
         """
         threaded = ThreadedPeer(BlockingPeer(error=ZeroDivisionError()), FakeReactor(), self.pool)
-        d = threaded.messageReceived("request", None)
+        d = threaded.messageReceived(request(0), None)
         self.pool.run()
         self.failureResultOf(d, ZeroDivisionError)
 
@@ -131,14 +157,14 @@ class ThreadedPeerTests(SynchronousTestCase):
         A call cancelled while it waits in the pool's queue fails at once
         and is never made: its place is then free again.
         """
-        d = self.threaded.messageReceived("late", None)
+        d = self.threaded.messageReceived(request(0), None)
         self.assertEqual(len(self.pool.queue), 1)
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.pool.run()
         self.assertEqual(self.peer.received, [])
         self.assertEqual(self.flushLoggedErrors(), [])
-        again = [self.threaded.messageReceived(i, None) for i in range(2)]
+        again = [self.threaded.messageReceived(request(i), None) for i in range(2)]
         self.assertEqual(len(self.pool.queue), 2)
         self.pool.run()
         self.assertEqual([self.successResultOf(d).code for d in again], [200, 200])
@@ -148,14 +174,14 @@ class ThreadedPeerTests(SynchronousTestCase):
         No more calls than the pool has threads are handed to it; the others
         wait, in order, for one to return.
         """
-        calls = [self.threaded.messageReceived(i, None) for i in range(5)]
+        calls = [self.threaded.messageReceived(request(i), None) for i in range(5)]
         self.assertEqual(len(self.pool.queue), 2)
-        finish = self.pool.start()
+        finish = self.pool.startCall()
         self.assertEqual(len(self.pool.queue), 1)
         finish()
         self.assertEqual(len(self.pool.queue), 2)
         self.pool.run()
-        self.assertEqual(self.peer.received, [0, 1, 2, 3, 4])
+        self.assertEqual(self.peer.received, [request(i) for i in range(5)])
         self.assertEqual([self.successResultOf(d).code for d in calls], [200] * 5)
 
     def test_threads(self):
@@ -164,7 +190,7 @@ class ThreadedPeerTests(SynchronousTestCase):
         """
         threaded = ThreadedPeer(self.peer, FakeReactor(), self.pool, threads=1)
         for i in range(3):
-            threaded.messageReceived(i, None)
+            threaded.messageReceived(request(i), None)
         self.assertEqual(len(self.pool.queue), 1)
 
     def test_cancelledWhileWaiting(self):
@@ -172,13 +198,13 @@ class ThreadedPeerTests(SynchronousTestCase):
         A call cancelled while it waits for a place fails at once and never
         reaches the pool.
         """
-        first = self.threaded.messageReceived(0, None)
-        second = self.threaded.messageReceived(1, None)
-        waiting = self.threaded.messageReceived(2, None)
+        first = self.threaded.messageReceived(request(0), None)
+        second = self.threaded.messageReceived(request(1), None)
+        waiting = self.threaded.messageReceived(request(2), None)
         waiting.cancel()
         self.failureResultOf(waiting, CancelledError)
         self.pool.run()
-        self.assertEqual(self.peer.received, [0, 1])
+        self.assertEqual(self.peer.received, [request(0), request(1)])
         self.successResultOf(first)
         self.successResultOf(second)
 
@@ -188,15 +214,15 @@ class ThreadedPeerTests(SynchronousTestCase):
         place until the thread returns, so that the next call waits.
         """
         threaded = ThreadedPeer(self.peer, FakeReactor(), self.pool, threads=1)
-        running = threaded.messageReceived(0, None)
-        finish = self.pool.start()
+        running = threaded.messageReceived(request(0), None)
+        finish = self.pool.startCall()
         running.cancel()
         self.failureResultOf(running, CancelledError)
-        following = threaded.messageReceived(1, None)
+        following = threaded.messageReceived(request(1), None)
         self.assertEqual(self.pool.queue, [])
         finish()
         self.pool.run()
-        self.assertEqual(self.peer.received, [0, 1])
+        self.assertEqual(self.peer.received, [request(0), request(1)])
         self.successResultOf(following)
 
     def test_errorAfterCancel(self):
@@ -205,8 +231,8 @@ class ThreadedPeerTests(SynchronousTestCase):
         since nobody is left to receive it.
         """
         threaded = ThreadedPeer(BlockingPeer(error=ZeroDivisionError()), FakeReactor(), self.pool)
-        d = threaded.messageReceived("request", None)
-        finish = self.pool.start()
+        d = threaded.messageReceived(request(0), None)
+        finish = self.pool.startCall()
         d.cancel()
         finish()
         self.failureResultOf(d, CancelledError)

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, waitFor
 from dmq.test import test_tls_live
 from dmq.test.test_tls_live import statuses, tlsURI
+from dmq.test.tlsca import TestCA
 
 NOTIFICATION = "notification_peer"
 _TLS_MODULE = "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so"
@@ -39,6 +40,8 @@ class KamailioTLSTests(TestCase):
     timeout = 60
 
     setUp = test_tls_live.TLSBusTests.setUp
+    # Set by the setUp borrowed above.
+    ca: TestCA
 
     def tlsNode(self, ip, seeds=(), ca=None, **options):
         """

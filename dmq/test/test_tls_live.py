@@ -13,6 +13,8 @@ from twisted.trial.unittest import TestCase
 
 from dmq.config import NodeConfig, parseServerAddress
 from dmq.nodeaddress import parseNodeAddress
+from dmq.peers.htable import parseTableSpec
+from dmq.stream import SIPStreamTransport
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import waitFor
 from dmq.test.test_stream import kdmq
@@ -36,7 +38,7 @@ def tlsURI(ip):
 class _Recorder(Protocol):
     def __init__(self):
         self.received = b""
-        self.lost = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
         self.reason = None
 
     def dataReceived(self, data):
@@ -59,7 +61,7 @@ def startTLSNode(testCase, ca, ip, seeds=(), **options):
         reactor,
         NodeConfig(
             serverAddress=parseServerAddress(tlsURI(ip)),
-            notificationAddresses=[parseNodeAddress(s) for s in seeds],
+            notificationAddresses=tuple(parseNodeAddress(s) for s in seeds),
             tlsCertificate=certificate,
             tlsPrivateKey=key,
             tlsCA=ca.caPath,
@@ -144,8 +146,8 @@ class TLSBusTests(TestCase):
                 reactor,
                 NodeConfig(
                     serverAddress=parseServerAddress(uris[i]),
-                    notificationAddresses=[parseNodeAddress(uris[0])] if i else [],
-                    htables=[KDMQ_TABLE],
+                    notificationAddresses=(parseNodeAddress(uris[0]),) if i else (),
+                    htables=(parseTableSpec(KDMQ_TABLE),),
                     pingInterval=2,
                 ),
             )
@@ -160,8 +162,10 @@ class TLSBusTests(TestCase):
             interval=0.05,
             description="two TCP nodes active",
         )
-        yield b.htable.set("kdmq", "k", 1)
-        yield waitFor(lambda: a.htable.get("kdmq", "k") == 1, timeout=5, interval=0.05)
+        tableA, tableB = a.htable, b.htable
+        assert tableA is not None and tableB is not None
+        yield tableB.set("kdmq", "k", 1)
+        yield waitFor(lambda: tableA.get("kdmq", "k") == 1, timeout=5, interval=0.05)
         # A body of most of a mebibyte goes (one datagram would carry 64 KiB).
         from dmq.test.test_bus import RecordingPeer
 
@@ -171,8 +175,10 @@ class TLSBusTests(TestCase):
         response = yield b.bus.send("big", b"x" * 1000000, target)
         self.assertEqual(response.code, 200)
         self.assertEqual(len(peer.received[0][0].body), 1000000)
-        self.assertEqual(a.protocol.streams["tcp"].transactions.statistics["retransmissionsSent"], 0)
-        self.assertIsNone(a.protocol.peerCommonName(next(iter(a.protocol.streams["tcp"].connections))))
+        tcp = a.protocol.streams["tcp"]
+        assert isinstance(tcp, SIPStreamTransport)
+        self.assertEqual(tcp.transactions.statistics["retransmissionsSent"], 0)
+        self.assertIsNone(a.protocol.peerCommonName(next(iter(tcp.connections))))
 
     @defer.inlineCallbacks
     def test_clientWithoutCertificateRefused(self):
@@ -193,6 +199,7 @@ class TLSBusTests(TestCase):
         protocol.transport.write(kdmq())
         yield recorder.lost
         self.assertEqual(recorder.received, b"")
+        assert recorder.reason is not None
         self.assertIn("certificate required", str(recorder.reason.value))
         self.assertEqual(node.protocol.streams["tls"].statistics["received"], 0)
 

@@ -11,7 +11,7 @@ import errno
 import gc
 import socket
 import weakref
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import attr
 from hypothesis import given, settings, strategies as st
@@ -81,14 +81,23 @@ def kdmqBytes(
     ).encode("ascii") + body
 
 
-def kdmqRequest(**kwargs: object) -> Request:
+def kdmqRequest(**kwargs: Any) -> Request:
     """
     Return a parsed and checked request; see L{kdmqBytes}.
     """
-    request = sip.parse(kdmqBytes(**kwargs))  # type: ignore[arg-type]
+    request = sip.parse(kdmqBytes(**kwargs))
     assert isinstance(request, Request)
     sip.checkRequest(request)
     return request
+
+
+def respond(transaction: ServerTransaction, code: int, reason: Optional[str] = None) -> None:
+    """
+    Answer C{transaction}, which holds its request until it is answered.
+    """
+    request = transaction.request
+    assert request is not None, "answered already"
+    transaction.respond(sip.responseFor(request, code, reason, toTag="t"))
 
 
 def outgoingRequest() -> Request:
@@ -129,6 +138,14 @@ class FakeSend:
         if self.error is not None:
             raise self.error
         self.sent.append((self._clock.seconds(), data, address))
+
+    def responses(self) -> List[Response]:
+        """
+        What was sent, parsed: responses only, as the test knows.
+        """
+        messages = self.messages()
+        assert all(isinstance(m, Response) for m in messages), messages
+        return [m for m in messages if isinstance(m, Response)]
 
     @property
     def times(self) -> List[float]:
@@ -176,7 +193,7 @@ class LayerTestCase(SynchronousTestCase):
         self,
         handler: Optional[Callable[[ServerTransaction], None]] = None,
         sentBy: Address = LOCAL,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> TransactionLayer:
         self.clock = Clock()
         self.send = FakeSend(self.clock)
@@ -192,7 +209,7 @@ class LayerTestCase(SynchronousTestCase):
             self.send,
             requestReceived,
             sentBy,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         return self.layer
 
@@ -859,7 +876,7 @@ class ServerTransactionTests(LayerTestCase):
         A handler may answer before it returns.
         """
         self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, toTag="t"))
+            lambda t: respond(t, 200)
         )
         self.receive()
         [response] = self.send.messages()
@@ -992,7 +1009,7 @@ class ServerTransactionTests(LayerTestCase):
         retransmission is then a new request.
         """
         self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, "OK", toTag="t")),
+            lambda t: respond(t, 200, "OK"),
             maxTransactions=2,
         )
         self.receive(branch="z9hG4bKfirst00000000000")
@@ -1007,7 +1024,7 @@ class ServerTransactionTests(LayerTestCase):
         self.assertEqual(len(self.received), 4)
         self.receive(branch="z9hG4bKthird00000000000")
         self.assertEqual(len(self.received), 4)
-        self.assertEqual([r.code for r in self.send.messages()], [200] * 5)
+        self.assertEqual([r.code for r in self.send.responses()], [200] * 5)
 
     def test_handlerRaises(self) -> None:
         """
@@ -1035,7 +1052,7 @@ class ServerTransactionTests(LayerTestCase):
         """
 
         def handler(transaction: ServerTransaction) -> None:
-            transaction.respond(sip.responseFor(transaction.request, 202, toTag="t"))
+            respond(transaction, 202)
             raise RuntimeError("boom")
 
         self.makeLayer(handler)
@@ -1101,7 +1118,7 @@ class ServerTransactionTests(LayerTestCase):
         self.makeLayer(lambda t: t.reply(180))
         self.receive()
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-        [response] = self.send.messages()
+        [response] = self.send.responses()
         self.assertEqual(response.code, 500)
 
     def test_abandoned(self) -> None:
@@ -1146,11 +1163,14 @@ class ServerTransactionTests(LayerTestCase):
         them all, each on time (or at most T1/8 late, when it comes due
         with others).
         """
-        self.makeLayer(
-            lambda t: t.respond(sip.responseFor(t.request, 200, toTag="t"))
-            if t.request.callID.startswith("answer")
-            else None
-        )
+
+        def handler(transaction: ServerTransaction) -> None:
+            request = transaction.request
+            assert request is not None
+            if request.callID.startswith("answer"):
+                respond(transaction, 200)
+
+        self.makeLayer(handler)
         for i in range(100):
             self.receive(branch=f"z9hG4bKa{i}", callID=f"answer-{i}")
             self.receive(branch=f"z9hG4bKp{i}", callID=f"pending-{i}")
@@ -1199,9 +1219,7 @@ class StopTests(LayerTestCase):
         self.assertEqual(self.layer.liveServerTransactions, 0)
 
         sends = len(self.send.sent)
-        self.received[1].respond(
-            sip.responseFor(self.received[1].request, 200, toTag="t")
-        )
+        respond(self.received[1], 200)
         self.assertEqual(len(self.send.sent), sends)
 
     def test_afterStop(self) -> None:

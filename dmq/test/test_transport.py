@@ -12,13 +12,16 @@ import socket
 
 from twisted.internet import defer, reactor
 from twisted.internet.error import InvalidAddressError, MessageLengthError
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from dmq import sip
 from dmq.test.captures import datagrams
+from dmq.test.test_sip import parseResponse
 from dmq.transaction import TransactionLayerStopped
 from dmq.transport import MAX_DATAGRAM, SIPDatagramProtocol, SIPPort, listenSIP
 
@@ -111,7 +114,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         self.assertEqual(seen[0].body, b"{}")
         self.assertEqual(len(transport.written), 2)
         self.assertEqual(transport.written[0], transport.written[1])
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (200, "OK"))
         self.assertEqual(transport.written[0][1], SOURCE)
 
@@ -121,7 +124,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST, SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (404, "User Not Found"))
         self.assertEqual(reply.header("Call-ID"), "c1@127.0.0.12")
         self.assertEqual(reply.to.tag is not None, True)
@@ -135,7 +138,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             b"10 KDMQ", b"10 OPTIONS"
         )
         protocol.datagramReceived(options, SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual(reply.code, 405)
         self.assertEqual(reply.header("Allow"), "KDMQ")
 
@@ -151,7 +154,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             b"10 KDMQ", b"10 OPTIONS"
         )
         protocol.datagramReceived(options, SOURCE)
-        self.assertEqual(sip.parse(transport.written[0][0]).code, 200)
+        self.assertEqual(parseResponse(transport.written[0][0]).code, 200)
 
     def test_shortBodyAnswered400(self):
         """
@@ -161,7 +164,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST.replace(b"Length: 2", b"Length: 200"), SOURCE)
         [(data, address)] = transport.written
-        reply = sip.parse(data)
+        reply = parseResponse(data)
         self.assertEqual(reply.code, 400)
         self.assertEqual(reply.reason, "Body shorter than Content-Length")
         self.assertEqual(address, SOURCE)
@@ -173,7 +176,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         protocol.datagramReceived(KDMQ_REQUEST.replace(b"Call-ID: c1@127.0.0.12\r\n", b""), SOURCE)
-        reply = sip.parse(transport.written[0][0])
+        reply = parseResponse(transport.written[0][0])
         self.assertEqual((reply.code, reply.reason), (400, "Missing Call-ID header"))
 
     def test_garbageDropped(self):
@@ -181,9 +184,9 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         Bytes that are no SIP message are dropped, counted and warned about once.
         """
         clock, protocol, transport = connectedProtocol(self)
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         for _ in range(5):
             protocol.datagramReceived(b"this is not a SIP message\r\n", SOURCE)
         self.assertEqual(transport.written, [])
@@ -199,6 +202,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         """
         clock, protocol, transport = connectedProtocol(self)
         request = sip.parse(KDMQ_REQUEST)
+        assert isinstance(request, sip.Request)
         protocol.datagramReceived(
             sip.serialise(sip.responseFor(request, 200, "OK", toTag="x")), SOURCE
         )
@@ -243,7 +247,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             protocol.datagramReceived(request, SOURCE)
             [(data, address)] = transport.written
             self.assertEqual(address, ("127.0.0.12", 5070))
-            reply = sip.parse(data)
+            reply = parseResponse(data)
             self.assertEqual(reply.code, 200)
             self.assertEqual(reply.via[0].received, "127.0.0.12")
         self.assertEqual(self.flushLoggedErrors(), [])
@@ -285,7 +289,7 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
             protocol.datagramReceived(request, SOURCE)
             [(data, address)] = transport.written
             self.assertEqual(address, SOURCE)
-            reply = sip.parse(data)
+            reply = parseResponse(data)
             self.assertEqual((reply.code, reply.reason), (400, "Bad CSeq header"))
             self.assertEqual(reply.via[0].received, "127.0.0.12")
             self.assertEqual(protocol.statistics["badRequests"], 1)
@@ -298,9 +302,9 @@ class SIPDatagramProtocolTests(SynchronousTestCase):
         traceback.
         """
         clock, protocol, transport = connectedProtocol(self, IPv4PortTransport())
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         protocol.setHandler(
             "KDMQ", lambda t: t.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)
         )
@@ -440,7 +444,7 @@ class SIPPortTests(SynchronousTestCase):
         self.assertEqual(
             [e[0] for e in sock.events], ["received", "sent", "received", "received", "sent", "sent"]
         )
-        replies = [sip.parse(e[1]) for e in sock.events if e[0] == "sent"]
+        replies = [parseResponse(e[1]) for e in sock.events if e[0] == "sent"]
         self.assertEqual([r.code for r in replies], [200] * 3)
         self.assertEqual(
             [r.header("Call-ID") for r in replies], ["c1@127.0.0.12", "c2@127.0.0.12", "c3@127.0.0.12"]
@@ -465,9 +469,9 @@ class SIPPortTests(SynchronousTestCase):
         A reply the socket refuses when the read ends is counted and
         warned of, without a traceback, and the replies after it still go.
         """
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         protocol, sock, port = self.connect([(request(n), SOURCE) for n in (1, 2, 3)])
         # The first reply leaves at once; the second is refused.
         sock.refusals = [0, errno.ENOBUFS]
@@ -554,6 +558,7 @@ class ListenSIPTests(SynchronousTestCase):
         """
         asked = []
 
+        @implementer(IReactorUDP)
         class UDPReactor(MemoryReactorClock):
             def listenUDP(self, *arguments):
                 asked.append(arguments)
@@ -579,15 +584,17 @@ class LoopbackUDPIntegrationTests(TestCase):
         server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
         client = SIPDatagramProtocol(reactor, ("127.0.0.12", 15060))
         body = "é".encode("utf-8") * 30000
-        server.setHandler(
-            "KDMQ",
-            lambda t: t.respond(
+
+        def echo(transaction):
+            request = transaction.request
+            assert request is not None
+            transaction.respond(
                 sip.responseFor(
-                    t.request, 200, "OK", headers=[("Content-Type", "text/plain")],
-                    body=t.request.body[::-1], toTag="s",
+                    request, 200, "OK", headers=[("Content-Type", "text/plain")], body=request.body[::-1], toTag="s"
                 )
-            ),
-        )
+            )
+
+        server.setHandler("KDMQ", echo)
         for protocol in (server, client):
             self.listen(protocol)
         request = sip.Request(
@@ -610,7 +617,7 @@ class LoopbackUDPIntegrationTests(TestCase):
 
     def listen(self, protocol):
         host, port = protocol.sentBy
-        listening = listenSIP(reactor, port, protocol, host)
+        listening = listenSIP(IReactorUDP(reactor), port, protocol, host)
         self.assertIsInstance(listening, SIPPort)
         self.addCleanup(listening.stopListening)
         self.addCleanup(protocol.stop)
@@ -648,7 +655,7 @@ class LoopbackUDPIntegrationTests(TestCase):
         """
         server = SIPDatagramProtocol(reactor, ("127.0.0.11", 15060))
         self.listen(server)
-        answered = defer.Deferred()
+        answered: defer.Deferred[None] = defer.Deferred()
 
         def handler(transaction):
             transaction.reply(200, "OK", [("Content-Type", "text/plain")], b"x" * 100)

@@ -12,6 +12,7 @@ import ipaddress
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,12 +24,31 @@ from dmq.node import NodeManager, NodeStatus
 from dmq.signing import SIGNATURE_HEADER, Keyring, signRequest
 from dmq.tap import Options
 from dmq.test.fakenet import FakeNetwork, makeNode
+from dmq.test.test_sip import parseRequest
 from dmq.trust import REFUSAL_CAUSES, Trust, parseNetwork
 from zope.interface import implementer
 
 KEY = b"bus-key-0123456789abcdef"
 OTHER = b"other-key-0123456789abcd"
 A, B, C, STRANGER = "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.66"
+
+
+def topBranch(data: bytes) -> bytes:
+    """
+    The branch of the top Via of the request in C{data}.
+    """
+    branch = parseRequest(data).via[0].branch
+    assert branch is not None
+    return branch.encode("ascii")
+
+
+def keyringOf(options: Options) -> Keyring:
+    """
+    The keyring C{options} were given.
+    """
+    keyring = options.nodeConfig.keyring
+    assert keyring is not None
+    return keyring
 
 
 @implementer(IDMQPeer)
@@ -39,6 +59,7 @@ class Peer:
 
     peerId = "data"
     description = "records"
+    acceptsStrangers = False
 
     def __init__(self, answer=None):
         self.received = []
@@ -89,7 +110,7 @@ class Bus:
         }
 
     def send(self, source, target, peerId="data", body=b"x"):
-        outcome = []
+        outcome: list[object] = []
         node = self.nodes[source]
         d = node.bus.send(peerId, body, node.nodeManager.find(sip.URI(target, 5060)))
         d.addBoth(outcome.append)
@@ -145,7 +166,7 @@ def holdAnswers(bus, host):
     @return: the L{defer.Deferred}s it answered with, in order: fire one to
         answer.
     """
-    pending = []
+    pending: list[defer.Deferred[PeerResponse]] = []
 
     def answer():
         pending.append(defer.Deferred())
@@ -163,7 +184,7 @@ def sendMany(bus, source, target, count):
     """
     node = bus.nodes[source]
     to = node.nodeManager.find(sip.URI(target, 5060))
-    replies = []
+    replies: list[sip.Response] = []
     for i in range(count):
         node.bus.send("data", b"%d" % i, to).addCallback(replies.append)
     bus.network.run(0.1)
@@ -184,6 +205,7 @@ class MemberIndexTests(SynchronousTestCase):
         A seed is a member whatever its status; the local node never is.
         """
         seed = self.manager.find(sip.URI(B, 5060))
+        assert seed is not None
         self.assertEqual(seed.status, NodeStatus.NOT_ACTIVE)
         self.assertIs(self.manager.memberAt(B, 5060), seed)
         self.assertIsNone(self.manager.memberAt(B, 5061))
@@ -282,9 +304,9 @@ class MembershipBySourceTests(SynchronousTestCase):
         A non-member's request to a data peer gets 403, even with a member's
         From URI, and is counted and logged with its source.
         """
-        logged = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
         replies = self.bus.inject(A, "data", b"x", fromHost=B)
         self.assertEqual(codes(replies), [(403, "Not A Member")])
         self.assertEqual(self.bus.peers[A].received, [])
@@ -388,7 +410,8 @@ class AllowFromTests(SynchronousTestCase):
         """
         clock = Clock()
         manager = NodeManager(clock, sip.URI(A, 5060), [sip.URI(STRANGER, 5060)])
-        trust = Trust(clock, (parseNetwork("10.0.0.0/8"),), isSeed=manager.isSeed)
+        # As dmq.service does: Trust, below dmq.node, types a member as object.
+        trust = Trust(clock, (parseNetwork("10.0.0.0/8"),), isSeed=manager.isSeed)  # type: ignore[arg-type]
         seed = manager.memberAt(STRANGER, 5060)
         request = sip.Request("KDMQ", sip.URI(A, 5060, "data"))
         self.assertIsNone(trust.check(request, (STRANGER, 5060), seed))
@@ -609,7 +632,7 @@ class SignedRefusalTests(SynchronousTestCase):
         Start a send of C{source}'s to C{target}'s data peer; the list its
         outcome will be in.
         """
-        outcome = []
+        outcome: list[object] = []
         node = self.bus.nodes[source]
         d = node.bus.send("data", body, node.nodeManager.find(sip.URI(target, 5060)))
         d.addBoth(outcome.append)
@@ -654,7 +677,7 @@ class SignedRefusalTests(SynchronousTestCase):
         self.bus.network.run(0.01)
         [original] = held
         self.bus.network.drop = None
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         # A copy from the node's own address (forged, or the node's own
         # retransmission rewritten on the way), so from a member.
         copy = original.data.replace(branch, branch + b"x")
@@ -677,7 +700,7 @@ class SignedRefusalTests(SynchronousTestCase):
         outcome = self.sendLater(A, B)
         self.bus.network.run(0.01)
         [original] = held
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         self.bus.nodes[B].protocol.datagramReceived(
             original.data.replace(branch, branch + b"x"), original.source
         )
@@ -701,7 +724,7 @@ class SignedRefusalTests(SynchronousTestCase):
         outcome = self.sendLater(A, B)
         self.bus.network.run(0.01)
         [original] = held
-        branch = sip.parse(original.data).via[0].branch.encode()
+        branch = topBranch(original.data)
         n = len(self.bus.network.sent)
         for suffix in [b"x", b"y"]:
             self.bus.nodes[B].protocol.datagramReceived(
@@ -781,7 +804,7 @@ class SignedRefusalTests(SynchronousTestCase):
         While it stops, a node answers C{503 Shutting Down}: signed to a
         signed node, which sees it at once; unsigned to an unsigned one.
         """
-        pending = defer.Deferred()
+        pending: defer.Deferred[PeerResponse] = defer.Deferred()
         self.bus.peers[B].answer = lambda: pending
         first = self.sendLater(A, B)
         self.bus.network.run(0.01)
@@ -837,7 +860,7 @@ class FloodTests(SynchronousTestCase):
         self.assertEqual(
             [(r.code, r.header("Retry-After")) for r in flooded], [(503, "10")] * 3
         )
-        other = []
+        other: list[sip.Response] = []
         bus.nodes[C].bus.send("data", b"c", bus.nodes[C].nodeManager.find(sip.URI(A, 5060))).addCallback(
             other.append
         )
@@ -900,7 +923,7 @@ class OptionsTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions(["--secret-file", self.keyringFile(0o600)])
-        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+        self.assertEqual(keyringOf(options).keys, (KEY,))
 
     def test_readableSecretFile(self):
         """
@@ -918,9 +941,9 @@ class OptionsTests(SynchronousTestCase):
         A node without --allow-from and without a keyring says at start, in
         one warning, that admission is open; one with either does not.
         """
-        logged = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
         bus = Bus(self, [A, B], {B: {"allowFrom": (parseNetwork("127.0.0.0/8"),)}})
         warnings = [e for e in logged if "Admission is open" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
@@ -941,4 +964,4 @@ class OptionsTests(SynchronousTestCase):
             options.nodeConfig.allowFrom,
             (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.7/32")),
         )
-        self.assertEqual(options.nodeConfig.keyring.keys, (KEY,))
+        self.assertEqual(keyringOf(options).keys, (KEY,))

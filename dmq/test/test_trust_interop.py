@@ -13,12 +13,14 @@ the shared test lock (see L{dmq.test.kamailio}).
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from dmq import sip
 from dmq.config import NodeConfig
 from dmq.metrics import nodeRegistry
+from dmq.peers.htable import parseTableSpec
 from dmq.peers.htable.wire import SetCell, encode
 from dmq.signing import Keyring
 from dmq.tap import makeNodeService
@@ -41,6 +43,7 @@ class Stranger(DatagramProtocol):
         self.replies.append(sip.parse(data))
 
     def send(self, target, peerId, body, fromHost, n, contentType="text/plain"):
+        assert self.transport is not None
         host = self.transport.getHost()
         request = sip.Request(
             "KDMQ",
@@ -73,8 +76,8 @@ class TrustInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(ip, 5060),
-                notificationAddresses=[sip.parseURI(s) for s in seeds],
-                htables=[KDMQ_TABLE],
+                notificationAddresses=tuple(sip.parseURI(s) for s in seeds),
+                htables=(parseTableSpec(KDMQ_TABLE),),
                 **options,
             ),
         )
@@ -153,7 +156,7 @@ class TrustInteropTests(TestCase):
             description="the Kamailio node joined us",
         )
         stranger = Stranger()
-        port = reactor.listenUDP(5060, stranger, interface="127.0.0.127")
+        port = IReactorUDP(reactor).listenUDP(5060, stranger, interface="127.0.0.127", maxPacketSize=8192)
         self.addCleanup(port.stopListening)
         target = ("127.0.0.125", 5060)
         body = encode(SetCell("kdmq", "evil", "x"))

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import TestCase
 
 from dmq import sip
 from dmq.config import NodeConfig
-from dmq.peers.usrloc import DELETE, EXPIRE, INSERT, UPDATE, Contact
+from dmq.peers.usrloc import DELETE, EXPIRE, INSERT, UPDATE, Change, Contact
 from dmq.tap import makeNodeService
 from dmq.test.kamailio import SKIP_REASON, KamailioNode, KamailioRPCError, waitFor
 
@@ -73,6 +74,7 @@ class UserAgent(DatagramProtocol):
             f"Content-Length: 0\r\n\r\n"
         ).encode()
         waiting = self._waiting[callID] = defer.Deferred()
+        assert self.transport is not None
         self.transport.write(data, (registrar, 5060))
         return waiting.addTimeout(5, reactor)
 
@@ -98,7 +100,7 @@ class UsrlocInteropTests(TestCase):
 
     def setUp(self):
         self.agent = UserAgent()
-        port = reactor.listenUDP(AGENT[1], self.agent, interface=AGENT[0])
+        port = IReactorUDP(reactor).listenUDP(AGENT[1], self.agent, interface=AGENT[0], maxPacketSize=8192)
         self.addCleanup(port.stopListening)
 
     def kamailio(self, ip, seeds=(), batch=1):
@@ -112,7 +114,7 @@ class UsrlocInteropTests(TestCase):
             reactor,
             NodeConfig(
                 serverAddress=sip.URI(OURS, 5060),
-                notificationAddresses=[sip.URI(seed, 5060) for seed in seeds],
+                notificationAddresses=tuple(sip.URI(seed, 5060) for seed in seeds),
                 pingInterval=5,
                 usrloc=True,
                 **options,
@@ -121,6 +123,7 @@ class UsrlocInteropTests(TestCase):
         node.startService()
         self.addCleanup(lambda: node.stopService() if node.running else None)
         self.received: List[bytes] = []
+        assert node.usrloc is not None
         handler = node.usrloc.messageReceived
 
         def recording(request, sender):
@@ -136,7 +139,7 @@ class UsrlocInteropTests(TestCase):
         Whether C{kamailio} holds exactly our contacts, with our record ids.
         """
         theirs = kamailioContacts((yield kamailio.rpc("ul.dump")))
-        ours = {}
+        ours: Dict[str, List[Tuple[str, str]]] = {}
         for contact in peer.contacts():
             ours.setdefault(contact.aor, []).append((contact.uri, contact.ruid))
         return {aor: sorted((c["Address"], c["Ruid"]) for c in cs) for aor, cs in theirs.items()} == {
@@ -152,7 +155,7 @@ class UsrlocInteropTests(TestCase):
         k1 = self.kamailio(KAMAILIO_1)
         yield k1.start()
         ours = self.ourNode(seeds=[KAMAILIO_1])
-        changes = []
+        changes: List[Change] = []
         ours.subscribe(changes.append)
         yield waitFor(lambda: ours._joins._reported, timeout=10, description="our node joined Kamailio's bus")
 

@@ -39,6 +39,7 @@ from dmq.peers.usrloc import (
 )
 from dmq.peers.usrloc.sync import Dump
 from dmq.peers.usrloc.wire import decode, encodeContact
+from dmq.test.test_usrloc_wire import decodeBatch, decodeContact, entryContact
 from dmq.test.fakenet import FakeNetwork, makeNode
 from dmq.test.test_usrloc_wire import rpcOutputs, usrlocRequests
 
@@ -96,7 +97,7 @@ class FakeBus:
     def _outcome(self, result):
         if not self.hold:
             return succeed(result)
-        d = Deferred()
+        d: Deferred[object] = Deferred()
         self.pending.append((d, result))
         return d
 
@@ -139,7 +140,7 @@ class ReceiveTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def receive(self, body, node=None):
@@ -303,7 +304,7 @@ class LocalTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock, self.bus, self.peer = makePeer()
-        self.changes = []
+        self.changes: list[Change] = []
         self.peer.subscribe(self.changes.append)
 
     def test_save(self):
@@ -423,9 +424,9 @@ class SyncTests(SynchronousTestCase):
             peer.save(Contact(f"u{i}", f"sip:u{i}@h", f"r{i}"))
         bus.sent.clear()
         peer.messageReceived(makeRequest(b'{"action":3}'), self.k1)
-        batches = [decode(s[1]) for s in bus.sent]
+        batches = [decodeBatch(s[1]) for s in bus.sent]
         self.assertEqual([len(b.entries) for b in batches], [2, 2, 1])
-        self.assertEqual([e.contact for b in batches for e in b.entries], peer.contacts())
+        self.assertEqual([entryContact(e) for b in batches for e in b.entries], peer.contacts())
 
     def test_paced(self):
         """
@@ -448,9 +449,9 @@ class SyncTests(SynchronousTestCase):
         bus.hold = True
         bus.sent.clear()
         bus.release()
-        self.assertEqual([decode(s[1]).contact.uri for s in bus.sent], ["sip:changed"])
+        self.assertEqual([decodeContact(s[1]).uri for s in bus.sent], ["sip:changed"])
         bus.release(2)
-        self.assertEqual([decode(s[1]).contact for s in bus.sent[1:]], [order[4]])
+        self.assertEqual([decodeContact(s[1]) for s in bus.sent[1:]], [order[4]])
         bus.release(1)
         self.assertEqual(len(peer._dumps), 0)
 

@@ -23,7 +23,7 @@ def makeStore(**bounds):
     clock = Clock()
     clock.advance(NOW)
     store = UsrlocStore(clock, **bounds)
-    changes = []
+    changes: list[Change] = []
     store.subscribe(changes.append)
     return clock, store, changes
 
@@ -296,7 +296,7 @@ class SubscribeTests(SynchronousTestCase):
         """
         clock, store, changes = makeStore()
         store.subscribe(lambda change: 1 / 0)
-        seen = []
+        seen: list[Change] = []
         cancel = store.subscribe(seen.append)
         store.save(contact(), "local")
         self.assertEqual(len(seen), 1)

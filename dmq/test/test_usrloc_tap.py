@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dmq.config import NodeConfig, readConfigFile
 from dmq.peers.usrloc import SocketInfo, UsrlocPeer
 from dmq.tap import Options, makeNodeService, makeService
-from dmq.test.test_tap import LOCAL, _peerModule, parse
+from dmq.test.test_tap import LOCAL, Greeter, _peerModule, parse
 
 
 class UsrlocOptionsTests(SynchronousTestCase):
@@ -83,11 +83,12 @@ class UsrlocOptionsTests(SynchronousTestCase):
             parse(*LOCAL, "--usrloc", "--usrloc-batch-msg-contacts", "20", "--usrloc-replicate-socket-info", "1"),
             MemoryReactorClock(),
         )
-        self.assertIsInstance(node.usrloc, UsrlocPeer)
-        self.assertIn(node.usrloc, node.bus.peers)
-        self.assertIn(node.usrloc, list(node))
-        self.assertEqual((node.usrloc.batchMsgContacts, node.usrloc.socketInfo), (20, SocketInfo.SOCKET))
-        self.assertTrue(node.usrloc.sync)
+        usrloc = node.usrloc
+        assert isinstance(usrloc, UsrlocPeer)
+        self.assertIn(usrloc, node.bus.peers)
+        self.assertIn(usrloc, list(node))
+        self.assertEqual((usrloc.batchMsgContacts, usrloc.socketInfo), (20, SocketInfo.SOCKET))
+        self.assertTrue(usrloc.sync)
         self.assertTrue({"ul.dump", "ul.lookup"} <= set(node.rpc.names()))
 
     def test_peerIdTaken(self):
@@ -97,7 +98,7 @@ class UsrlocOptionsTests(SynchronousTestCase):
         _peerModule(self)
         import sys
 
-        sys.modules["dmq_test_peers"].UsrlocLike = sys.modules["dmq_test_peers"].Greeter(peerId="usrloc")
+        vars(sys.modules["dmq_test_peers"])["UsrlocLike"] = Greeter(peerId="usrloc")
         error = self.assertRaises(usage.UsageError, parse, *LOCAL, "--usrloc", "--peer", "dmq_test_peers.UsrlocLike")
         self.assertIn("duplicate peer id 'usrloc', already the usrloc peer (--usrloc)", str(error))
         self.assertIsInstance(parse(*LOCAL, "--peer", "dmq_test_peers.UsrlocLike"), Options)

@@ -33,6 +33,32 @@ from dmq.peers.usrloc.wire import (
 )
 from dmq.test.captures import DATA, datagrams
 
+def decodeContact(body: bytes, socketInfo: int = SocketInfo.NONE) -> Contact:
+    """
+    The contact of C{body}, an update.
+    """
+    message = decode(body, socketInfo)
+    assert isinstance(message, Update), message
+    return message.contact
+
+
+def decodeBatch(body: bytes) -> Batch:
+    """
+    C{body}, a batch, decoded.
+    """
+    message = decode(body)
+    assert isinstance(message, Batch), message
+    return message
+
+
+def entryContact(entry: object) -> Contact:
+    """
+    The contact of C{entry} of a batch, an update.
+    """
+    assert isinstance(entry, Update), entry
+    return entry.contact
+
+
 #: The Kamailio node of the captures, and the fake node that talked to it.
 KAMAILIO = "127.0.0.101:5060"
 PROBER = "127.0.0.102:5060"
@@ -48,6 +74,7 @@ def usrlocRequests(name, source=KAMAILIO):
         if capture.source != source or capture.data.startswith(b"SIP/2.0 "):
             continue
         message = sip.parse(capture.data)
+        assert isinstance(message, sip.Request)
         if message.method == "KDMQ" and message.uri.user == "usrloc":
             found.append(message)
     return found
@@ -106,7 +133,7 @@ class CapturedTests(SynchronousTestCase):
                 self.assertEqual(message, SyncRequest())
                 self.assertEqual(encodeSyncRequest(), request.body)
             elif action == Action.UPDATE:
-                self.assertEqual(encodeContact(Action.UPDATE, message.contact), request.body)
+                self.assertEqual(encodeContact(Action.UPDATE, decodeContact(request.body)), request.body)
             else:
                 self.assertIsInstance(message, Remove)
 
@@ -116,7 +143,7 @@ class CapturedTests(SynchronousTestCase):
         """
         [first] = [r for r in usrlocRequests("01-replication.txt") if b'"cseq":1,' in r.body][:1]
         self.assertEqual(
-            decode(first.body).contact,
+            decodeContact(first.body),
             Contact(
                 aor="alice",
                 uri="sip:alice@127.0.0.103:5060",
@@ -139,7 +166,7 @@ class CapturedTests(SynchronousTestCase):
         [request] = [r for r in usrlocRequests("01-replication.txt") if r.body.startswith(b'{"action":2')]
         self.assertEqual(decode(request.body), Remove("alice", "uloc-6b0cbe69-5b99-1"))
         update = request.body.replace(b'{"action":2', b'{"action":1', 1)
-        self.assertEqual(encodeContact(Action.REMOVE, decode(update).contact), request.body)
+        self.assertEqual(encodeContact(Action.REMOVE, decodeContact(update)), request.body)
 
     def test_multi(self):
         """
@@ -148,12 +175,11 @@ class CapturedTests(SynchronousTestCase):
         """
         requests = [r for r in usrlocRequests("02-multi.txt") if r.body.startswith(b'{"multi"')]
         self.assertEqual(len(requests), 12)
-        dumps = []
+        dumps: list[Contact] = []
         for request in requests:
-            batch = decode(request.body)
-            self.assertIsInstance(batch, Batch)
+            batch = decodeBatch(request.body)
             self.assertEqual(list(json.loads(request.body)["multi"]), [str(n) for n in range(1, len(batch.entries) + 1)])
-            dumps.extend(entry.contact for entry in batch.entries)
+            dumps.extend(entryContact(entry) for entry in batch.entries)
         # The second and third syncs were answered alike: five bodies each.
         self.assertEqual(list(encodeBatches(dumps[-9:], 2)), [r.body for r in requests[-5:]])
         self.assertEqual(list(encodeBatches(dumps[:4], 2)), [r.body for r in requests[:2]])
@@ -166,13 +192,13 @@ class CapturedTests(SynchronousTestCase):
         requests = usrlocRequests("03-socket-info.txt")
         first = requests[1]
         self.assertIn(b'"received":"","sock":"udp:127.0.0.101:5060","path"', first.body)
-        message = decode(first.body, SocketInfo.SOCKET)
-        self.assertEqual(message.contact.socket, "udp:127.0.0.101:5060")
-        self.assertEqual(encodeContact(Action.UPDATE, message.contact, SocketInfo.SOCKET), first.body)
+        withSocket = decodeContact(first.body, SocketInfo.SOCKET)
+        self.assertEqual(withSocket.socket, "udp:127.0.0.101:5060")
+        self.assertEqual(encodeContact(Action.UPDATE, withSocket, SocketInfo.SOCKET), first.body)
         # Without socket info, sock is an unknown key, and never written.
-        plain = decode(first.body).contact
+        plain = decodeContact(first.body)
         self.assertEqual(plain.socket, "")
-        self.assertNotIn(b"sock", encodeContact(Action.UPDATE, message.contact))
+        self.assertNotIn(b"sock", encodeContact(Action.UPDATE, withSocket))
 
     def test_corruptedSocket(self):
         """
@@ -187,7 +213,7 @@ class CapturedTests(SynchronousTestCase):
         outcomes = []
         for request in garbled:
             try:
-                outcomes.append(decode(request.body, SocketInfo.SOCKET).contact.socket)
+                outcomes.append(decodeContact(request.body, SocketInfo.SOCKET).socket)
             except BadMessage as e:
                 outcomes.append(e.reason)
         self.assertIn("Bad Request", outcomes)
@@ -209,12 +235,12 @@ class CapturedTests(SynchronousTestCase):
         self.assertEqual(decode(b'{"action":0}'), Nothing())
         multi = [body for body in codes if body.startswith(b'{"multi"') and b'"action":7' in body]
         self.assertEqual(codes[multi[0]], 400)
-        batch = decode(multi[0])
+        batch = decodeBatch(multi[0])
         self.assertEqual([type(e) for e in batch.entries], [Update, BadEntry, Update])
         self.assertEqual(batch.entries[1], BadEntry("2", "unknown action 7"))
         unknown = [body for body in codes if b'"unknown":1' in body][0]
         self.assertEqual(codes[unknown], 200)
-        self.assertEqual(decode(unknown).contact.aor, "zed")
+        self.assertEqual(decodeContact(unknown).aor, "zed")
 
     def test_hash(self):
         """
@@ -253,8 +279,8 @@ class DecodeTests(SynchronousTestCase):
         are C{sock} and C{sockname} unless asked for.
         """
         body = b'{"action":1,"aor":"a","ruid":"r","c":"u","xavps":{"x":[1]},"new":null,"sock":5,"sockname":"s"}'
-        self.assertEqual(decode(body).contact, Contact("a", "u", "r", q=0, methods=0))
-        self.assertEqual(decode(body, SocketInfo.SOCKNAME).contact.socketName, "s")
+        self.assertEqual(decodeContact(body), Contact("a", "u", "r", q=0, methods=0))
+        self.assertEqual(decodeContact(body, SocketInfo.SOCKNAME).socketName, "s")
         self.assertRaises(BadMessage, decode, body, SocketInfo.SOCKET)
 
     def test_notAnObject(self):
@@ -323,7 +349,7 @@ class DecodeTests(SynchronousTestCase):
                     fields = dict(base, action=action, **{key: value})
                     self.assertRaises(BadMessage, decode, json.dumps(fields).encode())
         fields = dict(base, expires=2**32 - 1, methods=2**32 - 1, q=1000)
-        self.assertEqual(decode(json.dumps(fields).encode()).contact.methods, 2**32 - 1)
+        self.assertEqual(decodeContact(json.dumps(fields).encode()).methods, 2**32 - 1)
 
     def test_socket(self):
         """
@@ -337,7 +363,7 @@ class DecodeTests(SynchronousTestCase):
                 self.assertRaises(ValueError, parseSocket, bad)
                 body = json.dumps({"action": 1, "aor": "a", "ruid": "r", "c": "u", "sock": bad}).encode()
                 self.assertRaises(BadMessage, decode, body, SocketInfo.SOCKET)
-                self.assertEqual(decode(body).contact.socket, "")
+                self.assertEqual(decodeContact(body).socket, "")
 
     def test_tooLarge(self):
         """
@@ -364,7 +390,7 @@ class DecodeTests(SynchronousTestCase):
             }
         ).encode()
         self.assertEqual(
-            decode(body).entries,
+            decodeBatch(body).entries,
             (
                 Update(Contact("a", "u", "r", q=0, methods=0)),
                 BadEntry("2", "not an object"),
@@ -388,7 +414,7 @@ class DecodeTests(SynchronousTestCase):
         ):
             detail = self.assertRaises(BadMessage, decode, body.encode(), SocketInfo.SOCKET).detail
             self.assertLess(len(detail), 80, detail)
-        [entry] = decode(json.dumps({"multi": {"k" * 1000: {"action": 9}}}).encode()).entries
+        [entry] = decodeBatch(json.dumps({"multi": {"k" * 1000: {"action": 9}}}).encode()).entries
         self.assertEqual(entry, BadEntry("k" * 37 + "...", "unknown action 9"))
 
     def test_multiNotFirst(self):
@@ -447,8 +473,8 @@ class EncodeTests(SynchronousTestCase):
         contacts = [contact(ruid=f"r{i}") for i in range(7)]
         bodies = list(encodeBatches(contacts, 3))
         self.assertEqual([list(json.loads(b)["multi"]) for b in bodies], [["1", "2", "3"]] * 2 + [["1"]])
-        entries = [e for b in bodies for e in decode(b).entries]
-        self.assertEqual([e.contact for e in entries], contacts)
+        entries = [e for b in bodies for e in decodeBatch(b).entries]
+        self.assertEqual([entryContact(e) for e in entries], contacts)
 
     def test_batchSize(self):
         """
@@ -457,15 +483,15 @@ class EncodeTests(SynchronousTestCase):
         contacts = [contact(ruid=f"r{i}", path="p" * (i * 37)) for i in range(40)]
         for maxSize in (400, 1000, 2500, 5000):
             bodies = list(encodeBatches(contacts, 150, maxSize))
-            entries = [e.contact for b in bodies for e in decode(b).entries]
+            entries = [entryContact(e) for b in bodies for e in decodeBatch(b).entries]
             self.assertEqual(entries, contacts)
             for body in bodies:
                 if len(body) > maxSize:
-                    self.assertEqual(len(decode(body).entries), 1)
+                    self.assertEqual(len(decodeBatch(body).entries), 1)
             # Full: adding the next contact would have been too much.
             for body, following in zip(bodies, bodies[1:]):
-                first = decode(following).entries[0].contact
-                count = len(decode(body).entries)
+                first = entryContact(decodeBatch(following).entries[0])
+                count = len(decodeBatch(body).entries)
                 self.assertGreater(len(body) + len(encodeContact(1, first)) + len(str(count + 1)) + 4, maxSize)
         # Exactly maxSize fits.
         [one] = list(encodeBatches(contacts[:1], 2))
