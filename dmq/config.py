@@ -10,7 +10,7 @@ node.  A program that embeds a node builds a L{NodeConfig} itself::
 
     NodeConfig(
         serverAddress=parseServerAddress("sip:127.0.0.11:5060"),
-        notificationAddresses=[parseNodeAddress("sip:127.0.0.12:5060")],
+        notificationAddresses=(parseNodeAddress("sip:127.0.0.12:5060"),),
     )
 """
 
