@@ -328,6 +328,11 @@ def makeNodeService(
     trust = Trust(reactor, config.allowFrom, config.keyring, isSeed=node.nodeManager.isSeed)  # type: ignore[arg-type]
     if trust.allowFrom and trust.keyring is None:
         node.nodeManager.setAdmission(trust.admitsNode)
+    if trust.keyring is not None:
+        # What the transaction layers answer by themselves, signed as the
+        # bus's refusals are: a signed sender takes no unsigned answer.
+        for handler in [node.protocol, *node.protocol.streams.values()]:
+            handler.transactions.refusalHeaders = trust.layerRefusal
     node.bus = DMQBus(
         reactor,
         node.protocol,

@@ -233,6 +233,15 @@ class Trust:
         value = signReply(self.keyring, code, request, body, self._clock.seconds())
         return (*headers, (SIGNATURE_HEADER, value))
 
+    def layerRefusal(self, request: sip.Request, code: int, reason: str) -> Sequence[Tuple[str, str]]:
+        """
+        The headers of a response with no body that the transaction layer
+        makes by itself (C{503} over its cap, C{500} when the bus raised):
+        L{signedRefusal}'s, for a L{TransactionLayer.refusalHeaders
+        <dmq.transaction.TransactionLayer.refusalHeaders>}.
+        """
+        return self.signedRefusal(request, code, reason, (), b"")
+
     def signedRefusal(
         self,
         request: sip.Request,

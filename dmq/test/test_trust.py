@@ -874,6 +874,35 @@ class FloodTests(SynchronousTestCase):
         self.assertEqual(bus.refused(A), {"flooding": 3})
 
 
+    def test_layerRefusalsSigned(self):
+        """
+        What the transaction layer answers by itself to a signed request,
+        C{503} over its cap of live transactions and C{500} when the bus
+        raised, is signed too: the signed sender gets it, not a local
+        C{408}.
+        """
+        signed = {"keyring": Keyring([KEY])}
+        bus = Bus(self, [A, B], {A: {**signed, "maxTransactions": 1}, B: signed})
+        pending = holdAnswers(bus, A)
+        replies = sendMany(bus, B, A, 2)
+        self.assertEqual(codes(replies), [(503, "Service Unavailable")])
+        self.assertEqual(bus.nodes[A].protocol.transactions.statistics["rejectedOverCapacity"], 1)
+        pending.pop().callback(PeerResponse(200, "OK"))
+        bus.network.run(0.1)
+        self.assertEqual(codes(replies), [(503, "Service Unavailable"), (200, "OK")])
+
+        def broken(transaction):
+            raise RuntimeError("a bug in the bus")
+
+        protocol = bus.nodes[A].protocol
+        working = protocol._handlers["KDMQ"]
+        protocol.setHandler("KDMQ", broken)
+        replies = sendMany(bus, B, A, 1)
+        protocol.setHandler("KDMQ", working)
+        self.assertEqual(codes(replies), [(500, "Server Internal Error")])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(bus.refused(B), {})
+
     def test_signedSenders(self):
         """
         On a signed bus the sender sees the C{503} of a flooded share (with

@@ -20,7 +20,7 @@ request makes one:
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Dict, Hashable, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -74,6 +74,11 @@ class TransactionLayer:
         failed with L{MessageTooLarge}), C{abandoned} (server transactions
         given no final response within 64*T1), C{handlerErrors},
         C{sendErrors} (datagrams that could not be sent), C{acksIgnored}.
+    @ivar refusalHeaders: what to add to the responses the layer makes by
+        itself (C{503} over its cap, C{500} when C{requestReceived} raised),
+        given the request, the code and the reason phrase; C{None} for
+        nothing.  A node with a keyring signs them there
+        (L{dmq.trust.Trust.signedRefusal}).
     """
 
     _log = Logger()
@@ -89,6 +94,9 @@ class TransactionLayer:
     _T4: float = T4
     _maxTransactions: int = 10000
     _warnings: Optional[RateLimitedWarnings] = None
+    refusalHeaders: Optional[Callable[[Request, int, str], Sequence[Tuple[str, str]]]] = attrs.field(
+        init=False, default=None
+    )
     statistics: Dict[str, int] = attrs.field(
         init=False, factory=lambda: dict.fromkeys(_COUNTERS, 0)
     )
@@ -194,7 +202,10 @@ class TransactionLayer:
                 source=source,
             )
             self.transmit(
-                serialiseReply(request, 503, "Service Unavailable", toTag=newTag()),
+                serialiseReply(
+                    request, 503, "Service Unavailable",
+                    self._refusalHeaders(request, 503, "Service Unavailable"), toTag=newTag(),
+                ),
                 address,
                 "response",
             )
@@ -217,7 +228,17 @@ class TransactionLayer:
                 source=source,
             )
             if not transaction.answered:
-                transaction.reply(500, "Server Internal Error")
+                reason = "Server Internal Error"
+                transaction.reply(500, reason, self._refusalHeaders(request, 500, reason))
+
+    def _refusalHeaders(self, request: Request, code: int, reason: str) -> Sequence[Tuple[str, str]]:
+        """
+        The headers of a response the layer makes by itself: see
+        L{refusalHeaders}.
+        """
+        if self.refusalHeaders is None:
+            return ()
+        return self.refusalHeaders(request, code, reason)
 
     def handleResponse(self, response: Response, source: Address) -> bool:
         """
