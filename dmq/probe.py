@@ -13,7 +13,9 @@ and each of them checks the suspect with a round of its own.  A node whose
 own check failed too declares the suspect dead C{suspicion} seconds after the
 suspicion began; one whose check succeeded waits C{suspicionMax} seconds for
 the refutation.  Dead is C{disabled} in the node list; C{removeAfter}
-seconds later the node is removed (and tombstoned).
+seconds later the node is removed (and tombstoned).  A node declared dead,
+disabled or removed, is pinged now and then for a while: its answer brings
+it back (a partition healed).
 
 Membership news (alive, suspect, dead, with incarnations) rides on every
 probe and its answer, each item a bounded number of times.  A node that
@@ -48,8 +50,9 @@ __all__ = ["ProbeDetector", "PROBE_PEER_ID"]
 
 PROBE_PEER_ID = "dmq_probe"
 
-#: Every how many ticks a node we removed is probed, for how long after its
-#: removal, and how many are remembered.
+#: Every how many ticks a node we declared dead (disabled, then removed) is
+#: probed, for how long after its death or removal, and how many are
+#: remembered.
 GONE_EVERY = 4
 GONE_TIME = 600.0
 GONE_MAX = 256
@@ -101,7 +104,8 @@ class ProbeDetector(service.Service):
     @ivar statistics: counters: C{probes}, C{indirectProbes}, C{suspicions},
         C{refuted} (suspicions of others cleared), C{refutations} (of
         suspicions of us), C{deaths}, C{removals}, C{goneProbes} (pings of
-        nodes removed as dead), C{goneBack} (those that answered),
+        nodes declared dead, disabled or removed since), C{goneBack} (those
+        that answered),
         C{badMessages}; the metric C{dmq_probe_events_total}.
     """
 
@@ -156,9 +160,9 @@ class ProbeDetector(service.Service):
         #: node list again (L{dmq.tap} sets it).
         self.rejoin: Optional[Callable[[], object]] = None
         self._rejoinedAt = -math.inf
-        # The nodes we declared dead and removed, probed now and then for
-        # a while: a partition that healed would otherwise leave each side
-        # without the other until a tombstone expires.
+        # The nodes we declared dead (disabled, then removed), probed now
+        # and then for a while: a partition that healed would otherwise
+        # leave each side without the other until a tombstone expires.
         self._gone: "OrderedDict[object, Tuple[sip.URI, float]]" = OrderedDict()
         self._ticks = 0
         nodeManager.addObserver(self)
@@ -375,27 +379,41 @@ class ProbeDetector(service.Service):
             return
         member.state = "dead"
         member.removal = self._clock.callLater(self.removeAfter, self._remove, member)
+        # Probed now and then from now on, not only once removed: nothing
+        # else brings back a node that we and it declared dead while apart
+        # (neither probes the other, and another node's line does not
+        # change a disabled node), and the partition may heal before the
+        # removal.
+        self._forget(member)
 
     def _remove(self, member: _Member) -> None:
         member.removal = None
         if member.state == "dead" and self._members.get(member.node.key) is member:
             self.statistics["removals"] += 1
             self._nodeManager.remove(member.node.uri)
-            key = member.node.key
-            self._gone.pop(key, None)
-            self._gone[key] = (member.node.uri, self._clock.seconds())
-            while len(self._gone) > GONE_MAX:
-                self._gone.popitem(last=False)
+            self._forget(member)
+
+    def _forget(self, member: _Member) -> None:
+        """
+        Count C{member} among the nodes we declared dead (from now: its
+        L{GONE_TIME} starts again), probed in turn by L{_probeGone}.
+        """
+        key = member.node.key
+        self._gone.pop(key, None)
+        self._gone[key] = (member.node.uri, self._clock.seconds())
+        while len(self._gone) > GONE_MAX:
+            self._gone.popitem(last=False)
 
     def _probeGone(self) -> None:
         """
-        Ping the node we removed longest ago (and then the next, in turn):
-        when it answers, its own word brings it back, and its answer tells
-        it that we had lost it, so that it announces itself to us.
+        Ping the node we declared dead longest ago, disabled or removed
+        since (and then the next, in turn): when it answers, its own word
+        brings it back, and its answer tells it that we had lost it, so
+        that it announces itself to us.
         """
         horizon = self._clock.seconds() - GONE_TIME
         for key, (uri, goneAt) in list(self._gone.items()):
-            if goneAt < horizon or self._nodeManager.find(uri) is not None:
+            if goneAt < horizon or self._back(uri):
                 del self._gone[key]
         if not self._gone:
             return
@@ -406,14 +424,21 @@ class ProbeDetector(service.Service):
         d = self._send(Node(uri, NodeStatus.DISABLED), self._message("ping"), self.roundTimeout)
         d.addCallback(self._goneAnswered, key, uri)
 
+    def _back(self, uri: sip.URI) -> bool:
+        # In our list again, and not disabled: no longer one to look for.
+        node = self._nodeManager.find(uri)
+        return node is not None and node.status is not NodeStatus.DISABLED
+
     def _goneAnswered(self, response: Optional[sip.Response], key: object, uri: sip.URI) -> None:
         if response is None or response.code != 200 or not self.running:
             return
         self._gone.pop(key, None)
-        self.statistics["goneBack"] += 1
-        self._log.info("node {node}, removed as dead, answers: it is back", node=uri.toString())
-        # Its own word, as the node list takes it (past the tombstone).
-        self._nodeManager.merge([NodeLine(uri, NodeStatus.ACTIVE)], sender=uri)
+        if not self._back(uri):
+            self.statistics["goneBack"] += 1
+            self._log.info("node {node}, declared dead, answers: it is back", node=uri.toString())
+            # Its own word, as the node list takes it (past the disabled
+            # status, or the tombstone).
+            self._nodeManager.merge([NodeLine(uri, NodeStatus.ACTIVE)], sender=uri)
         node = self._nodeManager.find(uri)
         if node is not None:
             self._received(response.body, node)

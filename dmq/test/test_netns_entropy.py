@@ -67,7 +67,7 @@ round's time on the wire, and a poll's period.
 SETTLE_TIMEOUT = 20.0 + 3 * INTERVAL
 """
 Seconds to wait, at most, for the lists and the cells to settle (the
-lists: 0.8 to 4.5 s after healing, measured).
+lists: 0.1 to 1.0 s after healing, measured).
 """
 
 TABLE = "kdmq"
