@@ -204,6 +204,18 @@ class Bus:
             if i != j
         )
 
+    def downEverywhere(self, index: int) -> bool:
+        """
+        Whether no live node lists node C{index} as active.
+        """
+        return all(self.status(node, index) is not NodeStatus.ACTIVE for _, node in self.live())
+
+    def goneEverywhere(self, index: int) -> bool:
+        """
+        Whether no live node lists node C{index} at all.
+        """
+        return all(self.status(node, index) is None for _, node in self.live())
+
     def runUntil(self, predicate, limit: float, step: float = 0.05) -> Optional[float]:
         """
         Run the network until C{predicate()} holds, at most C{limit}
@@ -237,14 +249,10 @@ class DetectorTests(SynchronousTestCase):
         self.assertIsNotNone(bus.runUntil(bus.converged, 5))
         bus.network.run(10)
         bus.kill(4)
-        disabled = bus.runUntil(
-            lambda: all(bus.status(node, 4) is not NodeStatus.ACTIVE for _, node in bus.live()), 5
-        )
+        disabled = bus.runUntil(lambda: bus.downEverywhere(4), 5)
         # An assert, not assertIsNotNone: mypy narrows disabled on it.
         assert disabled is not None
-        removed = bus.runUntil(
-            lambda: all(bus.status(node, 4) is None for _, node in bus.live()), 10 - disabled
-        )
+        removed = bus.runUntil(lambda: bus.goneEverywhere(4), 10 - disabled)
         self.assertIsNotNone(removed)
         for _, node in bus.live():
             self.assertGreaterEqual(probeOf(node).statistics["deaths"] + probeOf(node).statistics["suspicions"], 1)
@@ -259,9 +267,7 @@ class DetectorTests(SynchronousTestCase):
         bus = Bus(self, 10, seed=3)
         self.assertIsNotNone(bus.runUntil(bus.converged, 5, step=0.01))
         bus.kill(5)
-        disabled = bus.runUntil(
-            lambda: all(bus.status(node, 5) is not NodeStatus.ACTIVE for _, node in bus.live()), 5
-        )
+        disabled = bus.runUntil(lambda: bus.downEverywhere(5), 5)
         self.assertIsNotNone(disabled)
 
     def test_killedNodeUnderLoss(self) -> None:
@@ -274,14 +280,10 @@ class DetectorTests(SynchronousTestCase):
         bus.lose(0.2)
         bus.network.run(20)
         bus.kill(7)
-        disabled = bus.runUntil(
-            lambda: all(bus.status(node, 7) is not NodeStatus.ACTIVE for _, node in bus.live()), 5
-        )
+        disabled = bus.runUntil(lambda: bus.downEverywhere(7), 5)
         # An assert, not assertIsNotNone: mypy narrows disabled on it.
         assert disabled is not None
-        removed = bus.runUntil(
-            lambda: all(bus.status(node, 7) is None for _, node in bus.live()), 10 - disabled
-        )
+        removed = bus.runUntil(lambda: bus.goneEverywhere(7), 10 - disabled)
         self.assertIsNotNone(removed)
 
     def test_noFalseAlarmAtTwentyPercentLoss(self) -> None:
@@ -396,7 +398,7 @@ class DetectorTests(SynchronousTestCase):
         self.assertTrue(all(bus.status(node, 3) is NodeStatus.ACTIVE for _, node in bus.live()))
         # Kamailio's rules: disabled after a ping's Timer F.
         self.assertIsNotNone(
-            bus.runUntil(lambda: all(bus.status(node, 3) is not NodeStatus.ACTIVE for _, node in bus.live()), 45)
+            bus.runUntil(lambda: bus.downEverywhere(3), 45)
         )
 
 
@@ -521,11 +523,9 @@ class ScaleTests(SynchronousTestCase):
         bus.kill(50)
         killed = bus.clock.seconds()
         del bus.events[:]
-        disabled = bus.runUntil(
-            lambda: all(bus.status(node, 50) is not NodeStatus.ACTIVE for _, node in bus.live()), 5
-        )
+        disabled = bus.runUntil(lambda: bus.downEverywhere(50), 5)
         late = [bus.hosts[i] for i, node in bus.live() if bus.status(node, 50) is NodeStatus.ACTIVE]
         assert disabled is not None, f"still active on {late} at {bus.clock.seconds() - killed}"
         self.assertIsNotNone(
-            bus.runUntil(lambda: all(bus.status(node, 50) is None for _, node in bus.live()), 10 - disabled)
+            bus.runUntil(lambda: bus.goneEverywhere(50), 10 - disabled)
         )

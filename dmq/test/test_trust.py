@@ -143,6 +143,14 @@ class Bus:
             request = sip.Request(
                 request.method, request.uri, (*request.headers, (SIGNATURE_HEADER, value)), body
             )
+        return self.deliver(target, request, source)
+
+    def deliver(self, target, request, source=STRANGER):
+        """
+        Hand C{request} to C{target} as a datagram from C{source}; the
+        replies sent back.
+        """
+        n = len(self.network.sent)
         self.nodes[target].protocol.datagramReceived(sip.serialise(request), (source, 5060))
         self.network.run(0.4)
         return [
@@ -495,11 +503,7 @@ class SignedBusTests(SynchronousTestCase):
         tampered = sip.Request(signed.method, signed.uri, signed.headers, b"changed")
         stale = _signedRequest(Keyring([KEY]), A, "data", now - 31, "stale")
         for request, reason in [(tampered, "Bad Signature"), (stale, "Stale Signature")]:
-            n = len(self.bus.network.sent)
-            self.bus.nodes[A].protocol.datagramReceived(sip.serialise(request), (C, 5060))
-            self.bus.network.run(0.4)
-            replies = [sip.parse(d.data) for d in self.bus.network.sent[n:] if d.destination == (C, 5060)]
-            self.assertEqual(codes(replies), [(403, reason)])
+            self.assertEqual(codes(self.bus.deliver(A, request, C)), [(403, reason)])
         self.assertEqual(self.bus.refused(A), {"badSignature": 2, "stale": 1})
         replies = self.bus.inject(A, "data", b"x", source=C)
         self.assertEqual(replies[0].code, 200)
@@ -519,11 +523,7 @@ class SignedBusTests(SynchronousTestCase):
         A request signed 31 s ago gets 403.
         """
         request = _signedRequest(Keyring([KEY]), A, "data", self.bus.clock.seconds() - 31, "old")
-        n = len(self.bus.network.sent)
-        self.bus.nodes[A].protocol.datagramReceived(sip.serialise(request), (STRANGER, 5060))
-        self.bus.network.run(0.4)
-        replies = [sip.parse(d.data) for d in self.bus.network.sent[n:] if d.destination[0] == STRANGER]
-        self.assertEqual(codes(replies), [(403, "Stale Signature")])
+        self.assertEqual(codes(self.bus.deliver(A, request)), [(403, "Stale Signature")])
 
     def test_replay(self):
         """
