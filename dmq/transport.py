@@ -57,6 +57,17 @@ RECEIVE_BUFFER = 256 * 1024
 # sendto refuses with EMSGSIZE past it.
 _MAX_PAYLOAD = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 
+
+def _isAddress(family: int, host: object) -> bool:
+    """
+    Whether C{host} is an IP address of C{family}, as C{sendto} takes it.
+    """
+    try:
+        socket.inet_pton(family, host)  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
 Address = Tuple[str, int]
 RequestHandler = Callable[[ServerTransaction], None]
 
@@ -389,9 +400,7 @@ class SIPDatagramProtocol(SIPMessageHandler, DatagramProtocol):
         family = self._family
         if len(data) > _MAX_PAYLOAD[family]:
             raise MessageLengthError("message too long")
-        try:
-            socket.inet_pton(family, address[0])
-        except (OSError, TypeError, ValueError):
+        if not _isAddress(family, address[0]):
             raise InvalidAddressError(address[0], "not an address of this socket's family")
         held.append((data, address))
 
@@ -465,12 +474,7 @@ class SIPPort(udp.Port):
         (a microsecond a reply on CPython); anything else, and an address
         that fails, goes to Twisted's C{write}, which raises what it raises.
         """
-        if addr is None or self._connectedAddr:
-            udp.Port.write(self, datagram, addr)
-            return
-        try:
-            socket.inet_pton(self.addressFamily, addr[0])
-        except (OSError, TypeError, ValueError):
+        if addr is None or self._connectedAddr or not _isAddress(self.addressFamily, addr[0]):
             udp.Port.write(self, datagram, addr)
             return
         while True:
