@@ -67,15 +67,13 @@ def decodeObject(body: bytes) -> Dict[str, object]:
         text = body.decode("utf-8")
         if _pypyLoads is not None and "NaN" not in text and "Infinity" not in text:
             message = _pypyLoads(text, json.JSONDecodeError)
-            if not isinstance(message, dict):
-                raise BadMessage()
-            return message
-        # A body as Kamailio writes it, an object with no whitespace around
-        # it, is read by the scanner alone; anything else, as decode()
-        # reads it (the whitespace skipped, the rest refused).
-        message, end = _SCAN(text, 0) if text[:1] == "{" else (None, -1)
-        if end != len(text):
-            message = _DECODER.decode(text)
+        else:
+            # A body as Kamailio writes it, an object with no whitespace
+            # around it, is read by the scanner alone; anything else, as
+            # decode() reads it (the whitespace skipped, the rest refused).
+            message, end = _SCAN(text, 0) if text[:1] == "{" else (None, -1)
+            if end != len(text):
+                message = _DECODER.decode(text)
     except (ValueError, RecursionError, StopIteration):
         raise BadMessage() from None
     if not isinstance(message, dict):

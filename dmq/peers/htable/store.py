@@ -296,10 +296,7 @@ class HTableStore:
         checkValue(value)
         cell = self._live(t, key)
         size = cellSize(key, value)
-        old = 0 if cell is None else cell.size
-        if len(t.cells) + (cell is None) > self.maxCells or t.size - old + size > self.maxBytes:
-            # Past a cap, unless expired cells make room.
-            self._checkRoom(t, cell, size)
+        self._checkRoom(t, cell, size)
         spec = t.spec
         if expireAt is None or not spec.autoexpire:
             if cell is None or spec.updateexpire:

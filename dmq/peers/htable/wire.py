@@ -284,9 +284,6 @@ def _decodeCell(entry: object) -> Union[Cell, BadCell]:
 
 
 def _checkText(text: str, what: str) -> None:
-    # ASCII text (nearly all) holds no lone surrogate: only NUL is left.
-    if text.isascii() and "\x00" not in text:
-        return
     try:
         checkText(text, what)
     except ValueError as e:
