@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import random as _random
-from collections import Counter, OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from collections import Counter
+from typing import Callable, Dict, List, Optional
 
 import attr
 from twisted.application import service
@@ -43,6 +43,7 @@ from dmq.bus import DMQBus
 from dmq.interfaces import IDMQPeer, INodeObserver, PeerResponse
 from dmq.node import Node, NodeError, NodeManager, NodeStatus
 from dmq.nodelist import NodeLine, nodeKey
+from dmq.probestate import DeadNodes, Member, Round
 from dmq.probewire import CONTENT_TYPE, BadProbe, News, NewsQueue, ProbeMessage, decodeProbe, encodeProbe
 from dmq.ratelimit import RateLimitedWarnings
 
@@ -51,46 +52,8 @@ __all__ = ["ProbeDetector", "PROBE_PEER_ID"]
 PROBE_PEER_ID = "dmq_probe"
 
 #: Every how many ticks a node we declared dead (disabled, then removed) is
-#: probed, for how long after its death or removal, and how many are
-#: remembered.
+#: pinged (L{DeadNodes}).
 GONE_EVERY = 4
-GONE_TIME = 600.0
-GONE_MAX = 256
-
-
-@attr.define(eq=False)
-class _Member:
-    """
-    What the detector knows of one other node.
-
-    @ivar capable: C{True} once it answered a probe, C{False} once it
-        answered C{404} (not a dmq node with the detector), C{None} before.
-    @ivar state: C{alive}, C{suspect} or C{dead}.
-    """
-
-    node: Node
-    incarnation: int = 0
-    capable: Optional[bool] = None
-    state: str = "alive"
-    probing: bool = False
-    suspectedAt: float = 0.0
-    confirmed: bool = False
-    deadline: Optional[IDelayedCall] = None
-    removal: Optional[IDelayedCall] = None
-
-    def cancel(self) -> None:
-        for call in (self.deadline, self.removal):
-            if call is not None and call.active():
-                call.cancel()
-        self.deadline = self.removal = None
-
-
-@attr.define(eq=False)
-class _Round:
-    member: _Member
-    check: bool
-    acked: bool = False
-    calls: List[IDelayedCall] = attr.Factory(list)
 
 
 @implementer(IDMQPeer, INodeObserver)
@@ -151,19 +114,16 @@ class ProbeDetector(service.Service):
         self._warnings = RateLimitedWarnings(clock, self._log)
         self.incarnation = int(clock.seconds() * 1000)
         self.statistics: Counter[str] = Counter()
-        self._members: Dict[object, _Member] = {}
+        self._members: Dict[object, Member] = {}
         self._order: List[object] = []
         self._news = NewsQueue()
-        self._rounds: List[_Round] = []
+        self._rounds: List[Round] = []
         self._loop: Optional[IDelayedCall] = None
         #: Called when we learn that a node declared us dead: announce our
         #: node list again (L{dmq.tap} sets it).
         self.rejoin: Optional[Callable[[], object]] = None
         self._rejoinedAt = -math.inf
-        # The nodes we declared dead (disabled, then removed), probed now
-        # and then for a while: a partition that healed would otherwise
-        # leave each side without the other until a tombstone expires.
-        self._gone: "OrderedDict[object, Tuple[sip.URI, float]]" = OrderedDict()
+        self._gone = DeadNodes(clock)
         self._ticks = 0
         nodeManager.addObserver(self)
 
@@ -244,7 +204,7 @@ class ProbeDetector(service.Service):
         except Exception:
             self._warnings.failure("probeTick", "A probe tick failed; the next one runs as usual")
 
-    def _nextTarget(self) -> Optional[_Member]:
+    def _nextTarget(self) -> Optional[Member]:
         for _ in range(2):
             while self._order:
                 key = self._order.pop()
@@ -264,25 +224,25 @@ class ProbeDetector(service.Service):
         return None
 
     @staticmethod
-    def _up(member: _Member, known: bool) -> bool:
+    def _up(member: Member, known: bool) -> bool:
         # Alive and active; a dmq node with the detector (known), or not
         # known not to be one.
         capable = member.capable is True if known else member.capable is not False
         return capable and member.state == "alive" and member.node.status is NodeStatus.ACTIVE
 
-    def _probe(self, member: _Member, check: bool) -> None:
+    def _probe(self, member: Member, check: bool) -> None:
         if member.probing or not self.running:
             # The round out now is as good as a check.
             return
         member.probing = True
-        round = _Round(member, check)
+        round = Round(member, check)
         self._rounds.append(round)
         self.statistics["probes"] += 1
         self._send(member.node, self._message("ping"), self.roundTimeout).addCallback(self._directAnswered, round)
         round.calls.append(self._clock.callLater(self.timeout, self._indirect, round))
         round.calls.append(self._clock.callLater(self.roundTimeout, self._roundEnded, round))
 
-    def _directAnswered(self, response: Optional[sip.Response], round: _Round) -> None:
+    def _directAnswered(self, response: Optional[sip.Response], round: Round) -> None:
         if response is None or round.acked:
             return
         member = round.member
@@ -294,7 +254,7 @@ class ProbeDetector(service.Service):
             self._received(response.body, member.node)
         round.acked = True
 
-    def _indirect(self, round: _Round) -> None:
+    def _indirect(self, round: Round) -> None:
         member = round.member
         if round.acked or member.capable is not True:
             return
@@ -308,13 +268,13 @@ class ProbeDetector(service.Service):
             d = self._send(helper.node, body, self.roundTimeout - self.timeout)
             d.addCallback(self._indirectAnswered, round, helper)
 
-    def _indirectAnswered(self, response: Optional[sip.Response], round: _Round, helper: _Member) -> None:
+    def _indirectAnswered(self, response: Optional[sip.Response], round: Round, helper: Member) -> None:
         # The helper's 200 says it took the request; the target's answer
         # comes as an "ack" request (messageReceived).
         if response is not None and response.code == 200:
             self._received(response.body, helper.node)
 
-    def _roundEnded(self, round: _Round) -> None:
+    def _roundEnded(self, round: Round) -> None:
         if round in self._rounds:
             self._rounds.remove(round)
         member = round.member
@@ -334,7 +294,7 @@ class ProbeDetector(service.Service):
 
     # Suspicion and death
 
-    def _suspect(self, member: _Member, incarnation: int, originator: bool) -> None:
+    def _suspect(self, member: Member, incarnation: int, originator: bool) -> None:
         self.statistics["suspicions"] += 1
         member.incarnation = max(member.incarnation, incarnation)
         member.state = "suspect"
@@ -353,19 +313,19 @@ class ProbeDetector(service.Service):
             self._tellAll(news)
         self._probe(member, check=True)
 
-    def _reschedule(self, member: _Member) -> None:
+    def _reschedule(self, member: Member) -> None:
         if member.deadline is not None and member.deadline.active():
             member.deadline.cancel()
         wait = self.suspicion if member.confirmed else self.suspicionMax
         delay = max(0.0, member.suspectedAt + wait - self._clock.seconds())
         member.deadline = self._clock.callLater(delay, self._declareDead, member)
 
-    def _clearSuspicion(self, member: _Member) -> None:
+    def _clearSuspicion(self, member: Member) -> None:
         member.cancel()
         member.state = "alive"
         self.statistics["refuted"] += 1
 
-    def _declareDead(self, member: _Member) -> None:
+    def _declareDead(self, member: Member) -> None:
         member.deadline = None
         if member.state != "suspect" or not self.running:
             return
@@ -386,23 +346,19 @@ class ProbeDetector(service.Service):
         # removal.
         self._forget(member)
 
-    def _remove(self, member: _Member) -> None:
+    def _remove(self, member: Member) -> None:
         member.removal = None
         if member.state == "dead" and self._members.get(member.node.key) is member:
             self.statistics["removals"] += 1
             self._nodeManager.remove(member.node.uri)
             self._forget(member)
 
-    def _forget(self, member: _Member) -> None:
+    def _forget(self, member: Member) -> None:
         """
-        Count C{member} among the nodes we declared dead (from now: its
-        L{GONE_TIME} starts again), probed in turn by L{_probeGone}.
+        Count C{member} among the nodes we declared dead, pinged in turn by
+        L{_probeGone}.
         """
-        key = member.node.key
-        self._gone.pop(key, None)
-        self._gone[key] = (member.node.uri, self._clock.seconds())
-        while len(self._gone) > GONE_MAX:
-            self._gone.popitem(last=False)
+        self._gone.add(member.node.key, member.node.uri)
 
     def _probeGone(self) -> None:
         """
@@ -411,15 +367,10 @@ class ProbeDetector(service.Service):
         brings it back, and its answer tells it that we had lost it, so
         that it announces itself to us.
         """
-        horizon = self._clock.seconds() - GONE_TIME
-        for key, (uri, goneAt) in list(self._gone.items()):
-            if goneAt < horizon or self._back(uri):
-                del self._gone[key]
-        if not self._gone:
+        found = self._gone.next(self._back)
+        if found is None:
             return
-        key = next(iter(self._gone))
-        self._gone.move_to_end(key)
-        uri = self._gone[key][0]
+        key, uri = found
         self.statistics["goneProbes"] += 1
         d = self._send(Node(uri, NodeStatus.DISABLED), self._message("ping"), self.roundTimeout)
         d.addCallback(self._goneAnswered, key, uri)
@@ -432,7 +383,7 @@ class ProbeDetector(service.Service):
     def _goneAnswered(self, response: Optional[sip.Response], key: object, uri: sip.URI) -> None:
         if response is None or response.code != 200 or not self.running:
             return
-        self._gone.pop(key, None)
+        self._gone.discard(key)
         if not self._back(uri):
             self.statistics["goneBack"] += 1
             self._log.info("node {node}, declared dead, answers: it is back", node=uri.toString())
@@ -462,7 +413,7 @@ class ProbeDetector(service.Service):
                 d = self._send(node, self._message("ping", first=news), self.suspicionMax)
                 d.addCallback(self._told, member)
 
-    def _told(self, response: Optional[sip.Response], member: _Member) -> None:
+    def _told(self, response: Optional[sip.Response], member: Member) -> None:
         if response is None:
             return
         if response.code == 404:
@@ -477,10 +428,10 @@ class ProbeDetector(service.Service):
         self._log.info("refuting a suspicion of us: incarnation {incarnation}", incarnation=self.incarnation)
         self._tellAll(News("alive", self._nodeManager.localNode.uri, self.incarnation))
 
-    def _member(self, node: Node) -> _Member:
+    def _member(self, node: Node) -> Member:
         member = self._members.get(node.key)
         if member is None:
-            member = self._members[node.key] = _Member(node)
+            member = self._members[node.key] = Member(node)
         else:
             member.node = node
         return member

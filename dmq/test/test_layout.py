@@ -25,7 +25,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("dmq.forgotten", "dmq.liveness", "dmq.seeds", "dmq.discovery"),
     ("dmq.listmerge",),
     ("dmq.node",),
-    ("dmq.sender",),
+    ("dmq.sender", "dmq.probestate"),
     ("dmq.bus", "dmq.threaded"),
     ("dmq.notification", "dmq.metrics", "dmq.peers", "dmq.probe"),
     ("dmq.ping", "dmq.control"),
